@@ -1,0 +1,301 @@
+"""Reading and validating data: training pairs/triplets and BEIR-format retrieval sets.
+
+Every problem with the input raises `DataError` whose message starts with the file and the
+line (or row) at fault and says what is wrong; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PAIR_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# Accepted column names for each role, in order of preference.
+COLUMN_ALIASES = {
+    "anchor": ("anchor", "query", "question"),
+    "positive": ("positive", "pos", "passage", "document", "answer"),
+    "negative": ("negative", "negatives", "neg"),
+}
+NUMBERED_NEGATIVE = re.compile(r"^(negative|neg)_?\d+$")
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file, the line or row, and what is wrong."""
+
+
+@dataclass
+class PairsData:
+    """(anchor, positive, [negatives]) rows; `negatives[i]` is empty when row i has none."""
+
+    anchors: list[str]
+    positives: list[str]
+    negatives: list[list[str]]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+
+@dataclass
+class IRDataset:
+    """A retrieval set: corpus, queries, and graded relevance judgements."""
+
+    corpus_ids: list[str]
+    corpus_texts: list[str]
+    query_ids: list[str]  # only queries with at least one relevant document
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]  # query id -> {corpus id: relevance > 0}
+    name: str = ""
+
+
+# ---------------------------------------------------------------- rows from files
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """(location, row) for each non-blank line; location is 'FILE:LINE'."""
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            if None in row:  # more fields than the header names
+                raise DataError(f"{path}:{reader.line_num}: more fields than the header has columns")
+            yield f"{path}:{reader.line_num}", row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for unreadable files
+        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield f"{path}: row {number}", row
+
+
+def _hub_rows(name: str, split: str) -> Iterator[tuple[str, dict]]:
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(name, split=split)
+    except Exception as err:  # the hub client raises many types; say which dataset and split failed
+        raise DataError(f"dataset {name!r} split {split!r}: could not be loaded ({err})") from None
+    for number, row in enumerate(rows, start=1):
+        yield f"{name}[{split}]: row {number}", row
+
+
+def read_rows(source: str | Path, split: str | None = None) -> Iterator[tuple[str, dict]]:
+    """Rows of a local JSONL/CSV/Parquet file or of a Hugging Face dataset id (with `split`)."""
+    path = Path(source)
+    readers = {".jsonl": _jsonl_rows, ".json": _jsonl_rows, ".csv": _csv_rows, ".parquet": _parquet_rows}
+    if path.suffix in readers:
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        return readers[path.suffix](path)
+    if path.exists():
+        raise DataError(f"{path}: expected a {', '.join(PAIR_FILE_SUFFIXES)} file or a dataset id")
+    return _hub_rows(str(source), split or "train")
+
+
+# ---------------------------------------------------------------- training pairs
+
+
+def _find_columns(where: str, row: dict) -> dict[str, str | list[str] | None]:
+    """Map roles to this source's column names, from its first row."""
+    columns: dict[str, str | list[str] | None] = {}
+    for role, aliases in COLUMN_ALIASES.items():
+        columns[role] = next((name for name in aliases if name in row), None)
+        if columns[role] is None and role != "negative":
+            raise DataError(
+                f"{where}: missing column {role!r} (accepted names: {', '.join(aliases)}; found: {', '.join(row)})"
+            )
+    numbered = sorted(name for name in row if NUMBERED_NEGATIVE.match(name))
+    if columns["negative"] is None and numbered:
+        columns["negative"] = numbered
+    return columns
+
+
+def _text(where: str, row: dict, column: str) -> str:
+    if column not in row:
+        raise DataError(f"{where}: missing column {column!r}")
+    value = row[column]
+    if not isinstance(value, str):
+        raise DataError(f"{where}: column {column!r} must be text, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{where}: empty text in column {column!r}")
+    return value
+
+
+def _negatives(where: str, row: dict, column: str | list[str] | None) -> list[str]:
+    if column is None:
+        return []
+    if isinstance(column, list):  # negative_1, negative_2, ... columns
+        return [_text(where, row, name) for name in column]
+    value = row.get(column)
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise DataError(f"{where}: column {column!r} is an empty list")
+    return [_text(where, {column: item}, column) for item in values]
+
+
+def load_pairs(source: str | Path, split: str | None = None) -> PairsData:
+    """Pairs or triplets from a file or hub dataset; accepts the usual column aliases."""
+    anchors, positives, negatives = [], [], []
+    columns = None
+    for where, row in read_rows(source, split):
+        columns = columns or _find_columns(where, row)
+        anchors.append(_text(where, row, columns["anchor"]))
+        positives.append(_text(where, row, columns["positive"]))
+        negatives.append(_negatives(where, row, columns["negative"]))
+    if not anchors:
+        raise DataError(f"{source}: no rows")
+    return PairsData(anchors, positives, negatives, source=str(source))
+
+
+def load_pair_splits(source: str | Path) -> dict[str, PairsData]:
+    """Every split of a pairs dataset: a directory of `<split>.jsonl|csv|parquet` files, or a hub id."""
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in PAIR_FILE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: no corpus.jsonl (BEIR) and no <split>{'|'.join(PAIR_FILE_SUFFIXES)} pair files")
+        return {file.stem: load_pairs(file) for file in files}
+    if path.exists():
+        raise DataError(f"{path}: a single file has no held-out split; give a directory of <split> files")
+    import datasets
+
+    try:
+        names = datasets.get_dataset_split_names(str(source))
+    except Exception as err:  # the hub client raises many types
+        raise DataError(f"dataset {str(source)!r}: could not be loaded ({err})") from None
+    return {name: load_pairs(source, name) for name in names}
+
+
+def ir_from_pairs(splits: dict[str, PairsData], eval_split: str) -> IRDataset:
+    """An IR set as the legal fine-tuning study built it: corpus = every positive of every split
+    (deduplicated), queries = the held-out split's anchors, qrels = their positives."""
+    if eval_split not in splits:
+        raise DataError(f"split {eval_split!r} not found (splits: {', '.join(splits)})")
+    corpus: dict[str, str] = {}  # text -> id, in order of first appearance
+    for pairs in splits.values():
+        for text in pairs.positives:
+            corpus.setdefault(text, f"d{len(corpus)}")
+    queries: dict[str, str] = {}  # the same question asked twice is one query with both positives
+    qrels: dict[str, dict[str, int]] = {}
+    held_out = splits[eval_split]
+    for anchor, positive in zip(held_out.anchors, held_out.positives):
+        query_id = queries.setdefault(anchor, f"q{len(queries)}")
+        qrels.setdefault(query_id, {})[corpus[positive]] = 1
+    return IRDataset(
+        corpus_ids=list(corpus.values()),
+        corpus_texts=list(corpus),
+        query_ids=list(queries.values()),
+        query_texts=list(queries),
+        qrels=qrels,
+        name=f"{held_out.source} ({eval_split})",
+    )
+
+
+# ---------------------------------------------------------------- BEIR
+
+
+def _read_id_text(path: Path, title: bool) -> dict[str, str]:
+    """`_id` -> text of a BEIR corpus or queries file; corpus titles are prepended ('title text')."""
+    texts: dict[str, str] = {}
+    for where, row in _jsonl_rows(path):
+        doc_id = row.get("_id")
+        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool) or str(doc_id) == "":
+            raise DataError(f"{where}: missing or empty '_id'")
+        doc_id = str(doc_id)
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise DataError(f"{where}: missing column 'text' (id {doc_id!r})")
+        heading = (row.get("title") or "") if title else ""
+        if not isinstance(heading, str):
+            raise DataError(f"{where}: 'title' must be text (id {doc_id!r})")
+        full = f"{heading} {text}".strip() if heading else text
+        if not full.strip():
+            raise DataError(f"{where}: empty text (id {doc_id!r})")
+        if doc_id in texts:
+            raise DataError(f"{where}: duplicate '_id' {doc_id!r}")
+        texts[doc_id] = full
+    if not texts:
+        raise DataError(f"{path}: no rows")
+    return texts
+
+
+def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> dict[str, dict[str, int]]:
+    """query id -> {corpus id: relevance}; a header line is optional; every id must exist."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            fields = line.rstrip("\n").split("\t")
+            where = f"{path}:{number}"
+            if not line.strip() or (number == 1 and fields[0] in ("query-id", "query_id", "qid")):
+                continue
+            if len(fields) != 3:
+                raise DataError(f"{where}: expected 3 tab-separated fields (query-id corpus-id score), got {len(fields)}")
+            query_id, doc_id, score = fields
+            try:
+                relevance = int(float(score))
+            except ValueError:
+                raise DataError(f"{where}: score {score!r} is not a number") from None
+            if query_id not in queries:
+                raise DataError(f"{where}: query id {query_id!r} is not in queries.jsonl")
+            if doc_id not in corpus:
+                raise DataError(f"{where}: corpus id {doc_id!r} is not in corpus.jsonl")
+            qrels.setdefault(query_id, {})[doc_id] = relevance
+    return qrels
+
+
+def load_beir(directory: str | Path, split: str) -> IRDataset:
+    """A BEIR directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+
+    Only queries with at least one judgement above 0 are evaluated (as in BEIR), in the order of
+    queries.jsonl. Corpus text is 'title text' when a title is present.
+    """
+    directory = Path(directory)
+    for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (directory / needed).is_file():
+            raise DataError(f"{directory / needed}: no such file (expected a BEIR directory)")
+    corpus = _read_id_text(directory / "corpus.jsonl", title=True)
+    queries = _read_id_text(directory / "queries.jsonl", title=False)
+    judged = _read_qrels(directory / "qrels" / f"{split}.tsv", queries, corpus)
+    qrels = {qid: {d: r for d, r in docs.items() if r > 0} for qid, docs in judged.items()}
+    query_ids = [qid for qid in queries if qrels.get(qid)]
+    if not query_ids:
+        raise DataError(f"{directory / 'qrels' / f'{split}.tsv'}: no query has a relevant document")
+    return IRDataset(
+        corpus_ids=list(corpus),
+        corpus_texts=list(corpus.values()),
+        query_ids=query_ids,
+        query_texts=[queries[qid] for qid in query_ids],
+        qrels={qid: qrels[qid] for qid in query_ids},
+        name=f"{directory} ({split})",
+    )
+
+
+def load_ir(source: str | Path, split: str) -> IRDataset:
+    """A BEIR directory, or a pairs dataset (directory of split files or hub id) with a held-out split."""
+    path = Path(source)
+    if (path / "corpus.jsonl").is_file():
+        return load_beir(path, split)
+    return ir_from_pairs(load_pair_splits(source), split)

@@ -1,0 +1,253 @@
+"""Retrieval evaluation at every Matryoshka dimension: encode once -> exact FAISS search -> metrics.
+
+    python evaluate.py --model MODEL --data BEIR_DIR --split dev --out metrics.json
+
+Corpus and queries are encoded once at full size; each dimension truncates, re-normalises and
+runs exact inner-product search (`IndexFlatIP`, on the GPU when faiss has GPU support and CUDA
+is present). Ties in score are broken by one rule: score descending, then corpus order.
+Metrics follow trec_eval: NDCG@10 with the judged relevance as gain, MRR@10, Recall@10,
+Recall@100, and MAP@100 (average precision over the top 100, divided by all relevant documents).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from data import DataError, IRDataset, load_ir
+from model import PACKAGED_MINILM, Encoder, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100")
+TOP_K = 100  # the deepest cut-off any metric needs
+GPU_MAX_K = 2048  # faiss-gpu's largest k
+
+
+def default_dims(full: int, smallest: int = 32) -> list[int]:
+    """The full size and every power of two below it, down to `smallest`: 384 -> [384, 256, 128, 64, 32]."""
+    dims = [full]
+    power = 1 << (full.bit_length() - 1)  # largest power of two <= full
+    power = power // 2 if power == full else power
+    while power >= smallest:
+        dims.append(power)
+        power //= 2
+    return dims
+
+
+def truncate_normalize(embeddings: np.ndarray, dim: int) -> np.ndarray:
+    """(N, D) -> (N, dim) float32 rows of unit length (all-zero rows stay zero)."""
+    head = np.ascontiguousarray(embeddings[:, :dim], dtype=np.float32)
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    return head / np.maximum(norms, 1e-12)
+
+
+# ---------------------------------------------------------------- search
+
+
+def _flat_ip_index(docs: np.ndarray) -> tuple[faiss.Index, int]:
+    """An exact inner-product index over `docs` (N, D), on the GPU when faiss and CUDA allow; and its max k."""
+    index = faiss.IndexFlatIP(docs.shape[1])
+    max_k = docs.shape[0]
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 and torch.cuda.is_available():
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        max_k = min(max_k, GPU_MAX_K)
+    index.add(docs)
+    return index, max_k
+
+
+def _sort_ties(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order each row by score descending, then corpus id ascending; missing (-1) ids last."""
+    key_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    key_scores = np.where(ids < 0, np.inf, -scores)
+    order = np.lexsort((key_ids, key_scores), axis=1)  # last key is the primary one
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def exact_search(queries: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by inner product: (Q, k) scores and corpus row ids, -1 where the corpus has fewer than k.
+
+    FAISS breaks ties arbitrarily, so each row is fetched deeper than k until the k-th score is
+    strictly above the last score fetched (or the whole corpus is fetched): then every document
+    tied with the k-th is among those fetched, and sorting them gives the documented tie rule.
+    """
+    index, max_k = _flat_ip_index(docs)
+    n_queries = queries.shape[0]
+    top_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    top_ids = np.full((n_queries, k), -1, dtype=np.int64)
+    rows = np.arange(n_queries)
+    fetch = min(k + 16, max_k)
+    while rows.size:
+        scores, ids = _sort_ties(*index.search(queries[rows], fetch))
+        keep = min(k, fetch)
+        top_scores[rows, :keep], top_ids[rows, :keep] = scores[:, :keep], ids[:, :keep]
+        if fetch >= max_k or keep < k:
+            break
+        unresolved = scores[:, k - 1] == scores[:, fetch - 1]  # ties may continue past what was fetched
+        rows, fetch = rows[unresolved], min(fetch * 2, max_k)
+    return top_scores, top_ids
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def gains_at_ranks(ranked_ids: list[list[str]], qrels: list[dict[str, int]]) -> np.ndarray:
+    """(Q, K) relevance of the document at each rank (0 for unjudged, irrelevant or missing)."""
+    depth = max((len(ids) for ids in ranked_ids), default=0)
+    gains = np.zeros((len(ranked_ids), depth), dtype=np.float64)
+    for row, (ids, judged) in enumerate(zip(ranked_ids, qrels)):
+        gains[row, : len(ids)] = [judged.get(doc_id, 0) for doc_id in ids]
+    return gains
+
+
+def per_query_metrics(gains: np.ndarray, qrels: list[dict[str, int]]) -> dict[str, np.ndarray]:
+    """trec_eval's measures per query from (Q, K) gains (K >= 100, shorter rows padded with 0)."""
+    gains = np.pad(gains, ((0, 0), (0, max(0, TOP_K - gains.shape[1]))))[:, :TOP_K]
+    hits = gains > 0  # (Q, K)
+    n_relevant = np.array([sum(r > 0 for r in judged.values()) for judged in qrels], dtype=np.float64)
+    ranks = np.arange(1, TOP_K + 1)
+    discounts = 1.0 / np.log2(ranks + 1)  # rank 1 -> 1/log2(2)
+    ideal = np.zeros((len(qrels), 10))
+    for row, judged in enumerate(qrels):
+        best = sorted((r for r in judged.values() if r > 0), reverse=True)[:10]
+        ideal[row, : len(best)] = best
+    idcg = ideal @ discounts[:10]
+    first_hit = np.where(hits[:, :10].any(1), hits[:, :10].argmax(1) + 1, np.inf)
+    precision_at_hits = np.cumsum(hits, axis=1) / ranks * hits  # (Q, K) precision at each relevant rank
+    return {
+        "ndcg@10": (gains[:, :10] @ discounts[:10]) / np.maximum(idcg, 1e-300),
+        "mrr@10": 1.0 / first_hit,
+        "recall@10": hits[:, :10].sum(1) / n_relevant,
+        "recall@100": hits.sum(1) / n_relevant,
+        "map@100": precision_at_hits.sum(1) / n_relevant,
+    }
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class DimResult:
+    metrics: dict[str, float]  # mean over queries
+    per_query: dict[str, np.ndarray]  # metric -> (Q,)
+    ranked_ids: list[list[str]]  # top-100 corpus ids per query, best first
+    ranked_scores: np.ndarray  # (Q, 100)
+
+
+def evaluate_embeddings(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDataset, dims: list[int]
+) -> dict[int, DimResult]:
+    """Metrics at each dim from full-size (Q, D) query and (N, D) corpus embeddings."""
+    full = corpus_emb.shape[1]
+    bad = [d for d in dims if not 0 < d <= full]
+    if bad:
+        raise ValueError(f"dims {bad} are outside 1..{full}, the model's embedding size")
+    qrels = [data.qrels[qid] for qid in data.query_ids]
+    results = {}
+    for dim in dims:
+        scores, rows = exact_search(truncate_normalize(query_emb, dim), truncate_normalize(corpus_emb, dim), TOP_K)
+        ranked_ids = [[data.corpus_ids[r] for r in row if r >= 0] for row in rows]
+        per_query = per_query_metrics(gains_at_ranks(ranked_ids, qrels), qrels)
+        metrics = {name: float(values.mean()) for name, values in per_query.items()}
+        results[dim] = DimResult(metrics, per_query, ranked_ids, scores)
+    return results
+
+
+def encode_ir(encoder: Encoder, data: IRDataset, batch_size: int, show_progress: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """Full-size query and corpus embeddings, and the corpus encoding time in seconds."""
+    query_emb = encoder.encode_queries(data.query_texts, batch_size=batch_size, show_progress=show_progress)
+    start = time.perf_counter()
+    corpus_emb = encoder.encode_documents(data.corpus_texts, batch_size=batch_size, show_progress=show_progress)
+    seconds = time.perf_counter() - start
+    return query_emb.numpy(), corpus_emb.numpy(), seconds
+
+
+def evaluate(
+    encoder: Encoder, data: IRDataset, dims: list[int] | None = None, batch_size: int = 64, show_progress: bool = False
+) -> dict[int, DimResult]:
+    """Encode `data` once with `encoder` and measure retrieval at each Matryoshka dim (default: all)."""
+    query_emb, corpus_emb, _ = encode_ir(encoder, data, batch_size, show_progress)
+    return evaluate_embeddings(query_emb, corpus_emb, data, dims or default_dims(encoder.dim))
+
+
+def format_table(metrics_by_dim: dict[int, dict[str, float]]) -> str:
+    """A Markdown table, one row per dimension."""
+    lines = ["| dim | " + " | ".join(METRICS) + " |", "|---:|" + "---:|" * len(METRICS)]
+    for dim, metrics in metrics_by_dim.items():
+        lines.append(f"| {dim} | " + " | ".join(f"{metrics[m]:.4f}" for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def write_runs(results: dict[int, DimResult], data: IRDataset, out_dir: Path, tag: str = "embed") -> None:
+    """Per dim: a TREC run file (qid Q0 docid rank score tag) and per-query metrics as JSONL."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for dim, result in results.items():
+        with open(out_dir / f"run.{dim}.trec", "w", encoding="utf-8") as run:
+            for qid, ids, scores in zip(data.query_ids, result.ranked_ids, result.ranked_scores):
+                for rank, (doc_id, score) in enumerate(zip(ids, scores), start=1):
+                    run.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+        with open(out_dir / f"per_query.{dim}.jsonl", "w", encoding="utf-8") as per_query:
+            for row, (qid, text) in enumerate(zip(data.query_ids, data.query_texts)):
+                record = {"query_id": qid, "query": text, "relevant": sorted(data.qrels[qid])}
+                record.update({m: float(result.per_query[m][row]) for m in METRICS})
+                record["top10"] = result.ranked_ids[row][:10]
+                per_query.write(json.dumps(record) + "\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=PACKAGED_MINILM, help="hub id or local directory (default: packaged MiniLM)")
+    parser.add_argument("--data", required=True, help="BEIR directory, or pairs (directory of <split> files, or hub id)")
+    parser.add_argument("--split", default="test", help="qrels split of a BEIR set, or the held-out pairs split")
+    parser.add_argument("--dims", type=lambda s: [int(d) for d in s.split(",")], help="e.g. 384,128,64 (default: full and powers of two down to 32)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", type=Path, help="write metrics JSON here")
+    parser.add_argument("--run-out", type=Path, help="write TREC runs and per-query metrics to this directory")
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--pooling", choices=["cls", "mean", "lasttoken", "max"])
+    parser.add_argument("--query-prompt")
+    parser.add_argument("--document-prompt")
+    parser.add_argument("--trust-remote-code", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run from the command line; returns {dim: {metric: value}} and the metadata as written to --out."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        data = load_ir(args.data, args.split)
+    except DataError as err:
+        sys.exit(f"error: {err}")
+    config = ModelConfig(args.model, pooling=args.pooling, max_length=args.max_length, query_prompt=args.query_prompt,
+                         document_prompt=args.document_prompt, trust_remote_code=args.trust_remote_code)
+    encoder = Encoder.from_config(config).to("cuda" if torch.cuda.is_available() else "cpu")
+    dims = args.dims or default_dims(encoder.dim)
+    query_emb, corpus_emb, seconds = encode_ir(encoder, data, args.batch_size, show_progress=True)
+    results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
+    report: dict = {str(dim): result.metrics for dim, result in results.items()}
+    report["meta"] = {"model": args.model, "data": data.name, "queries": len(data.query_ids),
+                      "corpus": len(data.corpus_ids), "corpus_encode_s": seconds,
+                      "passages_per_s": len(data.corpus_ids) / seconds}
+    print(f"{data.name}: {len(data.query_ids)} queries, {len(data.corpus_ids)} passages "
+          f"(encoded at {len(data.corpus_ids) / seconds:.1f} passages/s)")
+    print(format_table({dim: result.metrics for dim, result in results.items()}))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.run_out:
+        write_runs(results, data, args.run_out)
+    return report
+
+
+if __name__ == "__main__":
+    main()

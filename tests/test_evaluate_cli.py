@@ -1,0 +1,55 @@
+"""evaluate.py end to end from the command line on a tiny model and a tiny BEIR set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import evaluate
+from conftest import ROOT, random_texts
+from test_data import write_jsonl
+
+
+def tiny_beir(root, n_docs=40, n_queries=8):
+    texts = random_texts(n_docs, seed=7)
+    write_jsonl(root / "corpus.jsonl", [{"_id": f"c{i}", "title": "", "text": t} for i, t in enumerate(texts)])
+    write_jsonl(root / "queries.jsonl", [{"_id": f"q{i}", "text": texts[i * 3][:25]} for i in range(n_queries)])
+    (root / "qrels").mkdir()
+    (root / "qrels" / "dev.tsv").write_text("".join(f"q{i}\tc{i * 3}\t1\n" for i in range(n_queries)))
+    return root
+
+
+def test_main_writes_table_json_and_runs(tmp_path, tiny_bert, capsys):
+    data = tiny_beir(tmp_path / "beir")
+    report = evaluate.main(["--model", str(tiny_bert), "--data", str(data), "--split", "dev",
+                            "--out", str(tmp_path / "m.json"), "--run-out", str(tmp_path / "runs")])
+    printed = capsys.readouterr().out
+    assert "| 32 |" in printed and "| 16 |" not in printed  # default dims: 32 only for a 32-dim model
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert set(written["32"]) >= set(evaluate.METRICS) and written["32"] == report["32"]
+    run_lines = (tmp_path / "runs" / "run.32.trec").read_text().splitlines()
+    assert len(run_lines) == 8 * 40  # every query ranks the whole 40-passage corpus
+    qid, q0, doc, rank, score, tag = run_lines[0].split()
+    assert (qid, q0, rank) == ("q0", "Q0", "1")
+    per_query = [json.loads(line) for line in (tmp_path / "runs" / "per_query.32.jsonl").read_text().splitlines()]
+    assert len(per_query) == 8
+    assert sum(r["ndcg@10"] for r in per_query) / 8 == pytest.approx(report["32"]["ndcg@10"])
+
+
+def test_dims_flag(tmp_path, tiny_bert):
+    data = tiny_beir(tmp_path / "beir")
+    report = evaluate.main(["--model", str(tiny_bert), "--data", str(data), "--split", "dev", "--dims", "32,8"])
+    assert [k for k in report if k != "meta"] == ["32", "8"]
+
+
+def test_bad_data_exits_nonzero_naming_file_and_line(tmp_path):
+    data = tiny_beir(tmp_path / "beir")
+    (data / "qrels" / "dev.tsv").write_text("q0\tc0\t1\nq0\tnope\t1\n")
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--data", str(data), "--split", "dev"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert f"{data / 'qrels' / 'dev.tsv'}:2: corpus id 'nope' is not in corpus.jsonl" in result.stderr
+    assert "Traceback" not in result.stderr

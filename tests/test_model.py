@@ -1,0 +1,139 @@
+"""The encoder against sentence-transformers: reading its files, embedding, and saving for it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Normalize, Transformer
+from sentence_transformers.sentence_transformer.modules import Pooling
+
+from conftest import make_tiny_bert, random_texts
+from model import PACKAGED_MINILM, Encoder, ModelConfig, pool
+
+LEGAL_TEXTS = [
+    "What must a Relevant Person do under regulation 11(1) of the LODR Regulations?",
+    "An Authorised Person must notify the Regulator within 24 hours of becoming aware of a breach.",
+    "Rule 3.2.1 applies subject to the exemptions in Chapter 9.",
+    "Short.",
+    "In these Rules, 'Client Money' has the meaning given in section 14 of the FSMR. " * 40,  # > 256 tokens
+]
+
+
+def st_model(tiny_dir: Path, pooling: str, normalize: bool, max_length: int = 64) -> SentenceTransformer:
+    transformer = Transformer(str(tiny_dir), max_seq_length=max_length)
+    modules = [transformer, Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)]
+    if normalize:
+        modules.append(Normalize())
+    return SentenceTransformer(modules=modules, device="cpu")
+
+
+def test_pool_matches_float64_loop():
+    torch.manual_seed(0)
+    states = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])  # right, none, left padded
+    for mode in ("cls", "mean", "lasttoken", "max"):
+        got = pool(states, mask, mode)
+        for row in range(3):
+            real = [t for t in range(5) if mask[row, t]]
+            rows = states[row].double()[real]
+            want = {"cls": rows[0], "lasttoken": rows[-1], "mean": rows.sum(0) / len(real), "max": rows.max(0).values}[mode]
+            torch.testing.assert_close(got[row].double(), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling,normalize,padding_side", [
+    ("mean", True, "right"), ("cls", False, "right"), ("lasttoken", True, "left"), ("max", False, "right")])
+def test_reads_sentence_transformers_6_layout_and_saves_back(tmp_path, pooling, normalize, padding_side):
+    tiny = make_tiny_bert(tmp_path / "tiny")
+    reference = st_model(tiny, pooling, normalize, max_length=48)
+    reference.tokenizer.padding_side = padding_side
+    reference.save(str(tmp_path / "st"))
+    encoder = Encoder.from_config(ModelConfig(tmp_path / "st"))
+    assert (encoder.spec.pooling, encoder.spec.normalize, encoder.spec.max_length) == (pooling, normalize, 48)
+    texts = random_texts(30, seed=2, max_words=80)  # some longer than max_length
+    # Left padding shifts BERT's absolute positions, so results depend on how batches are cut:
+    # compare unpadded (batch size 1) there.
+    ours = encoder.encode(texts, batch_size=7 if padding_side == "right" else 1)
+    want = reference.encode(texts, batch_size=4 if padding_side == "right" else 1, convert_to_tensor=True)
+    torch.testing.assert_close(ours, want, rtol=0, atol=1e-5)
+    encoder.save(tmp_path / "ours")
+    reloaded = SentenceTransformer(str(tmp_path / "ours"), device="cpu")
+    assert reloaded.max_seq_length == 48
+    torch.testing.assert_close(reloaded.encode(texts, batch_size=1, convert_to_tensor=True),
+                               encoder.encode(texts, batch_size=1), rtol=0, atol=1e-5)
+
+
+def test_reads_older_layout_flags_prompts_and_lowercasing(tmp_path):
+    """modules.json + 1_Pooling flags + sentence_bert_config.json + config_sentence_transformers.json."""
+    model_dir = make_tiny_bert(tmp_path / "old")
+    (model_dir / "1_Pooling").mkdir()
+    files = {
+        "modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}],
+        "1_Pooling/config.json": {"word_embedding_dimension": 32, "pooling_mode_cls_token": True,
+                                  "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+                                  "pooling_mode_mean_sqrt_len_tokens": False},
+        "sentence_bert_config.json": {"max_seq_length": 20, "do_lower_case": True},
+        "config_sentence_transformers.json": {"prompts": {"query": "w1 w2 ", "passage": "w3 "}},
+    }
+    for name, content in files.items():
+        (model_dir / name).write_text(json.dumps(content))
+    encoder = Encoder.from_config(ModelConfig(str(model_dir)))
+    spec = encoder.spec
+    assert (spec.pooling, spec.normalize, spec.max_length, spec.do_lower_case) == ("cls", False, 20, True)
+    assert (spec.query_prompt, spec.document_prompt) == ("w1 w2 ", "w3 ")
+    reference = SentenceTransformer(str(model_dir), device="cpu")
+    texts = [t.upper() for t in random_texts(10, seed=3)]
+    torch.testing.assert_close(encoder.encode_queries(texts), reference.encode_query(texts, convert_to_tensor=True),
+                               rtol=0, atol=1e-5)
+    # A "passage" prompt is the document prompt (the e5 convention). sentence-transformers 6.x's
+    # encode_document would pick its own empty default "document" prompt first, so name it.
+    want = reference.encode(texts, prompt_name="passage", convert_to_tensor=True)
+    torch.testing.assert_close(encoder.encode_documents(texts), want, rtol=0, atol=1e-5)
+
+
+def test_config_overrides_model_files(tiny_bert):
+    config = ModelConfig(tiny_bert, pooling="cls", normalize=False, max_length=16, query_prompt="w5 ")
+    spec = Encoder.from_config(config).spec
+    assert (spec.pooling, spec.normalize, spec.max_length, spec.query_prompt) == ("cls", False, 16, "w5 ")
+
+
+def test_encode_restores_input_order(tiny_bert):
+    encoder = Encoder.from_config(ModelConfig(tiny_bert))
+    texts = random_texts(25, seed=4)
+    together = encoder.encode(texts, batch_size=6)
+    one_by_one = torch.cat([encoder.encode([t]) for t in texts])
+    torch.testing.assert_close(together, one_by_one, rtol=0, atol=1e-5)
+
+
+def test_minilm_matches_sentence_transformers_and_survives_save(tmp_path, minilm_dir):
+    encoder = Encoder.from_config(ModelConfig(PACKAGED_MINILM, query_prompt="query: "))
+    assert encoder.spec.max_length == 256  # the model's own, not the tokenizer's 512
+    reference = SentenceTransformer(str(minilm_dir), device="cpu")
+    ours = encoder.encode(LEGAL_TEXTS, batch_size=2)
+    assert (ours - reference.encode(LEGAL_TEXTS, convert_to_tensor=True)).abs().max() < 1e-5
+    encoder.save(tmp_path / "minilm")
+    reloaded = SentenceTransformer(str(tmp_path / "minilm"), device="cpu")
+    assert (reloaded.encode(LEGAL_TEXTS, convert_to_tensor=True) - ours).abs().max() < 1e-5
+    assert reloaded.prompts["query"] == "query: " and reloaded.max_seq_length == 256
+    queries = LEGAL_TEXTS[:2]
+    assert (reloaded.encode_query(queries, convert_to_tensor=True) - encoder.encode_queries(queries)).abs().max() < 1e-5
+
+
+def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path, tiny_bert):
+    encoder = Encoder.from_config(ModelConfig(tiny_bert))
+    target = tmp_path / "out"
+    encoder.save(target)
+    encoder.spec.max_length = 17
+    encoder.save(target)  # overwriting an existing model directory
+    assert json.loads((target / "sentence_bert_config.json").read_text())["max_seq_length"] == 17
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_trust_remote_code_is_never_implied(tmp_path, tiny_bert):
+    assert ModelConfig().trust_remote_code is False
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        Encoder.from_config(ModelConfig(str(tmp_path / "missing" / "model")))

@@ -1,0 +1,72 @@
+"""Exact FAISS search against numpy, the tie rule, short corpora, and batch-size invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import random_texts
+from data import IRDataset
+from evaluate import evaluate, exact_search, truncate_normalize
+from model import Encoder, ModelConfig
+
+
+def numpy_top_k(queries, docs, k):
+    """Score descending, then corpus order: a stable argsort of the negated scores."""
+    scores = queries @ docs.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), order
+
+
+@pytest.mark.parametrize("n_docs,k", [(500, 100), (50, 10), (7, 100)])
+def test_faiss_top_k_matches_numpy(n_docs, k):
+    rng = np.random.default_rng(n_docs)
+    queries = truncate_normalize(rng.standard_normal((40, 24)), 24)
+    docs = truncate_normalize(rng.standard_normal((n_docs, 24)), 24)
+    scores, ids = exact_search(queries, docs, k)
+    ref_scores, ref_ids = numpy_top_k(queries, docs, k)
+    kept = min(k, n_docs)
+    np.testing.assert_array_equal(ids[:, :kept], ref_ids)
+    np.testing.assert_allclose(scores[:, :kept], ref_scores, rtol=0, atol=1e-5)
+    assert (ids[:, kept:] == -1).all()  # a corpus smaller than k is padded with -1
+
+
+def test_ties_broken_by_corpus_order_even_past_the_cut():
+    """Small-integer vectors give exact float32 scores, so ties are real and many: more tied
+    documents than FAISS is first asked for, straddling the cut-off."""
+    rng = np.random.default_rng(0)
+    docs = rng.integers(0, 3, size=(300, 4)).astype(np.float32)
+    queries = rng.integers(0, 3, size=(30, 4)).astype(np.float32)
+    scores, ids = exact_search(queries, docs, 25)
+    ref_scores, ref_ids = numpy_top_k(queries, docs, 25)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(scores, ref_scores)
+    assert (ref_scores[:, 24:25] == (queries @ docs.T)).sum(1).max() > 40  # the test really has deep ties
+
+
+def tiny_ir(n_docs: int = 60, n_queries: int = 12) -> IRDataset:
+    texts = random_texts(n_docs, seed=1)
+    corpus_ids = [f"c{i}" for i in range(n_docs)]
+    qrels = {f"q{q}": {corpus_ids[(q * 7) % n_docs]: 1, corpus_ids[(q * 11 + 3) % n_docs]: 2} for q in range(n_queries)}
+    queries = [texts[(q * 7) % n_docs][:30] for q in range(n_queries)]  # a prefix of one relevant passage
+    return IRDataset(corpus_ids, texts, list(qrels), queries, qrels, name="tiny")
+
+
+def test_metrics_do_not_depend_on_encoding_batch_size(tiny_bert):
+    encoder = Encoder.from_config(ModelConfig(tiny_bert))
+    data = tiny_ir()
+    results = [evaluate(encoder, data, dims=[32, 16, 8], batch_size=bs) for bs in (1, 5, 64)]
+    for other in results[1:]:
+        for dim in (32, 16, 8):
+            for name, value in results[0][dim].metrics.items():
+                assert other[dim].metrics[name] == pytest.approx(value, abs=1e-6), (dim, name)
+    assert 0 < results[0][32].metrics["ndcg@10"] <= 1
+
+
+def test_small_corpus_never_counts_missing_ids(tiny_bert):
+    """A corpus of 3 passages: FAISS returns -1 for ranks 4..100; recall counts only real hits."""
+    encoder = Encoder.from_config(ModelConfig(tiny_bert))
+    data = IRDataset(["a", "b", "c"], random_texts(3, seed=5), ["q"], ["w1 w2"], {"q": {"a": 1, "zzz": 1}})
+    result = evaluate(encoder, data, dims=[32])[32]
+    assert len(result.ranked_ids[0]) == 3 and set(result.ranked_ids[0]) == {"a", "b", "c"}
+    assert result.metrics["recall@100"] == pytest.approx(0.5)
