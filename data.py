@@ -55,29 +55,45 @@ class IRDataset:
 # ---------------------------------------------------------------- rows from files
 
 
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file (a byte-order mark is allowed); bad bytes name their line."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
     """(location, row) for each non-blank line; location is 'FILE:LINE'."""
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            yield where, row
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield where, row
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
-            if None in row:  # more fields than the header names
-                raise DataError(f"{path}:{reader.line_num}: more fields than the header has columns")
-            yield f"{path}:{reader.line_num}", row
+        try:
+            for row in reader:
+                if None in row:  # more fields than the header names
+                    raise DataError(f"{path}:{reader.line_num}: more fields than the header has columns")
+                if None in row.values():
+                    raise DataError(f"{path}:{reader.line_num}: fewer fields than the header has columns")
+                yield f"{path}:{reader.line_num}", row
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 text ({err.reason})") from None
+        except csv.Error as err:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
@@ -127,7 +143,8 @@ def _find_columns(where: str, row: dict) -> dict[str, str | list[str] | None]:
             raise DataError(
                 f"{where}: missing column {role!r} (accepted names: {', '.join(aliases)}; found: {', '.join(row)})"
             )
-    numbered = sorted(name for name in row if NUMBERED_NEGATIVE.match(name))
+    numbered = sorted((name for name in row if NUMBERED_NEGATIVE.match(name)),
+                      key=lambda name: int(re.sub(r"\D", "", name)))
     if columns["negative"] is None and numbered:
         columns["negative"] = numbered
     return columns
@@ -162,6 +179,9 @@ def load_pairs(source: str | Path, split: str | None = None) -> PairsData:
     columns = None
     for where, row in read_rows(source, split):
         columns = columns or _find_columns(where, row)
+        if columns["negative"] is None and any(name in row for name in COLUMN_ALIASES["negative"]):
+            raise DataError(f"{where}: has a negative column but the first row has none; "
+                            "give every row its negatives, or none")
         anchors.append(_text(where, row, columns["anchor"]))
         positives.append(_text(where, row, columns["positive"]))
         negatives.append(_negatives(where, row, columns["negative"]))
@@ -177,6 +197,10 @@ def load_pair_splits(source: str | Path) -> dict[str, PairsData]:
         files = sorted(p for p in path.iterdir() if p.suffix in PAIR_FILE_SUFFIXES)
         if not files:
             raise DataError(f"{path}: no corpus.jsonl (BEIR) and no <split>{'|'.join(PAIR_FILE_SUFFIXES)} pair files")
+        stems = [file.stem for file in files]
+        clash = sorted({stem for stem in stems if stems.count(stem) > 1})
+        if clash:
+            raise DataError(f"{path}: more than one file for split(s) {', '.join(clash)}")
         return {file.stem: load_pairs(file) for file in files}
     if path.exists():
         raise DataError(f"{path}: a single file has no held-out split; give a directory of <split> files")
@@ -245,24 +269,24 @@ def _read_id_text(path: Path, title: bool) -> dict[str, str]:
 def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> dict[str, dict[str, int]]:
     """query id -> {corpus id: relevance}; a header line is optional; every id must exist."""
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            fields = line.rstrip("\n").split("\t")
-            where = f"{path}:{number}"
-            if not line.strip() or (number == 1 and fields[0] in ("query-id", "query_id", "qid")):
-                continue
-            if len(fields) != 3:
-                raise DataError(f"{where}: expected 3 tab-separated fields (query-id corpus-id score), got {len(fields)}")
-            query_id, doc_id, score = fields
-            try:
-                relevance = int(float(score))
-            except ValueError:
-                raise DataError(f"{where}: score {score!r} is not a number") from None
-            if query_id not in queries:
-                raise DataError(f"{where}: query id {query_id!r} is not in queries.jsonl")
-            if doc_id not in corpus:
-                raise DataError(f"{where}: corpus id {doc_id!r} is not in corpus.jsonl")
-            qrels.setdefault(query_id, {})[doc_id] = relevance
+    for number, line in _numbered_lines(path):
+        fields = line.rstrip("\r\n").split("\t")
+        where = f"{path}:{number}"
+        if not line.strip() or (number == 1 and fields[0] in ("query-id", "query_id", "qid")):
+            continue
+        if len(fields) != 3:
+            raise DataError(f"{where}: expected 3 tab-separated fields (query-id corpus-id score), got {len(fields)}")
+        query_id, doc_id, score = fields
+        if not re.fullmatch(r"-?\d+", score.strip()):
+            raise DataError(f"{where}: score {score!r} is not an integer relevance grade")
+        relevance = int(score)
+        if query_id not in queries:
+            raise DataError(f"{where}: query id {query_id!r} is not in queries.jsonl")
+        if doc_id not in corpus:
+            raise DataError(f"{where}: corpus id {doc_id!r} is not in corpus.jsonl")
+        if doc_id in qrels.get(query_id, {}):
+            raise DataError(f"{where}: duplicate judgement of query {query_id!r} and corpus id {doc_id!r}")
+        qrels.setdefault(query_id, {})[doc_id] = relevance
     return qrels
 
 

@@ -151,7 +151,10 @@ def evaluate_embeddings(
     bad = [d for d in dims if not 0 < d <= full]
     if bad:
         raise ValueError(f"dims {bad} are outside 1..{full}, the model's embedding size")
-    qrels = [data.qrels[qid] for qid in data.query_ids]
+    qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
+    unjudged = [qid for qid, judged in zip(data.query_ids, qrels) if not any(r > 0 for r in judged.values())]
+    if unjudged:
+        raise ValueError(f"queries without a relevant document cannot be scored: {unjudged[:5]}")
     results = {}
     for dim in dims:
         scores, rows = exact_search(truncate_normalize(query_emb, dim), truncate_normalize(corpus_emb, dim), TOP_K)
@@ -194,7 +197,7 @@ def write_runs(results: dict[int, DimResult], data: IRDataset, out_dir: Path, ta
         with open(out_dir / f"run.{dim}.trec", "w", encoding="utf-8") as run:
             for qid, ids, scores in zip(data.query_ids, result.ranked_ids, result.ranked_scores):
                 for rank, (doc_id, score) in enumerate(zip(ids, scores), start=1):
-                    run.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+                    run.write(f"{qid} Q0 {doc_id} {rank} {score:.9g} {tag}\n")
         with open(out_dir / f"per_query.{dim}.jsonl", "w", encoding="utf-8") as per_query:
             for row, (qid, text) in enumerate(zip(data.query_ids, data.query_texts)):
                 record = {"query_id": qid, "query": text, "relevant": sorted(data.qrels[qid])}
@@ -232,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                          document_prompt=args.document_prompt, trust_remote_code=args.trust_remote_code)
     encoder = Encoder.from_config(config).to("cuda" if torch.cuda.is_available() else "cpu")
     dims = args.dims or default_dims(encoder.dim)
+    if not all(0 < dim <= encoder.dim for dim in dims):
+        sys.exit(f"error: --dims {dims}: each must be in 1..{encoder.dim}, the model's embedding size")
     query_emb, corpus_emb, seconds = encode_ir(encoder, data, args.batch_size, show_progress=True)
     results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
     report: dict = {str(dim): result.metrics for dim, result in results.items()}

@@ -131,6 +131,9 @@ def read_embedding_spec(model_dir: Path) -> tuple[EmbeddingSpec, Path]:
         spec.normalize = any(m["type"].endswith("Normalize") for m in modules)
     spec.max_length = _max_length(transformer_dir)
     st_config = _read_json(transformer_dir / "sentence_bert_config.json") or {}
+    if st_config.get("transformer_task", "feature-extraction") != "feature-extraction":
+        raise ValueError(f"{transformer_dir / 'sentence_bert_config.json'}: transformer_task "
+                         f"{st_config['transformer_task']!r} is not supported (only feature-extraction)")
     spec.do_lower_case = bool(st_config.get("do_lower_case", False))
     prompts = (_read_json(model_dir / "config_sentence_transformers.json") or {}).get("prompts") or {}
     spec.prompts = dict(prompts)
@@ -288,6 +291,7 @@ class Encoder(nn.Module):
         """The sentence-transformers layout that both its 2.x-5.x and 6.x loaders read."""
         out.mkdir(parents=True)
         self.transformer.save_pretrained(out, safe_serialization=True)  # copies any remote code too
+        self.tokenizer.model_max_length = self.spec.max_length  # what sentence-transformers 6.x reads
         self.tokenizer.save_pretrained(out)
         modules = [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -301,7 +305,9 @@ class Encoder(nn.Module):
         for mode in POOLING_MODES:
             key = "pooling_mode_lasttoken" if mode == "lasttoken" else f"pooling_mode_{mode}_token{'' if mode == 'cls' else 's'}"
             pooling[key] = mode == self.spec.pooling
-        prompts = dict(self.spec.prompts)
+        # Other named prompts are kept; the document prompt is saved under "document" only, so no
+        # stale "passage"/"corpus" prompt can differ from it.
+        prompts = {k: v for k, v in self.spec.prompts.items() if k not in ("passage", "corpus")}
         prompts.update({"query": self.spec.query_prompt, "document": self.spec.document_prompt})
         st_config = {
             "__version__": {lib: importlib.metadata.version(lib) for lib in ("torch", "transformers")},
@@ -320,12 +326,19 @@ class Encoder(nn.Module):
 
 
 def _load_transformer(transformer_dir: Path, trust_remote_code: bool, attn_implementation: str) -> nn.Module:
-    """AutoModel in float32 (master weights stay fp32; autocast handles bf16), falling back to eager attention."""
+    """AutoModel in float32 (master weights stay fp32; autocast handles bf16).
+
+    An attention implementation the model does not support falls back along
+    flash_attention_2 -> sdpa -> eager, with a warning.
+    """
     kwargs = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}
-    try:
-        return AutoModel.from_pretrained(transformer_dir, attn_implementation=attn_implementation, **kwargs)
-    except (ValueError, ImportError) as err:
-        if attn_implementation == "eager":
-            raise
-        logger.warning("attention %s unavailable (%s); using eager attention", attn_implementation, err)
-        return AutoModel.from_pretrained(transformer_dir, attn_implementation="eager", **kwargs)
+    chain = ["flash_attention_2", "sdpa", "eager"]
+    candidates = chain[chain.index(attn_implementation):] if attn_implementation in chain else [attn_implementation]
+    for candidate in candidates[:-1]:
+        try:
+            return AutoModel.from_pretrained(transformer_dir, attn_implementation=candidate, **kwargs)
+        except (ValueError, ImportError) as err:
+            if "trust_remote_code" in str(err):
+                raise
+            logger.warning("attention %s unavailable (%s); trying the next one", candidate, err)
+    return AutoModel.from_pretrained(transformer_dir, attn_implementation=candidates[-1], **kwargs)

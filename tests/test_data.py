@@ -61,11 +61,34 @@ def test_bad_pairs_name_file_and_line(tmp_path, rows, line, message):
     assert str(err.value).startswith(f"{path}:{line}:")
 
 
-def test_bad_csv_names_line(tmp_path):
+@pytest.mark.parametrize("text,line,message", [
+    ("anchor,positive\nq1,p1\nq2,\n", 3, "empty text in column 'positive'"),
+    ("anchor,positive\nq1,p1\nq2\n", 3, "fewer fields"),
+    ("anchor,positive\nq1,p1,extra\n", 2, "more fields"),
+])
+def test_bad_csv_names_line(tmp_path, text, line, message):
     path = tmp_path / "p.csv"
-    path.write_text("anchor,positive\nq1,p1\nq2,\n")
-    with pytest.raises(DataError, match=rf"^{path}:3: empty text in column 'positive'"):
+    path.write_text(text)
+    with pytest.raises(DataError, match=message) as err:
         load_pairs(path)
+    assert str(err.value).startswith(f"{path}:{line}:")
+
+
+def test_negatives_appearing_after_the_first_row_are_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"anchor": "q", "positive": "p"},
+                                              {"anchor": "q", "positive": "p", "negative": "n"}])
+    with pytest.raises(DataError, match=rf"^{path}:2: has a negative column"):
+        load_pairs(path)
+
+
+def test_not_utf8_and_bad_parquet_rows_are_named(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"anchor": "q", "positive": "p"}\n{"anchor": "\xff", "positive": "p"}\n')
+    with pytest.raises(DataError, match=rf"^{path}:2: not UTF-8"):
+        load_pairs(path)
+    pq.write_table(pa.table({"anchor": ["q1", "q2"], "positive": ["p1", ""]}), tmp_path / "p.parquet")
+    with pytest.raises(DataError, match=r"p\.parquet: row 2: empty text in column 'positive'"):
+        load_pairs(tmp_path / "p.parquet")
 
 
 def test_beir_loader(tmp_path):
@@ -80,7 +103,9 @@ def test_beir_loader(tmp_path):
     ("q9\td1\t1", "query id 'q9' is not in queries.jsonl"),
     ("q1\td9\t1", "corpus id 'd9' is not in corpus.jsonl"),
     ("q1\td1", "expected 3 tab-separated fields"),
-    ("q1\td1\thigh", "score 'high' is not a number"),
+    ("q1\td1\thigh", "score 'high' is not an integer"),
+    ("q1\td1\t0.5", "score '0.5' is not an integer"),
+    ("q1\td1\t1", "duplicate judgement"),
 ])
 def test_bad_qrels_name_file_and_line(tmp_path, qrels_line, message):
     root = write_beir(tmp_path, ["q1\td1\t1", qrels_line])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import pytrec_eval
 
 import evaluate
 from conftest import ROOT, random_texts
@@ -34,6 +35,15 @@ def test_main_writes_table_json_and_runs(tmp_path, tiny_bert, capsys):
     assert len(run_lines) == 8 * 40  # every query ranks the whole 40-passage corpus
     qid, q0, doc, rank, score, tag = run_lines[0].split()
     assert (qid, q0, rank) == ("q0", "Q0", "1")
+    # trec_eval on the run file reproduces the report
+    run = {}
+    for line in run_lines:
+        qid, _, doc, _, score, _ = line.split()
+        run.setdefault(qid, {})[doc] = float(score)
+    qrels = {f"q{i}": {f"c{i * 3}": 1} for i in range(8)}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10", "recall_100", "map_cut_100"}).evaluate(run)
+    for trec_name, name in [("ndcg_cut_10", "ndcg@10"), ("recall_100", "recall@100"), ("map_cut_100", "map@100")]:
+        assert sum(t[trec_name] for t in trec.values()) / 8 == pytest.approx(report["32"][name], abs=1e-6)
     per_query = [json.loads(line) for line in (tmp_path / "runs" / "per_query.32.jsonl").read_text().splitlines()]
     assert len(per_query) == 8
     assert sum(r["ndcg@10"] for r in per_query) / 8 == pytest.approx(report["32"]["ndcg@10"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -133,7 +134,51 @@ def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path, tiny_bert):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_trust_remote_code_is_never_implied(tmp_path, tiny_bert):
+REMOTE_CONFIG = '''from transformers import BertConfig
+
+
+class TinyRemoteConfig(BertConfig):
+    model_type = "tiny-remote"
+'''
+REMOTE_MODEL = '''from transformers import BertModel
+
+from .configuration_tiny import TinyRemoteConfig
+
+
+class TinyRemoteModel(BertModel):
+    config_class = TinyRemoteConfig
+'''
+
+
+def test_remote_code_is_opt_in_and_saved_with_the_model(tmp_path):
+    """A model whose code lives in its directory loads only with trust_remote_code, and save()
+    writes that code beside the weights so sentence-transformers loads it from there alone."""
+    model_dir = make_tiny_bert(tmp_path / "remote")
+    (model_dir / "configuration_tiny.py").write_text(REMOTE_CONFIG)
+    (model_dir / "modeling_tiny.py").write_text(REMOTE_MODEL)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(model_type="tiny-remote", auto_map={"AutoConfig": "configuration_tiny.TinyRemoteConfig",
+                                                      "AutoModel": "modeling_tiny.TinyRemoteModel"})
+    (model_dir / "config.json").write_text(json.dumps(config))
     assert ModelConfig().trust_remote_code is False
-    with pytest.raises(FileNotFoundError, match="not a model directory"):
-        Encoder.from_config(ModelConfig(str(tmp_path / "missing" / "model")))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        Encoder.from_config(ModelConfig(model_dir))
+    encoder = Encoder.from_config(ModelConfig(model_dir, trust_remote_code=True))
+    assert type(encoder.transformer).__name__ == "TinyRemoteModel"
+    texts = random_texts(8, seed=9)
+    ours = encoder.encode(texts)
+    encoder.save(tmp_path / "saved")
+    shutil.rmtree(model_dir)  # the source of the code is gone: only the saved copy remains
+    assert (tmp_path / "saved" / "modeling_tiny.py").is_file()
+    reloaded = SentenceTransformer(str(tmp_path / "saved"), device="cpu", trust_remote_code=True)
+    assert type(reloaded[0].auto_model).__name__ == "TinyRemoteModel"
+    torch.testing.assert_close(reloaded.encode(texts, convert_to_tensor=True), ours, rtol=0, atol=1e-5)
+
+
+def test_pad_pads_only_to_the_longest_in_the_batch(tiny_bert):
+    encoder = Encoder.from_config(ModelConfig(tiny_bert))
+    batch = encoder.pad([[2, 9, 10, 3], [2, 9, 3]])
+    assert batch["input_ids"].tolist() == [[2, 9, 10, 3], [2, 9, 3, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    encoder.tokenizer.padding_side = "left"
+    assert encoder.pad([[2, 9, 10, 3], [2, 9, 3]])["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 1, 1, 1]]

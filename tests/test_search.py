@@ -66,7 +66,11 @@ def test_metrics_do_not_depend_on_encoding_batch_size(tiny_bert):
 def test_small_corpus_never_counts_missing_ids(tiny_bert):
     """A corpus of 3 passages: FAISS returns -1 for ranks 4..100; recall counts only real hits."""
     encoder = Encoder.from_config(ModelConfig(tiny_bert))
-    data = IRDataset(["a", "b", "c"], random_texts(3, seed=5), ["q"], ["w1 w2"], {"q": {"a": 1, "zzz": 1}})
+    data = IRDataset(["a", "b", "c"], random_texts(3, seed=5), ["q"], ["w1 w2"], {"q": {"c": 1, "zzz": 1}})
     result = evaluate(encoder, data, dims=[32])[32]
-    assert len(result.ranked_ids[0]) == 3 and set(result.ranked_ids[0]) == {"a", "b", "c"}
-    assert result.metrics["recall@100"] == pytest.approx(0.5)
+    ranked = result.ranked_ids[0]
+    assert len(ranked) == 3 and set(ranked) == {"a", "b", "c"}  # no id for the -1 slots
+    rank = ranked.index("c") + 1
+    assert result.metrics["recall@100"] == pytest.approx(0.5)  # "zzz" is never found, "c" once
+    assert result.metrics["mrr@10"] == pytest.approx(1 / rank)
+    assert result.metrics["map@100"] == pytest.approx(1 / rank / 2)
