@@ -129,8 +129,8 @@ def read_embedding_spec(model_dir: Path) -> tuple[EmbeddingSpec, Path]:
             raise ValueError(f"{model_dir / 'modules.json'}: module {module['type']} is not supported")
     if modules is not None:
         spec.normalize = any(m["type"].endswith("Normalize") for m in modules)
-    spec.max_length = _max_length(transformer_dir)
     st_config = _read_json(transformer_dir / "sentence_bert_config.json") or {}
+    spec.max_length = _max_length(transformer_dir, st_config)
     if st_config.get("transformer_task", "feature-extraction") != "feature-extraction":
         raise ValueError(f"{transformer_dir / 'sentence_bert_config.json'}: transformer_task "
                          f"{st_config['transformer_task']!r} is not supported (only feature-extraction)")
@@ -143,9 +143,8 @@ def read_embedding_spec(model_dir: Path) -> tuple[EmbeddingSpec, Path]:
     return spec, transformer_dir
 
 
-def _max_length(transformer_dir: Path) -> int:
+def _max_length(transformer_dir: Path, st_config: dict) -> int:
     """sentence_bert_config.json's max_seq_length, else the tokenizer's, capped by the position table."""
-    st_config = _read_json(transformer_dir / "sentence_bert_config.json") or {}
     tokenizer_config = _read_json(transformer_dir / "tokenizer_config.json") or {}
     model_config = _read_json(transformer_dir / "config.json") or {}
     positions = model_config.get("max_position_embeddings") or 512
@@ -201,7 +200,6 @@ class Encoder(nn.Module):
             raise ValueError(f"model.pooling: {spec.pooling!r} is not one of {', '.join(POOLING_MODES)}")
         remote = config.trust_remote_code
         tokenizer = AutoTokenizer.from_pretrained(transformer_dir, trust_remote_code=remote)
-        tokenizer.model_max_length = spec.max_length  # what a saved model's 6.x loader reads
         transformer = _load_transformer(transformer_dir, remote, pick_attn_implementation(config.attn_implementation))
         return cls(transformer, tokenizer, spec, config)
 
