@@ -9,9 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 PAIR_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # Accepted column names for each role, in order of preference.
@@ -323,3 +326,133 @@ def load_ir(source: str | Path, split: str) -> IRDataset:
     if (path / "corpus.jsonl").is_file():
         return load_beir(path, split)
     return ir_from_pairs(load_pair_splits(source), split)
+
+
+# ---------------------------------------------------------------- training batches
+
+
+@dataclass
+class TrainTable:
+    """Training rows as int64 text ids: equal texts get equal ids, so duplicates are found from
+    the texts themselves (dropout makes the embeddings of equal texts differ)."""
+
+    anchor_ids: np.ndarray  # (N,) into anchor_texts
+    positive_ids: np.ndarray  # (N,) into passage_texts
+    negative_ids: np.ndarray  # (N, k) into passage_texts; k = 0 without explicit negatives
+    anchor_texts: list[str]
+    passage_texts: list[str]  # positives and negatives share one id space: both are candidates
+
+    def __len__(self) -> int:
+        return len(self.anchor_ids)
+
+
+def index_texts(pairs: PairsData) -> TrainTable:
+    """Give every distinct anchor and passage text an id; every row needs the same number of negatives."""
+    anchors: dict[str, int] = {}
+    passages: dict[str, int] = {}
+    k = len(pairs.negatives[0])
+    for row, negatives in enumerate(pairs.negatives):
+        if len(negatives) != k:
+            raise DataError(f"{pairs.source}: row {row + 1} has {len(negatives)} negatives and row 1 has {k}; "
+                            "every row needs the same number")
+    anchor_ids = [anchors.setdefault(text, len(anchors)) for text in pairs.anchors]
+    positive_ids = [passages.setdefault(text, len(passages)) for text in pairs.positives]
+    negative_ids = [[passages.setdefault(text, len(passages)) for text in row] for row in pairs.negatives]
+    return TrainTable(
+        anchor_ids=np.array(anchor_ids, dtype=np.int64),
+        positive_ids=np.array(positive_ids, dtype=np.int64),
+        negative_ids=np.array(negative_ids, dtype=np.int64).reshape(len(pairs), k),
+        anchor_texts=list(anchors),
+        passage_texts=list(passages),
+    )
+
+
+def spread_batches(anchor_ids: np.ndarray, positive_ids: np.ndarray, batch_size: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """Cut a shuffled epoch into batches of `batch_size` (the last one holds the remainder) so that
+    rows sharing an anchor or a positive text land in different batches as far as possible.
+
+    Greedy: rows whose texts repeat most are placed first, each in the next batch with room that
+    holds the fewest rows sharing its texts (round robin among equals); rows whose texts are
+    unique fill the room left. Every row is placed exactly once.
+    """
+    n = len(anchor_ids)
+    full, rest = divmod(n, batch_size)
+    capacity = [batch_size] * full + ([rest] if rest else [])
+    order = rng.permutation(n)
+    crowd = np.maximum(np.bincount(anchor_ids)[anchor_ids], np.bincount(positive_ids)[positive_ids])[order]
+    repeated, unique = order[crowd > 1], order[crowd == 1]
+    repeated = repeated[np.argsort(-crowd[crowd > 1], kind="stable")]  # most repeated texts first
+    batches: list[list[int]] = [[] for _ in capacity]
+    in_batch: dict[tuple[str, int], Counter] = defaultdict(Counter)  # (role, text id) -> batch -> rows
+    cursor = 0
+    for row in repeated.tolist():
+        keys = (("a", anchor_ids[row]), ("p", positive_ids[row]))
+        best, best_cost = -1, None
+        for step in range(len(batches)):
+            b = (cursor + step) % len(batches)
+            if len(batches[b]) < capacity[b]:
+                cost = sum(in_batch[key][b] for key in keys)
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = b, cost
+                if cost == 0:
+                    break
+        batches[best].append(row)
+        for key in keys:
+            in_batch[key][best] += 1
+        cursor = (best + 1) % len(batches)
+    fill = iter(unique.tolist())
+    for b, batch in enumerate(batches):
+        batch.extend(next(fill) for _ in range(capacity[b] - len(batch)))
+    batch_order = list(rng.permutation(full)) + ([full] if rest else [])  # the short batch stays last
+    return [rng.permutation(np.array(batches[b], dtype=np.int64)) for b in batch_order]
+
+
+class SpreadBatchSampler:
+    """Yields the global batches (row indices) of each epoch; each process then takes its own
+    contiguous share. Every process holds the same sampler and agrees on the batches, which come
+    from `spread_batches` seeded by (seed, epoch).
+
+    The length is exact and the same on every process. The state (epoch, position) goes into
+    checkpoints: `load_state_dict` resumes at the first batch not yet trained on.
+    """
+
+    def __init__(self, table: TrainTable, global_batch: int, seed: int, drop_last: bool = True, world_size: int = 1):
+        if global_batch % world_size:
+            raise ValueError(f"train.global_batch {global_batch} does not divide over {world_size} processes")
+        if len(table) < global_batch and drop_last:
+            raise ValueError(f"{len(table)} training rows are fewer than train.global_batch {global_batch}; "
+                             "lower it or set train.drop_last false")
+        self.table, self.global_batch, self.seed, self.drop_last = table, global_batch, seed, drop_last
+        self.world_size = world_size
+        self.epoch, self.position = 0, 0
+        self._cached: tuple[int, list[np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        """Batches per epoch: the full ones, plus the short one when drop_last is off."""
+        full, rest = divmod(len(self.table), self.global_batch)
+        return full + int(not self.drop_last and rest >= self.world_size)
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        if self._cached is None or self._cached[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            batches = spread_batches(self.table.anchor_ids, self.table.positive_ids, self.global_batch, rng)
+            short = batches[-1]
+            batches[-1] = short[: len(short) - len(short) % self.world_size]  # shares of equal size
+            self._cached = (epoch, batches[: len(self)])
+        return self._cached[1]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        batches = self.global_batches(self.epoch)
+        while self.position < len(batches):
+            self.position += 1  # counted before the caller trains on it: a saved state points past it
+            yield batches[self.position - 1]
+        self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"the checkpoint was trained with seed {state['seed']}, the config says {self.seed}")
+        self.epoch, self.position = state["epoch"], state["position"]

@@ -14,14 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from data import DataError, IRDataset, load_ir
 from model import PACKAGED_MINILM, Encoder, ModelConfig
@@ -165,20 +168,63 @@ def evaluate_embeddings(
     return results
 
 
-def encode_ir(encoder: Encoder, data: IRDataset, batch_size: int, show_progress: bool) -> tuple[np.ndarray, np.ndarray, float]:
-    """Full-size query and corpus embeddings, and the corpus encoding time in seconds."""
-    query_emb = encoder.encode_queries(data.query_texts, batch_size=batch_size, show_progress=show_progress)
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def encode_sharded(encode: Callable[[list[str]], torch.Tensor], texts: list[str], dim: int,
+                   device: torch.device) -> torch.Tensor | None:
+    """(N, dim) embeddings of `texts` in input order on the main process (None on the others).
+
+    Outside distributed mode this is `encode(texts)`. With P processes, process r encodes
+    texts[r::P] (strided, so every process gets a similar mix of lengths): each text is encoded
+    exactly once, and the shards are gathered to process 0, which alone searches.
+    """
+    if not _distributed():
+        return encode(texts)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    shard = texts[rank::world]
+    mine = encode(shard) if shard else torch.zeros(0, dim)
+    rows = -(-len(texts) // world)  # every shard padded to the largest, as gather needs equal sizes
+    padded = torch.zeros(rows, dim, device=device)
+    padded[: len(shard)] = mine.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world)] if rank == 0 else None
+    dist.gather(padded, parts, dst=0)  # NCCL gathers CUDA tensors, gloo CPU ones: `device` is the model's
+    if rank != 0:
+        return None
+    out = torch.empty(len(texts), dim)
+    for r, part in enumerate(parts):
+        out[r::world] = part[: len(range(r, len(texts), world))].cpu()
+    return out
+
+
+def encode_ir(encoder: Encoder, data: IRDataset, batch_size: int,
+              show_progress: bool) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+    """Full-size query and corpus embeddings (None on all but the main process when distributed),
+    and the corpus encoding time in seconds."""
+    def encoder_for(prompt: str) -> Callable[[list[str]], torch.Tensor]:
+        return lambda texts: encoder.encode(texts, batch_size=batch_size, prompt=prompt, show_progress=show_progress)
+
+    query_emb = encode_sharded(encoder_for(encoder.spec.query_prompt), data.query_texts, encoder.dim, encoder.device)
     start = time.perf_counter()
-    corpus_emb = encoder.encode_documents(data.corpus_texts, batch_size=batch_size, show_progress=show_progress)
+    corpus_emb = encode_sharded(encoder_for(encoder.spec.document_prompt), data.corpus_texts, encoder.dim, encoder.device)
     seconds = time.perf_counter() - start
+    if query_emb is None:
+        return None, None, seconds
     return query_emb.numpy(), corpus_emb.numpy(), seconds
 
 
 def evaluate(
     encoder: Encoder, data: IRDataset, dims: list[int] | None = None, batch_size: int = 64, show_progress: bool = False
-) -> dict[int, DimResult]:
-    """Encode `data` once with `encoder` and measure retrieval at each Matryoshka dim (default: all)."""
+) -> dict[int, DimResult] | None:
+    """Encode `data` once with `encoder` and measure retrieval at each Matryoshka dim (default: all).
+
+    Under torch.distributed every process must call it: encoding is sharded across processes and
+    the search runs on the main one, which gets the results; the others get None.
+    """
     query_emb, corpus_emb, _ = encode_ir(encoder, data, batch_size, show_progress)
+    if query_emb is None:
+        return None
     return evaluate_embeddings(query_emb, corpus_emb, data, dims or default_dims(encoder.dim))
 
 
@@ -223,6 +269,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def start_processes() -> torch.device:
+    """Under torchrun (WORLD_SIZE > 1) join the process group; the device this process encodes on."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Run from the command line; returns {dim: {metric: value}} and the metadata as written to --out."""
     args = parse_args(argv)
@@ -233,11 +290,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         sys.exit(f"error: {err}")
     config = ModelConfig(args.model, pooling=args.pooling, max_length=args.max_length, query_prompt=args.query_prompt,
                          document_prompt=args.document_prompt, trust_remote_code=args.trust_remote_code)
-    encoder = Encoder.from_config(config).to("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = Encoder.from_config(config).to(start_processes())
     dims = args.dims or default_dims(encoder.dim)
     if not all(0 < dim <= encoder.dim for dim in dims):
         sys.exit(f"error: --dims {dims}: each must be in 1..{encoder.dim}, the model's embedding size")
-    query_emb, corpus_emb, seconds = encode_ir(encoder, data, args.batch_size, show_progress=True)
+    query_emb, corpus_emb, seconds = encode_ir(encoder, data, args.batch_size, show_progress=not _distributed() or dist.get_rank() == 0)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if query_emb is None:  # not the main process: its shard is encoded and gathered
+        return {}
     results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
     report: dict = {str(dim): result.metrics for dim, result in results.items()}
     report["meta"] = {"model": args.model, "data": data.name, "queries": len(data.query_ids),

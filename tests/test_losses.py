@@ -12,19 +12,26 @@ import losses
 from losses import infonce_per_dim, matryoshka_infonce
 
 
-def reference_loss(q, d, dims, weights, temperature, labels, pos_ids=None, cand_ids=None, symmetric=False):
-    """Plain Python loops in float64: per row, a log-softmax over the unmasked candidates."""
+def reference_loss(q, d, dims, weights, temperature, labels, cand_ids=None, anchor_ids=None, symmetric=False, q_all=None):
+    """Plain Python loops in float64: per query row, a log-softmax over the unmasked candidates."""
+    q_all = q if q_all is None else q_all
+    groups = q_all.shape[0]
+
+    def masked(i, j):  # candidate j is a false negative of query i
+        if j == labels[i]:
+            return False
+        same_text = cand_ids is not None and cand_ids[j] == cand_ids[labels[i]]
+        same_question = anchor_ids is not None and j < groups and anchor_ids[j] == anchor_ids[labels[i]]
+        return same_text or same_question
+
+    def unit_rows(x, dim):
+        rows = [[float(v) for v in row[:dim]] for row in x.detach().double()]
+        return [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in rows]
+
     total = 0.0
     for dim, weight in zip(dims, weights):
-        qs = [[float(x) for x in row[:dim]] for row in q.detach().double()]
-        ds = [[float(x) for x in row[:dim]] for row in d.detach().double()]
-        qs = [[x / math.sqrt(sum(v * v for v in row)) for x in row] for row in qs]
-        ds = [[x / math.sqrt(sum(v * v for v in row)) for x in row] for row in ds]
+        qs, ds, qa = unit_rows(q, dim), unit_rows(d, dim), unit_rows(q_all, dim)
         score = lambda a, b: sum(x * y for x, y in zip(a, b)) / temperature  # noqa: E731
-
-        def masked(i, j):
-            return pos_ids is not None and j != labels[i] and cand_ids[j] == pos_ids[i]
-
         forward = 0.0
         for i, qi in enumerate(qs):
             kept = [score(qi, dj) for j, dj in enumerate(ds) if not masked(i, j)]
@@ -34,9 +41,8 @@ def reference_loss(q, d, dims, weights, temperature, labels, pos_ids=None, cand_
             backward = 0.0
             for i in range(len(qs)):
                 p = ds[labels[i]]
-                kept = [score(p, qj) for j, qj in enumerate(qs)
-                        if j == i or pos_ids is None or pos_ids[j] != pos_ids[i]]
-                backward += -(score(p, qs[i]) - math.log(sum(math.exp(s) for s in kept)))
+                kept = [score(p, qg) for g, qg in enumerate(qa) if not masked(i, g)]
+                backward += -(score(p, qa[labels[i]]) - math.log(sum(math.exp(s) for s in kept)))
             loss = (loss + backward / len(qs)) / 2
         total += weight * loss
     return total
@@ -50,46 +56,81 @@ CASES = {
 
 
 def make_case(batch, negatives, duplicates, seed=0, dtype=torch.float32):
+    """Returns q (B, D), d (B·(1+k), D), candidate text ids (M,) and question text ids (B,)."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, 16, generator=g, dtype=dtype)
     d = torch.randn(batch * (1 + negatives), 16, generator=g, dtype=dtype)
     cand_ids = torch.arange(d.shape[0])
-    if duplicates:  # positive 3 repeats positive 0's text; a negative repeats positive 1's
-        d[3], cand_ids[3] = d[0], cand_ids[0]
-        d[batch + 2], cand_ids[batch + 2] = d[1], cand_ids[1]
-    labels = torch.arange(batch)
-    return q, d, labels, cand_ids[:batch].clone(), cand_ids
+    anchor_ids = torch.arange(100, 100 + batch)
+    if duplicates:
+        d[3], cand_ids[3] = d[0], cand_ids[0]  # positive 3 repeats positive 0's text
+        d[batch + 2], cand_ids[batch + 2] = d[1], cand_ids[1]  # a negative repeats positive 1's text
+        q[5], anchor_ids[5] = q[2], anchor_ids[2]  # row 5 asks row 2's question, with another passage
+    return q, d, cand_ids, anchor_ids
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_loss_matches_float64_loop(case, symmetric):
-    q, d, labels, pos_ids, cand_ids = make_case(**CASES[case])
+    q, d, cand_ids, anchor_ids = make_case(**CASES[case])
+    labels = list(range(q.shape[0]))
     dims, weights = [16, 8, 4], [1.0, 0.5, 0.25]
-    ids = dict(query_positive_ids=pos_ids, candidate_ids=cand_ids) if CASES[case]["duplicates"] else {}
+    ids = dict(candidate_ids=cand_ids, anchor_ids=anchor_ids)
     ours = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, 0.05, symmetric=symmetric, **ids), weights)
-    want = reference_loss(q, d, dims, weights, 0.05, labels.tolist(),
-                          pos_ids.tolist() if ids else None, cand_ids.tolist() if ids else None, symmetric)
+    want = reference_loss(q, d, dims, weights, 0.05, labels, cand_ids.tolist(), anchor_ids.tolist(), symmetric)
     assert ours.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
+    plain = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, 0.05, symmetric=symmetric), weights)
+    assert plain.item() == pytest.approx(reference_loss(q, d, dims, weights, 0.05, labels, symmetric=symmetric),
+                                         abs=1e-6, rel=1e-9)
 
 
-def test_masking_changes_the_loss_only_when_duplicates_exist():
-    q, d, _, pos_ids, cand_ids = make_case(**CASES["duplicates masked"])
-    masked = infonce_per_dim(q, d, [16], query_positive_ids=pos_ids, candidate_ids=cand_ids)
-    assert not torch.allclose(masked, infonce_per_dim(q, d, [16]))
-    q, d, _, pos_ids, cand_ids = make_case(**CASES["explicit negatives"])
-    torch.testing.assert_close(infonce_per_dim(q, d, [16], query_positive_ids=pos_ids, candidate_ids=cand_ids),
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_one_share_of_the_batch_scores_against_the_whole_batch(symmetric):
+    """What each of N processes computes: its B = G/N queries, labels offset, all G·(1+k) candidates."""
+    q, d, cand_ids, anchor_ids = make_case(batch=8, negatives=1, duplicates=True)
+    dims, weights = [16, 4], [1.0, 1.0]
+    whole = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, candidate_ids=cand_ids,
+                                               anchor_ids=anchor_ids, symmetric=symmetric), weights)
+    shares = []
+    for rows in (slice(0, 4), slice(4, 8)):
+        labels = torch.arange(8)[rows]
+        per_dim = infonce_per_dim(q[rows].double(), d.double(), dims, labels=labels, candidate_ids=cand_ids,
+                                  anchor_ids=anchor_ids, symmetric=symmetric, q_all=q.double())
+        shares.append(matryoshka_infonce(per_dim, weights))
+        want = reference_loss(q[rows], d, dims, weights, 0.05, labels.tolist(), cand_ids.tolist(),
+                              anchor_ids.tolist(), symmetric, q_all=q)
+        assert shares[-1].item() == pytest.approx(want, abs=1e-6, rel=1e-9)
+    assert ((shares[0] + shares[1]) / 2).item() == pytest.approx(whole.item(), rel=1e-12)
+
+
+def test_each_kind_of_false_negative_changes_the_loss():
+    q, d, cand_ids, anchor_ids = make_case(**CASES["duplicates masked"])
+    plain = infonce_per_dim(q, d, [16])
+    assert not torch.allclose(infonce_per_dim(q, d, [16], candidate_ids=cand_ids), plain)
+    assert not torch.allclose(infonce_per_dim(q, d, [16], anchor_ids=anchor_ids), plain)
+    q, d, cand_ids, anchor_ids = make_case(**CASES["explicit negatives"])  # all texts distinct
+    torch.testing.assert_close(infonce_per_dim(q, d, [16], candidate_ids=cand_ids, anchor_ids=anchor_ids),
                                infonce_per_dim(q, d, [16]))
+
+
+def test_same_question_masks_its_other_positive_but_not_its_negatives():
+    labels = torch.arange(3)
+    cand_ids = torch.tensor([10, 11, 12, 20, 21, 22])  # 3 positives, then 3 negatives
+    anchor_ids = torch.tensor([7, 8, 7])  # rows 0 and 2 ask the same question
+    mask = losses.false_negative_mask(labels, 6, cand_ids, anchor_ids)
+    want = torch.zeros(3, 6, dtype=torch.bool)
+    want[0, 2] = want[2, 0] = True
+    assert torch.equal(mask, want)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_gradcheck(symmetric):
-    q, d, _, pos_ids, cand_ids = make_case(batch=4, negatives=1, duplicates=True, dtype=torch.float64)
+    q, d, cand_ids, anchor_ids = make_case(batch=6, negatives=1, duplicates=True, dtype=torch.float64)
     q.requires_grad_(True)
     d.requires_grad_(True)
 
     def loss(q, d):
-        per_dim = infonce_per_dim(q, d, [16, 4], 0.5, pos_ids, cand_ids, symmetric=symmetric)
+        per_dim = infonce_per_dim(q, d, [16, 4], 0.5, candidate_ids=cand_ids, anchor_ids=anchor_ids, symmetric=symmetric)
         return matryoshka_infonce(per_dim, [1.0, 0.3])
 
     assert torch.autograd.gradcheck(loss, (q, d))

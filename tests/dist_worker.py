@@ -1,0 +1,125 @@
+"""Run by tests/test_distributed.py under `torchrun --nproc_per_node N` (or plain python for N = 1).
+
+    python tests/dist_worker.py train OUT WORLD [--hook] -- TRAIN_ARGS...
+    python tests/dist_worker.py eval OUT WORLD MODEL_DIR
+
+Instruments train.py from the outside (nothing test-only lives in train.py) and writes what it
+saw under OUT: the gradients of step 1 as the optimiser sees them (after DDP's all-reduce), the
+DDP buckets all-reduced in each micro-batch, the texts each process encoded, the metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import train  # noqa: E402
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def instrument_training(out: Path, count_buckets: bool) -> dict:
+    seen = {"grads": None, "step": 0, "chunk": -1, "chunks": 0, "allreduced": []}
+
+    def optimizer_with_hook(model, config):
+        optimizer = make_optimizer(model, config)
+
+        def before_step(opt, args, kwargs):  # gradients as the optimiser sees them, step 1 only
+            seen["world"] = world_size()  # end_training() takes the process group down, so look now
+            if seen["grads"] is None:
+                seen["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+            seen["step"] += 1
+
+        optimizer.register_step_pre_hook(before_step)
+        return optimizer
+
+    def counting_hook(state, bucket):  # fires once per bucket that DDP all-reduces
+        seen["allreduced"].append({"step": seen["step"], "chunk": seen["chunk"], "of": seen["chunks"],
+                                   "bucket": bucket.index()})
+        return allreduce_hook(state, bucket)
+
+    @contextlib.contextmanager
+    def counted_replay(state):
+        seen["chunk"] += 1
+        with replayed_rng(state):
+            yield
+
+    def counted_plan(lengths, size):
+        chunks = plan(lengths, size)
+        seen["chunk"], seen["chunks"] = -1, len(chunks)
+        return chunks
+
+    def prepare_with_hook(self, *objects):
+        prepared = prepare(self, *objects)
+        model = prepared[0]
+        if count_buckets and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model.register_comm_hook(None, counting_hook)
+        return prepared
+
+    make_optimizer, replayed_rng, plan, prepare = (train.make_optimizer, train.replayed_rng,
+                                                   train.plan_micro_batches, Accelerator.prepare)
+    train.make_optimizer, train.replayed_rng, train.plan_micro_batches = optimizer_with_hook, counted_replay, counted_plan
+    Accelerator.prepare = prepare_with_hook
+    if count_buckets:  # small buckets, so that a model this tiny still has several
+        train.Accelerator = functools.partial(Accelerator, kwargs_handlers=[DistributedDataParallelKwargs(bucket_cap_mb=0.02)])
+    return seen
+
+
+def run_train(out: Path, expected_world: int, count_buckets: bool, argv: list[str]) -> None:
+    seen = instrument_training(out, count_buckets)
+    train.main(argv)
+    assert seen["world"] == expected_world, f"expected {expected_world} processes, got {seen['world']}"
+    rank = int(os.environ.get("RANK", "0"))
+    (out / f"buckets.{rank}.json").write_text(json.dumps(seen["allreduced"]))
+    if rank == 0:
+        torch.save(seen["grads"], out / "grads.pt")
+
+
+def run_eval(out: Path, expected_world: int, model_dir: str) -> None:
+    from data import IRDataset
+    from evaluate import evaluate
+    from model import Encoder, ModelConfig
+
+    if expected_world > 1:
+        dist.init_process_group("gloo")
+    assert world_size() == expected_world
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    encoder = Encoder.from_config(ModelConfig(model_dir))
+    encoded = []
+    encode = encoder.encode
+    encoder.encode = lambda texts, **kw: encoded.extend(texts) or encode(texts, **kw)
+    corpus = [f"w{i} w{(7 * i) % 50} w{(3 * i) % 11}" for i in range(37)]  # odd, and not a multiple of 2
+    queries = [f"w{i} w{(7 * i) % 50}" for i in range(0, 37, 4)]
+    data = IRDataset([f"d{i}" for i in range(37)], corpus, [f"q{i}" for i in range(len(queries))], queries,
+                     {f"q{i}": {f"d{4 * i}": 1, f"d{(4 * i + 9) % 37}": 1} for i in range(len(queries))})
+    results = evaluate(encoder, data, [32, 8], batch_size=4)
+    (out / f"encoded.{rank}.json").write_text(json.dumps(encoded))
+    if rank == 0:
+        (out / "metrics.json").write_text(json.dumps({d: r.metrics for d, r in results.items()}))
+    else:
+        assert results is None
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    mode, out, world = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    out.mkdir(parents=True, exist_ok=True)
+    if mode == "train":
+        rest = sys.argv[4:]
+        hook = "--hook" in rest[: rest.index("--")]
+        run_train(out, world, hook, rest[rest.index("--") + 1 :])
+    else:
+        run_eval(out, world, sys.argv[4])

@@ -1,0 +1,195 @@
+"""train.py: schedule, config, and tiny end-to-end runs (in-process, `python` and `accelerate launch`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from conftest import ROOT, random_texts
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def test_lr_warms_up_then_follows_the_cosine_to_the_floor():
+    total, peak, floor = 100, 2e-5, 0.1
+    warmup = math.ceil(0.1 * total)
+    lrs = [train.lr_at(step, total, peak, 0.1, floor) for step in range(total + 1)]
+    assert lrs[0] == pytest.approx(peak / (warmup + 1))  # the first step already learns
+    assert all(a < b for a, b in zip(lrs[:warmup], lrs[1 : warmup + 1]))
+    assert lrs[warmup] == pytest.approx(peak)  # end of warm-up
+    mid = warmup + (total - warmup) // 2
+    assert lrs[mid] == pytest.approx((peak + peak * floor) / 2)  # cos(pi/2): half-way to the floor
+    assert lrs[total] == pytest.approx(peak * floor)  # the floor
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))
+    assert train.lr_at(0, 5, 1.0, 0.0) == 1.0  # no warm-up: the peak at once
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_loads_and_validates(path):
+    config = train.load_config(["--config", str(path)])
+    assert config.data.train and config.output.dir
+    assert config.train.global_batch >= config.train.micro_batch
+    assert config.loss.dims == sorted(config.loss.dims, reverse=True)
+
+
+def test_the_configs_are_all_there():
+    assert {p.stem for p in CONFIGS} >= {"bge", "arctic", "e5-instruct", "obliqa", "quickstart"}
+
+
+def test_obliqa_config_is_the_reference_recipe():
+    c = train.load_config(["--config", str(ROOT / "configs" / "obliqa.yaml")])
+    assert (c.train.epochs, c.train.global_batch, c.train.micro_batch, c.model.max_length) == (1, 512, 32, 256)
+    assert (c.train.lr, c.train.warmup_ratio, c.loss.temperature, c.train.weight_decay) == (2e-5, 0.1, 0.05, 0.0)
+    assert (c.train.max_grad_norm, c.train.seed, c.loss.dims) == (1.0, 42, [384, 256, 128, 64, 32])
+
+
+def test_overrides_parse_by_the_field_type(tmp_path):
+    config = train.load_config([
+        "--config", str(ROOT / "configs" / "obliqa.yaml"), "--train.lr", "1e-5", "--loss.dims", "64,32", "--loss.weights", "1,0.5",
+        "--train.max_grad_norm", "null", "--model.query_prompt", "query: ", "--train.drop_last=false",
+        "--eval.dims", "[64]"])
+    assert config.train.lr == 1e-5 and config.loss.dims == [64, 32] and config.train.max_grad_norm is None
+    assert config.model.query_prompt == "query: " and config.train.drop_last is False and config.eval.dims == [64]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--train.lrr", "1"], "unknown key train.lrr"),
+    (["--trian.lr", "1"], "unknown key trian"),
+    (["--train.epochs", "two"], "train.epochs: expected int"),
+    (["--train.lr", "fast"], "train.lr: expected float"),
+    (["--loss.dims", "64,x"], r"loss.dims\[1\]: expected int"),
+    (["--train", "1"], "train: is a section"),
+    (["--train.mixed_precision", "fp16"], "train.mixed_precision"),
+    (["--loss.weights", "1,1"], "loss.weights: 2 weights for 5 loss.dims"),
+    (["--train.micro_batch", "0"], "train.micro_batch: must be at least 1"),
+])
+def test_bad_keys_and_values_are_named(argv, message):
+    with pytest.raises(train.ConfigError, match=message):
+        train.load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
+
+
+def test_unknown_key_in_a_yaml_file_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  train: x.jsonl\ntrain:\n  lr: 1e-4\n  warmup: 3\n")
+    with pytest.raises(train.ConfigError, match="unknown key train.warmup"):
+        train.load_config(["--config", str(path)])
+    path.write_text("data: [1, 2]\n")
+    with pytest.raises(train.ConfigError, match="data: expected a mapping"):
+        train.load_config(["--config", str(path)])
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory, tiny_bert) -> Path:
+    """40 pairs with explicit negatives over 30 passages, and a BEIR dev set over the same passages."""
+    root = tmp_path_factory.mktemp("task")
+    questions, passages = random_texts(40, seed=1, max_words=8), random_texts(30, seed=2)
+    with open(root / "pairs.jsonl", "w") as f:
+        for i, q in enumerate(questions):
+            f.write(json.dumps({"anchor": q, "positive": passages[i % 30], "negative": passages[(7 * i + 3) % 30]}) + "\n")
+    (root / "beir" / "qrels").mkdir(parents=True)
+    with open(root / "beir" / "corpus.jsonl", "w") as f:
+        f.writelines(json.dumps({"_id": f"d{i}", "text": p}) + "\n" for i, p in enumerate(passages))
+    with open(root / "beir" / "queries.jsonl", "w") as f:
+        f.writelines(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(questions))
+    (root / "beir" / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i % 30}\t1\n" for i in range(40)))
+    return root
+
+
+def tiny_args(tiny_bert: Path, task: Path, out: Path, *extra: str) -> list[str]:
+    return ["--model.name_or_path", str(tiny_bert), "--data.train", str(task / "pairs.jsonl"),
+            "--data.eval", str(task / "beir"), "--train.global_batch", "16", "--train.micro_batch", "5",
+            "--loss.dims", "32,16", "--train.lr", "1e-3", "--output.dir", str(out), *extra]
+
+
+def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
+    """Before/after tables, the training log, and a model that sentence-transformers loads as ours."""
+    from sentence_transformers import SentenceTransformer
+
+    from model import Encoder, ModelConfig
+
+    result = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run"))
+    assert result["steps"] == 2  # 40 rows, batch 16, short batch dropped
+    assert set(result["before"]) == set(result["after"]) == {32, 16}
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and set(log[0]["loss_by_dim"]) == {"32", "16"}
+    assert log[0]["loss"] == pytest.approx(sum(log[0]["loss_by_dim"].values()), rel=1e-5)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["after"]["32"]["ndcg@10"] == pytest.approx(result["after"][32]["ndcg@10"])
+    assert "| 32 |" in (tmp_path / "run" / "results.md").read_text()
+    model_dir = tmp_path / "run" / "model"
+    assert "lr: 0.001" in (model_dir / "train_config.yaml").read_text()
+    texts = random_texts(5, seed=11)
+    ours = Encoder.from_config(ModelConfig(str(model_dir))).encode(texts)
+    theirs = SentenceTransformer(str(model_dir), device="cpu").encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(ours, theirs.cpu(), atol=1e-5, rtol=1e-4)
+    original = load_file(tiny_bert / "model.safetensors")
+    trained = load_file(model_dir / "model.safetensors")
+    name = next(k for k in trained if "encoder.layer.0.attention" in k and k.endswith("weight"))
+    assert not torch.equal(trained[name], original[name.removeprefix("bert.")] if name not in original else original[name])
+
+
+def test_a_cpu_run_is_bitwise_reproducible(tiny_bert, tiny_task, tmp_path):
+    for run in ("a", "b"):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / run, "--eval.before", "false", "--eval.after", "false"))
+    a, b = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "c", "--eval.before", "false", "--train.seed", "7"))
+    assert c["steps"] == 2
+    other = load_file(tmp_path / "c" / "model" / "model.safetensors")
+    assert not all(torch.equal(a[k], other[k]) for k in a)
+
+
+def test_non_finite_loss_stops_before_the_optimizer_step_and_saves_nothing(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    real = train.matryoshka_infonce
+    monkeypatch.setattr(train, "matryoshka_infonce", lambda per_dim, w: real(per_dim, w) * float("nan"))
+    with pytest.raises(FloatingPointError, match=r"step 0 on rank\(s\) \[0\]"):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false"))
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_an_existing_model_is_not_overwritten(tiny_bert, tiny_task, tmp_path):
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="output.overwrite"):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run"))
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_errors_name_the_key_and_exit_non_zero(tiny_bert, tiny_task, tmp_path):
+    proc = run_cli(sys.executable, "train.py", "--config", "configs/obliqa.yaml", "--train.lrr", "1")
+    assert proc.returncode != 0 and "unknown key train.lrr" in proc.stderr and "Traceback" not in proc.stderr
+    bad = tiny_task / "bad.jsonl"
+    bad.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "c"}\n')
+    proc = run_cli(sys.executable, "train.py", *tiny_args(tiny_bert, tiny_task, tmp_path / "run"), "--data.train", str(bad))
+    assert proc.returncode != 0 and "bad.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_accelerate_launch_one_cpu_process(tiny_bert, tiny_task, tmp_path):
+    proc = run_cli(sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
+                   "train.py", *tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 2
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
