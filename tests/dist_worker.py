@@ -31,7 +31,16 @@ def world_size() -> int:
 
 
 def instrument_training(out: Path, count_buckets: bool) -> dict:
-    seen = {"grads": None, "step": 0, "chunk": -1, "chunks": 0, "allreduced": []}
+    seen = {"grads": None, "step": 0, "chunk": -1, "chunks": 0, "allreduced": [], "rows": []}
+
+    def recorded_step_batch(table, tokens, global_rows, rank, world):
+        batch = make_step_batch(table, tokens, global_rows, rank, world)
+        mine = global_rows[batch.labels.numpy()]  # the rows this rank's labels point at
+        embedded = ([tokens["anchor"][i] for i in table.anchor_ids[mine]]
+                    + [tokens["passage"][i] for i in table.positive_ids[mine]])
+        seen["rows"].append({"global": global_rows.tolist(), "mine": mine.tolist(),
+                             "embeds_mine": batch.token_ids[: 2 * batch.share] == embedded})
+        return batch
 
     def optimizer_with_hook(model, config):
         optimizer = make_optimizer(model, config)
@@ -68,9 +77,10 @@ def instrument_training(out: Path, count_buckets: bool) -> dict:
             model.register_comm_hook(None, counting_hook)
         return prepared
 
-    make_optimizer, replayed_rng, plan, prepare = (train.make_optimizer, train.replayed_rng,
-                                                   train.plan_micro_batches, Accelerator.prepare)
+    make_optimizer, replayed_rng, plan, prepare, make_step_batch = (
+        train.make_optimizer, train.replayed_rng, train.plan_micro_batches, Accelerator.prepare, train.make_step_batch)
     train.make_optimizer, train.replayed_rng, train.plan_micro_batches = optimizer_with_hook, counted_replay, counted_plan
+    train.make_step_batch = recorded_step_batch
     Accelerator.prepare = prepare_with_hook
     if count_buckets:  # small buckets, so that a model this tiny still has several
         train.Accelerator = functools.partial(Accelerator, kwargs_handlers=[DistributedDataParallelKwargs(bucket_cap_mb=0.02)])
@@ -83,6 +93,7 @@ def run_train(out: Path, expected_world: int, count_buckets: bool, argv: list[st
     assert seen["world"] == expected_world, f"expected {expected_world} processes, got {seen['world']}"
     rank = int(os.environ.get("RANK", "0"))
     (out / f"buckets.{rank}.json").write_text(json.dumps(seen["allreduced"]))
+    (out / f"rows.{rank}.json").write_text(json.dumps(seen["rows"]))
     if rank == 0:
         torch.save(seen["grads"], out / "grads.pt")
 

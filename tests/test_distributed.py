@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, make_tiny_bert, random_texts
+from data import SpreadBatchSampler, index_texts, load_pairs
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
@@ -81,7 +82,7 @@ def test_two_processes_train_exactly_like_one(no_dropout_bert, pairs, tmp_path, 
         torch.testing.assert_close(w2[key], w1[key], rtol=0, atol=1e-5)
 
 
-def test_ddp_all_reduces_each_bucket_once_per_step_in_the_last_micro_batch(no_dropout_bert, pairs, tmp_path):
+def test_ddp_syncs_each_bucket_once_per_step_in_the_last_micro_batch_and_ranks_take_their_share(no_dropout_bert, pairs, tmp_path):
     run = tmp_path / "hook"
     launch(2, "train", str(run), "2", "--hook", "--", *train_args(no_dropout_bert, pairs, run, 5))
     for rank in (0, 1):
@@ -94,6 +95,14 @@ def test_ddp_all_reduces_each_bucket_once_per_step_in_the_last_micro_batch(no_dr
             assert indices == list(range(len(indices))) and indices
         assert len({r["bucket"] for r in records if r["step"] == 1}) >= 2  # several buckets: calls != buckets
         assert {r["step"] for r in records} == {0, 1}
+    # The sampler's global batches, each rank its own contiguous half, and what it embedded is that half.
+    table = index_texts(load_pairs(pairs))
+    want = [b.tolist() for b in SpreadBatchSampler(table, 16, seed=42).global_batches(0)]
+    seen = [json.loads((run / f"rows.{rank}.json").read_text()) for rank in (0, 1)]
+    for rank in (0, 1):
+        assert [s["global"] for s in seen[rank]] == want
+        assert [s["mine"] for s in seen[rank]] == [b[8 * rank : 8 * (rank + 1)] for b in want]
+        assert all(s["embeds_mine"] for s in seen[rank])
 
 
 def test_sharded_evaluation_encodes_each_text_once_and_matches_one_process(tiny_bert, tmp_path):

@@ -158,3 +158,14 @@ def test_replay_on_cuda_draws_the_same_dropout(tiny_bert):
     with train.replayed_rng(state), torch.autocast("cuda", dtype=torch.bfloat16):
         replayed = encoder(**batch)
     assert torch.equal(first, replayed.detach())
+
+
+def test_gradient_checkpointing_changes_memory_not_gradients(tiny_bert, accelerator):
+    """Dropout on: checkpointing replays each layer's forward under its saved RNG state too."""
+    grads = []
+    for checkpointing in (False, True):
+        config = train.Config(model=ModelConfig(str(tiny_bert)), train=train.TrainConfig(gradient_checkpointing=checkpointing))
+        encoder = train.load_encoder(config).train()
+        assert encoder.transformer.is_gradient_checkpointing == checkpointing
+        grads.append(gradcache_grads(encoder, step_batch(encoder), 4, accelerator)[1])
+    assert_grads_close(grads[1], grads[0])
