@@ -37,13 +37,13 @@ def pairs(tmp_path_factory) -> Path:
     return path
 
 
-def launch(processes: int, *args: str) -> None:
+def launch(processes: int, *args: str, script: str = WORKER) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     if processes == 1:  # no launcher at all: the plain, non-distributed path
-        command = [sys.executable, WORKER, *args]
+        command = [sys.executable, script, *args]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                   WORKER, *args]
+                   script, *args]
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
@@ -127,3 +127,17 @@ def test_sharded_evaluation_encodes_each_text_once_and_matches_one_process(tiny_
     assert encoded[0] and encoded[1]  # both processes did work
     assert Counter(encoded[0] + encoded[1]) == Counter(json.loads((tmp_path / "p1" / "encoded.0.json").read_text()))
     assert_gloo_shut_down(tmp_path / "p2")
+
+
+def test_evaluate_cli_under_torchrun_matches_one_process(tiny_bert, tmp_path):
+    """The user's entry point: `torchrun --nproc_per_node 2 evaluate.py ...` exits 0 and writes the one-process metrics."""
+    args = ["--model", str(tiny_bert), "--data", str(ROOT / "samples" / "quickstart"), "--split", "dev", "--dims", "32,8",
+            "--batch-size", "1"]  # each text alone: the same arithmetic however the texts are sharded
+    for processes in (1, 2):
+        launch(processes, *args, "--out", str(tmp_path / f"p{processes}.json"), script=str(ROOT / "evaluate.py"))
+    one, two = (json.loads((tmp_path / f"p{p}.json").read_text()) for p in (1, 2))
+    assert one["meta"]["corpus"] == two["meta"]["corpus"] == 298
+    for dim in ("32", "8"):
+        assert one[dim].keys() == two[dim].keys()
+        for metric, value in one[dim].items():
+            assert two[dim][metric] == pytest.approx(value, abs=1e-6), (dim, metric)
