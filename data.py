@@ -425,6 +425,8 @@ class SpreadBatchSampler:
                              "lower it or set train.drop_last false")
         self.table, self.global_batch, self.seed, self.drop_last = table, global_batch, seed, drop_last
         self.world_size = world_size
+        if len(self) == 0:  # drop_last off, but fewer rows than processes
+            raise ValueError(f"{len(table)} training rows cannot give each of {world_size} processes a row")
         self.epoch, self.position = 0, 0
         self._cached: tuple[int, list[np.ndarray]] | None = None
 

@@ -7,10 +7,13 @@ B = G/N) against all M candidates; `labels` holds the row of each query's positi
 (offset by the process's position in the batch). With B = G, labels default to 0..G-1.
 
 False negatives are masked out of the softmax using int64 text ids that the caller derives from
-the texts (dropout makes the embeddings of equal texts differ, so ids cannot come from them):
-- a candidate with the same text as the query's positive (a passage twice in the batch);
-- another positive of the same question (a question with several relevant passages),
-but never the query's own positive slot, and never an explicit negative for its question text.
+the texts (dropout makes the embeddings of equal texts differ, so ids cannot come from them). The
+batch itself says which texts are relevant to a question: the positives of every row that asks it.
+A candidate whose text is one of them leaves that question's softmax (a passage twice in the
+batch; a question with several relevant passages), but never the query's own positive slot. An
+explicit negative stays a negative unless its text is a positive of the same question elsewhere
+in the batch. In the symmetric term a query leaves a positive's softmax when that positive's
+text is relevant to the query's question.
 """
 
 from __future__ import annotations
@@ -19,25 +22,32 @@ import torch
 import torch.nn.functional as F
 
 
-def false_negative_mask(
-    labels: torch.Tensor, num_candidates: int, candidate_ids: torch.Tensor | None, anchor_ids: torch.Tensor | None
-) -> torch.Tensor | None:
-    """(B, M) True where a candidate must leave query i's softmax; None when no ids are given.
+def false_negative_masks(
+    labels: torch.Tensor, groups: int, num_candidates: int, candidate_ids: torch.Tensor | None, anchor_ids: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(B, M) and (B, G) masks, True where a candidate leaves query i's softmax and where query g
+    leaves positive i's (the symmetric term); None when no ids are given.
 
-    labels: (B,) each query's positive row; candidate_ids: (M,) text id of each candidate;
-    anchor_ids: (G,) text id of the question of each of the G positive rows.
+    labels: (B,) each query's positive row; groups: G, the rows of the global batch;
+    candidate_ids: (M,) text id of each candidate (when None, every candidate is a distinct text);
+    anchor_ids: (G,) question text id of each row (when None, every row asks a distinct question).
     """
     if candidate_ids is None and anchor_ids is None:
         return None
-    rows = torch.arange(labels.shape[0], device=labels.device)
-    mask = torch.zeros(labels.shape[0], num_candidates, dtype=torch.bool, device=labels.device)
-    if candidate_ids is not None:
-        mask |= candidate_ids[None, :] == candidate_ids[labels][:, None]  # same text as my positive
-    if anchor_ids is not None:
-        groups = anchor_ids.shape[0]
-        mask[:, :groups] |= anchor_ids[None, :] == anchor_ids[labels][:, None]  # my question's other positives
-    mask[rows, labels] = False  # the positive itself always stays
-    return mask
+    device = labels.device
+    rows = torch.arange(labels.shape[0], device=device)
+    if anchor_ids is None:
+        anchor_ids = torch.arange(groups, device=device)
+    if candidate_ids is None:
+        candidate_ids = torch.arange(num_candidates, device=device)
+    same_question = (anchor_ids[:, None] == anchor_ids[None, :]).float()  # (G, G)
+    same_text = (candidate_ids[:groups, None] == candidate_ids[None, :]).float()  # (G, M): positive k is text j
+    # Counts of rows k that make the pair relevant; 0/1 products summed exactly in float32.
+    to_candidates = same_question[labels] @ same_text > 0  # row k asks my question, its positive is text j
+    to_queries = same_text[:, labels].T @ same_question > 0  # row k has my positive's text and asks g's question
+    to_candidates[rows, labels] = False  # the positive itself always stays
+    to_queries[rows, labels] = False  # and so does its own query
+    return to_candidates, to_queries
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -73,16 +83,18 @@ def infonce_per_dim(
     in positive-row order. Each dim slices the full embeddings: nothing is re-run per dim.
     """
     labels = torch.arange(q.shape[0], device=q.device) if labels is None else labels
-    mask = false_negative_mask(labels, d.shape[0], candidate_ids, anchor_ids)  # (B, M) or None
     q_all = q if q_all is None else q_all  # (G, D)
     losses = []
-    with torch.autocast(q.device.type, enabled=False):  # logits and softmax in float32
+    with torch.autocast(q.device.type, enabled=False):  # logits, softmax and the masks in float32
+        groups = anchor_ids.shape[0] if anchor_ids is not None else q_all.shape[0]  # G
+        masks = false_negative_masks(labels, groups, d.shape[0], candidate_ids, anchor_ids)
         for dim in dims:
             logits = infonce_logits(q, d, dim, temperature)  # (B, M)
-            if mask is not None:
-                logits = logits.masked_fill(mask, float("-inf"))
+            if masks is not None:
+                logits = logits.masked_fill(masks[0], float("-inf"))
             loss = F.cross_entropy(logits, labels)
             if symmetric:
+                mask = masks[1] if masks is not None else None
                 loss = (loss + _document_to_query(q_all, d[labels], dim, temperature, labels, mask)) / 2
             losses.append(loss)
     return torch.stack(losses)
@@ -92,17 +104,15 @@ def _document_to_query(
     q_all: torch.Tensor, positives: torch.Tensor, dim: int, temperature: float, labels: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """Each query's positive (B, D) against all G queries; the target is its own query, row labels[i].
-
-    Query g is a false negative for positive i exactly when candidate g is one for query i
-    (same positive text, or same question), so the first G columns of the mask apply as they are.
-    """
+    mask: (B, G), True where query g's question has positive i's text among its positives."""
     logits = infonce_logits(positives, q_all, dim, temperature)  # (B, G)
     if mask is not None:
-        logits = logits.masked_fill(mask[:, : q_all.shape[0]], float("-inf"))
+        logits = logits.masked_fill(mask, float("-inf"))
     return F.cross_entropy(logits, labels)
 
 
 def matryoshka_infonce(per_dim: torch.Tensor, weights: list[float]) -> torch.Tensor:
     """Weighted sum of the per-dim losses (the caller logs `per_dim` itself)."""
     # An elementwise product, not a matmul, so autocast cannot round it to bf16.
-    return (per_dim * torch.tensor(weights, dtype=per_dim.dtype, device=per_dim.device)).sum()
+    weights_t = torch.tensor(weights, dtype=per_dim.dtype).to(per_dim.device, non_blocking=True)  # no host sync
+    return (per_dim * weights_t).sum()

@@ -137,15 +137,20 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
     elif hint is int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return int(value.strip())
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        with contextlib.suppress(ValueError):
-            return float(value)  # YAML reads 2e-5 as a string
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)  # YAML reads 2e-5 as a string
+        if number is not None and math.isfinite(number):
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -189,6 +194,8 @@ def apply_override(raw: dict, key: str, text: str) -> None:
             raise ConfigError(f"{'.'.join(parts[: depth + 1])}: is not a section")
         if node.get(part) is None:  # absent, or an empty section in the YAML
             node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"{'.'.join(parts[: depth + 1])}: expected a mapping, got {node[part]!r}")
         node, cls = node[part], hint
 
 
@@ -206,8 +213,14 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} is not auto, bf16 or no")
     if t.optimizer not in ("adamw", "sgd"):
         raise ConfigError(f"train.optimizer: {t.optimizer!r} is not adamw or sgd")
-    if len(t.adam_betas) != 2:
-        raise ConfigError(f"train.adam_betas: expected two numbers, got {t.adam_betas}")
+    if len(t.adam_betas) != 2 or not all(0 <= beta < 1 for beta in t.adam_betas):
+        raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {t.adam_betas}")
+    if t.adam_eps <= 0 or t.weight_decay < 0:
+        raise ConfigError(f"train.adam_eps must be > 0 and train.weight_decay >= 0, got {t.adam_eps}, {t.weight_decay}")
+    if t.max_grad_norm is not None and t.max_grad_norm <= 0:
+        raise ConfigError(f"train.max_grad_norm: must be > 0, or null for no clipping, got {t.max_grad_norm}")
+    if config.eval.batch_size < 1:
+        raise ConfigError(f"eval.batch_size: must be at least 1, got {config.eval.batch_size}")
     if loss.temperature <= 0:
         raise ConfigError(f"loss.temperature: must be > 0, got {loss.temperature}")
     if loss.weights and len(loss.weights) != len(loss.dims):
@@ -256,7 +269,7 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_ratio: float, min_rat
     so the first step already learns. Then cosine from the peak (at step W) down toward the floor
     peak * min_ratio, reached at step `total_steps`.
     """
-    warmup = math.ceil(warmup_ratio * total_steps)
+    warmup = math.ceil(round(warmup_ratio * total_steps, 9))  # 0.07 * 100 is 7.000000000000001
     if step < warmup:
         return peak * (step + 1) / (warmup + 1)
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
@@ -344,7 +357,7 @@ def embed_without_grad(model, encoder: Encoder, token_ids: list[list[int]], chun
     with torch.no_grad():
         for rows in chunks:
             states.append(capture_rng_state(device))
-            reps[rows.to(device)] = model(**_padded(encoder, token_ids, rows, device)).float()
+            reps[rows.to(device, non_blocking=True)] = model(**_padded(encoder, token_ids, rows, device)).float()
     return reps, states
 
 
@@ -358,7 +371,7 @@ def replay_and_backward(model, encoder: Encoder, accelerator: Accelerator, token
         sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(model)
         with sync, replayed_rng(state):
             reps = model(**_padded(encoder, token_ids, rows, device)).float()  # (r, D)
-            accelerator.backward(reps, gradient=rep_grads[rows.to(device)])
+            accelerator.backward(reps, gradient=rep_grads[rows.to(device, non_blocking=True)])
 
 
 @dataclass
@@ -395,8 +408,10 @@ def loss_and_rep_grads(reps: torch.Tensor, batch: StepBatch, loss_config: LossCo
     q, positives, negatives = reps[:b], reps[b : 2 * b], reps[2 * b :]  # (b, D), (b, D), (b·k, D)
     d = torch.cat([all_gather_with_grad(positives), all_gather_with_grad(negatives)])  # (G·(1+k), D)
     q_all = all_gather_with_grad(q) if loss_config.symmetric else None  # (G, D)
-    per_dim = infonce_per_dim(q, d, dims, loss_config.temperature, batch.labels.to(device),
-                              batch.candidate_ids.to(device), batch.anchor_ids.to(device),
+    # Host-to-device copies are non_blocking: a blocking one waits for all queued GPU work.
+    labels, candidate_ids, anchor_ids = (t.to(device, non_blocking=True)
+                                         for t in (batch.labels, batch.candidate_ids, batch.anchor_ids))
+    per_dim = infonce_per_dim(q, d, dims, loss_config.temperature, labels, candidate_ids, anchor_ids,
                               loss_config.symmetric, q_all)
     loss = matryoshka_infonce(per_dim, weights)
     (grad,) = torch.autograd.grad(loss, reps)
@@ -513,7 +528,7 @@ def train_loop(model, encoder: Encoder, optimizer, accelerator: Accelerator, sam
     tokens = tokenize_table(encoder, table)
     total = len(sampler) * config.train.epochs
     bar = tqdm(total=total, desc="train", disable=not accelerator.is_main_process)
-    log = open(log_path, "a", encoding="utf-8") if accelerator.is_main_process else None
+    log = open(log_path, "w", encoding="utf-8") if accelerator.is_main_process else None
     params = [p for p in model.parameters() if p.requires_grad]
     step = 0
     model.train()

@@ -16,13 +16,17 @@ def reference_loss(q, d, dims, weights, temperature, labels, cand_ids=None, anch
     """Plain Python loops in float64: per query row, a log-softmax over the unmasked candidates."""
     q_all = q if q_all is None else q_all
     groups = q_all.shape[0]
+    text = cand_ids if cand_ids is not None else list(range(d.shape[0]))  # no ids: all texts distinct
+    question = anchor_ids if anchor_ids is not None else list(range(groups))
+    relevant = {}  # question -> the texts the batch gives as its positives
+    for k in range(groups):
+        relevant.setdefault(question[k], set()).add(text[k])
 
-    def masked(i, j):  # candidate j is a false negative of query i
-        if j == labels[i]:
-            return False
-        same_text = cand_ids is not None and cand_ids[j] == cand_ids[labels[i]]
-        same_question = anchor_ids is not None and j < groups and anchor_ids[j] == anchor_ids[labels[i]]
-        return same_text or same_question
+    def masked(i, j):  # candidate j leaves query i's softmax
+        return j != labels[i] and text[j] in relevant[question[labels[i]]]
+
+    def masked_query(i, g):  # query g leaves the softmax of query i's positive (symmetric term)
+        return g != labels[i] and text[labels[i]] in relevant[question[g]]
 
     def unit_rows(x, dim):
         rows = [[float(v) for v in row[:dim]] for row in x.detach().double()]
@@ -41,7 +45,7 @@ def reference_loss(q, d, dims, weights, temperature, labels, cand_ids=None, anch
             backward = 0.0
             for i in range(len(qs)):
                 p = ds[labels[i]]
-                kept = [score(p, qg) for g, qg in enumerate(qa) if not masked(i, g)]
+                kept = [score(p, qg) for g, qg in enumerate(qa) if not masked_query(i, g)]
                 backward += -(score(p, qa[labels[i]]) - math.log(sum(math.exp(s) for s in kept)))
             loss = (loss + backward / len(qs)) / 2
         total += weight * loss
@@ -66,6 +70,9 @@ def make_case(batch, negatives, duplicates, seed=0, dtype=torch.float32):
         d[3], cand_ids[3] = d[0], cand_ids[0]  # positive 3 repeats positive 0's text
         d[batch + 2], cand_ids[batch + 2] = d[1], cand_ids[1]  # a negative repeats positive 1's text
         q[5], anchor_ids[5] = q[2], anchor_ids[2]  # row 5 asks row 2's question, with another passage
+        d[6], cand_ids[6] = d[5], cand_ids[5]  # and row 6 (another question) has row 5's passage:
+        # a passage relevant to row 2's question in a slot of another question, and a positive of
+        # row 6 whose text is relevant to the questions of rows 2 and 5 (the symmetric term)
     return q, d, cand_ids, anchor_ids
 
 
@@ -95,7 +102,7 @@ def test_one_share_of_the_batch_scores_against_the_whole_batch(symmetric):
     for rows in (slice(0, 4), slice(4, 8)):
         labels = torch.arange(8)[rows]
         per_dim = infonce_per_dim(q[rows].double(), d.double(), dims, labels=labels, candidate_ids=cand_ids,
-                                  anchor_ids=anchor_ids, symmetric=symmetric, q_all=q.double())
+                                  anchor_ids=anchor_ids, symmetric=symmetric, q_all=q.double() if symmetric else None)
         shares.append(matryoshka_infonce(per_dim, weights))
         want = reference_loss(q[rows], d, dims, weights, 0.05, labels.tolist(), cand_ids.tolist(),
                               anchor_ids.tolist(), symmetric, q_all=q)
@@ -113,14 +120,22 @@ def test_each_kind_of_false_negative_changes_the_loss():
                                infonce_per_dim(q, d, [16]))
 
 
-def test_same_question_masks_its_other_positive_but_not_its_negatives():
-    labels = torch.arange(3)
-    cand_ids = torch.tensor([10, 11, 12, 20, 21, 22])  # 3 positives, then 3 negatives
-    anchor_ids = torch.tensor([7, 8, 7])  # rows 0 and 2 ask the same question
-    mask = losses.false_negative_mask(labels, 6, cand_ids, anchor_ids)
-    want = torch.zeros(3, 6, dtype=torch.bool)
-    want[0, 2] = want[2, 0] = True
-    assert torch.equal(mask, want)
+def test_relevant_texts_are_masked_wherever_they_stand_but_negatives_stay():
+    """Rows (Q7, P10), (Q8, P11), (Q7, P12), (Q9, P12), then a negative per row."""
+    labels = torch.arange(4)
+    cand_ids = torch.tensor([10, 11, 12, 12, 20, 21, 22, 10])  # row 3's negative is P10, relevant to Q7
+    anchor_ids = torch.tensor([7, 8, 7, 9])
+    to_candidates, to_queries = losses.false_negative_masks(labels, 4, 8, cand_ids, anchor_ids)
+    want = torch.zeros(4, 8, dtype=torch.bool)
+    want[0, [2, 3, 7]] = True  # Q7: P12 in both its slots, and P10 where it stands as a negative
+    want[2, [0, 3, 7]] = True
+    want[3, 2] = True  # Q9: P12 in row 2's slot
+    assert torch.equal(to_candidates, want)
+    want = torch.zeros(4, 4, dtype=torch.bool)
+    want[0, 2] = want[2, 0] = True  # P10 and P12 are both relevant to Q7, asked by rows 0 and 2
+    want[2, 3] = True  # P12 is relevant to Q9
+    want[3, [0, 2]] = True  # and to Q7
+    assert torch.equal(to_queries, want)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])

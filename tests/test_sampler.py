@@ -104,3 +104,5 @@ def test_bad_batch_sizes_are_refused():
     with pytest.raises(ValueError, match="30 training rows are fewer than train.global_batch 64"):
         SpreadBatchSampler(table, 64, seed=0)
     assert len(SpreadBatchSampler(table, 64, seed=0, drop_last=False)) == 1
+    with pytest.raises(ValueError, match="3 training rows cannot give each of 4 processes a row"):
+        SpreadBatchSampler(table_from_ids([0, 1, 2], [0, 1, 2]), 64, seed=0, drop_last=False, world_size=4)

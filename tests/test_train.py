@@ -34,6 +34,8 @@ def test_lr_warms_up_then_follows_the_cosine_to_the_floor():
     assert lrs[total] == pytest.approx(peak * floor)  # the floor
     assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))
     assert train.lr_at(0, 5, 1.0, 0.0) == 1.0  # no warm-up: the peak at once
+    # ceil(0.07 * 100) in floats is 8 (0.07 * 100 = 7.000000000000001): the warm-up is 7 steps
+    assert train.lr_at(6, 100, 1.0, 0.07) == pytest.approx(7 / 8) and train.lr_at(7, 100, 1.0, 0.07) == 1.0
 
 
 # ---------------------------------------------------------------- config
@@ -77,6 +79,15 @@ def test_overrides_parse_by_the_field_type(tmp_path):
     (["--train.mixed_precision", "fp16"], "train.mixed_precision"),
     (["--loss.weights", "1,1"], "loss.weights: 2 weights for 5 loss.dims"),
     (["--train.micro_batch", "0"], "train.micro_batch: must be at least 1"),
+    (["--train.epochs", "--5"], "train.epochs: expected int"),
+    (["--train.epochs", "\u00b2"], "train.epochs: expected int"),
+    (["--train.lr", "nan"], "train.lr: expected float"),
+    (["--loss.temperature", "inf"], "loss.temperature: expected float"),
+    (["--train.max_grad_norm", "-1"], "train.max_grad_norm: must be > 0, or null"),
+    (["--train.max_grad_norm", "0"], "train.max_grad_norm: must be > 0, or null"),
+    (["--train.adam_betas", "1.5,0.9"], r"train.adam_betas: expected two numbers in \[0, 1\)"),
+    (["--train.weight_decay", "-1"], "train.weight_decay >= 0"),
+    (["--eval.batch_size", "0"], "eval.batch_size: must be at least 1"),
 ])
 def test_bad_keys_and_values_are_named(argv, message):
     with pytest.raises(train.ConfigError, match=message):
@@ -91,6 +102,9 @@ def test_unknown_key_in_a_yaml_file_is_named(tmp_path):
     path.write_text("data: [1, 2]\n")
     with pytest.raises(train.ConfigError, match="data: expected a mapping"):
         train.load_config(["--config", str(path)])
+    path.write_text("data:\n  train: x.jsonl\ntrain: 5\n")
+    with pytest.raises(train.ConfigError, match="train: expected a mapping"):
+        train.load_config(["--config", str(path), "--train.lr", "1"])
 
 
 # ---------------------------------------------------------------- end to end
@@ -168,8 +182,13 @@ def test_non_finite_loss_stops_before_the_optimizer_step_and_saves_nothing(tiny_
 
 def test_an_existing_model_is_not_overwritten(tiny_bert, tiny_task, tmp_path):
     (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "train_log.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # an earlier run's
     with pytest.raises(SystemExit, match="output.overwrite"):
         train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run"))
+    train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--output.overwrite", "true",
+                         "--eval.before", "false", "--eval.after", "false"))
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and log[0]["loss"] != 9.0  # this run's steps only
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
