@@ -170,9 +170,7 @@ def _negatives(where: str, row: dict, column: str | list[str] | None) -> list[st
     if isinstance(column, list):  # negative_1, negative_2, ... columns
         return [_text(where, row, name) for name in column]
     value = row.get(column)
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise DataError(f"{where}: column {column!r} is an empty list")
+    values = value if isinstance(value, list) else [value]  # a list may be short or empty (mined files)
     return [_text(where, {column: item}, column) for item in values]
 
 
@@ -328,6 +326,25 @@ def load_ir(source: str | Path, split: str) -> IRDataset:
     return ir_from_pairs(load_pair_splits(source), split)
 
 
+def known_relevant(pairs: PairsData, beir_dir: str | Path | None = None,
+                   split: str | None = None) -> dict[str, set[str]]:
+    """Question text -> every passage text known to be relevant to it, from the whole table.
+
+    The positives of every row that asks the question, and, given a BEIR directory, every corpus
+    text that `qrels/<split>.tsv` judges relevant (grade > 0) to a query with the same text. Built
+    once: a batch only knows the rows that happen to be in it.
+    """
+    relevant: dict[str, set[str]] = defaultdict(set)
+    for anchor, positive in zip(pairs.anchors, pairs.positives):
+        relevant[anchor].add(positive)
+    if beir_dir is not None:
+        data = load_beir(beir_dir, split or "train")
+        corpus = dict(zip(data.corpus_ids, data.corpus_texts))
+        for query_id, text in zip(data.query_ids, data.query_texts):
+            relevant[text].update(corpus[doc_id] for doc_id in data.qrels[query_id])
+    return dict(relevant)
+
+
 # ---------------------------------------------------------------- training batches
 
 
@@ -338,32 +355,46 @@ class TrainTable:
 
     anchor_ids: np.ndarray  # (N,) into anchor_texts
     positive_ids: np.ndarray  # (N,) into passage_texts
-    negative_ids: np.ndarray  # (N, k) into passage_texts; k = 0 without explicit negatives
+    negative_ids: np.ndarray  # (N, k) into passage_texts, -1 for an empty slot; k = 0 without negatives
     anchor_texts: list[str]
     passage_texts: list[str]  # positives and negatives share one id space: both are candidates
+    relevant_keys: np.ndarray  # sorted anchor_id * len(passage_texts) + passage_id of every known relevant pair
 
     def __len__(self) -> int:
         return len(self.anchor_ids)
 
+    def known_mask(self, global_rows: np.ndarray) -> np.ndarray:
+        """(G, G·(1+k)) bool for the loss: True where candidate j (the G positives, then the G·k
+        negatives, in row order) is known relevant to row g's question, or an empty slot."""
+        candidates = np.concatenate([self.positive_ids[global_rows], self.negative_ids[global_rows].reshape(-1)])
+        keys = self.anchor_ids[global_rows, None] * len(self.passage_texts) + candidates[None, :]  # (G, M)
+        return np.isin(keys, self.relevant_keys) | (candidates < 0)[None, :]
 
-def index_texts(pairs: PairsData) -> TrainTable:
-    """Give every distinct anchor and passage text an id; every row needs the same number of negatives."""
+
+def index_texts(pairs: PairsData, relevant: dict[str, set[str]] | None = None) -> TrainTable:
+    """Give every distinct anchor and passage text an id. Rows may have fewer negatives than the
+    most any row has (mined files): their empty slots are -1, and the loss masks them.
+
+    relevant: question text -> passage texts known relevant to it (`known_relevant`); default,
+    the positives of every row that asks the question.
+    """
+    relevant = known_relevant(pairs) if relevant is None else relevant
     anchors: dict[str, int] = {}
     passages: dict[str, int] = {}
-    k = len(pairs.negatives[0])
-    for row, negatives in enumerate(pairs.negatives):
-        if len(negatives) != k:
-            raise DataError(f"{pairs.source}: row {row + 1} has {len(negatives)} negatives and row 1 has {k}; "
-                            "every row needs the same number")
+    k = max(len(negatives) for negatives in pairs.negatives)
     anchor_ids = [anchors.setdefault(text, len(anchors)) for text in pairs.anchors]
     positive_ids = [passages.setdefault(text, len(passages)) for text in pairs.positives]
-    negative_ids = [[passages.setdefault(text, len(passages)) for text in row] for row in pairs.negatives]
+    negative_ids = [[passages.setdefault(text, len(passages)) for text in row] + [-1] * (k - len(row))
+                    for row in pairs.negatives]
+    keys = [anchors[question] * len(passages) + passages[text]  # texts outside the table are never candidates
+            for question, texts in relevant.items() if question in anchors for text in texts if text in passages]
     return TrainTable(
         anchor_ids=np.array(anchor_ids, dtype=np.int64),
         positive_ids=np.array(positive_ids, dtype=np.int64),
         negative_ids=np.array(negative_ids, dtype=np.int64).reshape(len(pairs), k),
         anchor_texts=list(anchors),
         passage_texts=list(passages),
+        relevant_keys=np.unique(np.array(keys, dtype=np.int64)),
     )
 
 

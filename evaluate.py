@@ -1,6 +1,7 @@
 """Retrieval evaluation at every Matryoshka dimension: encode once -> exact FAISS search -> metrics.
 
     python evaluate.py --model MODEL --data BEIR_DIR --split dev --out metrics.json
+    python evaluate.py --model NEW --baseline OLD --data BEIR_DIR --split dev   # paired comparison
 
 Corpus and queries are encoded once at full size; each dimension truncates, re-normalises and
 runs exact inner-product search (`IndexFlatIP`, on the GPU when faiss has GPU support and CUDA
@@ -28,6 +29,7 @@ import torch.distributed as dist
 
 from data import DataError, IRDataset, load_ir
 from model import PACKAGED_MINILM, Encoder, ModelConfig
+from stats import compare_per_query, format_comparison
 
 logger = logging.getLogger(__name__)
 
@@ -265,8 +267,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pooling", choices=["cls", "mean", "lasttoken", "max"])
     parser.add_argument("--query-prompt")
     parser.add_argument("--document-prompt")
-    parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's (and the baseline's) own code")
+    parser.add_argument("--baseline", help="also evaluate this model (with its own settings) and compare the two per query")
+    parser.add_argument("--resamples", type=int, default=10000, help="bootstrap and randomization resamples (default 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
     return parser.parse_args(argv)
+
+
+def _compare(results: dict[int, DimResult], base_results: dict[int, DimResult],
+             args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
+    """Print the baseline's table and the paired change per metric; the comparison keyed by str(dim) for JSON."""
+    comparison = compare_per_query({dim: r.per_query for dim, r in base_results.items()},
+                                   {dim: r.per_query for dim, r in results.items()},
+                                   METRICS, args.resamples, args.seed)
+    print(f"\nbaseline {args.baseline}:")
+    print(format_table({dim: result.metrics for dim, result in base_results.items()}))
+    print(f"\nchange from the baseline per query: 95% paired bootstrap interval, two-sided randomization p "
+          f"({args.resamples} resamples, seed {args.seed})")
+    print(format_comparison(comparison, METRICS))
+    return {str(dim): by_metric for dim, by_metric in comparison.items()}
 
 
 def start_processes() -> torch.device:
@@ -283,6 +302,8 @@ def start_processes() -> torch.device:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Run from the command line; returns {dim: {metric: value}} and the metadata as written to --out."""
     args = parse_args(argv)
+    if args.resamples < 1:
+        sys.exit(f"error: --resamples {args.resamples}: must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         data = load_ir(args.data, args.split)
@@ -290,11 +311,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         sys.exit(f"error: {err}")
     config = ModelConfig(args.model, pooling=args.pooling, max_length=args.max_length, query_prompt=args.query_prompt,
                          document_prompt=args.document_prompt, trust_remote_code=args.trust_remote_code)
-    encoder = Encoder.from_config(config).to(start_processes())
+    encoder = Encoder.from_config(config)
+    # the baseline reads its own pooling, prompts and max length; loaded now so that bad dims stop the run before encoding
+    baseline = Encoder.from_config(ModelConfig(args.baseline, trust_remote_code=args.trust_remote_code)) if args.baseline else None
+    device = start_processes()
+    full = min(model.dim for model in (encoder, baseline) if model is not None)
     dims = args.dims or default_dims(encoder.dim)
-    if not all(0 < dim <= encoder.dim for dim in dims):
-        sys.exit(f"error: --dims {dims}: each must be in 1..{encoder.dim}, the model's embedding size")
-    query_emb, corpus_emb, seconds = encode_ir(encoder, data, args.batch_size, show_progress=not _distributed() or dist.get_rank() == 0)
+    if not all(0 < dim <= full for dim in dims):
+        sys.exit(f"error: --dims {dims}: each must be in 1..{full}, the embedding size of "
+                 + ("the smaller model" if baseline else "the model"))
+    show_progress = not _distributed() or dist.get_rank() == 0
+    query_emb, corpus_emb, seconds = encode_ir(encoder.to(device), data, args.batch_size, show_progress)
+    if baseline is not None:
+        encoder.cpu()  # one model on the device at a time
+        base_query_emb, base_corpus_emb, _ = encode_ir(baseline.to(device), data, args.batch_size, show_progress)
     if dist.is_initialized():
         dist.destroy_process_group()
     if query_emb is None:  # not the main process: its shard is encoded and gathered
@@ -306,7 +336,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                       "passages_per_s": len(data.corpus_ids) / seconds}
     print(f"{data.name}: {len(data.query_ids)} queries, {len(data.corpus_ids)} passages "
           f"(encoded at {len(data.corpus_ids) / seconds:.1f} passages/s)")
+    if baseline is not None:
+        print(f"model {args.model}:")
     print(format_table({dim: result.metrics for dim, result in results.items()}))
+    if baseline is not None:
+        report["comparison"] = _compare(results, evaluate_embeddings(base_query_emb, base_corpus_emb, data, dims), args)
+        report["meta"].update(baseline=args.baseline, resamples=args.resamples, seed=args.seed)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

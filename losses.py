@@ -6,14 +6,13 @@ negatives: M = G·(1+k) rows of D features. A call scores B ≤ G queries (one p
 B = G/N) against all M candidates; `labels` holds the row of each query's positive in `d`
 (offset by the process's position in the batch). With B = G, labels default to 0..G-1.
 
-False negatives are masked out of the softmax using int64 text ids that the caller derives from
-the texts (dropout makes the embeddings of equal texts differ, so ids cannot come from them). The
-batch itself says which texts are relevant to a question: the positives of every row that asks it.
-A candidate whose text is one of them leaves that question's softmax (a passage twice in the
-batch; a question with several relevant passages), but never the query's own positive slot. An
-explicit negative stays a negative unless its text is a positive of the same question elsewhere
-in the batch. In the symmetric term a query leaves a positive's softmax when that positive's
-text is relevant to the query's question.
+False negatives are masked out of the softmax with `known`: a (G, M) boolean table, True where
+candidate j is a passage known to be relevant to row g's question (the caller builds it from the
+whole training table, not from the batch: the sampler spreads a question's rows over different
+batches, so a batch alone misses most of them) or an empty slot (a row mined fewer negatives than
+the others). Such a candidate leaves the query's softmax wherever it stands, never the query's own
+positive slot. In the symmetric term a query g leaves positive i's softmax when i's text is known
+relevant to g's question.
 """
 
 from __future__ import annotations
@@ -22,29 +21,15 @@ import torch
 import torch.nn.functional as F
 
 
-def false_negative_masks(
-    labels: torch.Tensor, groups: int, num_candidates: int, candidate_ids: torch.Tensor | None, anchor_ids: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor] | None:
+def false_negative_masks(labels: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, M) and (B, G) masks, True where a candidate leaves query i's softmax and where query g
-    leaves positive i's (the symmetric term); None when no ids are given.
+    leaves positive i's (the symmetric term).
 
-    labels: (B,) each query's positive row; groups: G, the rows of the global batch;
-    candidate_ids: (M,) text id of each candidate (when None, every candidate is a distinct text);
-    anchor_ids: (G,) question text id of each row (when None, every row asks a distinct question).
+    labels: (B,) each query's row (its positive's slot) in the global batch; known: (G, M) bool.
     """
-    if candidate_ids is None and anchor_ids is None:
-        return None
-    device = labels.device
-    rows = torch.arange(labels.shape[0], device=device)
-    if anchor_ids is None:
-        anchor_ids = torch.arange(groups, device=device)
-    if candidate_ids is None:
-        candidate_ids = torch.arange(num_candidates, device=device)
-    same_question = (anchor_ids[:, None] == anchor_ids[None, :]).float()  # (G, G)
-    same_text = (candidate_ids[:groups, None] == candidate_ids[None, :]).float()  # (G, M): positive k is text j
-    # Counts of rows k that make the pair relevant; 0/1 products summed exactly in float32.
-    to_candidates = same_question[labels] @ same_text > 0  # row k asks my question, its positive is text j
-    to_queries = same_text[:, labels].T @ same_question > 0  # row k has my positive's text and asks g's question
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    to_candidates = known[labels].clone()  # (B, M): my question's known passages
+    to_queries = known[:, labels].T.clone()  # (B, G): g's question has my positive's text
     to_candidates[rows, labels] = False  # the positive itself always stays
     to_queries[rows, labels] = False  # and so does its own query
     return to_candidates, to_queries
@@ -69,16 +54,15 @@ def infonce_per_dim(
     dims: list[int],
     temperature: float = 0.05,
     labels: torch.Tensor | None = None,
-    candidate_ids: torch.Tensor | None = None,
-    anchor_ids: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
     symmetric: bool = False,
     q_all: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(len(dims),) InfoNCE loss of the B queries at each Matryoshka dim, float32 under any autocast.
 
     q: (B, D) queries scored here; d: (M, D) candidates in the module's layout; labels: (B,)
-    (default 0..B-1); candidate_ids: (M,) and anchor_ids: (G,) int64 text ids for masking false
-    negatives (see the module docstring). symmetric averages in the document->query term: each
+    (default 0..B-1); known: (G, M) bool, candidates masked out of row g's softmax (see the
+    module docstring). symmetric averages in the document->query term: each
     query's positive against all G queries `q_all` (default q, when B = G), the G queries being
     in positive-row order. Each dim slices the full embeddings: nothing is re-run per dim.
     """
@@ -86,8 +70,7 @@ def infonce_per_dim(
     q_all = q if q_all is None else q_all  # (G, D)
     losses = []
     with torch.autocast(q.device.type, enabled=False):  # logits, softmax and the masks in float32
-        groups = anchor_ids.shape[0] if anchor_ids is not None else q_all.shape[0]  # G
-        masks = false_negative_masks(labels, groups, d.shape[0], candidate_ids, anchor_ids)
+        masks = false_negative_masks(labels, known) if known is not None else None
         for dim in dims:
             logits = infonce_logits(q, d, dim, temperature)  # (B, M)
             if masks is not None:

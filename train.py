@@ -16,6 +16,7 @@ query is scored against every document of it. Each optimiser step runs GradCache
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -36,10 +37,12 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
-from evaluate import default_dims, evaluate, format_table
+from data import DataError, IRDataset, PairsData, SpreadBatchSampler, TrainTable, index_texts, known_relevant, load_ir, load_pairs
+from evaluate import METRICS, DimResult, default_dims, evaluate, format_table
 from losses import infonce_per_dim, matryoshka_infonce
+from mine import MineConfig, check_mine_config, mine
 from model import Encoder, ModelConfig
+from stats import compare_per_query, format_comparison
 
 logger = logging.getLogger("train")
 
@@ -53,6 +56,9 @@ class DataConfig:
     train_split: str | None = None  # split of a hub dataset (e.g. "train")
     eval: str | None = None  # BEIR directory or pairs dataset with a held-out split; null: no evaluation
     eval_split: str = "dev"
+    qrels: str | None = None  # BEIR directory whose qrels/<qrels_split>.tsv adds known relevant passages
+    qrels_split: str = "train"
+    hard_negatives: MineConfig = field(default_factory=MineConfig)  # k > 0: mine before training
 
 
 @dataclass
@@ -89,6 +95,8 @@ class EvalConfig:
     after: bool = True
     batch_size: int = 64
     dims: list[int] = field(default_factory=list)  # []: loss.dims
+    every: str = "end"  # end | epoch | N: evaluate every N optimiser steps (and at the end)
+    select: str = "ndcg@10:mean"  # the evaluated checkpoint kept: METRIC:DIM, METRIC:mean (over dims), or last
 
 
 @dataclass
@@ -154,6 +162,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int) and not isinstance(value, bool):  # `every: 50` in YAML
+            return str(value)
     raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
@@ -227,6 +237,17 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"loss.weights: {len(loss.weights)} weights for {len(loss.dims)} loss.dims")
     if len(set(loss.dims)) != len(loss.dims):
         raise ConfigError(f"loss.dims: repeated dims in {loss.dims}")
+    every = config.eval.every
+    if every not in ("end", "epoch") and not (every.isdigit() and int(every) > 0):
+        raise ConfigError(f"eval.every: {every!r} is not end, epoch or a number of steps above 0")
+    metric, _, dim = config.eval.select.partition(":")
+    if config.eval.select != "last" and (metric not in METRICS or not (dim == "mean" or dim.isdigit())):
+        raise ConfigError(f"eval.select: {config.eval.select!r} is not last, METRIC:DIM or METRIC:mean "
+                          f"(metrics: {', '.join(METRICS)})")
+    try:
+        check_mine_config(config.data.hard_negatives, "data.hard_negatives")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def load_config(argv: list[str] | None) -> Config:
@@ -376,27 +397,26 @@ def replay_and_backward(model, encoder: Encoder, accelerator: Accelerator, token
 
 @dataclass
 class StepBatch:
-    """One process's share of a global batch, as token ids and the global layout's text ids."""
+    """One process's share of a global batch, as token ids, and what the loss needs of the whole."""
 
-    token_ids: list[list[int]]  # b anchors, b positives, b·k negatives
+    token_ids: list[list[int]]  # b anchors, b positives, b·k negatives (an empty slot: the empty text)
     share: int  # b
     labels: torch.Tensor  # (b,) rows of this share's positives among the G gathered positives
-    candidate_ids: torch.Tensor  # (G·(1+k),) passage text ids: G positives, then G·k negatives
-    anchor_ids: torch.Tensor  # (G,) question text ids
+    known: torch.Tensor  # (G, G·(1+k)) bool: candidates known relevant to row g's question, or empty slots
 
 
 def make_step_batch(table: TrainTable, tokens: dict[str, list[list[int]]], global_rows: np.ndarray,
                     rank: int, world_size: int) -> StepBatch:
-    """Every process knows the whole global batch, so the text ids of the gathered layout are
-    computed locally (no communication): equal to gathering them, and free."""
+    """Every process knows the whole table and global batch, so the mask of the gathered layout is
+    computed locally (no communication): equal to gathering it, and free."""
     share = len(global_rows) // world_size
     rows = global_rows[rank * share : (rank + 1) * share]
+    passage = lambda i: tokens["passage"][i] if i >= 0 else tokens["empty"]  # noqa: E731
     token_ids = ([tokens["anchor"][i] for i in table.anchor_ids[rows]]
                  + [tokens["passage"][i] for i in table.positive_ids[rows]]
-                 + [tokens["passage"][i] for i in table.negative_ids[rows].reshape(-1)])
-    candidate_ids = np.concatenate([table.positive_ids[global_rows], table.negative_ids[global_rows].reshape(-1)])
+                 + [passage(i) for i in table.negative_ids[rows].reshape(-1)])
     return StepBatch(token_ids, share, torch.arange(rank * share, (rank + 1) * share),
-                     torch.from_numpy(candidate_ids), torch.from_numpy(table.anchor_ids[global_rows]))
+                     torch.from_numpy(table.known_mask(global_rows)))
 
 
 def loss_and_rep_grads(reps: torch.Tensor, batch: StepBatch, loss_config: LossConfig, dims: list[int],
@@ -409,10 +429,8 @@ def loss_and_rep_grads(reps: torch.Tensor, batch: StepBatch, loss_config: LossCo
     d = torch.cat([all_gather_with_grad(positives), all_gather_with_grad(negatives)])  # (G·(1+k), D)
     q_all = all_gather_with_grad(q) if loss_config.symmetric else None  # (G, D)
     # Host-to-device copies are non_blocking: a blocking one waits for all queued GPU work.
-    labels, candidate_ids, anchor_ids = (t.to(device, non_blocking=True)
-                                         for t in (batch.labels, batch.candidate_ids, batch.anchor_ids))
-    per_dim = infonce_per_dim(q, d, dims, loss_config.temperature, labels, candidate_ids, anchor_ids,
-                              loss_config.symmetric, q_all)
+    labels, known = (t.to(device, non_blocking=True) for t in (batch.labels, batch.known))
+    per_dim = infonce_per_dim(q, d, dims, loss_config.temperature, labels, known, loss_config.symmetric, q_all)
     loss = matryoshka_infonce(per_dim, weights)
     (grad,) = torch.autograd.grad(loss, reps)
     return loss.detach(), per_dim.detach(), grad
@@ -484,7 +502,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 def tokenize_table(encoder: Encoder, table: TrainTable) -> dict[str, list[list[int]]]:
     """Every distinct text tokenized once, with its prompt."""
     return {"anchor": encoder.tokenize(table.anchor_texts, encoder.spec.query_prompt),
-            "passage": encoder.tokenize(table.passage_texts, encoder.spec.document_prompt)}
+            "passage": encoder.tokenize(table.passage_texts, encoder.spec.document_prompt),
+            "empty": encoder.tokenize([""])[0] or [encoder.tokenizer.pad_token_id or 0]}  # an empty slot: masked, no gradient
 
 
 def library_versions() -> dict[str, str]:
@@ -496,21 +515,167 @@ def library_versions() -> dict[str, str]:
     return {"python": sys.version.split()[0], **found}
 
 
-# ---------------------------------------------------------------- train / evaluate / save
+# ---------------------------------------------------------------- training data and hard negatives
+
+
+def load_table(config: Config, encoder: Encoder, accelerator: Accelerator, out: Path, epoch: int = 0) -> TrainTable:
+    """The training rows as a table, with the passages known relevant to each question (the whole
+    table's and the qrels'), and, when data.hard_negatives.k > 0, the negatives mined for each
+    question appended to its rows' own. Mining at epoch 0 may reuse a complete earlier file."""
+    pairs = load_pairs(config.data.train, config.data.train_split)
+    relevant = known_relevant(pairs, config.data.qrels, config.data.qrels_split if config.data.qrels else None)
+    if config.data.hard_negatives.k:
+        pairs = with_mined_negatives(pairs, relevant, config, encoder, accelerator, out, epoch)
+    return index_texts(pairs, relevant)
+
+
+def with_mined_negatives(pairs: PairsData, relevant: dict[str, set[str]], config: Config, encoder: Encoder,
+                         accelerator: Accelerator, out: Path, epoch: int) -> PairsData:
+    """Mine on every process (encoding is sharded; the main one searches and writes), then read the
+    triplets back on all. A refresh (epoch > 0) mines with the model being trained, as it is now."""
+    hn = config.data.hard_negatives
+    if hn.model and epoch == 0:  # another model, read from its own files
+        miner = Encoder.from_config(ModelConfig(hn.model, trust_remote_code=config.model.trust_remote_code))
+        miner, identity = miner.to(accelerator.device), {"model": hn.model}
+    elif epoch == 0:
+        miner, identity = encoder, {"model": asdict(config.model)}
+    else:  # the weights as they are now: a rerun reuses the file only if it trained the very same weights
+        miner, identity = encoder, {"model": asdict(config.model), "weights": weights_digest(encoder)}
+    directory = out / "hard_negatives" / (f"epoch{epoch}" if epoch else "start")
+    report = mine(miner, pairs, relevant, hn, directory, identity, show_progress=accelerator.is_main_process)
+    if report is not None:
+        logger.info("%s", report.format_report())
+    accelerator.wait_for_everyone()
+    mined = load_pairs(directory / "triplets.jsonl")
+    if mined.anchors != pairs.anchors or mined.positives != pairs.positives:
+        raise DataError(f"{directory / 'triplets.jsonl'}: rows do not match {config.data.train}")
+    negatives = [own + new for own, new in zip(pairs.negatives, mined.negatives)]
+    return PairsData(pairs.anchors, pairs.positives, negatives, pairs.source)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- evaluate, select, save
 
 
 def run_eval(encoder: Encoder, data: IRDataset | None, dims: list[int], config: Config,
-             accelerator: Accelerator, label: str) -> dict[int, dict[str, float]] | None:
-    """Metrics per dim: every process encodes a shard, the main process searches and prints."""
+             accelerator: Accelerator, label: str) -> dict[int, DimResult] | None:
+    """Results per dim: every process encodes a shard, the main process searches and prints."""
     if data is None:
         return None
     results = evaluate(encoder, data, dims, config.eval.batch_size, show_progress=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     if results is None:  # not the main process
         return None
-    metrics = {dim: result.metrics for dim, result in results.items()}
-    print(f"\n{label} ({data.name}):\n{format_table(metrics)}", flush=True)
-    return metrics
+    print(f"\n{label} ({data.name}):\n{format_table(metrics_of(results))}", flush=True)
+    return results
+
+
+def metrics_of(results: dict[int, DimResult] | None) -> dict[int, dict[str, float]] | None:
+    return None if results is None else {dim: result.metrics for dim, result in results.items()}
+
+
+def selection_score(metrics: dict[int, dict[str, float]], select: str) -> float:
+    """eval.select as a number, higher is better: METRIC:DIM, METRIC:mean over the dims."""
+    metric, _, dim = select.partition(":")
+    if dim == "mean":
+        return float(np.mean([by_metric[metric] for by_metric in metrics.values()]))
+    return metrics[int(dim)][metric]
+
+
+def eval_due(step: int, total: int, steps_per_epoch: int, every: str) -> bool:
+    """Whether optimiser step `step` (1-based) ends with an evaluation: every N steps or epoch, and the last."""
+    if step == total:
+        return True
+    if every == "epoch":
+        return step % steps_per_epoch == 0
+    return every.isdigit() and step % int(every) == 0
+
+
+class Checkpoints:
+    """The evaluations made during training (the curve) and the best state so far by eval.select,
+    kept on the CPU; `last` keeps whatever was evaluated last."""
+
+    def __init__(self, select: str):
+        self.select, self.curve, self.best_step, self.best_score, self.best_state = select, [], None, None, None
+        self.best_results: dict[int, DimResult] | None = None
+
+    def observe(self, step: int, epoch: int, results: dict[int, DimResult], model: torch.nn.Module) -> None:
+        metrics = metrics_of(results)
+        score = None if self.select == "last" else selection_score(metrics, self.select)
+        self.curve.append({"step": step, "epoch": epoch, "score": score,
+                           "metrics": {str(d): m for d, m in metrics.items()}})
+        if self.best_score is None or score is None or score > self.best_score:
+            self.best_step, self.best_score, self.best_results = step, score, results
+            self.best_state = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
+
+
+def comparison_markdown(before: dict[int, DimResult], after: dict[int, DimResult]) -> list[str]:
+    """Before -> after per dim with the paired 95% bootstrap interval and randomization p-value."""
+    common = [dim for dim in after if dim in before]
+    comparison = compare_per_query({d: before[d].per_query for d in common}, {d: after[d].per_query for d in common})
+    return ["## Change, paired over the same questions", "", format_comparison(comparison), ""]
+
+
+def curve_markdown(checkpoints: Checkpoints) -> list[str]:
+    if len(checkpoints.curve) < 2:
+        return []
+    dims = list(checkpoints.curve[0]["metrics"])
+    lines = ["## NDCG@10 during training", "", "| step | epoch | " + " | ".join(dims) + " | |",
+             "|---:|---:|" + "---:|" * len(dims) + "---|"]
+    for point in checkpoints.curve:
+        chosen = "kept" if point["step"] == checkpoints.best_step else ""
+        lines.append(f"| {point['step']} | {point['epoch']} | "
+                     + " | ".join(f"{point['metrics'][d]['ndcg@10']:.4f}" for d in dims) + f" | {chosen} |")
+    return lines + ["", f"The model kept is step {checkpoints.best_step}'s (eval.select {checkpoints.select}).", ""]
+
+
+def save_results(out: Path, config: Config, before, after, checkpoints: Checkpoints | None, steps: int,
+                 seconds: float, query_ids: list[str]) -> dict:
+    """The before/after tables, the curve and the step kept, as results.json and results.md."""
+    results = {"before": metrics_of(before), "after": metrics_of(after), "steps": steps, "train_seconds": seconds,
+               "selected_step": checkpoints.best_step if checkpoints else steps,
+               "select": config.eval.select, "curve": checkpoints.curve if checkpoints else [],
+               "model": config.model.name_or_path, "eval": f"{config.data.eval} ({config.data.eval_split})",
+               "versions": library_versions()}
+    lines = [f"# {config.model.name_or_path} fine-tuned: {steps} steps, {seconds:.0f} s", ""]
+    for label, metrics in (("Before", results["before"]), ("After", results["after"])):
+        if metrics:
+            lines += [f"## {label}", "", format_table(metrics), ""]
+    if before and after:
+        lines += comparison_markdown(before, after)
+    if checkpoints:
+        lines += curve_markdown(checkpoints)
+    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    if after:  # each question's metrics, for paired comparisons between runs (bench/quality.py)
+        per_query = {label: None if res is None else {str(d): {m: r.per_query[m].tolist() for m in METRICS}
+                                                      for d, r in res.items()}
+                     for label, res in (("before", before), ("after", after))}
+        write_atomic(out / "per_query.json", json.dumps({"query_ids": query_ids, **per_query}) + "\n")
+    write_atomic(out / "results.md", "\n".join(lines) + "\n")
+    return results
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_model(out: Path, encoder: Encoder, config: Config) -> None:
+    """The model in sentence-transformers format (written atomically), with the resolved config and
+    the library versions inside it."""
+    config_text = yaml.safe_dump({**asdict(config), "versions": library_versions()}, sort_keys=False)
+    encoder.save(out / "model", extra_files={"train_config.yaml": config_text})
+
+
+# ---------------------------------------------------------------- the loop
 
 
 def check_step(stats: torch.Tensor, accelerator: Accelerator, step: int) -> list[float]:
@@ -524,15 +689,23 @@ def check_step(stats: torch.Tensor, accelerator: Accelerator, step: int) -> list
 
 
 def train_loop(model, encoder: Encoder, optimizer, accelerator: Accelerator, sampler: SpreadBatchSampler,
-               table: TrainTable, config: Config, dims: list[int], weights: list[float], log_path: Path) -> int:
+               table: TrainTable, config: Config, dims: list[int], weights: list[float], out: Path,
+               eval_data: IRDataset | None, eval_dims: list[int]) -> tuple[int, Checkpoints | None]:
+    """Train for train.epochs; evaluate as eval.every says and keep the checkpoints' curve and best
+    state (None without eval data). Returns (steps, checkpoints)."""
     tokens = tokenize_table(encoder, table)
     total = len(sampler) * config.train.epochs
     bar = tqdm(total=total, desc="train", disable=not accelerator.is_main_process)
-    log = open(log_path, "w", encoding="utf-8") if accelerator.is_main_process else None
+    log = open(out / "train_log.jsonl", "w", encoding="utf-8", buffering=1) if accelerator.is_main_process else None
+    checkpoints = Checkpoints(config.eval.select) if eval_data is not None and config.eval.after else None
     params = [p for p in model.parameters() if p.requires_grad]
+    refresh = config.data.hard_negatives.refresh if config.data.hard_negatives.k else 0
     step = 0
     model.train()
-    for _ in range(config.train.epochs):
+    for epoch in range(config.train.epochs):
+        if refresh and epoch and epoch % refresh == 0:  # re-mine with the model as it is now
+            sampler.table = table = load_table(config, encoder, accelerator, out, epoch)
+            tokens = tokenize_table(encoder, table)
         for global_rows in sampler:
             start = time.perf_counter()
             batch = make_step_batch(table, tokens, global_rows, accelerator.process_index, accelerator.num_processes)
@@ -545,23 +718,24 @@ def train_loop(model, encoder: Encoder, optimizer, accelerator: Accelerator, sam
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             pairs_per_s = len(global_rows) / (time.perf_counter() - start)
-            record = {"step": step + 1, "epoch": sampler.epoch, "lr": lr, "loss": stats[0], "grad_norm": stats[1],
+            record = {"step": step + 1, "epoch": epoch, "lr": lr, "loss": stats[0], "grad_norm": stats[1],
                       "loss_by_dim": dict(zip(map(str, dims), stats[2:])), "pairs_per_s": pairs_per_s}
             if log:
                 log.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{stats[0]:.4f}", lr=f"{lr:.2e}", pairs_s=f"{pairs_per_s:.1f}")
             bar.update()
             step += 1
+            if checkpoints is not None and eval_due(step, total, len(sampler), config.eval.every):
+                results = run_eval(encoder, eval_data, eval_dims, config, accelerator, f"Step {step}")
+                if results is not None:
+                    checkpoints.observe(step, epoch + 1, results, encoder)
     bar.close()
     if log:
         log.close()
-    return step
+    return step, checkpoints
 
 
-def load_data(config: Config) -> tuple[TrainTable, IRDataset | None]:
-    table = index_texts(load_pairs(config.data.train, config.data.train_split))
-    eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
-    return table, eval_data
+# ---------------------------------------------------------------- the run
 
 
 def prepare_output(config: Config) -> Path:
@@ -572,39 +746,20 @@ def prepare_output(config: Config) -> Path:
     return out
 
 
-def save_results(out: Path, encoder: Encoder, config: Config, before, after, steps: int, seconds: float) -> None:
-    """The model in sentence-transformers format (written atomically), with the resolved config
-    and library versions inside it, and the before/after table beside it as JSON and Markdown."""
-    versions = library_versions()
-    config_text = yaml.safe_dump({**asdict(config), "versions": versions}, sort_keys=False)
-    encoder.save(out / "model", extra_files={"train_config.yaml": config_text})
-    results = {"before": before, "after": after, "steps": steps, "train_seconds": seconds,
-               "model": config.model.name_or_path, "eval": f"{config.data.eval} ({config.data.eval_split})",
-               "versions": versions}
-    lines = [f"# {config.model.name_or_path} fine-tuned: {steps} steps, {seconds:.0f} s", ""]
-    for label, metrics in (("Before", before), ("After", after)):
-        if metrics:
-            lines += [f"## {label}", "", format_table(metrics), ""]
-    if before and after:
-        lines += ["## Change in NDCG@10", "", "| dim | before | after | change |", "|---:|---:|---:|---:|"]
-        lines += [f"| {d} | {before[d]['ndcg@10']:.4f} | {after[d]['ndcg@10']:.4f} | "
-                  f"{after[d]['ndcg@10'] - before[d]['ndcg@10']:+.4f} |" for d in after]
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "results.json")
-    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 def run(config: Config, accelerator: Accelerator) -> dict:
-    """Load, evaluate before, train, evaluate after, save. Returns what results.json holds."""
+    """Load, evaluate before, train (evaluating as eval.every says), keep the selected checkpoint,
+    save. Returns what results.json holds (on the main process; the others get the step count)."""
     if config.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     set_seed(config.train.seed, device_specific=True)  # dropout differs per rank; data order does not use it
     out = prepare_output(config)
-    table, eval_data = load_data(config)
-    encoder = load_encoder(config)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
+    encoder = load_encoder(config).to(accelerator.device)
     dims, weights, eval_dims = resolve_dims(config, encoder.dim)
+    table = load_table(config, encoder, accelerator, out)
     try:
         sampler = SpreadBatchSampler(table, config.train.global_batch, config.train.seed, config.train.drop_last,
                                      accelerator.num_processes)
@@ -612,23 +767,28 @@ def run(config: Config, accelerator: Accelerator) -> dict:
         raise ConfigError(str(err)) from None
     steps = len(sampler) * config.train.epochs
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
         logger.info("%d rows, %d processes: %d steps per epoch of %d pairs (%d per process, micro-batch %d), %d steps",
                     len(table), accelerator.num_processes, len(sampler), config.train.global_batch,
                     config.train.global_batch // accelerator.num_processes, config.train.micro_batch, steps)
-    before = run_eval(encoder.to(accelerator.device), eval_data, eval_dims, config, accelerator, "Before") \
-        if config.eval.before else None
+    before = run_eval(encoder, eval_data, eval_dims, config, accelerator, "Before") if config.eval.before else None
     model, optimizer = accelerator.prepare(encoder, make_optimizer(encoder, config.train))
     start = time.perf_counter()
-    done = train_loop(model, encoder, optimizer, accelerator, sampler, table, config, dims, weights,
-                      out / "train_log.jsonl")
+    done, checkpoints = train_loop(model, encoder, optimizer, accelerator, sampler, table, config, dims, weights,
+                                   out, eval_data, eval_dims)
     seconds = time.perf_counter() - start
-    after = run_eval(encoder, eval_data, eval_dims, config, accelerator, "After") if config.eval.after else None
+    after = None
+    if checkpoints is not None and checkpoints.best_state is not None:  # the main process selects and saves
+        encoder.load_state_dict(checkpoints.best_state)
+        after = checkpoints.best_results
+    results = {"steps": done, "train_seconds": seconds}
     if accelerator.is_main_process:
-        save_results(out, encoder, config, before, after, done, seconds)
-        print(f"\nsaved {out / 'model'} ({done} steps in {seconds:.0f} s)", flush=True)
+        save_model(out, encoder, config)
+        results = save_results(out, config, before, after, checkpoints, done, seconds,
+                               eval_data.query_ids if eval_data else [])
+        kept = f", step {checkpoints.best_step} kept" if checkpoints else ""
+        print(f"\nsaved {out / 'model'} ({done} steps in {seconds:.0f} s{kept})", flush=True)
     accelerator.wait_for_everyone()
-    return {"before": before, "after": after, "steps": done, "train_seconds": seconds}
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict:

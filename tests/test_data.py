@@ -9,7 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data import DataError, ir_from_pairs, load_beir, load_ir, load_pair_splits, load_pairs
+import numpy as np
+
+from data import DataError, PairsData, index_texts, ir_from_pairs, known_relevant, load_beir, load_ir, load_pair_splits, load_pairs
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -51,7 +53,6 @@ def test_pairs_from_jsonl_csv_parquet_with_aliases(tmp_path):
     ([{"anchor": "q", "positive": "p"}, {"anchor": "  ", "positive": "p"}], 2, "empty text in column 'anchor'"),
     ([{"anchor": "q", "positive": "p"}, "", {"anchor": "q", "positive": 3}], 3, "must be text"),
     ([{"question": "q", "text": "p"}], 1, "missing column 'positive'"),
-    ([{"anchor": "q", "positive": "p", "negatives": []}], 1, "empty list"),
     (["[1, 2]"], 1, "expected a JSON object"),
 ])
 def test_bad_pairs_name_file_and_line(tmp_path, rows, line, message):
@@ -147,3 +148,42 @@ def test_ir_from_pairs_like_the_study(tmp_path):
     assert qrels == {"t1": {"p3", "p1"}, "t2": {"p3"}}
     with pytest.raises(DataError, match="split 'dev' not found"):
         ir_from_pairs(load_pair_splits(tmp_path), "dev")
+
+
+def test_rows_with_fewer_negatives_get_empty_slots(tmp_path):
+    """Mined files give a question fewer negatives when too few candidates survive the filters."""
+    path = write_jsonl(tmp_path / "m.jsonl", [{"anchor": "q1", "positive": "p1", "negatives": ["n1", "n2"]},
+                                              {"anchor": "q2", "positive": "p2", "negatives": []},
+                                              {"anchor": "q3", "positive": "p3", "negatives": ["p1"]}])
+    table = index_texts(load_pairs(path))
+    texts = [[table.passage_texts[i] if i >= 0 else None for i in row] for row in table.negative_ids]
+    assert texts == [["n1", "n2"], [None, None], ["p1", None]]
+
+
+def test_known_relevant_spans_the_table_and_the_qrels(tmp_path):
+    root = write_beir(tmp_path)
+    (root / "qrels" / "train.tsv").write_text("q1\td2\t1\nq2\td3\t0\n")
+    pairs = PairsData(["record keeping?", "other", "record keeping?"], ["p1", "p2", "p3"], [[], [], []], "t")
+    relevant = known_relevant(pairs, root, "train")
+    assert relevant == {"record keeping?": {"p1", "p3", "Client money is held on trust."}, "other": {"p2"}}
+    assert known_relevant(pairs) == {"record keeping?": {"p1", "p3"}, "other": {"p2"}}
+
+
+def test_known_mask_against_a_direct_loop():
+    """Every (row, candidate) of a global batch: masked iff the candidate's text is known relevant to
+    the row's question (anywhere in the table, or via `relevant`), or the slot is empty."""
+    rng = np.random.default_rng(0)
+    questions = [f"q{i}" for i in rng.integers(0, 6, 30)]
+    positives = [f"p{i}" for i in rng.integers(0, 12, 30)]
+    negatives = [[f"p{i}" for i in rng.integers(0, 15, rng.integers(0, 3))] for _ in range(30)]
+    relevant = known_relevant(PairsData(questions, positives, negatives, "t"))
+    relevant["q1"].add("p14")  # known from elsewhere (e.g. qrels)
+    relevant["q99"] = {"p1"}  # a question not in the table changes nothing
+    table = index_texts(PairsData(questions, positives, negatives, "t"), relevant)
+    rows = rng.permutation(30)[:10]
+    k = table.negative_ids.shape[1]
+    candidates = [positives[r] for r in rows] + [
+        negatives[r][j] if j < len(negatives[r]) else None for r in rows for j in range(k)]
+    want = np.array([[c is None or c in relevant[questions[r]] for c in candidates] for r in rows])
+    assert want.any() and not want.all()
+    assert np.array_equal(table.known_mask(rows), want)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, make_tiny_bert, random_texts
-from data import SpreadBatchSampler, index_texts, load_pairs
+from data import SpreadBatchSampler, index_texts, known_relevant, load_pairs
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
@@ -69,14 +69,35 @@ def losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("micro_batch,symmetric", [(64, "false"), (5, "true")], ids=["whole-share", "gradcache-uneven"])
-def test_two_processes_train_exactly_like_one(no_dropout_bert, pairs, tmp_path, micro_batch, symmetric):
+@pytest.fixture(scope="module")
+def qrels_dir(pairs) -> Path:
+    """A BEIR directory whose qrels make passages relevant to questions that no row pairs them with,
+    so the table-wide mask reaches candidates in the other process's share and in other batches."""
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    passages = list(dict.fromkeys([r["positive"] for r in rows] + [r["negative"] for r in rows]))
+    root = pairs.parent / "beir"
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": p}) + "\n" for i, p in enumerate(passages)))
+    questions = list(dict.fromkeys(r["anchor"] for r in rows))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(questions)))
+    (root / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{(5 * i + 2) % len(passages)}\t1\n" for i in range(len(questions))))
+    return root
+
+
+@pytest.mark.parametrize("micro_batch,symmetric,qrels", [(64, "false", False), (5, "true", False), (5, "true", True)],
+                         ids=["whole-share", "gradcache-uneven", "table-wide-qrels"])
+def test_two_processes_train_exactly_like_one(no_dropout_bert, pairs, qrels_dir, tmp_path, micro_batch, symmetric, qrels):
     """Per process: 8 rows = 24 texts with negatives; micro-batch 5 leaves an uneven last chunk of 4."""
     runs = {}
+    extra = ["--data.qrels", str(qrels_dir)] if qrels else []
     for processes in (1, 2):
         runs[processes] = tmp_path / f"p{processes}"
         launch(processes, "train", str(runs[processes]), str(processes), "--",
-               *train_args(no_dropout_bert, pairs, runs[processes], micro_batch, "--loss.symmetric", symmetric))
+               *train_args(no_dropout_bert, pairs, runs[processes], micro_batch, "--loss.symmetric", symmetric, *extra))
+    if qrels:  # the qrels really add masked candidates to the batches trained on
+        relevant = known_relevant(load_pairs(pairs), qrels_dir, "train")
+        table, plain = index_texts(load_pairs(pairs), relevant), index_texts(load_pairs(pairs))
+        assert any((table.known_mask(b) & ~plain.known_mask(b)).any() for b in SpreadBatchSampler(table, 16, 42))
     one, two = (torch.load(runs[p] / "grads.pt") for p in (1, 2))
     assert one.keys() == two.keys()
     scale = max(g.abs().max() for g in one.values())

@@ -44,7 +44,7 @@ def config_with(micro_batch: int) -> train.Config:
 def reference_loss(encoder: Encoder, batch: train.StepBatch, reps: torch.Tensor) -> torch.Tensor:
     b = batch.share
     d = reps[b:]  # (b + b·k, D): positives then negatives, as on one process
-    per_dim = infonce_per_dim(reps[:b], d, DIMS, 0.05, batch.labels, batch.candidate_ids, batch.anchor_ids)
+    per_dim = infonce_per_dim(reps[:b], d, DIMS, 0.05, batch.labels, batch.known)
     return matryoshka_infonce(per_dim, WEIGHTS)
 
 

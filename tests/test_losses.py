@@ -7,30 +7,35 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import numpy as np
 
 import losses
+from data import TrainTable
 from losses import infonce_per_dim, matryoshka_infonce
 
 
-def reference_loss(q, d, dims, weights, temperature, labels, cand_ids=None, anchor_ids=None, symmetric=False, q_all=None):
-    """Plain Python loops in float64: per query row, a log-softmax over the unmasked candidates."""
+def reference_loss(q, d, dims, weights, temperature, labels, text=None, question=None, relevant=None,
+                   symmetric=False, q_all=None):
+    """Plain Python loops in float64: per query row, a log-softmax over the unmasked candidates.
+
+    text[j]: candidate j's text id (None: an empty slot); question[g]: row g's question id;
+    relevant: question id -> the set of text ids known relevant to it (default: none).
+    """
     q_all = q if q_all is None else q_all
     groups = q_all.shape[0]
-    text = cand_ids if cand_ids is not None else list(range(d.shape[0]))  # no ids: all texts distinct
-    question = anchor_ids if anchor_ids is not None else list(range(groups))
-    relevant = {}  # question -> the texts the batch gives as its positives
-    for k in range(groups):
-        relevant.setdefault(question[k], set()).add(text[k])
+    text = text if text is not None else list(range(d.shape[0]))  # no ids: all texts distinct
+    question = question if question is not None else list(range(groups))
+    relevant = relevant or {}
 
     def masked(i, j):  # candidate j leaves query i's softmax
-        return j != labels[i] and text[j] in relevant[question[labels[i]]]
+        return j != labels[i] and (text[j] is None or text[j] in relevant.get(question[labels[i]], ()))
 
     def masked_query(i, g):  # query g leaves the softmax of query i's positive (symmetric term)
-        return g != labels[i] and text[labels[i]] in relevant[question[g]]
+        return g != labels[i] and text[labels[i]] in relevant.get(question[g], ())
 
     def unit_rows(x, dim):
         rows = [[float(v) for v in row[:dim]] for row in x.detach().double()]
-        return [[v / math.sqrt(sum(u * u for u in row)) for v in row] for row in rows]
+        return [[v / math.sqrt(sum(u * u for u in row)) if any(row) else 0.0 for v in row] for row in rows]
 
     total = 0.0
     for dim, weight in zip(dims, weights):
@@ -52,82 +57,107 @@ def reference_loss(q, d, dims, weights, temperature, labels, cand_ids=None, anch
     return total
 
 
+def known_from(text, question, relevant) -> torch.Tensor:
+    """The (G, M) mask the trainer builds, through data.py's table (the code under test)."""
+    table = TrainTable(np.array(question), np.array(text[: len(question)]),
+                       np.array([-1 if t is None else t for t in text[len(question):]]).reshape(len(question), -1),
+                       [], list(range(1000)), np.array(sorted(q * 1000 + t for q, ts in relevant.items() for t in ts)))
+    return torch.from_numpy(table.known_mask(np.arange(len(question))))
+
+
 CASES = {
     "in-batch": dict(batch=6, negatives=0, duplicates=False),
     "explicit negatives": dict(batch=5, negatives=2, duplicates=False),
-    "duplicates masked": dict(batch=8, negatives=1, duplicates=True),
+    "duplicates and table-wide relevance": dict(batch=8, negatives=1, duplicates=True),
 }
 
 
 def make_case(batch, negatives, duplicates, seed=0, dtype=torch.float32):
-    """Returns q (B, D), d (B·(1+k), D), candidate text ids (M,) and question text ids (B,)."""
+    """q (B, D), d (B·(1+k), D), candidate text ids (M,), question ids (B,), relevance map.
+
+    The relevance map is the table's (every row of the whole table, not just this batch): each
+    row's positive, and in the duplicates case texts relevant through rows outside the batch."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, 16, generator=g, dtype=dtype)
     d = torch.randn(batch * (1 + negatives), 16, generator=g, dtype=dtype)
-    cand_ids = torch.arange(d.shape[0])
-    anchor_ids = torch.arange(100, 100 + batch)
+    text: list = list(range(d.shape[0]))
+    question = list(range(100, 100 + batch))
     if duplicates:
-        d[3], cand_ids[3] = d[0], cand_ids[0]  # positive 3 repeats positive 0's text
-        d[batch + 2], cand_ids[batch + 2] = d[1], cand_ids[1]  # a negative repeats positive 1's text
-        q[5], anchor_ids[5] = q[2], anchor_ids[2]  # row 5 asks row 2's question, with another passage
-        d[6], cand_ids[6] = d[5], cand_ids[5]  # and row 6 (another question) has row 5's passage:
-        # a passage relevant to row 2's question in a slot of another question, and a positive of
-        # row 6 whose text is relevant to the questions of rows 2 and 5 (the symmetric term)
-    return q, d, cand_ids, anchor_ids
+        d[3], text[3] = d[0], text[0]  # positive 3 repeats positive 0's text
+        d[batch + 2], text[batch + 2] = d[1], text[1]  # a negative repeats positive 1's text
+        q[5], question[5] = q[2], question[2]  # row 5 asks row 2's question, with another passage
+        d[6], text[6] = d[5], text[5]  # and row 6 (another question) has row 5's passage
+        d[batch + 4] = 0.0
+        text[batch + 4] = None  # an empty slot: row 4 mined no negative
+    relevant: dict = {}
+    for k in range(batch):
+        relevant.setdefault(question[k], set()).add(text[k])
+    if duplicates:  # known only from rows in other batches
+        relevant[question[0]].add(text[7])  # row 7's positive answers row 0's question
+        relevant[question[4]].add(text[batch + 6])  # a negative of row 6 answers row 4's question
+    return q, d, text, question, relevant
 
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_loss_matches_float64_loop(case, symmetric):
-    q, d, cand_ids, anchor_ids = make_case(**CASES[case])
+    q, d, text, question, relevant = make_case(**CASES[case])
     labels = list(range(q.shape[0]))
     dims, weights = [16, 8, 4], [1.0, 0.5, 0.25]
-    ids = dict(candidate_ids=cand_ids, anchor_ids=anchor_ids)
-    ours = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, 0.05, symmetric=symmetric, **ids), weights)
-    want = reference_loss(q, d, dims, weights, 0.05, labels, cand_ids.tolist(), anchor_ids.tolist(), symmetric)
+    known = known_from(text, question, relevant)
+    ours = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, 0.05, known=known, symmetric=symmetric),
+                              weights)
+    want = reference_loss(q, d, dims, weights, 0.05, labels, text, question, relevant, symmetric)
     assert ours.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
-    plain = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, 0.05, symmetric=symmetric), weights)
-    assert plain.item() == pytest.approx(reference_loss(q, d, dims, weights, 0.05, labels, symmetric=symmetric),
-                                         abs=1e-6, rel=1e-9)
+    if None not in text:  # no mask at all: plain InfoNCE
+        plain = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, 0.05, symmetric=symmetric), weights)
+        assert plain.item() == pytest.approx(reference_loss(q, d, dims, weights, 0.05, labels, symmetric=symmetric),
+                                             abs=1e-6, rel=1e-9)
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_one_share_of_the_batch_scores_against_the_whole_batch(symmetric):
     """What each of N processes computes: its B = G/N queries, labels offset, all G·(1+k) candidates."""
-    q, d, cand_ids, anchor_ids = make_case(batch=8, negatives=1, duplicates=True)
+    q, d, text, question, relevant = make_case(batch=8, negatives=1, duplicates=True)
     dims, weights = [16, 4], [1.0, 1.0]
-    whole = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, candidate_ids=cand_ids,
-                                               anchor_ids=anchor_ids, symmetric=symmetric), weights)
+    known = known_from(text, question, relevant)
+    whole = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, known=known, symmetric=symmetric), weights)
     shares = []
     for rows in (slice(0, 4), slice(4, 8)):
         labels = torch.arange(8)[rows]
-        per_dim = infonce_per_dim(q[rows].double(), d.double(), dims, labels=labels, candidate_ids=cand_ids,
-                                  anchor_ids=anchor_ids, symmetric=symmetric, q_all=q.double() if symmetric else None)
+        per_dim = infonce_per_dim(q[rows].double(), d.double(), dims, labels=labels, known=known,
+                                  symmetric=symmetric, q_all=q.double() if symmetric else None)
         shares.append(matryoshka_infonce(per_dim, weights))
-        want = reference_loss(q[rows], d, dims, weights, 0.05, labels.tolist(), cand_ids.tolist(),
-                              anchor_ids.tolist(), symmetric, q_all=q)
+        want = reference_loss(q[rows], d, dims, weights, 0.05, labels.tolist(), text, question, relevant,
+                              symmetric, q_all=q)
         assert shares[-1].item() == pytest.approx(want, abs=1e-6, rel=1e-9)
     assert ((shares[0] + shares[1]) / 2).item() == pytest.approx(whole.item(), rel=1e-12)
 
 
 def test_each_kind_of_false_negative_changes_the_loss():
-    q, d, cand_ids, anchor_ids = make_case(**CASES["duplicates masked"])
-    plain = infonce_per_dim(q, d, [16])
-    assert not torch.allclose(infonce_per_dim(q, d, [16], candidate_ids=cand_ids), plain)
-    assert not torch.allclose(infonce_per_dim(q, d, [16], anchor_ids=anchor_ids), plain)
-    q, d, cand_ids, anchor_ids = make_case(**CASES["explicit negatives"])  # all texts distinct
-    torch.testing.assert_close(infonce_per_dim(q, d, [16], candidate_ids=cand_ids, anchor_ids=anchor_ids),
+    q, d, text, question, relevant = make_case(**CASES["duplicates and table-wide relevance"])
+    plain = infonce_per_dim(q, d, [16], known=torch.zeros(8, 16, dtype=torch.bool))
+    table_wide = infonce_per_dim(q, d, [16], known=known_from(text, question, relevant))
+    relevant[question[0]].discard(text[7])  # forget what only the rest of the table knew
+    relevant[question[4]].discard(text[8 + 6])
+    batch_only = infonce_per_dim(q, d, [16], known=known_from(text, question, relevant))
+    assert not torch.allclose(batch_only, plain) and not torch.allclose(table_wide, batch_only)
+    q, d, text, question, relevant = make_case(**CASES["explicit negatives"])  # all texts distinct
+    torch.testing.assert_close(infonce_per_dim(q, d, [16], known=known_from(text, question, relevant)),
                                infonce_per_dim(q, d, [16]))
 
 
 def test_relevant_texts_are_masked_wherever_they_stand_but_negatives_stay():
-    """Rows (Q7, P10), (Q8, P11), (Q7, P12), (Q9, P12), then a negative per row."""
+    """Rows (Q7, P10), (Q8, P11), (Q7, P12), (Q9, P12), then a negative per row; the table also
+    knows P21 answers Q8 (a row in another batch), and row 2 has an empty negative slot."""
     labels = torch.arange(4)
-    cand_ids = torch.tensor([10, 11, 12, 12, 20, 21, 22, 10])  # row 3's negative is P10, relevant to Q7
-    anchor_ids = torch.tensor([7, 8, 7, 9])
-    to_candidates, to_queries = losses.false_negative_masks(labels, 4, 8, cand_ids, anchor_ids)
+    text = [10, 11, 12, 12, 20, 21, None, 10]  # row 3's negative is P10, relevant to Q7
+    relevant = {7: {10, 12}, 8: {11, 21}, 9: {12}}
+    to_candidates, to_queries = losses.false_negative_masks(labels, known_from(text, [7, 8, 7, 9], relevant))
     want = torch.zeros(4, 8, dtype=torch.bool)
+    want[:, 6] = True  # the empty slot leaves every softmax
     want[0, [2, 3, 7]] = True  # Q7: P12 in both its slots, and P10 where it stands as a negative
+    want[1, 5] = True  # Q8: P21, known from outside the batch
     want[2, [0, 3, 7]] = True
     want[3, 2] = True  # Q9: P12 in row 2's slot
     assert torch.equal(to_candidates, want)
@@ -140,12 +170,13 @@ def test_relevant_texts_are_masked_wherever_they_stand_but_negatives_stay():
 
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_gradcheck(symmetric):
-    q, d, cand_ids, anchor_ids = make_case(batch=6, negatives=1, duplicates=True, dtype=torch.float64)
+    q, d, text, question, relevant = make_case(batch=8, negatives=1, duplicates=True, dtype=torch.float64)
+    known = known_from(text, question, relevant)
     q.requires_grad_(True)
     d.requires_grad_(True)
 
     def loss(q, d):
-        per_dim = infonce_per_dim(q, d, [16, 4], 0.5, candidate_ids=cand_ids, anchor_ids=anchor_ids, symmetric=symmetric)
+        per_dim = infonce_per_dim(q, d, [16, 4], 0.5, known=known, symmetric=symmetric)
         return matryoshka_infonce(per_dim, [1.0, 0.3])
 
     assert torch.autograd.gradcheck(loss, (q, d))

@@ -212,3 +212,97 @@ def test_accelerate_launch_one_cpu_process(tiny_bert, tiny_task, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 2
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_evaluates_during_training_and_keeps_the_best_checkpoint(tiny_bert, tiny_task, tmp_path):
+    """eval.every 1 on 4 steps: a curve of 4 points, the step with the best mean NDCG@10 kept, and the
+    saved model scores what the curve says that step scored (so that step's weights were restored)."""
+    from data import load_ir
+    from evaluate import evaluate
+    from model import Encoder, ModelConfig
+
+    run = tmp_path / "run"
+    result = train.main(tiny_args(tiny_bert, tiny_task, run, "--train.epochs", "2", "--eval.every", "1",
+                                  "--eval.before", "false", "--train.lr", "3e-3"))
+    curve = result["curve"]
+    assert [point["step"] for point in curve] == [1, 2, 3, 4] and [point["epoch"] for point in curve] == [1, 1, 2, 2]
+    means = [(point["metrics"]["32"]["ndcg@10"] + point["metrics"]["16"]["ndcg@10"]) / 2 for point in curve]
+    assert len(set(means)) > 1  # the steps really differ
+    best = curve[means.index(max(means))]["step"]
+    assert result["selected_step"] == best
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["selected_step"] == best and saved["after"]["32"] == curve[best - 1]["metrics"]["32"]
+    rescored = evaluate(Encoder.from_config(ModelConfig(str(run / "model"))), load_ir(tiny_task / "beir", "dev"), [32, 16])
+    for dim in (32, 16):
+        assert rescored[dim].metrics["ndcg@10"] == pytest.approx(curve[best - 1]["metrics"][str(dim)]["ndcg@10"], abs=1e-6)
+    assert f"step {best}'s" in (run / "results.md").read_text()
+    last = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "last", "--train.epochs", "2", "--eval.every", "epoch",
+                                "--eval.before", "false", "--train.lr", "3e-3", "--eval.select", "last"))
+    assert [point["step"] for point in last["curve"]] == [2, 4] and last["selected_step"] == 4
+
+
+def test_results_show_the_paired_change(tiny_bert, tiny_task, tmp_path):
+    train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--train.lr", "3e-3"))
+    per_query = json.loads((tmp_path / "run" / "per_query.json").read_text())
+    assert len(per_query["query_ids"]) == len(per_query["after"]["32"]["ndcg@10"]) == 40
+    text = (tmp_path / "run" / "results.md").read_text()
+    assert "95% CI" in text and "paired" in text
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--eval.every", "0"], "eval.every"),
+    (["--eval.every", "often"], "eval.every"),
+    (["--eval.select", "ndcg@11:mean"], "eval.select"),
+    (["--eval.select", "ndcg@10:x"], "eval.select"),
+])
+def test_bad_eval_schedule_is_named(argv, message):
+    with pytest.raises(train.ConfigError, match=message):
+        train.load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
+
+
+def test_mine_then_train_in_one_command(tiny_bert, tiny_task, tmp_path):
+    """data.hard_negatives: mined with the model being trained before step 1, appended to each row's own
+    negative, never a passage known relevant to the row's question; re-mined each epoch with refresh 1;
+    a second run over the same output reuses the complete mined file."""
+    run = tmp_path / "run"
+    mining = ["--data.hard_negatives.k", "2", "--data.hard_negatives.corpus", str(tiny_task / "beir"),
+              "--data.hard_negatives.rank_max", "8", "--data.hard_negatives.max_relative", "null",
+              "--eval.before", "false"]
+    result = train.main(tiny_args(tiny_bert, tiny_task, run, *mining, "--train.epochs", "2",
+                                  "--data.hard_negatives.refresh", "1"))
+    assert result["steps"] == 4
+    rows = [json.loads(line) for line in (tiny_task / "pairs.jsonl").read_text().splitlines()]
+    relevant: dict[str, set[str]] = {}
+    for row in rows:
+        relevant.setdefault(row["anchor"], set()).add(row["positive"])
+    for directory in ("start", "epoch1"):
+        mined = [json.loads(line) for line in (run / "hard_negatives" / directory / "triplets.jsonl").read_text().splitlines()]
+        assert [m["anchor"] for m in mined] == [r["anchor"] for r in rows]
+        assert sum(len(m["negatives"]) for m in mined) > 0
+        assert all(not set(m["negatives"]) & relevant[m["anchor"]] for m in mined)
+    triplets = run / "hard_negatives" / "start" / "triplets.jsonl"
+    stamp = triplets.stat().st_mtime_ns
+    train.main(tiny_args(tiny_bert, tiny_task, run, *mining, "--output.overwrite", "true"))
+    assert triplets.stat().st_mtime_ns == stamp  # reused, not rewritten
+
+
+def test_missing_negative_slots_are_masked_and_add_no_gradient(tiny_bert):
+    """A row with no mined negative trains with what it has: its empty slot is masked out of every
+    softmax, so the loss is the loss of the batch without that slot."""
+    import numpy as np
+
+    from data import PairsData, index_texts
+    from losses import infonce_per_dim
+
+    encoder = train.load_encoder(train.Config(model=train.ModelConfig(str(tiny_bert)))).eval()
+    anchors, positives = random_texts(4, seed=3, max_words=6), random_texts(4, seed=4)
+    negatives = [[t] for t in random_texts(4, seed=5)]
+    negatives[2] = []  # row 2 mined none
+    table = index_texts(PairsData(anchors, positives, negatives, "t"))
+    batch = train.make_step_batch(table, train.tokenize_table(encoder, table), np.arange(4), 0, 1)
+    with torch.no_grad():
+        reps = encoder(**encoder.pad(batch.token_ids))
+    ours = infonce_per_dim(reps[:4], reps[4:], [32], labels=batch.labels, known=batch.known)
+    keep = [j for j in range(8) if j != 4 + 2]  # the candidates without the empty slot
+    want = infonce_per_dim(reps[:4], reps[4:][keep], [32], labels=batch.labels)
+    torch.testing.assert_close(ours, want)
