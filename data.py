@@ -367,8 +367,20 @@ class TrainTable:
         """(G, G·(1+k)) bool for the loss: True where candidate j (the G positives, then the G·k
         negatives, in row order) is known relevant to row g's question, or an empty slot."""
         candidates = np.concatenate([self.positive_ids[global_rows], self.negative_ids[global_rows].reshape(-1)])
-        keys = self.anchor_ids[global_rows, None] * len(self.passage_texts) + candidates[None, :]  # (G, M)
-        return np.isin(keys, self.relevant_keys) | (candidates < 0)[None, :]
+        mask = np.zeros((len(global_rows), len(candidates)), dtype=bool)  # (G, M)
+        mask[:, candidates < 0] = True
+        # Sparse: each question's few known passages, looked up among the sorted candidates, so the
+        # cost grows with G · (passages per question), not with G · M.
+        order = np.argsort(candidates, kind="stable")
+        ordered = candidates[order]
+        base = self.anchor_ids[global_rows] * len(self.passage_texts)  # (G,)
+        starts, ends = np.searchsorted(self.relevant_keys, base), np.searchsorted(self.relevant_keys, base + len(self.passage_texts))
+        for row, (start, end) in enumerate(zip(starts, ends)):
+            passages = self.relevant_keys[start:end] - base[row]
+            lows, highs = np.searchsorted(ordered, passages, "left"), np.searchsorted(ordered, passages, "right")
+            for low, high in zip(lows, highs):
+                mask[row, order[low:high]] = True
+        return mask
 
 
 def index_texts(pairs: PairsData, relevant: dict[str, set[str]] | None = None) -> TrainTable:

@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     baseline = Encoder.from_config(ModelConfig(args.baseline, trust_remote_code=args.trust_remote_code)) if args.baseline else None
     device = start_processes()
     full = min(model.dim for model in (encoder, baseline) if model is not None)
-    dims = args.dims or default_dims(encoder.dim)
+    dims = args.dims or default_dims(full)
     if not all(0 < dim <= full for dim in dims):
         sys.exit(f"error: --dims {dims}: each must be in 1..{full}, the embedding size of "
                  + ("the smaller model" if baseline else "the model"))

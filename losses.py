@@ -87,7 +87,7 @@ def _document_to_query(
     q_all: torch.Tensor, positives: torch.Tensor, dim: int, temperature: float, labels: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """Each query's positive (B, D) against all G queries; the target is its own query, row labels[i].
-    mask: (B, G), True where query g's question has positive i's text among its positives."""
+    mask: (B, G), True where positive i's text is known relevant to query g's question."""
     logits = infonce_logits(positives, q_all, dim, temperature)  # (B, G)
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))

@@ -76,6 +76,7 @@ def check_mine_config(config: MineConfig, key_prefix: str = "data.hard_negatives
         ("rank_min", config.rank_min < 1, "must be >= 1 (ranks are 1-based)"),
         ("rank_max", config.rank_max < config.rank_min, f"must be >= rank_min ({config.rank_min})"),
         ("k", config.k > window, f"is more than the rank window holds ({window} ranks)"),
+        ("rank_max", config.rank_max > 2048, "must be <= 2048 (faiss-gpu's largest k)"),
         ("max_relative", config.max_relative is not None and config.max_relative <= 0, "must be > 0, or null for no filter"),
         ("sample", config.sample not in SAMPLES, f"must be one of {', '.join(SAMPLES)}"),
         ("batch_size", config.batch_size < 1, "must be >= 1"),
@@ -383,6 +384,12 @@ def mine(encoder: Encoder, pairs: PairsData, relevant: dict[str, set[str]], conf
         return earlier
     corpus_set = set(corpus)
     extra = sorted({text for texts in relevant_to.values() for text in texts if text not in corpus_set})
+    positives = set(pairs.positives)
+    missing = len(positives - corpus_set)
+    if config.corpus is not None and missing > len(positives) / 2:  # e.g. a corpus with titles: 'title text'
+        raise DataError(f"{config.corpus}/corpus.jsonl: {missing} of {len(positives)} training positives are not "
+                        "corpus texts ('title text' when a title is present), so a question's own answer could be "
+                        "mined as its negative; make the positives the corpus texts")
     logger.info("mining hard negatives: %d questions against %d passages (+%d relevant passages not in it)",
                 len(questions), len(corpus), len(extra))
     embedded = embed_all(encoder, questions, corpus, extra, config.batch_size, show_progress)

@@ -244,6 +244,10 @@ def check_config(config: Config) -> None:
     if config.eval.select != "last" and (metric not in METRICS or not (dim == "mean" or dim.isdigit())):
         raise ConfigError(f"eval.select: {config.eval.select!r} is not last, METRIC:DIM or METRIC:mean "
                           f"(metrics: {', '.join(METRICS)})")
+    if every != "end" and not (config.eval.after and config.data.eval):
+        raise ConfigError(f"eval.every: {every!r} needs data.eval and eval.after true")
+    if config.data.hard_negatives.refresh and not config.data.hard_negatives.k:
+        raise ConfigError("data.hard_negatives.refresh: re-mining needs data.hard_negatives.k > 0")
     try:
         check_mine_config(config.data.hard_negatives, "data.hard_negatives")
     except ValueError as err:
@@ -481,7 +485,11 @@ def resolve_dims(config: Config, full: int) -> tuple[list[int], list[float], lis
         if bad:
             raise ConfigError(f"{key}: {bad} outside 1..{full}, the model's embedding size")
     weights = config.loss.weights or [1.0] * len(dims)
-    return dims, weights, config.eval.dims or dims
+    eval_dims = config.eval.dims or dims
+    select_dim = config.eval.select.partition(":")[2]
+    if select_dim.isdigit() and int(select_dim) not in eval_dims:
+        raise ConfigError(f"eval.select: dim {select_dim} is not among the eval dims {eval_dims}")
+    return dims, weights, eval_dims
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -524,6 +532,11 @@ def load_table(config: Config, encoder: Encoder, accelerator: Accelerator, out: 
     question appended to its rows' own. Mining at epoch 0 may reuse a complete earlier file."""
     pairs = load_pairs(config.data.train, config.data.train_split)
     relevant = known_relevant(pairs, config.data.qrels, config.data.qrels_split if config.data.qrels else None)
+    if config.data.qrels and epoch == 0:  # matched by text: say how many matched
+        judged = known_relevant(PairsData([], [], [], ""), config.data.qrels, config.data.qrels_split)
+        asked = set(pairs.anchors)
+        logger.info("data.qrels: %d of %d training questions are judged in %s", len(asked & set(judged)), len(asked),
+                    Path(config.data.qrels) / "qrels" / f"{config.data.qrels_split}.tsv")
     if config.data.hard_negatives.k:
         pairs = with_mined_negatives(pairs, relevant, config, encoder, accelerator, out, epoch)
     return index_texts(pairs, relevant)
@@ -534,13 +547,13 @@ def with_mined_negatives(pairs: PairsData, relevant: dict[str, set[str]], config
     """Mine on every process (encoding is sharded; the main one searches and writes), then read the
     triplets back on all. A refresh (epoch > 0) mines with the model being trained, as it is now."""
     hn = config.data.hard_negatives
+    miner, identity = encoder, {"model": asdict(config.model)}
     if hn.model and epoch == 0:  # another model, read from its own files
         miner = Encoder.from_config(ModelConfig(hn.model, trust_remote_code=config.model.trust_remote_code))
         miner, identity = miner.to(accelerator.device), {"model": hn.model}
-    elif epoch == 0:
-        miner, identity = encoder, {"model": asdict(config.model)}
-    else:  # the weights as they are now: a rerun reuses the file only if it trained the very same weights
-        miner, identity = encoder, {"model": asdict(config.model), "weights": weights_digest(encoder)}
+    # The weights as they are (a model rebuilt in place, or trained for `epoch` epochs): a file is
+    # reused only when mined with the very same weights.
+    identity["weights"] = weights_digest(miner)
     directory = out / "hard_negatives" / (f"epoch{epoch}" if epoch else "start")
     report = mine(miner, pairs, relevant, hn, directory, identity, show_progress=accelerator.is_main_process)
     if report is not None:
@@ -549,7 +562,7 @@ def with_mined_negatives(pairs: PairsData, relevant: dict[str, set[str]], config
     mined = load_pairs(directory / "triplets.jsonl")
     if mined.anchors != pairs.anchors or mined.positives != pairs.positives:
         raise DataError(f"{directory / 'triplets.jsonl'}: rows do not match {config.data.train}")
-    negatives = [own + new for own, new in zip(pairs.negatives, mined.negatives)]
+    negatives = [own + [text for text in new if text not in own] for own, new in zip(pairs.negatives, mined.negatives)]
     return PairsData(pairs.anchors, pairs.positives, negatives, pairs.source)
 
 
@@ -619,7 +632,8 @@ class Checkpoints:
 def comparison_markdown(before: dict[int, DimResult], after: dict[int, DimResult]) -> list[str]:
     """Before -> after per dim with the paired 95% bootstrap interval and randomization p-value."""
     common = [dim for dim in after if dim in before]
-    comparison = compare_per_query({d: before[d].per_query for d in common}, {d: after[d].per_query for d in common})
+    comparison = compare_per_query({d: before[d].per_query for d in common}, {d: after[d].per_query for d in common},
+                                   metrics=("ndcg@10",))
     return ["## Change, paired over the same questions", "", format_comparison(comparison), ""]
 
 

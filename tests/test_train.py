@@ -223,13 +223,14 @@ def test_evaluates_during_training_and_keeps_the_best_checkpoint(tiny_bert, tiny
 
     run = tmp_path / "run"
     result = train.main(tiny_args(tiny_bert, tiny_task, run, "--train.epochs", "2", "--eval.every", "1",
-                                  "--eval.before", "false", "--train.lr", "3e-3"))
+                                  "--eval.before", "false", "--train.lr", "5e-2"))
     curve = result["curve"]
     assert [point["step"] for point in curve] == [1, 2, 3, 4] and [point["epoch"] for point in curve] == [1, 1, 2, 2]
     means = [(point["metrics"]["32"]["ndcg@10"] + point["metrics"]["16"]["ndcg@10"]) / 2 for point in curve]
     assert len(set(means)) > 1  # the steps really differ
     best = curve[means.index(max(means))]["step"]
     assert result["selected_step"] == best
+    assert best != curve[-1]["step"]  # at this lr the curve peaks early: the restore is exercised (CPU runs are bitwise reproducible)
     saved = json.loads((run / "results.json").read_text())
     assert saved["selected_step"] == best and saved["after"]["32"] == curve[best - 1]["metrics"]["32"]
     rescored = evaluate(Encoder.from_config(ModelConfig(str(run / "model"))), load_ir(tiny_task / "beir", "dev"), [32, 16])
@@ -239,6 +240,11 @@ def test_evaluates_during_training_and_keeps_the_best_checkpoint(tiny_bert, tiny
     last = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "last", "--train.epochs", "2", "--eval.every", "epoch",
                                 "--eval.before", "false", "--train.lr", "3e-3", "--eval.select", "last"))
     assert [point["step"] for point in last["curve"]] == [2, 4] and last["selected_step"] == 4
+
+
+def test_a_selected_dim_that_is_not_evaluated_is_named(tiny_bert, tiny_task, tmp_path):
+    with pytest.raises(SystemExit, match=r"eval.select: dim 8 is not among the eval dims \[32, 16\]"):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.select", "ndcg@10:8"))
 
 
 def test_results_show_the_paired_change(tiny_bert, tiny_task, tmp_path):
@@ -254,6 +260,9 @@ def test_results_show_the_paired_change(tiny_bert, tiny_task, tmp_path):
     (["--eval.every", "often"], "eval.every"),
     (["--eval.select", "ndcg@11:mean"], "eval.select"),
     (["--eval.select", "ndcg@10:x"], "eval.select"),
+    (["--eval.every", "epoch", "--eval.after", "false"], "eval.every: 'epoch' needs data.eval and eval.after"),
+    (["--data.hard_negatives.refresh", "1"], "refresh: re-mining needs data.hard_negatives.k > 0"),
+    (["--data.hard_negatives.k", "1", "--data.hard_negatives.rank_max", "0"], "data.hard_negatives.rank_max"),
 ])
 def test_bad_eval_schedule_is_named(argv, message):
     with pytest.raises(train.ConfigError, match=message):
@@ -302,7 +311,10 @@ def test_missing_negative_slots_are_masked_and_add_no_gradient(tiny_bert):
     batch = train.make_step_batch(table, train.tokenize_table(encoder, table), np.arange(4), 0, 1)
     with torch.no_grad():
         reps = encoder(**encoder.pad(batch.token_ids))
+    reps.requires_grad_(True)
     ours = infonce_per_dim(reps[:4], reps[4:], [32], labels=batch.labels, known=batch.known)
     keep = [j for j in range(8) if j != 4 + 2]  # the candidates without the empty slot
     want = infonce_per_dim(reps[:4], reps[4:][keep], [32], labels=batch.labels)
     torch.testing.assert_close(ours, want)
+    (grad,) = torch.autograd.grad(ours.sum(), reps)  # rows: 4 anchors, 4 positives, 4 negative slots
+    assert torch.all(grad[8 + 2] == 0) and all(grad[8 + i].abs().sum() > 0 for i in (0, 1, 3))
