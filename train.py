@@ -740,7 +740,8 @@ def train_loop(model, encoder: Encoder, optimizer, accelerator: Accelerator, sam
             bar.update()
             step += 1
             if checkpoints is not None and eval_due(step, total, len(sampler), config.eval.every):
-                results = run_eval(encoder, eval_data, eval_dims, config, accelerator, f"Step {step}")
+                label = f"After (step {step})" if step == total else f"Step {step}"
+                results = run_eval(encoder, eval_data, eval_dims, config, accelerator, label)
                 if results is not None:
                     checkpoints.observe(step, epoch + 1, results, encoder)
     bar.close()
