@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from data import DataError, IRDataset, PairsData, SpreadBatchSampler, TrainTable, index_texts, known_relevant, load_ir, load_pairs
 from evaluate import METRICS, DimResult, default_dims, evaluate, format_table
 from losses import infonce_per_dim, matryoshka_infonce
-from mine import MineConfig, check_mine_config, mine
+from mine import MineConfig, check_mine_config, mine, write_atomic
 from model import Encoder, ModelConfig
 from stats import compare_per_query, format_comparison
 
@@ -666,20 +666,14 @@ def save_results(out: Path, config: Config, before, after, checkpoints: Checkpoi
         lines += comparison_markdown(before, after)
     if checkpoints:
         lines += curve_markdown(checkpoints)
-    write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(out / "results.json", [json.dumps(results, indent=2) + "\n"])
     if after:  # each question's metrics, for paired comparisons between runs (bench/quality.py)
         per_query = {label: None if res is None else {str(d): {m: r.per_query[m].tolist() for m in METRICS}
                                                       for d, r in res.items()}
                      for label, res in (("before", before), ("after", after))}
-        write_atomic(out / "per_query.json", json.dumps({"query_ids": query_ids, **per_query}) + "\n")
-    write_atomic(out / "results.md", "\n".join(lines) + "\n")
+        write_atomic(out / "per_query.json", [json.dumps({"query_ids": query_ids, **per_query}) + "\n"])
+    write_atomic(out / "results.md", ["\n".join(lines) + "\n"])
     return results
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_model(out: Path, encoder: Encoder, config: Config) -> None:
