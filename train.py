@@ -238,10 +238,10 @@ def check_config(config: Config) -> None:
     if len(set(loss.dims)) != len(loss.dims):
         raise ConfigError(f"loss.dims: repeated dims in {loss.dims}")
     every = config.eval.every
-    if every not in ("end", "epoch") and not (every.isdigit() and int(every) > 0):
+    if every not in ("end", "epoch") and not (every.isdecimal() and int(every) > 0):
         raise ConfigError(f"eval.every: {every!r} is not end, epoch or a number of steps above 0")
     metric, _, dim = config.eval.select.partition(":")
-    if config.eval.select != "last" and (metric not in METRICS or not (dim == "mean" or dim.isdigit())):
+    if config.eval.select != "last" and (metric not in METRICS or not (dim == "mean" or dim.isdecimal())):
         raise ConfigError(f"eval.select: {config.eval.select!r} is not last, METRIC:DIM or METRIC:mean "
                           f"(metrics: {', '.join(METRICS)})")
     if every != "end" and not (config.eval.after and config.data.eval):
@@ -487,7 +487,7 @@ def resolve_dims(config: Config, full: int) -> tuple[list[int], list[float], lis
     weights = config.loss.weights or [1.0] * len(dims)
     eval_dims = config.eval.dims or dims
     select_dim = config.eval.select.partition(":")[2]
-    if select_dim.isdigit() and int(select_dim) not in eval_dims:
+    if select_dim.isdecimal() and int(select_dim) not in eval_dims:
         raise ConfigError(f"eval.select: dim {select_dim} is not among the eval dims {eval_dims}")
     return dims, weights, eval_dims
 
@@ -608,7 +608,7 @@ def eval_due(step: int, total: int, steps_per_epoch: int, every: str) -> bool:
         return True
     if every == "epoch":
         return step % steps_per_epoch == 0
-    return every.isdigit() and step % int(every) == 0
+    return every.isdecimal() and step % int(every) == 0
 
 
 class Checkpoints:

@@ -258,6 +258,7 @@ def test_results_show_the_paired_change(tiny_bert, tiny_task, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--eval.every", "0"], "eval.every"),
     (["--eval.every", "often"], "eval.every"),
+    (["--eval.every", "\u00b2"], "eval.every"),
     (["--eval.select", "ndcg@11:mean"], "eval.select"),
     (["--eval.select", "ndcg@10:x"], "eval.select"),
     (["--eval.every", "epoch", "--eval.after", "false"], "eval.every: 'epoch' needs data.eval and eval.after"),
