@@ -531,12 +531,15 @@ def load_table(config: Config, encoder: Encoder, accelerator: Accelerator, out: 
     table's and the qrels'), and, when data.hard_negatives.k > 0, the negatives mined for each
     question appended to its rows' own. Mining at epoch 0 may reuse a complete earlier file."""
     pairs = load_pairs(config.data.train, config.data.train_split)
-    relevant = known_relevant(pairs, config.data.qrels, config.data.qrels_split if config.data.qrels else None)
-    if config.data.qrels and epoch == 0:  # matched by text: say how many matched
+    relevant = known_relevant(pairs)
+    if config.data.qrels:  # read once, merged into the table's; matched by text, so say how many matched
         judged = known_relevant(PairsData([], [], [], ""), config.data.qrels, config.data.qrels_split)
-        asked = set(pairs.anchors)
-        logger.info("data.qrels: %d of %d training questions are judged in %s", len(asked & set(judged)), len(asked),
-                    Path(config.data.qrels) / "qrels" / f"{config.data.qrels_split}.tsv")
+        for question, texts in judged.items():
+            relevant.setdefault(question, set()).update(texts)
+        if epoch == 0:
+            asked = set(pairs.anchors)
+            logger.info("data.qrels: %d of %d training questions are judged in %s", len(asked & set(judged)),
+                        len(asked), Path(config.data.qrels) / "qrels" / f"{config.data.qrels_split}.tsv")
     if config.data.hard_negatives.k:
         pairs = with_mined_negatives(pairs, relevant, config, encoder, accelerator, out, epoch)
     return index_texts(pairs, relevant)
