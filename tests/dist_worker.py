@@ -1,25 +1,24 @@
 """Run by tests/test_distributed.py under `torchrun --nproc_per_node N` (or plain python for N = 1).
 
-    python tests/dist_worker.py train OUT WORLD [--hook] -- TRAIN_ARGS...
+    python tests/dist_worker.py train OUT WORLD [--hook] [--kill-at STEP] -- TRAIN_ARGS...
     python tests/dist_worker.py eval OUT WORLD MODEL_DIR
 
-Instruments train.py from the outside (nothing test-only lives in train.py) and writes what it
-saw under OUT: the gradients of step 1 as the optimiser sees them (after DDP's all-reduce), the
-DDP buckets all-reduced in each micro-batch, the texts each process encoded, the metrics.
+Observes train.py through its hooks (train.Hooks; nothing test-only lives in train.py, and no
+name inside it is replaced) and writes what it saw under OUT: the gradients of step 1 as the optimiser sees them (after DDP's all-reduce), the
+DDP buckets all-reduced in each micro-batch, the texts each process encoded, the metrics. --kill-at STEP SIGKILLs rank 0 right after that optimiser step.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import DistributedDataParallelKwargs
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,72 +35,57 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def instrument_training(out: Path, count_buckets: bool) -> dict:
+def instrument_training(count_buckets: bool, kill_at: int | None) -> tuple[dict, train.Hooks]:
+    """Hooks that record what the run does: nothing inside train.py is replaced."""
     seen = {"grads": None, "step": 0, "chunk": -1, "chunks": 0, "allreduced": [], "rows": []}
 
-    def recorded_step_batch(table, tokens, global_rows, rank, world):
-        batch = make_step_batch(table, tokens, global_rows, rank, world)
+    def step_batch(batch, global_rows, table, tokens):
         mine = global_rows[batch.labels.numpy()]  # the rows this rank's labels point at
         embedded = ([tokens["anchor"][i] for i in table.anchor_ids[mine]]
                     + [tokens["passage"][i] for i in table.positive_ids[mine]])
         seen["rows"].append({"global": global_rows.tolist(), "mine": mine.tolist(),
                              "embeds_mine": batch.token_ids[: 2 * batch.share] == embedded})
-        return batch
-
-    def optimizer_with_hook(model, config):
-        optimizer = make_optimizer(model, config)
-
-        def before_step(opt, args, kwargs):  # gradients as the optimiser sees them, step 1 only
-            seen["world"] = world_size()  # end_training() takes the process group down, so look now
-            if seen["grads"] is None:
-                seen["grads"] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-            seen["step"] += 1
-
-        optimizer.register_step_pre_hook(before_step)
-        return optimizer
 
     def counting_hook(state, bucket):  # fires once per bucket that DDP all-reduces
         seen["allreduced"].append({"step": seen["step"], "chunk": seen["chunk"], "of": seen["chunks"],
                                    "bucket": bucket.index()})
         return allreduce_hook(state, bucket)
 
-    @contextlib.contextmanager
-    def counted_replay(state):
-        seen["chunk"] += 1
-        with replayed_rng(state):
-            yield
+    def prepared(model, optimizer):
+        encoder = getattr(model, "module", model)  # DDP's parameter names carry a "module." prefix
 
-    def counted_plan(lengths, size):
-        chunks = plan(lengths, size)
-        seen["chunk"], seen["chunks"] = -1, len(chunks)
-        return chunks
+        def before_step(opt, args, kwargs):  # gradients as the optimiser sees them, step 1 only
+            seen["world"] = world_size()  # end_training() takes the process group down, so look now
+            if seen["grads"] is None:
+                seen["grads"] = {n: p.grad.detach().clone() for n, p in encoder.named_parameters() if p.grad is not None}
+            seen["step"] += 1
 
-    def prepare_with_hook(self, *objects):
-        prepared = prepare(self, *objects)
-        model = prepared[0]
+        optimizer.optimizer.register_step_pre_hook(before_step)
         if count_buckets and isinstance(model, torch.nn.parallel.DistributedDataParallel):
             model.register_comm_hook(None, counting_hook)
-        return prepared
 
-    make_optimizer, replayed_rng, plan, prepare, make_step_batch = (
-        train.make_optimizer, train.replayed_rng, train.plan_micro_batches, Accelerator.prepare, train.make_step_batch)
-    train.make_optimizer, train.replayed_rng, train.plan_micro_batches = optimizer_with_hook, counted_replay, counted_plan
-    train.make_step_batch = recorded_step_batch
-    Accelerator.prepare = prepare_with_hook
-    if count_buckets:  # small buckets, so that a model this tiny still has several
-        train.Accelerator = functools.partial(Accelerator, kwargs_handlers=[DistributedDataParallelKwargs(bucket_cap_mb=0.02)])
-    return seen
+    def replay(i, n):
+        seen["chunk"], seen["chunks"] = i, n
+
+    def step_end(record):  # a crash, as hard as it gets: no cleanup, no flush, no atexit
+        if record["step"] == kill_at and int(os.environ.get("RANK", "0")) == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    kwargs = {"kwargs_handlers": [DistributedDataParallelKwargs(bucket_cap_mb=0.02)]} if count_buckets else {}
+    return seen, train.Hooks(accelerator_kwargs=kwargs, prepared=prepared, step_batch=step_batch, replay=replay,
+                             step_end=step_end if kill_at else None)
 
 
-def run_train(out: Path, expected_world: int, count_buckets: bool, argv: list[str]) -> None:
-    seen = instrument_training(out, count_buckets)
-    train.main(argv)
-    assert seen["world"] == expected_world, f"expected {expected_world} processes, got {seen['world']}"
+def run_train(out: Path, expected_world: int, count_buckets: bool, kill_at: int | None, argv: list[str]) -> None:
+    seen, hooks = instrument_training(count_buckets, kill_at)
+    train.main(argv, hooks)
     rank = int(os.environ.get("RANK", "0"))
+    if "world" in seen:  # a resumed run that had no step left to take never reaches the optimiser
+        assert seen["world"] == expected_world, f"expected {expected_world} processes, got {seen['world']}"
     (out / f"threads.{rank}.json").write_text(json.dumps(live_threads()))
     (out / f"buckets.{rank}.json").write_text(json.dumps(seen["allreduced"]))
     (out / f"rows.{rank}.json").write_text(json.dumps(seen["rows"]))
-    if rank == 0:
+    if rank == 0 and seen["grads"] is not None:
         torch.save(seen["grads"], out / "grads.pt")
 
 
@@ -138,7 +122,8 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     if mode == "train":
         rest = sys.argv[4:]
-        hook = "--hook" in rest[: rest.index("--")]
-        run_train(out, world, hook, rest[rest.index("--") + 1 :])
+        flags = rest[: rest.index("--")]
+        kill_at = int(flags[flags.index("--kill-at") + 1]) if "--kill-at" in flags else None
+        run_train(out, world, "--hook" in flags, kill_at, rest[rest.index("--") + 1 :])
     else:
         run_eval(out, world, sys.argv[4])

@@ -7,7 +7,9 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+import gradcache
 import train
+from config import Config, LossConfig, TrainConfig
 from conftest import random_texts
 from data import PairsData, index_texts
 from losses import infonce_per_dim, matryoshka_infonce
@@ -22,11 +24,11 @@ def accelerator():
 
 
 def tiny_encoder(tiny_bert, dropout: bool) -> Encoder:
-    encoder = train.load_encoder(train.Config(model=ModelConfig(str(tiny_bert))))
+    encoder = train.load_encoder(Config(model=ModelConfig(str(tiny_bert))), "no")
     return encoder.train(dropout)
 
 
-def step_batch(encoder: Encoder, rows: int = 11, negatives: int = 1) -> train.StepBatch:
+def step_batch(encoder: Encoder, rows: int = 11, negatives: int = 1) -> gradcache.StepBatch:
     """Random texts with a repeated positive and a repeated question, so the masks are exercised."""
     anchors, positives = random_texts(rows, seed=3, max_words=10), random_texts(rows, seed=4)
     positives[5] = positives[1]
@@ -34,14 +36,12 @@ def step_batch(encoder: Encoder, rows: int = 11, negatives: int = 1) -> train.St
     texts = random_texts(rows * negatives, seed=5)
     negs = [texts[i * negatives : (i + 1) * negatives] for i in range(rows)]
     table = index_texts(PairsData(anchors, positives, negs, "test"))
-    return train.make_step_batch(table, train.tokenize_table(encoder, table), np.arange(rows), 0, 1)
+    return gradcache.make_step_batch(table, train.tokenize_table(encoder, table), np.arange(rows), 0, 1)
 
 
-def config_with(micro_batch: int) -> train.Config:
-    return train.Config(train=train.TrainConfig(micro_batch=micro_batch), loss=train.LossConfig(dims=DIMS))
 
 
-def reference_loss(encoder: Encoder, batch: train.StepBatch, reps: torch.Tensor) -> torch.Tensor:
+def reference_loss(encoder: Encoder, batch: gradcache.StepBatch, reps: torch.Tensor) -> torch.Tensor:
     b = batch.share
     d = reps[b:]  # (b + b·k, D): positives then negatives, as on one process
     per_dim = infonce_per_dim(reps[:b], d, DIMS, 0.05, batch.labels, batch.known)
@@ -55,7 +55,8 @@ def grads_of(encoder: Encoder) -> torch.Tensor:
 def gradcache_grads(encoder, batch, micro_batch, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
     encoder.zero_grad(set_to_none=False)
     torch.manual_seed(1234)
-    loss, _ = train.gradcache_step(encoder, encoder, accelerator, batch, config_with(micro_batch), DIMS, WEIGHTS)
+    loss, _ = gradcache.gradcache_step_accumulating(encoder, encoder, accelerator, batch, micro_batch,
+                                                     LossConfig(dims=DIMS), DIMS, WEIGHTS)
     return loss, grads_of(encoder).clone()
 
 
@@ -74,7 +75,7 @@ def test_gradcache_equals_plain_backprop_through_the_same_micro_batches(tiny_ber
 
     encoder.zero_grad(set_to_none=False)
     torch.manual_seed(1234)
-    chunks = train.plan_micro_batches([len(ids) for ids in batch.token_ids], micro_batch)
+    chunks = gradcache.plan_micro_batches([len(ids) for ids in batch.token_ids], micro_batch)
     parts = [encoder(**encoder.pad([batch.token_ids[i] for i in rows.tolist()])) for rows in chunks]
     reps = torch.cat(parts)[torch.argsort(torch.cat(chunks))]  # back to input order
     want_loss = reference_loss(encoder, batch, reps)
@@ -101,10 +102,10 @@ def test_gradcache_equals_one_full_batch_forward(tiny_bert, accelerator, micro_b
 def test_length_sorted_micro_batches_return_embeddings_in_input_order(tiny_bert):
     encoder = tiny_encoder(tiny_bert, dropout=False)
     token_ids = encoder.tokenize(random_texts(23, seed=8))
-    chunks = train.plan_micro_batches([len(ids) for ids in token_ids], 4)
+    chunks = gradcache.plan_micro_batches([len(ids) for ids in token_ids], 4)
     lengths = [len(token_ids[i]) for rows in chunks for i in rows.tolist()]
     assert lengths == sorted(lengths, reverse=True)  # really sorted, so the test means something
-    reps, _ = train.embed_without_grad(encoder, encoder, token_ids, chunks, torch.device("cpu"))
+    reps, _ = gradcache.embed_without_grad(encoder, encoder, token_ids, chunks, torch.device("cpu"))
     with torch.no_grad():
         one_by_one = torch.cat([encoder(**encoder.pad([ids])) for ids in token_ids])
     torch.testing.assert_close(reps, one_by_one, rtol=1e-5, atol=1e-5)
@@ -114,11 +115,11 @@ def test_replayed_micro_batch_draws_the_same_dropout(tiny_bert):
     encoder = tiny_encoder(tiny_bert, dropout=True)
     token_ids = encoder.tokenize(random_texts(6, seed=9))
     batch = encoder.pad(token_ids)
-    state = train.capture_rng_state(torch.device("cpu"))
+    state = gradcache.capture_rng_state(torch.device("cpu"))
     with torch.no_grad():
         first = encoder(**batch)
     after_first = torch.get_rng_state()
-    with train.replayed_rng(state):
+    with gradcache.replayed_rng(state):
         replayed = encoder(**batch)
     with torch.no_grad():
         fresh = encoder(**batch)  # the RNG moved on: a different mask, so dropout really is on
@@ -138,13 +139,13 @@ def test_cuda_rng_state_is_saved_and_restored(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
 
-    state = train.capture_rng_state(cuda)
+    state = gradcache.capture_rng_state(cuda)
     assert state.cuda is fake_state and calls == [("get", cuda)]
     calls.clear()
-    with train.replayed_rng(state):
+    with gradcache.replayed_rng(state):
         assert any(call[0] == "set" and call[1] is fake_state for call in calls)  # the saved state is in force
     assert calls[-1][0] == "set"  # and the generator is put back afterwards
-    cpu_only = train.capture_rng_state(torch.device("cpu"))
+    cpu_only = gradcache.capture_rng_state(torch.device("cpu"))
     assert cpu_only.cuda is None
 
 
@@ -152,10 +153,10 @@ def test_cuda_rng_state_is_saved_and_restored(monkeypatch):
 def test_replay_on_cuda_draws_the_same_dropout(tiny_bert):
     encoder = tiny_encoder(tiny_bert, dropout=True).cuda()
     batch = {k: v.cuda() for k, v in encoder.pad(encoder.tokenize(random_texts(6, seed=9))).items()}
-    state = train.capture_rng_state(torch.device("cuda", torch.cuda.current_device()))
+    state = gradcache.capture_rng_state(torch.device("cuda", torch.cuda.current_device()))
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         first = encoder(**batch)
-    with train.replayed_rng(state), torch.autocast("cuda", dtype=torch.bfloat16):
+    with gradcache.replayed_rng(state), torch.autocast("cuda", dtype=torch.bfloat16):
         replayed = encoder(**batch)
     assert torch.equal(first, replayed.detach())
 
@@ -164,8 +165,8 @@ def test_gradient_checkpointing_changes_memory_not_gradients(tiny_bert, accelera
     """Dropout on: checkpointing replays each layer's forward under its saved RNG state too."""
     grads = []
     for checkpointing in (False, True):
-        config = train.Config(model=ModelConfig(str(tiny_bert)), train=train.TrainConfig(gradient_checkpointing=checkpointing))
-        encoder = train.load_encoder(config).train()
+        config = Config(model=ModelConfig(str(tiny_bert)), train=TrainConfig(gradient_checkpointing=checkpointing))
+        encoder = train.load_encoder(config, "no").train()
         assert encoder.transformer.is_gradient_checkpointing == checkpointing
         grads.append(gradcache_grads(encoder, step_batch(encoder), 4, accelerator)[1])
     assert_grads_close(grads[1], grads[0])

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import gradcache
 import train
 from conftest import ROOT, random_texts
 
@@ -107,6 +108,84 @@ def test_unknown_key_in_a_yaml_file_is_named(tmp_path):
         train.load_config(["--config", str(path), "--train.lr", "1"])
 
 
+def test_yaml_no_is_a_mixed_precision_value_not_a_boolean(tmp_path):
+    """YAML 1.1 reads `no` as false; the README documents `mixed_precision: no`."""
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  train: x.jsonl\ntrain:\n  mixed_precision: no\ncheckpoint:\n  every: no\n")
+    config = train.load_config(["--config", str(path)])
+    assert config.train.mixed_precision == "no" and config.checkpoint.every == "no"
+    path.write_text("data:\n  train: x.jsonl\ntrain:\n  mixed_precision: yes\n")
+    with pytest.raises(train.ConfigError, match="train.mixed_precision: 'yes' is not auto, bf16 or no"):
+        train.load_config(["--config", str(path)])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--checkpoint.every", "0"], "checkpoint.every: '0' is not epoch, no or a number"),
+    (["--checkpoint.keep", "0"], "checkpoint.keep: must be at least 1"),
+    (["--report.report_to", "mlflow"], "report.report_to: 'mlflow' is not tensorboard or wandb"),
+])
+def test_bad_checkpoint_and_report_keys_are_named(argv, message):
+    with pytest.raises(train.ConfigError, match=message):
+        train.load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
+
+
+def test_help_prints_the_usage_and_every_key_with_its_default():
+    proc = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python train.py --config FILE")
+    for line in ("train.lr = 2.0e-05", "loss.temperature = 0.05", "checkpoint.every = epoch",
+                 "data.hard_negatives.k = 0", "--resume [DIR]", "--dry-run", "README.md"):
+        assert line in proc.stdout, line
+
+
+def test_accelerate_gradient_accumulation_from_the_environment_is_ignored(monkeypatch):
+    """accelerator.backward divides by it: a launcher's ACCELERATE_GRADIENT_ACCUMULATION_STEPS
+    would otherwise scale every gradient."""
+    from distributed import make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    from accelerate import Accelerator
+
+    assert Accelerator(cpu=True).gradient_accumulation_steps == 4  # the trap is real
+    assert make_accelerator("no").gradient_accumulation_steps == 1
+
+
+def test_flash_attention_only_with_bf16(tiny_bert):
+    """flash-attn runs bf16 only: without autocast, auto picks SDPA, and asking for it is an error."""
+    config = train.Config(model=train.ModelConfig(str(tiny_bert)))
+    assert train.load_encoder(config, "no").transformer.config._attn_implementation == "sdpa"
+    config.model.attn_implementation = "flash_attention_2"
+    with pytest.raises(train.ConfigError, match="flash_attention_2 needs train.mixed_precision bf16"):
+        train.load_encoder(config, "no")
+
+
+def test_a_bad_model_path_is_an_error_line_not_a_traceback(tiny_task, tmp_path):
+    proc = subprocess.run([sys.executable, "train.py", "--model.name_or_path", str(tmp_path / "nowhere"),
+                           "--data.train", str(tiny_task / "pairs.jsonl"), "--output.dir", str(tmp_path / "run")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"error: model.name_or_path '{tmp_path / 'nowhere'}'" in proc.stderr
+
+
+def test_dry_run_checks_everything_and_trains_nothing(tiny_bert, tiny_task, tmp_path, capsys):
+    found = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--model.max_length", "8", "--dry-run"))
+    printed = capsys.readouterr().out
+    assert found == {"rows": 40, "steps_per_epoch": 2} and not (tmp_path / "run").exists()
+    assert "40 rows: 40 distinct questions, 30 distinct passages" in printed
+    # Independent count: passages of over 6 words are over 8 tokens with [CLS] and [SEP].
+    passages = {json.loads(line)["positive"] for line in (tiny_task / "pairs.jsonl").read_text().splitlines()}
+    passages |= {json.loads(line)["negative"] for line in (tiny_task / "pairs.jsonl").read_text().splitlines()}
+    long = sum(len(p.split()) + 2 > 8 for p in passages)
+    assert f"passages: tokens p50" in printed and f"{long} of {len(passages)} truncated at max_length 8" in printed
+    assert "2 steps per epoch" in printed and "eval: " in printed
+
+
+def test_a_bad_row_fails_the_dry_run_with_its_line(tiny_bert, tmp_path):
+    (tmp_path / "pairs.jsonl").write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "a"}\n')
+    with pytest.raises(SystemExit, match="pairs.jsonl:2"):
+        train.main(["--model.name_or_path", str(tiny_bert), "--data.train", str(tmp_path / "pairs.jsonl"), "--dry-run"])
+
+
 # ---------------------------------------------------------------- end to end
 
 
@@ -150,6 +229,16 @@ def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
     assert saved["after"]["32"]["ndcg@10"] == pytest.approx(result["after"][32]["ndcg@10"])
     assert "| 32 |" in (tmp_path / "run" / "results.md").read_text()
     model_dir = tmp_path / "run" / "model"
+    png = (tmp_path / "run" / "results.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and (model_dir / "results.png").read_bytes() == png
+    card = (model_dir / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: sentence-transformers\n") and "| 32 |" in card and "results.png" in card
+    events = list((tmp_path / "run").glob("tensorboard/**/events.out.tfevents.*"))
+    assert events, list((tmp_path / "run").rglob("*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/lr", "train/loss_dim32", "eval/ndcg@10/dim16"} <= set(scalars)
     assert "lr: 0.001" in (model_dir / "train_config.yaml").read_text()
     texts = random_texts(5, seed=11)
     ours = Encoder.from_config(ModelConfig(str(model_dir))).encode(texts)
@@ -172,12 +261,14 @@ def test_a_cpu_run_is_bitwise_reproducible(tiny_bert, tiny_task, tmp_path):
     assert not all(torch.equal(a[k], other[k]) for k in a)
 
 
-def test_non_finite_loss_stops_before_the_optimizer_step_and_saves_nothing(tiny_bert, tiny_task, tmp_path, monkeypatch):
-    real = train.matryoshka_infonce
-    monkeypatch.setattr(train, "matryoshka_infonce", lambda per_dim, w: real(per_dim, w) * float("nan"))
+def test_non_finite_loss_stops_before_the_optimizer_step_and_saves_nothing(tiny_bert, tiny_task, tmp_path):
+    def poison(model, optimizer):  # one NaN weight: every embedding, hence the loss, is NaN
+        next(p for p in model.parameters() if p.requires_grad).data[0, 0] = float("nan")
+
     with pytest.raises(FloatingPointError, match=r"step 0 on rank\(s\) \[0\]"):
-        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false"))
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false"), train.Hooks(prepared=poison))
     assert not (tmp_path / "run" / "model").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").iterdir())
 
 
 def test_an_existing_model_is_not_overwritten(tiny_bert, tiny_task, tmp_path):
@@ -304,12 +395,12 @@ def test_missing_negative_slots_are_masked_and_add_no_gradient(tiny_bert):
     from data import PairsData, index_texts
     from losses import infonce_per_dim
 
-    encoder = train.load_encoder(train.Config(model=train.ModelConfig(str(tiny_bert)))).eval()
+    encoder = train.load_encoder(train.Config(model=train.ModelConfig(str(tiny_bert))), "no").eval()
     anchors, positives = random_texts(4, seed=3, max_words=6), random_texts(4, seed=4)
     negatives = [[t] for t in random_texts(4, seed=5)]
     negatives[2] = []  # row 2 mined none
     table = index_texts(PairsData(anchors, positives, negatives, "t"))
-    batch = train.make_step_batch(table, train.tokenize_table(encoder, table), np.arange(4), 0, 1)
+    batch = gradcache.make_step_batch(table, train.tokenize_table(encoder, table), np.arange(4), 0, 1)
     with torch.no_grad():
         reps = encoder(**encoder.pad(batch.token_ids))
     reps.requires_grad_(True)

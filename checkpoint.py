@@ -1,0 +1,254 @@
+"""A run's state on disk, and which evaluated state is kept.
+
+A checkpoint is a directory output.dir/checkpoints/step-NNNNNNNN holding everything a run needs to
+continue exactly where it stopped: the model and optimiser (Accelerate's `save_state`), every
+rank's RNG state (CPU and CUDA, one file per rank, also Accelerate's), the sampler's position
+(registered with Accelerate), and `run_state.pt`: the step, the evaluations so far, the best state
+kept, the config and a digest of the training data. It is written under `.tmp` and renamed into
+place by the main process after every rank has finished, and `complete.json` (the size and sha256
+of every file) is written last: a directory without it, or whose files do not match it, is not a
+checkpoint. Resume takes the newest one that verifies and says why it skipped any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+
+from config import Config, ConfigError
+from data import TrainTable
+from evaluate import DimResult
+
+logger = logging.getLogger("train")
+
+MANIFEST = "complete.json"
+RUN_STATE = "run_state.pt"
+BEST = "best.safetensors"
+# Keys that may change between a run and its resumption: where and how often it writes, not what it computes.
+RESUMABLE_CHANGES = ("output.", "checkpoint.", "report.", "eval.batch_size", "eval.before", "data.hard_negatives.batch_size")
+
+
+# ---------------------------------------------------------------- the evaluated state kept
+
+
+class Selection:
+    """The evaluations made during training (the curve) and the best state so far by eval.select,
+    kept on the CPU; `last` keeps whatever was evaluated last."""
+
+    def __init__(self, select: str):
+        self.select, self.curve, self.best_step, self.best_score, self.best_state = select, [], None, None, None
+        self.best_results: dict[int, DimResult] | None = None
+
+    def observe(self, step: int, epoch: int, results: dict[int, DimResult], model: torch.nn.Module) -> None:
+        metrics = {dim: result.metrics for dim, result in results.items()}
+        score = None if self.select == "last" else selection_score(metrics, self.select)
+        self.curve.append({"step": step, "epoch": epoch, "score": score,
+                           "metrics": {str(d): m for d, m in metrics.items()}})
+        if self.best_score is None or score is None or score > self.best_score:
+            self.best_step, self.best_score, self.best_results = step, score, results
+            self.best_state = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
+
+    def evaluated(self, step: int) -> bool:
+        return any(point["step"] == step for point in self.curve)
+
+    def state_dict(self) -> dict:
+        """All but the weights (saved beside it as a safetensors file)."""
+        return {"select": self.select, "curve": self.curve, "best_step": self.best_step,
+                "best_score": self.best_score, "best_results": self.best_results}
+
+    def load_state_dict(self, state: dict, best_state: dict[str, torch.Tensor] | None) -> None:
+        self.select, self.curve, self.best_step = state["select"], state["curve"], state["best_step"]
+        self.best_score, self.best_results, self.best_state = state["best_score"], state["best_results"], best_state
+
+
+def selection_score(metrics: dict[int, dict[str, float]], select: str) -> float:
+    """eval.select as a number, higher is better: METRIC:DIM, METRIC:mean over the dims."""
+    metric, _, dim = select.partition(":")
+    if dim == "mean":
+        return float(np.mean([by_metric[metric] for by_metric in metrics.values()]))
+    return metrics[int(dim)][metric]
+
+
+@dataclass
+class RunState:
+    """What a run has done, beyond the model, optimiser, sampler and RNGs that Accelerate saves."""
+
+    step: int = 0
+    train_seconds: float = 0.0
+    mined_epoch: int = 0  # the epoch whose mined negatives are in the table (0: mined before training)
+    before: dict[int, DimResult] | None = None
+    selection: Selection | None = None
+
+
+# ---------------------------------------------------------------- when
+
+
+def checkpoint_due(step: int, total: int, steps_per_epoch: int, every: str) -> bool:
+    """Whether optimiser step `step` (1-based) is saved: every N steps or epoch, and the last."""
+    if every == "no":
+        return False
+    if step == total:
+        return True
+    if every == "epoch":
+        return step % steps_per_epoch == 0
+    return step % int(every) == 0
+
+
+# ---------------------------------------------------------------- save
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config: Config, data_digest: str) -> Path:
+    """Write step `state.step`'s checkpoint on every rank; the main process verifies, renames it
+    into place and prunes to checkpoint.keep. Returns its final path."""
+    root = out / "checkpoints"
+    final = root / f"step-{state.step:08d}"
+    partial = root / f"{final.name}.tmp"
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)  # left by a crash
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))  # model, optimiser, sampler; each rank its own RNG file
+    if accelerator.is_main_process:
+        run_state = {"step": state.step, "train_seconds": state.train_seconds, "mined_epoch": state.mined_epoch,
+                     "before": state.before, "world_size": accelerator.num_processes, "config": asdict(config),
+                     "data_digest": data_digest,
+                     "selection": state.selection.state_dict() if state.selection else None}
+        torch.save(run_state, partial / RUN_STATE)
+        if state.selection is not None and state.selection.best_state is not None and state.selection.select != "last":
+            save_file({k: v.contiguous() for k, v in state.selection.best_state.items()}, str(partial / BEST))
+    accelerator.wait_for_everyone()  # every rank's RNG file is on disk
+    if accelerator.is_main_process:
+        write_manifest(partial, state.step, accelerator.num_processes)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        prune(root, config.checkpoint.keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def write_manifest(directory: Path, step: int, world_size: int) -> None:
+    files = {path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
+             for path in sorted(directory.rglob("*")) if path.is_file()}
+    text = json.dumps({"step": step, "world_size": world_size, "files": files}, indent=1)
+    with open(directory / MANIFEST, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prune(root: Path, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints (an incomplete one is never the only one kept)."""
+    complete = [path for path in list_checkpoints(root) if verify(path) is None]
+    for path in complete[keep:]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- find and verify
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """step-* directories under root, newest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdecimal()]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def verify(directory: Path) -> str | None:
+    """None when `directory` is a complete checkpoint, else the reason it is not."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return f"no {MANIFEST} (the save did not finish)"
+    try:
+        listed = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError) as err:
+        return f"{MANIFEST} is unreadable ({err})"
+    for name, expected in listed.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {expected['size']} were written"
+        if file_sha256(path) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def find_checkpoint(out: Path, requested: str) -> Path:
+    """The checkpoint to resume from: `requested` itself (which must verify), or for "latest" the
+    newest under out/checkpoints that verifies, logging each one skipped and why."""
+    if requested != "latest":
+        path = Path(requested)
+        reason = verify(path) if path.is_dir() else "no such directory"
+        if reason:
+            raise ConfigError(f"--resume {path}: not a complete checkpoint: {reason}")
+        return path
+    for path in list_checkpoints(out / "checkpoints"):
+        reason = verify(path)
+        if reason is None:
+            return path
+        logger.warning("resume: skipping %s: %s", path, reason)
+    raise ConfigError(f"--resume: no complete checkpoint under {out / 'checkpoints'}")
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, except those a resumed run may change."""
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        name = prefix + key
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += config_differences(a, b, name + ".")
+        elif a != b and not name.startswith(RESUMABLE_CHANGES):
+            found.append(f"{name}: {a!r} in the checkpoint, {b!r} now")
+    return found
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path, config: Config, data_digest: str) -> RunState:
+    """Refuse a checkpoint of another config, data or process count, with the reason; otherwise
+    restore the model, optimiser, sampler and RNGs (Accelerate) and return the run's state."""
+    # Our own file, written by save_checkpoint: it holds evaluation results (numpy arrays, dataclasses).
+    saved = torch.load(path / RUN_STATE, map_location="cpu", weights_only=False)
+    differences = config_differences(saved["config"], asdict(config))
+    if differences:
+        raise ConfigError(f"--resume {path}: the checkpoint was trained with another config: " + "; ".join(differences))
+    if saved["data_digest"] != data_digest:
+        raise ConfigError(f"--resume {path}: the training data differ from the checkpoint's (rows, texts or relevance)")
+    if saved["world_size"] != accelerator.num_processes:
+        raise ConfigError(f"--resume {path}: saved by {saved['world_size']} processes, this run has "
+                          f"{accelerator.num_processes}; the batches and RNG streams would differ")
+    accelerator.load_state(str(path))
+    selection = None
+    if saved["selection"] is not None:
+        selection = Selection(config.eval.select)
+        best = load_file(str(path / BEST)) if (path / BEST).exists() else None
+        selection.load_state_dict(saved["selection"], best)
+    return RunState(saved["step"], saved["train_seconds"], saved["mined_epoch"], saved["before"], selection)
+
+
+def table_digest(table: TrainTable) -> str:
+    """sha256 of the training table: its rows, texts and known relevant pairs."""
+    digest = hashlib.sha256()
+    for array in (table.anchor_ids, table.positive_ids, table.negative_ids, table.relevant_keys):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for text in table.anchor_texts + table.passage_texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    return digest.hexdigest()

