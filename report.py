@@ -92,9 +92,9 @@ def save_results(out: Path, config: Config, before, after, selection: Selection 
 
 
 def storage_label(dim: int, vectors: int = 1_000_000) -> str:
-    """float32 index size of `vectors` vectors of `dim` dims."""
+    """float32 index size of `vectors` vectors of `dim` dims, in decimal units (384 dims: 1.5 GB)."""
     size = dim * 4 * vectors
-    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
 
 
 def plot_results(path: Path, before: dict | None, after: dict | None, title: str) -> Path | None:
@@ -107,6 +107,7 @@ def plot_results(path: Path, before: dict | None, after: dict | None, title: str
 
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     dims = sorted({int(d) for _, metrics in curves for d in metrics})
@@ -116,14 +117,23 @@ def plot_results(path: Path, before: dict | None, after: dict | None, title: str
         ax.plot(xs, ys, style, label=label, linewidth=2)
         for x, y in zip(xs, ys):
             ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    if before and after:  # the study's question: which dims of the fine-tuned model beat the base at full size?
+        full = max(int(d) for d in before)
+        base_full = before[full]["ndcg@10"] if full in before else before[str(full)]["ndcg@10"]
+        ax.axhline(base_full, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(f"before, {full} dims", (dims[0], base_full), textcoords="offset points", xytext=(2, 3),
+                    fontsize=8, color="grey")
+    ax.margins(y=0.12)
     ax.set_xscale("log", base=2)
     ax.set_xticks(dims, [str(d) for d in dims])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("embedding dimension (Matryoshka truncation)")
     ax.set_ylabel("NDCG@10")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     top = ax.secondary_xaxis("top")
     top.set_xticks(dims, [storage_label(d) for d in dims], fontsize=8)
+    top.xaxis.set_minor_locator(NullLocator())
     top.set_xlabel("float32 index size per million vectors", fontsize=9)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -151,10 +161,10 @@ def model_card(config: Config, results: dict, steps: int, seconds: float, rows: 
             "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "matryoshka"]}
     if base:
         meta["base_model"] = base
-    t, loss = config.train, config.loss
+    t, loss, name = config.train, config.loss, base or config.model.name_or_path
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-             f"# {config.model.name_or_path}, fine-tuned for retrieval on {Path(config.data.train).name}", "",
-             f"Fine-tuned from `{config.model.name_or_path}` with Matryoshka InfoNCE on {rows} training rows "
+             f"# {name}, fine-tuned for retrieval on {Path(config.data.train).name}", "",
+             f"Fine-tuned from `{name}` with Matryoshka InfoNCE on {rows} training rows "
              f"(`{config.data.train}`). Embeddings can be truncated to any of the trained dims "
              f"({', '.join(map(str, loss.dims))}) and re-normalised.", "",
              "```python", "from sentence_transformers import SentenceTransformer", "",
