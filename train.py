@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,8 +34,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from checkpoint import (RunState, Selection, checkpoint_due, find_checkpoint, load_checkpoint, save_checkpoint,
-                        table_digest)
+from checkpoint import (RunState, Selection, checkpoint_due, find_checkpoint, list_checkpoints, load_checkpoint,
+                        save_checkpoint, table_digest)
 from config import Config, ConfigError, RunOptions, load_config, parse_command_line  # noqa: F401 (load_config: API)
 from data import DataError, IRDataset, PairsData, SpreadBatchSampler, TrainTable, index_texts, known_relevant, load_ir, load_pairs
 from distributed import gathered_step_stats, make_accelerator
@@ -373,6 +374,9 @@ def prepare_output(config: Config, resuming: bool) -> Path:
     if (out / "model").exists() and not (config.output.overwrite or resuming):
         raise ConfigError(f"output.dir: {out / 'model'} exists; set output.overwrite true, choose another dir, "
                           "or --resume")
+    if list_checkpoints(out / "checkpoints") and not (config.output.overwrite or resuming):
+        raise ConfigError(f"output.dir: {out / 'checkpoints'} holds an earlier run's checkpoints; add --resume to "
+                          "continue it, or set output.overwrite true to start again")
     return out
 
 
@@ -417,6 +421,8 @@ def run(config: Config, accelerator: Accelerator, resume: str | None = None, hoo
     checkpoint = find_checkpoint(out, resume) if resume else None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        if checkpoint is None and (out / "checkpoints").exists():  # output.overwrite: an earlier run's, not this one's
+            shutil.rmtree(out / "checkpoints")
     eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     dims, weights, eval_dims = resolve_dims(config, encoder.dim)

@@ -199,3 +199,12 @@ def test_a_sigkill_is_a_crash_not_a_clean_exit(tiny_bert, task, tmp_path):
     proc = launch(1, tmp_path, run_args(tiny_bert, task, tmp_path / "run", "--checkpoint.every", "no"), kill_at=3)
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_fresh_run_never_mixes_with_an_earlier_runs_checkpoints(tiny_bert, task, finished, tmp_path):
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    with pytest.raises(SystemExit, match="holds an earlier run's checkpoints; add --resume"):
+        train.main(run_args(tiny_bert, task, run))
+    train.main(run_args(tiny_bert, task, run, "--train.epochs", "1", "--output.overwrite", "true"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]
