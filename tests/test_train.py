@@ -150,10 +150,16 @@ def test_accelerate_gradient_accumulation_from_the_environment_is_ignored(monkey
     assert make_accelerator("no").gradient_accumulation_steps == 1
 
 
-def test_flash_attention_only_with_bf16(tiny_bert):
-    """flash-attn runs bf16 only: without autocast, auto picks SDPA, and asking for it is an error."""
+def test_flash_attention_only_with_bf16(tiny_bert, monkeypatch):
+    """flash-attn runs bf16 only: without autocast, auto picks SDPA, and asking for it is an error.
+    train.deterministic reaches flash-attn's backward through the variable transformers reads."""
+    monkeypatch.delenv("FLASH_ATTENTION_DETERMINISTIC", raising=False)
     config = train.Config(model=train.ModelConfig(str(tiny_bert)))
     assert train.load_encoder(config, "no").transformer.config._attn_implementation == "sdpa"
+    assert "FLASH_ATTENTION_DETERMINISTIC" not in os.environ
+    config.train.deterministic = True
+    train.load_encoder(config, "no")
+    assert os.environ["FLASH_ATTENTION_DETERMINISTIC"] == "1"
     config.model.attn_implementation = "flash_attention_2"
     with pytest.raises(train.ConfigError, match="flash_attention_2 needs train.mixed_precision bf16"):
         train.load_encoder(config, "no")
