@@ -19,6 +19,7 @@ import yaml
 from evaluate import METRICS
 from mine import MineConfig, check_mine_config
 from model import ModelConfig
+from quantize import PRECISIONS
 
 
 @dataclass
@@ -68,6 +69,8 @@ class EvalConfig:
     dims: list[int] = field(default_factory=list)  # []: loss.dims
     every: str = "end"  # end | epoch | N: evaluate every N optimiser steps (and at the end)
     select: str = "ndcg@10:mean"  # the evaluated checkpoint kept: METRIC:DIM, METRIC:mean (over dims), or last
+    precisions: list[str] = field(default_factory=lambda: ["float32", "int8", "binary"])  # the storage frontier; [float32]: off
+    rescore: int = 0  # also rescore the top N (>= 100) binary candidates with the float32 query; 0: no
 
 
 @dataclass
@@ -236,6 +239,12 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"eval.every: {every!r} needs data.eval and eval.after true")
     if config.data.hard_negatives.refresh and not config.data.hard_negatives.k:
         raise ConfigError("data.hard_negatives.refresh: re-mining needs data.hard_negatives.k > 0")
+    unknown = [p for p in config.eval.precisions if p not in PRECISIONS]
+    if unknown or not config.eval.precisions:
+        raise ConfigError(f"eval.precisions: {config.eval.precisions} must be some of {', '.join(PRECISIONS)}")
+    if config.eval.rescore and (config.eval.rescore < 100 or "binary" not in config.eval.precisions):
+        raise ConfigError(f"eval.rescore: {config.eval.rescore} rescores binary candidates: it needs binary in "
+                          "eval.precisions and at least 100 (the depth the metrics need), or 0")
     ckpt = config.checkpoint
     if ckpt.every not in ("epoch", "no") and not (ckpt.every.isdecimal() and int(ckpt.every) > 0):
         raise ConfigError(f"checkpoint.every: {ckpt.every!r} is not epoch, no or a number of steps above 0")

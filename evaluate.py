@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from data import DataError, IRDataset, load_ir
 from model import PACKAGED_MINILM, Encoder, ModelConfig
+from quantize import PRECISIONS
 from stats import compare_per_query, format_comparison
 
 logger = logging.getLogger(__name__)
@@ -79,13 +80,17 @@ def _sort_ties(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def exact_search(queries: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k by inner product: (Q, k) scores and corpus row ids, -1 where the corpus has fewer than k.
+    """Top-k by inner product: (Q, k) scores and corpus row ids, -1 where the corpus has fewer than k."""
+    return ranked_search(*_flat_ip_index(docs), queries, k)
+
+
+def ranked_search(index, max_k: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of any index whose search returns higher-is-better scores, under the tie rule.
 
     FAISS breaks ties arbitrarily, so each row is fetched deeper than k until the k-th score is
     strictly above the last score fetched (or the whole corpus is fetched): then every document
     tied with the k-th is among those fetched, and sorting them gives the documented tie rule.
     """
-    index, max_k = _flat_ip_index(docs)
     n_queries = queries.shape[0]
     top_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     top_ids = np.full((n_queries, k), -1, dtype=np.int64)
@@ -146,6 +151,8 @@ class DimResult:
     per_query: dict[str, np.ndarray]  # metric -> (Q,)
     ranked_ids: list[list[str]]  # top-100 corpus ids per query, best first
     ranked_scores: np.ndarray  # (Q, 100)
+    # other precisions of the same dim (frontier.attach_frontier): label -> metrics, bytes_per_vector, ms_per_query
+    quantized: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def evaluate_embeddings(
@@ -163,11 +170,14 @@ def evaluate_embeddings(
     results = {}
     for dim in dims:
         scores, rows = exact_search(truncate_normalize(query_emb, dim), truncate_normalize(corpus_emb, dim), TOP_K)
-        ranked_ids = [[data.corpus_ids[r] for r in row if r >= 0] for row in rows]
-        per_query = per_query_metrics(gains_at_ranks(ranked_ids, qrels), qrels)
-        metrics = {name: float(values.mean()) for name, values in per_query.items()}
-        results[dim] = DimResult(metrics, per_query, ranked_ids, scores)
+        results[dim] = score_ranking(scores, rows, data, qrels)
     return results
+
+
+def score_ranking(scores: np.ndarray, rows: np.ndarray, data: IRDataset, qrels: list[dict[str, int]]) -> DimResult:
+    ranked_ids = [[data.corpus_ids[r] for r in row if r >= 0] for row in rows]
+    per_query = per_query_metrics(gains_at_ranks(ranked_ids, qrels), qrels)
+    return DimResult({name: float(values.mean()) for name, values in per_query.items()}, per_query, ranked_ids, scores)
 
 
 def _distributed() -> bool:
@@ -238,15 +248,16 @@ def format_table(metrics_by_dim: dict[int, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def write_runs(results: dict[int, DimResult], data: IRDataset, out_dir: Path, tag: str = "embed") -> None:
-    """Per dim: a TREC run file (qid Q0 docid rank score tag) and per-query metrics as JSONL."""
+def write_runs(results: dict[int, DimResult], data: IRDataset, out_dir: Path, tag: str = "embed", suffix: str = "") -> None:
+    """Per dim: a TREC run file (qid Q0 docid rank score tag) and per-query metrics as JSONL
+    (`run.<dim><suffix>.trec`; the suffix names the precision when there are several)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for dim, result in results.items():
-        with open(out_dir / f"run.{dim}.trec", "w", encoding="utf-8") as run:
+        with open(out_dir / f"run.{dim}{suffix}.trec", "w", encoding="utf-8") as run:
             for qid, ids, scores in zip(data.query_ids, result.ranked_ids, result.ranked_scores):
                 for rank, (doc_id, score) in enumerate(zip(ids, scores), start=1):
                     run.write(f"{qid} Q0 {doc_id} {rank} {score:.9g} {tag}\n")
-        with open(out_dir / f"per_query.{dim}.jsonl", "w", encoding="utf-8") as per_query:
+        with open(out_dir / f"per_query.{dim}{suffix}.jsonl", "w", encoding="utf-8") as per_query:
             for row, (qid, text) in enumerate(zip(data.query_ids, data.query_texts)):
                 record = {"query_id": qid, "query": text, "relevant": sorted(data.qrels[qid])}
                 record.update({m: float(result.per_query[m][row]) for m in METRICS})
@@ -271,6 +282,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", help="also evaluate this model (with its own settings) and compare the two per query")
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap and randomization resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    parser.add_argument("--precision", type=lambda s: [p for p in s.split(",") if p], default=["float32"],
+                        help="float32,int8,binary: search each dim at each precision (default float32 only)")
+    parser.add_argument("--rescore", type=int, default=0,
+                        help="also rescore the top N binary candidates with the float32 query (N >= 100)")
     return parser.parse_args(argv)
 
 
@@ -304,6 +319,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     if args.resamples < 1:
         sys.exit(f"error: --resamples {args.resamples}: must be at least 1")
+    unknown = [p for p in args.precision if p not in PRECISIONS]
+    if unknown or not args.precision:
+        sys.exit(f"error: --precision {','.join(args.precision)}: choose from {','.join(PRECISIONS)}")
+    if args.rescore and (args.rescore < TOP_K or "binary" not in args.precision):
+        sys.exit(f"error: --rescore {args.rescore}: rescores binary candidates, so it needs --precision with binary "
+                 f"and N >= {TOP_K} (the depth the metrics need)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         data = load_ir(args.data, args.split)
@@ -342,11 +363,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if baseline is not None:
         report["comparison"] = _compare(results, evaluate_embeddings(base_query_emb, base_corpus_emb, data, dims), args)
         report["meta"].update(baseline=args.baseline, resamples=args.resamples, seed=args.seed)
+    if args.precision != ["float32"] or args.rescore:
+        from frontier import frontier_report  # frontier.py builds on this module
+
+        report = frontier_report(query_emb, corpus_emb, data, dims, args, report["meta"])
+    elif args.run_out:
+        write_runs(results, data, args.run_out)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if args.run_out:
-        write_runs(results, data, args.run_out)
     return report
 
 

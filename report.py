@@ -18,6 +18,7 @@ from checkpoint import Selection
 from config import Config
 from data import TrainTable
 from evaluate import METRICS, DimResult, format_table
+from frontier import cheapest_within, frontier_of
 from mine import write_atomic
 from model import PACKAGED_MINILM
 from stats import compare_per_query, format_comparison
@@ -69,6 +70,7 @@ def save_results(out: Path, config: Config, before, after, selection: Selection 
                "selected_step": selection.best_step if selection else steps,
                "select": config.eval.select, "curve": selection.curve if selection else [],
                "model": config.model.name_or_path, "eval": f"{config.data.eval} ({config.data.eval_split})",
+               "frontier": {"before": frontier_of(before), "after": frontier_of(after)},
                "versions": library_versions()}
     lines = [f"# {config.model.name_or_path} fine-tuned: {steps} steps, {seconds:.0f} s", ""]
     for label, metrics in (("Before", results["before"]), ("After", results["after"])):
@@ -76,6 +78,7 @@ def save_results(out: Path, config: Config, before, after, selection: Selection 
             lines += [f"## {label}", "", format_table(metrics), ""]
     if before and after:
         lines += comparison_markdown(before, after)
+    lines += frontier_markdown(results["frontier"]["before"], results["frontier"]["after"], results["after"])
     if selection:
         lines += curve_markdown(selection)
     write_atomic(out / "results.json", [json.dumps(results, indent=2) + "\n"])
@@ -88,6 +91,45 @@ def save_results(out: Path, config: Config, before, after, selection: Selection 
     return results
 
 
+def frontier_findings(before: dict | None, after: dict | None, after_metrics: dict | None) -> list[str]:
+    """The two settings a user looks for: the cheapest within 0.01 NDCG@10 of the fine-tuned model at
+    full size, and the cheapest fine-tuned setting that still beats the base model at full size."""
+    if not after or not after_metrics:
+        return []
+    full = max(after_metrics, key=int)
+    targets = [(f"Cheapest within 0.01 NDCG@10 of the fine-tuned model at {full} dims float32",
+                after_metrics[full]["ndcg@10"], 0.01)]
+    if before and full in before and "float32" in before[full]:
+        targets.append((f"Cheapest fine-tuned setting at or above the base model at {full} dims float32",
+                        before[full]["float32"]["ndcg@10"], 0.0))
+    found = []
+    for text, reference, tolerance in targets:
+        best = cheapest_within(after, reference, tolerance)
+        if best:
+            dim, label, point = best
+            found.append(f"{text} ({reference:.4f}): **{dim} dims {label}**, {point['bytes_per_vector']:.0f} bytes a "
+                         f"vector ({4 * int(full) / point['bytes_per_vector']:.0f}x smaller), NDCG@10 {point['ndcg@10']:.4f}.")
+    return found
+
+
+def frontier_markdown(before: dict | None, after: dict | None, after_metrics: dict | None) -> list[str]:
+    """NDCG@10 at every (dim, precision) with its bytes, before and after, and the findings."""
+    table = after or before
+    if not table:
+        return []
+    lines = ["## Storage and quality: every dim at every precision", "",
+             "| dim | precision | bytes/vector | NDCG@10 before | NDCG@10 after | ms/query |", "|---:|---|---:|---:|---:|---:|"]
+    for dim, by_label in table.items():
+        for label, point in by_label.items():
+            was = before.get(dim, {}).get(label, {}).get("ndcg@10") if before else None
+            now = after.get(dim, {}).get(label, {}).get("ndcg@10") if after else None
+            lines.append(f"| {dim} | {label} | {point['bytes_per_vector']:.0f} | "
+                         + " | ".join("" if v is None else f"{v:.4f}" for v in (was, now))
+                         + f" | {point['ms_per_query']:.3f} |")
+    after_by_dim = {str(d): m for d, m in after_metrics.items()} if after_metrics else None
+    return lines + [""] + [f"{line}\n" for line in frontier_findings(before, after, after_by_dim)]
+
+
 # ---------------------------------------------------------------- results.png
 
 
@@ -97,9 +139,11 @@ def storage_label(dim: int, vectors: int = 1_000_000) -> str:
     return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
 
 
-def plot_results(path: Path, before: dict | None, after: dict | None, title: str) -> Path | None:
+def plot_results(path: Path, before: dict | None, after: dict | None, title: str,
+                 frontier_before: dict | None = None, frontier_after: dict | None = None) -> Path | None:
     """NDCG@10 against dimension, before and after (log-scale dimension axis; the float32 storage
-    of a million vectors along the top). Written atomically; None when there is nothing to plot."""
+    of a million vectors along the top) and, with the frontier, NDCG@10 against bytes per vector
+    at every (dim, precision). Written atomically; None when there is nothing to plot."""
     curves = [(label, metrics) for label, metrics in (("before", before), ("after", after)) if metrics]
     if not curves:
         return None
@@ -107,22 +151,40 @@ def plot_results(path: Path, before: dict | None, after: dict | None, title: str
 
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
+
+    frontier = frontier_after or frontier_before
+    fig, axes = plt.subplots(1, 2 if frontier else 1, figsize=(13 if frontier else 7, 4.8), dpi=120, squeeze=False)
+    plot_by_dimension(axes[0][0], curves, before, after)
+    if frontier:
+        plot_frontier(axes[0][1], frontier_before, frontier_after)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    partial = path.with_name(path.name + ".tmp.png")
+    fig.savefig(partial)
+    plt.close(fig)
+    partial.replace(path)
+    return path
+
+
+def _ndcg(metrics: dict, dim: int) -> float:
+    return (metrics[dim] if dim in metrics else metrics[str(dim)])["ndcg@10"]
+
+
+def plot_by_dimension(ax, curves: list, before: dict | None, after: dict | None) -> None:
     from matplotlib.ticker import NullLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     dims = sorted({int(d) for _, metrics in curves for d in metrics})
     for (label, metrics), style in zip(curves, ("o--", "o-")):
         xs = sorted(int(d) for d in metrics)
-        ys = [metrics[d]["ndcg@10"] if d in metrics else metrics[str(d)]["ndcg@10"] for d in xs]
+        ys = [_ndcg(metrics, d) for d in xs]
         ax.plot(xs, ys, style, label=label, linewidth=2)
         for x, y in zip(xs, ys):
             ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     if before and after:  # the study's question: which dims of the fine-tuned model beat the base at full size?
         full = max(int(d) for d in before)
-        base_full = before[full]["ndcg@10"] if full in before else before[str(full)]["ndcg@10"]
-        ax.axhline(base_full, color="grey", linestyle=":", linewidth=1)
-        ax.annotate(f"before, {full} dims", (dims[0], base_full), textcoords="offset points", xytext=(2, 3),
-                    fontsize=8, color="grey")
+        ax.axhline(_ndcg(before, full), color="grey", linestyle=":", linewidth=1)
+        ax.annotate(f"before, {full} dims", (dims[0], _ndcg(before, full)), textcoords="offset points",
+                    xytext=(2, 3), fontsize=8, color="grey")
     ax.margins(y=0.12)
     ax.set_xscale("log", base=2)
     ax.set_xticks(dims, [str(d) for d in dims])
@@ -135,13 +197,39 @@ def plot_results(path: Path, before: dict | None, after: dict | None, title: str
     top.set_xticks(dims, [storage_label(d) for d in dims], fontsize=8)
     top.xaxis.set_minor_locator(NullLocator())
     top.set_xlabel("float32 index size per million vectors", fontsize=9)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    partial = path.with_name(path.name + ".tmp.png")
-    fig.savefig(partial)
-    plt.close(fig)
-    partial.replace(path)
-    return path
+
+
+def plot_frontier(ax, before: dict | None, after: dict | None) -> None:
+    """NDCG@10 against bytes per vector: one marker per precision, each fine-tuned point labelled."""
+    from matplotlib.ticker import NullLocator
+
+    markers = {"float32": "o", "int8": "s", "binary": "^"}
+    for name, frontier, color in (("before", before, "tab:blue"), ("after", after, "tab:orange")):
+        if not frontier:
+            continue
+        for precision, marker in markers.items():
+            points = sorted((p["bytes_per_vector"], p["ndcg@10"], dim) for dim, by_label in frontier.items()
+                            for label, p in by_label.items() if label == precision)
+            if points:
+                ax.plot([b for b, _, _ in points], [n for _, n, _ in points], marker=marker, color=color,
+                        linestyle="-" if name == "after" else "--", alpha=1.0 if name == "after" else 0.5,
+                        label=f"{name}, {precision}")
+            for b, n, dim in points if name == "after" else []:
+                ax.annotate(f"{dim}", (b, n), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        rescored = [(p["bytes_per_vector"], p["ndcg@10"]) for by_label in frontier.values()
+                    for label, p in by_label.items() if "+rescore" in label]
+        if rescored:
+            ax.scatter(*zip(*sorted(rescored)), marker="x", color=color, label=f"{name}, binary rescored")
+    ax.set_xscale("log", base=2)
+    low, high = ax.get_xlim()
+    ticks = [2**i for i in range(12) if low <= 2**i <= high]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("bytes per vector (log scale; labels: dims)")
+    ax.set_ylabel("NDCG@10")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7, ncol=2)
+    ax.set_title("storage/quality frontier", fontsize=9)
 
 
 # ---------------------------------------------------------------- model card

@@ -39,7 +39,8 @@ from checkpoint import (RunState, Selection, checkpoint_due, find_checkpoint, li
 from config import Config, ConfigError, RunOptions, load_config, parse_command_line  # noqa: F401 (load_config: API)
 from data import DataError, IRDataset, PairsData, SpreadBatchSampler, TrainTable, index_texts, known_relevant, load_ir, load_pairs
 from distributed import gathered_step_stats, make_accelerator
-from evaluate import DimResult, default_dims, evaluate, format_table
+from evaluate import DimResult, default_dims, encode_ir, evaluate_embeddings, format_table
+from frontier import attach_frontier
 from gradcache import StepBatch, gradcache_step_accumulating, make_step_batch
 from mine import mine, reusable
 from model import Encoder, ModelConfig
@@ -230,10 +231,13 @@ def run_eval(encoder: Encoder, data: IRDataset | None, dims: list[int], config: 
     """Results per dim: every process encodes a shard, the main process searches and prints."""
     if data is None:
         return None
-    results = evaluate(encoder, data, dims, config.eval.batch_size, show_progress=accelerator.is_main_process)
+    query_emb, corpus_emb, _ = encode_ir(encoder, data, config.eval.batch_size, accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    if results is None:  # not the main process
+    if query_emb is None:  # not the main process
         return None
+    results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
+    if config.eval.precisions != ["float32"]:  # searches only: cheap beside the encoding
+        attach_frontier(results, query_emb, corpus_emb, data, config.eval.precisions, config.eval.rescore)
     print(f"\n{label} ({data.name}):\n{format_table(metrics_of(results))}", flush=True)
     return results
 
@@ -470,8 +474,9 @@ def finish(r: Run, state: RunState) -> dict:
         results = save_results(r.out, r.config, state.before, after, selection, state.step, state.train_seconds,
                                r.eval_data.query_ids if r.eval_data else [])
         written = [r.out / "model", r.out / "results.md"]
-        if r.config.report.plot and plot_results(r.out / "results.png", results["before"], results["after"],
-                                                 f"{r.config.model.name_or_path} on {r.eval_data.name if r.eval_data else ''}"):
+        title = f"{r.config.model.name_or_path} on {r.eval_data.name if r.eval_data else ''}"
+        if r.config.report.plot and plot_results(r.out / "results.png", results["before"], results["after"], title,
+                                                 results["frontier"]["before"], results["frontier"]["after"]):
             (r.out / "model" / "results.png").write_bytes((r.out / "results.png").read_bytes())
             written.append(r.out / "results.png")
         if r.config.report.model_card:

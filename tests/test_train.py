@@ -235,6 +235,10 @@ def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
     assert saved["after"]["32"]["ndcg@10"] == pytest.approx(result["after"][32]["ndcg@10"])
     assert "| 32 |" in (tmp_path / "run" / "results.md").read_text()
     model_dir = tmp_path / "run" / "model"
+    assert set(saved["frontier"]["after"]["32"]) == {"float32", "int8", "binary"}  # eval.precisions' default
+    assert saved["frontier"]["after"]["16"]["binary"]["bytes_per_vector"] == 2
+    assert saved["frontier"]["after"]["32"]["float32"]["ndcg@10"] == saved["after"]["32"]["ndcg@10"]
+    assert "## Storage and quality: every dim at every precision" in (tmp_path / "run" / "results.md").read_text()
     png = (tmp_path / "run" / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG") and (model_dir / "results.png").read_bytes() == png
     card = (model_dir / "README.md").read_text()
