@@ -9,13 +9,13 @@
 This file wires one run: load, evaluate, train, save. The machinery lives in modules named for
 their job: config.py (the typed config and command line), gradcache.py (one optimiser step over a
 contrastive batch of any size), distributed.py (the accelerator and the differentiable gather),
-checkpoint.py (exact resume, the checkpoint kept), report.py (results, plot, model card), mine.py
-(hard negatives), losses.py, data.py, model.py, evaluate.py.
+checkpoint.py (exact resume, the checkpoint kept), report.py (results, plot, model card), table.py
+(the training table, with mined hard negatives: mine.py), losses.py, data.py, model.py, evaluate.py,
+frontier.py (every dim at float32, int8 and binary).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -36,14 +36,14 @@ from tqdm.auto import tqdm
 
 from checkpoint import (RunState, Selection, checkpoint_due, find_checkpoint, list_checkpoints, load_checkpoint,
                         save_checkpoint, table_digest)
-from config import Config, ConfigError, RunOptions, load_config, parse_command_line  # noqa: F401 (load_config: API)
-from data import DataError, IRDataset, PairsData, SpreadBatchSampler, TrainTable, index_texts, known_relevant, load_ir, load_pairs
+from config import Config, ConfigError, load_config, parse_command_line  # noqa: F401 (load_config: for callers of train)
+from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
 from distributed import gathered_step_stats, make_accelerator
 from evaluate import DimResult, default_dims, encode_ir, evaluate_embeddings, format_table
 from frontier import attach_frontier
 from gradcache import StepBatch, gradcache_step_accumulating, make_step_batch
-from mine import mine, reusable
 from model import Encoder, ModelConfig
+from table import load_table, relevance_map
 from report import (describe_data, eval_scalars, library_versions, metrics_of, model_card, plot_results, save_results,
                     step_scalars, tracker_config)
 
@@ -148,79 +148,6 @@ def make_sampler(table: TrainTable, config: Config, world_size: int) -> SpreadBa
         return SpreadBatchSampler(table, config.train.global_batch, config.train.seed, config.train.drop_last, world_size)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-
-
-# ---------------------------------------------------------------- training data and hard negatives
-
-
-def load_table(config: Config, encoder: Encoder, accelerator: Accelerator, out: Path, epoch: int = 0,
-               resuming: bool = False) -> TrainTable:
-    """The training rows as a table, with the passages known relevant to each question (the whole
-    table's and the qrels'), and, when data.hard_negatives.k > 0, the negatives mined for each
-    question appended to its rows' own. Mining at epoch 0 may reuse a complete earlier file."""
-    pairs = load_pairs(config.data.train, config.data.train_split)
-    relevant = known_relevant(pairs)
-    if config.data.qrels:  # read once, merged into the table's; matched by text, so say how many matched
-        judged = known_relevant(PairsData([], [], [], ""), config.data.qrels, config.data.qrels_split)
-        for question, texts in judged.items():
-            relevant.setdefault(question, set()).update(texts)
-        if epoch == 0:
-            asked = set(pairs.anchors)
-            logger.info("data.qrels: %d of %d training questions are judged in %s", len(asked & set(judged)),
-                        len(asked), Path(config.data.qrels) / "qrels" / f"{config.data.qrels_split}.tsv")
-    if config.data.hard_negatives.k:
-        pairs = with_mined_negatives(pairs, relevant, config, encoder, accelerator, out, epoch, resuming)
-    return index_texts(pairs, relevant)
-
-
-def with_mined_negatives(pairs: PairsData, relevant: dict[str, set[str]], config: Config, encoder: Encoder,
-                         accelerator: Accelerator, out: Path, epoch: int, resuming: bool = False) -> PairsData:
-    """Mine on every process (encoding is sharded; the main one searches and writes), then read the
-    triplets back on all. A refresh (epoch > 0) mines with the model being trained, as it is now;
-    a resumed run reads the refresh it was using (the weights that mined it are gone)."""
-    hn = config.data.hard_negatives
-    directory = out / "hard_negatives" / (f"epoch{epoch}" if epoch else "start")
-    if resuming and epoch:
-        return merged_negatives(pairs, read_mined(directory, config), config)
-    miner, identity = encoder, {"model": asdict(config.model)}
-    if hn.model and epoch == 0:  # another model, read from its own files
-        miner = Encoder.from_config(ModelConfig(hn.model, trust_remote_code=config.model.trust_remote_code))
-        miner, identity = miner.to(accelerator.device), {"model": hn.model}
-    # The weights as they are (a model rebuilt in place, or trained for `epoch` epochs): a file is
-    # reused only when mined with the very same weights.
-    identity["weights"] = weights_digest(miner)
-    report = mine(miner, pairs, relevant, hn, directory, identity, show_progress=accelerator.is_main_process)
-    if report is not None:
-        logger.info("%s", report.format_report())
-    accelerator.wait_for_everyone()
-    return merged_negatives(pairs, load_pairs(directory / "triplets.jsonl"), config)
-
-
-def read_mined(directory: Path, config: Config) -> PairsData:
-    """A complete mined file, checked against its meta.json (a partial one is refused)."""
-    try:
-        recorded = json.loads((directory / "meta.json").read_text(encoding="utf-8"))["fingerprint"]
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{directory}: the mined negatives this run was using are unreadable ({err})") from None
-    if reusable(directory, recorded) is None:
-        raise DataError(f"{directory}: the mined negatives this run was using are incomplete")
-    return load_pairs(directory / "triplets.jsonl")
-
-
-def merged_negatives(pairs: PairsData, mined: PairsData, config: Config) -> PairsData:
-    """Each row's own negatives, then the mined ones it does not already have."""
-    if mined.anchors != pairs.anchors or mined.positives != pairs.positives:
-        raise DataError(f"{mined.source}: rows do not match {config.data.train}")
-    negatives = [own + [text for text in new if text not in own] for own, new in zip(pairs.negatives, mined.negatives)]
-    return PairsData(pairs.anchors, pairs.positives, negatives, pairs.source)
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- evaluate and save
@@ -389,11 +316,7 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
     encoder = load_encoder(config, mixed_precision)
     resolve_dims(config, encoder.dim)
     pairs = load_pairs(config.data.train, config.data.train_split)
-    relevant = known_relevant(pairs)
-    if config.data.qrels:
-        for question, texts in known_relevant(PairsData([], [], [], ""), config.data.qrels, config.data.qrels_split).items():
-            relevant.setdefault(question, set()).update(texts)
-    table = index_texts(pairs, relevant)
+    table = index_texts(pairs, relevance_map(config, pairs))
     sampler = make_sampler(table, config, 1)
     eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
 

@@ -182,7 +182,7 @@ def test_dry_run_checks_everything_and_trains_nothing(tiny_bert, tiny_task, tmp_
     passages = {json.loads(line)["positive"] for line in (tiny_task / "pairs.jsonl").read_text().splitlines()}
     passages |= {json.loads(line)["negative"] for line in (tiny_task / "pairs.jsonl").read_text().splitlines()}
     long = sum(len(p.split()) + 2 > 8 for p in passages)
-    assert f"passages: tokens p50" in printed and f"{long} of {len(passages)} truncated at max_length 8" in printed
+    assert "passages: tokens p50" in printed and f"{long} of {len(passages)} truncated at max_length 8" in printed
     assert "2 steps per epoch" in printed and "eval: " in printed
 
 

@@ -1,0 +1,98 @@
+"""The table a run trains on: the training rows, the passages known relevant to each question
+(the whole table's and the qrels'), and the hard negatives mined for them (mine.py), merged into
+each row's own. Every process builds the same table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from config import Config
+from data import DataError, PairsData, TrainTable, index_texts, known_relevant, load_pairs
+from mine import mine, reusable
+from model import Encoder, ModelConfig
+
+logger = logging.getLogger("train")
+
+
+def relevance_map(config: Config, pairs: PairsData, log: bool = False) -> dict[str, set[str]]:
+    """The passages known relevant to each question: the whole table's, plus data.qrels (read once,
+    matched by text, so it says how many questions matched)."""
+    relevant = known_relevant(pairs)
+    if config.data.qrels:
+        judged = known_relevant(PairsData([], [], [], ""), config.data.qrels, config.data.qrels_split)
+        for question, texts in judged.items():
+            relevant.setdefault(question, set()).update(texts)
+        if log:
+            asked = set(pairs.anchors)
+            logger.info("data.qrels: %d of %d training questions are judged in %s", len(asked & set(judged)),
+                        len(asked), Path(config.data.qrels) / "qrels" / f"{config.data.qrels_split}.tsv")
+    return relevant
+
+
+def load_table(config: Config, encoder: Encoder, accelerator: Accelerator, out: Path, epoch: int = 0,
+               resuming: bool = False) -> TrainTable:
+    """The training rows as a table, with the passages known relevant to each question (the whole
+    table's and the qrels'), and, when data.hard_negatives.k > 0, the negatives mined for each
+    question appended to its rows' own. Mining at epoch 0 may reuse a complete earlier file."""
+    pairs = load_pairs(config.data.train, config.data.train_split)
+    relevant = relevance_map(config, pairs, log=epoch == 0)
+    if config.data.hard_negatives.k:
+        pairs = with_mined_negatives(pairs, relevant, config, encoder, accelerator, out, epoch, resuming)
+    return index_texts(pairs, relevant)
+
+
+def with_mined_negatives(pairs: PairsData, relevant: dict[str, set[str]], config: Config, encoder: Encoder,
+                         accelerator: Accelerator, out: Path, epoch: int, resuming: bool = False) -> PairsData:
+    """Mine on every process (encoding is sharded; the main one searches and writes), then read the
+    triplets back on all. A refresh (epoch > 0) mines with the model being trained, as it is now;
+    a resumed run reads the refresh it was using (the weights that mined it are gone)."""
+    hn = config.data.hard_negatives
+    directory = out / "hard_negatives" / (f"epoch{epoch}" if epoch else "start")
+    if resuming and epoch:
+        return merged_negatives(pairs, read_mined(directory, config), config)
+    miner, identity = encoder, {"model": asdict(config.model)}
+    if hn.model and epoch == 0:  # another model, read from its own files
+        miner = Encoder.from_config(ModelConfig(hn.model, trust_remote_code=config.model.trust_remote_code))
+        miner, identity = miner.to(accelerator.device), {"model": hn.model}
+    # The weights as they are (a model rebuilt in place, or trained for `epoch` epochs): a file is
+    # reused only when mined with the very same weights.
+    identity["weights"] = weights_digest(miner)
+    report = mine(miner, pairs, relevant, hn, directory, identity, show_progress=accelerator.is_main_process)
+    if report is not None:
+        logger.info("%s", report.format_report())
+    accelerator.wait_for_everyone()
+    return merged_negatives(pairs, load_pairs(directory / "triplets.jsonl"), config)
+
+
+def read_mined(directory: Path, config: Config) -> PairsData:
+    """A complete mined file, checked against its meta.json (a partial one is refused)."""
+    try:
+        recorded = json.loads((directory / "meta.json").read_text(encoding="utf-8"))["fingerprint"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{directory}: the mined negatives this run was using are unreadable ({err})") from None
+    if reusable(directory, recorded) is None:
+        raise DataError(f"{directory}: the mined negatives this run was using are incomplete")
+    return load_pairs(directory / "triplets.jsonl")
+
+
+def merged_negatives(pairs: PairsData, mined: PairsData, config: Config) -> PairsData:
+    """Each row's own negatives, then the mined ones it does not already have."""
+    if mined.anchors != pairs.anchors or mined.positives != pairs.positives:
+        raise DataError(f"{mined.source}: rows do not match {config.data.train}")
+    negatives = [own + [text for text in new if text not in own] for own, new in zip(pairs.negatives, mined.negatives)]
+    return PairsData(pairs.anchors, pairs.positives, negatives, pairs.source)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
