@@ -5,8 +5,9 @@
 # skips the install when the same requirements were already installed into that environment.
 
 PYTHON ?= python3
-# One stamp per environment and requirements file: a new virtual environment installs again.
-ENV_ID := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:10])")
+# One stamp per environment and requirements file: a new virtual environment installs again, even
+# one re-created at the same path (its directory's inode and creation time are in the key).
+ENV_ID := $(shell $(PYTHON) -c "import hashlib, os, sys; s = os.stat(sys.prefix); print(hashlib.sha1(f'{sys.prefix}:{s.st_ino}:{s.st_ctime_ns}'.encode()).hexdigest()[:10])")
 STAMPS := .make/$(ENV_ID)
 
 .PHONY: quickstart test install install-dev clean-stamps

@@ -128,9 +128,13 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config
     accelerator.wait_for_everyone()  # every rank's RNG file is on disk
     if accelerator.is_main_process:
         write_manifest(partial, state.step, accelerator.num_processes)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
+        if final.exists():  # never a moment without a complete copy of this step
+            stale = final.with_name(final.name + ".old")
+            os.replace(final, stale)
+            os.replace(partial, final)
+            shutil.rmtree(stale)
+        else:
+            os.replace(partial, final)
         prune(root, config.checkpoint.keep)
     accelerator.wait_for_everyone()
     return final
@@ -156,7 +160,7 @@ def file_sha256(path: Path) -> str:
 
 def prune(root: Path, keep: int) -> None:
     """Delete all but the newest `keep` complete checkpoints (an incomplete one is never the only one kept)."""
-    complete = [path for path in list_checkpoints(root) if verify(path) is None]
+    complete = [path for path in list_checkpoints(root) if verify(path, checksums=False) is None]
     for path in complete[keep:]:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -172,8 +176,9 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
 
 
-def verify(directory: Path) -> str | None:
-    """None when `directory` is a complete checkpoint, else the reason it is not."""
+def verify(directory: Path, checksums: bool = True) -> str | None:
+    """None when `directory` is a complete checkpoint, else the reason it is not. Without
+    `checksums`, only that every listed file is there with its size (cheap: for pruning)."""
     manifest = directory / MANIFEST
     if not manifest.is_file():
         return f"no {MANIFEST} (the save did not finish)"
@@ -187,7 +192,7 @@ def verify(directory: Path) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != expected["size"]:
             return f"{name} has {path.stat().st_size} bytes, {expected['size']} were written"
-        if file_sha256(path) != expected["sha256"]:
+        if checksums and file_sha256(path) != expected["sha256"]:
             return f"{name} does not match its checksum"
     return None
 
@@ -252,3 +257,18 @@ def table_digest(table: TrainTable) -> str:
     for text in table.anchor_texts + table.passage_texts:
         digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()
+
+
+def set_aside_newer(out: Path, step: int) -> list[Path]:
+    """Rename the checkpoints of steps after `step` (an abandoned continuation, when an older one is
+    resumed) to step-N.abandoned, so that neither pruning nor a later --resume takes them for this
+    run's. Returns the new names."""
+    moved = []
+    for path in list_checkpoints(out / "checkpoints"):
+        if int(path.name[5:]) > step:
+            target = path.with_name(path.name + ".abandoned")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(path, target)
+            moved.append(target)
+    return moved

@@ -366,7 +366,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if args.precision != ["float32"] or args.rescore:
         from frontier import frontier_report  # frontier.py builds on this module
 
+        comparison = report.get("comparison")  # --baseline's, of the float32 search
         report = frontier_report(query_emb, corpus_emb, data, dims, args, report["meta"])
+        if comparison is not None:
+            report["comparison"] = comparison
     elif args.run_out:
         write_runs(results, data, args.run_out)
     if args.out:

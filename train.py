@@ -35,13 +35,14 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from checkpoint import (RunState, Selection, checkpoint_due, find_checkpoint, list_checkpoints, load_checkpoint,
-                        save_checkpoint, table_digest)
+                        save_checkpoint, set_aside_newer, table_digest)
 from config import Config, ConfigError, load_config, parse_command_line  # noqa: F401 (load_config: for callers of train)
 from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
 from distributed import gathered_step_stats, make_accelerator
 from evaluate import DimResult, default_dims, encode_ir, evaluate_embeddings, format_table
 from frontier import attach_frontier
 from gradcache import StepBatch, gradcache_step_accumulating, make_step_batch
+from mine import write_atomic
 from model import Encoder, ModelConfig
 from table import load_table, relevance_map
 from report import (describe_data, eval_scalars, library_versions, metrics_of, model_card, plot_results, save_results,
@@ -214,13 +215,18 @@ class Run:
 def open_train_log(out: Path, resumed_step: int):
     """train_log.jsonl, line-buffered; a resumed run keeps the lines of the steps it restored."""
     path = out / "train_log.jsonl"
-    kept = []
-    if resumed_step and path.exists():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= resumed_step]
-    log = open(path, "w", encoding="utf-8", buffering=1)
-    log.writelines(line + "\n" for line in kept)
-    return log
+    if resumed_step and path.exists():  # rewritten whole, then renamed: a crash here loses no line
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if logged_step(line) <= resumed_step]
+        write_atomic(path, [line + "\n" for line in kept])
+    return open(path, "a" if resumed_step else "w", encoding="utf-8", buffering=1)
+
+
+def logged_step(line: str) -> float:
+    """The step of a train_log line; a torn or blank line (a crash mid-write) counts as never written."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def train_step(r: Run, global_rows: np.ndarray, tokens: dict, step: int) -> dict:
@@ -368,6 +374,10 @@ def run(config: Config, accelerator: Accelerator, resume: str | None = None, hoo
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint, config, table_digest(table))
         logger.info("resumed from %s at step %d", checkpoint, state.step)
+        if accelerator.is_main_process:
+            for path in set_aside_newer(out, state.step):
+                logger.warning("resume: a newer checkpoint of an abandoned continuation set aside as %s", path)
+        accelerator.wait_for_everyone()
     else:
         before = run_eval(encoder, eval_data, eval_dims, config, accelerator, "Before") if config.eval.before else None
         selection = Selection(config.eval.select) if eval_data is not None and config.eval.after else None

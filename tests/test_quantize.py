@@ -147,3 +147,11 @@ def test_the_report_names_the_cheapest_settings_from_hand_made_points():
     found = frontier_findings(before, after, {"64": {"ndcg@10": 0.70}, "32": {"ndcg@10": 0.62}})
     assert "**32 dims int8**, 32 bytes a vector (8x smaller), NDCG@10 0.6900" in found[0]  # 0.69 >= 0.70 - 0.01
     assert "**64 dims binary**, 8 bytes a vector (32x smaller)" in found[1]  # 0.60 >= 0.55, 8 bytes beats 32
+
+
+def test_cli_precision_with_a_baseline_keeps_the_comparison(tmp_path, tiny_bert):
+    data = tiny_beir(tmp_path / "beir")
+    report = evaluate.main(["--model", str(tiny_bert), "--baseline", str(tiny_bert), "--data", str(data), "--split",
+                            "dev", "--precision", "float32,binary", "--resamples", "200"])
+    assert set(report["32"]) == {"float32", "binary"}
+    assert report["comparison"]["32"]["ndcg@10"]["diff"] == 0.0  # the same model on both sides

@@ -208,3 +208,20 @@ def test_a_fresh_run_never_mixes_with_an_earlier_runs_checkpoints(tiny_bert, tas
         train.main(run_args(tiny_bert, task, run))
     train.main(run_args(tiny_bert, task, run, "--train.epochs", "1", "--output.overwrite", "true"))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]
+
+
+def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tiny_bert, task, finished, tmp_path):
+    """Resuming step 4 while 6 and 8 exist (an abandoned continuation): 6 and 8 must not be pruned
+    in favour of, or resumed instead of, this run's own checkpoints. A torn last log line (a
+    crash mid-write) is dropped, not a reason to fail."""
+    run = tmp_path / "run"
+    copy_until(finished, run, 8)
+    with open(run / "train_log.jsonl", "a") as log:
+        log.write('{"step": 9, "lo')
+    train.main(run_args(tiny_bert, task, run, "--checkpoint.keep", "5", "--resume",
+                        str(run / "checkpoints" / "step-00000004")))
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "step-00000006.abandoned" in names and "step-00000008.abandoned" in names
+    assert [r["step"] for r in log_of(run)] == list(range(1, 11))
+    a, b = load_file(run / "model" / "model.safetensors"), load_file(finished / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
