@@ -227,19 +227,25 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
     return found
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, config: Config, data_digest: str) -> RunState:
-    """Refuse a checkpoint of another config, data or process count, with the reason; otherwise
-    restore the model, optimiser, sampler and RNGs (Accelerate) and return the run's state."""
+def read_run_state(path: Path, config: Config, world_size: int) -> dict:
+    """The checkpoint's run state, read once; a checkpoint of another config or process count is
+    refused with the reason before anything is built from it."""
     # Our own file, written by save_checkpoint: it holds evaluation results (numpy arrays, dataclasses).
     saved = torch.load(path / RUN_STATE, map_location="cpu", weights_only=False)
     differences = config_differences(saved["config"], asdict(config))
     if differences:
         raise ConfigError(f"--resume {path}: the checkpoint was trained with another config: " + "; ".join(differences))
+    if saved["world_size"] != world_size:
+        raise ConfigError(f"--resume {path}: saved by {saved['world_size']} processes, this run has "
+                          f"{world_size}; the batches and RNG streams would differ")
+    return saved
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path, saved: dict, config: Config, data_digest: str) -> RunState:
+    """Refuse a checkpoint of other data; otherwise restore the model, optimiser, sampler and RNGs
+    (Accelerate) and return the run's state. `saved` is what read_run_state returned."""
     if saved["data_digest"] != data_digest:
         raise ConfigError(f"--resume {path}: the training data differ from the checkpoint's (rows, texts or relevance)")
-    if saved["world_size"] != accelerator.num_processes:
-        raise ConfigError(f"--resume {path}: saved by {saved['world_size']} processes, this run has "
-                          f"{accelerator.num_processes}; the batches and RNG streams would differ")
     accelerator.load_state(str(path))
     selection = None
     if saved["selection"] is not None:

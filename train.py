@@ -35,7 +35,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from checkpoint import (RunState, Selection, checkpoint_due, find_checkpoint, list_checkpoints, load_checkpoint,
-                        save_checkpoint, set_aside_newer, table_digest)
+                        read_run_state, save_checkpoint, set_aside_newer, table_digest)
 from config import Config, ConfigError, load_config, parse_command_line  # noqa: F401 (load_config: for callers of train)
 from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
 from distributed import gathered_step_stats, make_accelerator
@@ -359,8 +359,8 @@ def run(config: Config, accelerator: Accelerator, resume: str | None = None, hoo
     eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     dims, weights, eval_dims = resolve_dims(config, encoder.dim)
-    mined_epoch = torch.load(checkpoint / "run_state.pt", weights_only=False)["mined_epoch"] if checkpoint else 0
-    table = load_table(config, encoder, accelerator, out, mined_epoch, resuming=checkpoint is not None)
+    saved = read_run_state(checkpoint, config, accelerator.num_processes) if checkpoint else None
+    table = load_table(config, encoder, accelerator, out, saved["mined_epoch"] if saved else 0, resuming=saved is not None)
     sampler = make_sampler(table, config, accelerator.num_processes)
     if accelerator.is_main_process:
         logger.info("%d rows, %d processes: %d steps per epoch of %d pairs (%d per process, micro-batch %d), %d steps",
@@ -372,7 +372,7 @@ def run(config: Config, accelerator: Accelerator, resume: str | None = None, hoo
     if hooks.prepared:
         hooks.prepared(model, optimizer)
     if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, config, table_digest(table))
+        state = load_checkpoint(accelerator, checkpoint, saved, config, table_digest(table))
         logger.info("resumed from %s at step %d", checkpoint, state.step)
         if accelerator.is_main_process:
             for path in set_aside_newer(out, state.step):
