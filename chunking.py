@@ -23,6 +23,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from documents import Document
 
@@ -33,7 +34,7 @@ PROVISION = re.compile(rf"^(?P<keyword>{KEYWORD}\s+)?(?P<num>(?:\d+[A-Z]?|[IVXLC
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 TITLE_MAX_WORDS = 12
 # Sentence ends: . ! ? (and closing quotes/brackets), then space, then what can open a sentence.
-SENTENCE_END = re.compile(r"(?<=[.!?])[\"”’')\]]*\s+(?=[\"“‘'(\[]?[A-Z0-9])")
+SENTENCE_END = re.compile(r"(?<=[.!?])(?P<close>[\"”’')\]]*)\s+(?=[\"“‘'(\[]?[A-Z0-9])")
 ABBREVIATIONS = {"e.g", "i.e", "no", "nos", "art", "arts", "mr", "mrs", "ms", "dr", "st", "co", "ltd", "inc",
                  "etc", "viz", "cf", "para", "paras", "s", "ss", "sch", "reg", "regs", "vol", "pp", "p", "u.s",
                  "u.k", "u.a.e", "cl", "sec", "ch", "fig", "approx", "incl", "pty", "corp", "jr", "sr", "vs"}
@@ -46,6 +47,7 @@ class Line:
     kind: str  # heading | provision | text | blank
     level: int = 0  # heading level, or a provision's depth (number of components)
     label: str = ""  # a heading's text, or a provision's number
+    numbered: bool = False  # its level comes from a number (3.2.1), not from Markdown or HTML
 
 
 @dataclass
@@ -89,63 +91,91 @@ class ChunkStats:
 # ---------------------------------------------------------------- lines
 
 
-def provision_number(line: str) -> tuple[str, int, str] | None:
-    """(number, depth, rest of the line) when `line` opens a numbered provision or heading, else None."""
+class Numbered(NamedTuple):
+    label: str  # "3.2.1", "SECTION III.B.2.", "7)"
+    depth: int  # components: 3 for 3.2.1
+    rest: str  # the line's text after the number
+    list_item: bool  # "1)" alone: a numbered paragraph, or an item of the list above it
+
+
+def provision_number(line: str) -> Numbered | None:
+    """The number that opens `line` when it opens a numbered provision or heading, else None."""
     match = PROVISION.match(line)
     if not match:
         return None
-    number, rest = match["num"], match["rest"].strip()
-    numbered = match["keyword"] or match["close"] or "." in number or match["sep"] == "\t"
+    number, rest, keyword, close = match["num"], match["rest"].strip(), match["keyword"], match["close"]
+    numbered = keyword or close or "." in number or match["sep"] == "\t"
     roman_or_letter = re.fullmatch(r"[IVXLC]+|[A-Z]", number.split(".")[0]) is not None
-    if not numbered or (roman_or_letter and not (match["keyword"] or match["close"] or "." in number)):
+    if not numbered or (roman_or_letter and not (keyword or close or "." in number)):
         return None  # "2018 was ...", "A Relevant Person ...": a sentence, not a number
-    label = (match["keyword"] or "") + number + (match["close"] or "")
-    return label, number.count(".") + 1, rest
+    if keyword and rest[:1].islower():
+        return None  # "Section 76 of the FSMR requires ...": a sentence that cites a number
+    label = (keyword or "") + number + (close or "")
+    return Numbered(label, number.count(".") + 1, rest, close == ")" and "." not in number and not keyword)
 
 
 def is_title(rest: str) -> bool:
     """A numbered line's text reads as a title: empty, or short with no sentence punctuation or columns."""
-    return not rest or (len(rest.split()) <= TITLE_MAX_WORDS and "\t" not in rest and not rest.endswith((".", ";", ":", ",", "—", "–", "-")))
+    return not rest or (len(rest.split()) <= TITLE_MAX_WORDS and "\t" not in rest
+                        and not rest.endswith((".", ";", ":", ",", "—", "–", "-")))
 
 
 def classify_lines(document: Document) -> list[Line]:
-    lines, offset = [], 0
+    lines, offset, inside_dotted = [], 0, False  # inside_dotted: the last number seen was 3.2.1-like
     for raw in document.text.split("\n"):
         start, end, stripped = offset, offset + len(raw), raw.strip()
         offset = end + 1
+        numbered = provision_number(stripped) if stripped else None
+        if numbered and numbered.list_item and inside_dotted:
+            numbered = None  # "1)" under "3.1.1 A firm must keep:" is an item of that provision
         if not stripped:
             lines.append(Line(start, end, "blank"))
         elif start in document.heading_levels:
             lines.append(Line(start, end, "heading", document.heading_levels[start], " ".join(stripped.split())))
         elif markdown := MARKDOWN_HEADING.match(stripped):
             lines.append(Line(start, end, "heading", len(markdown[1]), " ".join(markdown[2].split())))
-        elif numbered := provision_number(stripped):
-            label, depth, rest = numbered
-            kind = "heading" if is_title(rest) else "provision"
-            lines.append(Line(start, end, kind, depth, " ".join(stripped.split()) if kind == "heading" else label))
+        elif numbered:
+            kind = "heading" if is_title(numbered.rest) else "provision"
+            label = " ".join(stripped.split()) if kind == "heading" else numbered.label
+            lines.append(Line(start, end, kind, numbered.depth, label, numbered=True))
+            inside_dotted = numbered.depth > 1
         else:
             lines.append(Line(start, end, "text"))
     return lines
 
 
+def close_headings(stack: list[Line], line: Line) -> list[Line]:
+    """The headings still open when `line` opens. A number of depth d closes the numbered headings of
+    level >= d at the top of the stack, never a Markdown/HTML heading (the two scales do not compare);
+    a Markdown/HTML heading of level L closes the numbered headings above it and those of level >= L."""
+    stack = list(stack)
+    if line.numbered:
+        while stack and stack[-1].numbered and stack[-1].level >= line.level:
+            stack.pop()
+    else:
+        while stack and (stack[-1].numbered or stack[-1].level >= line.level):
+            stack.pop()
+    return stack
+
+
 def units_of(lines: list[Line]) -> list[Unit]:
     """Group lines into headings and provisions with their continuation lines, each with its path."""
     units: list[Unit] = []
-    stack: list[tuple[int, str]] = []  # open headings: (level, label)
+    stack: list[Line] = []  # the open headings
     for line in lines:
         if line.kind == "blank":
             continue
         if line.kind in ("heading", "provision"):
-            stack = [(level, label) for level, label in stack if level < line.level]
+            stack = close_headings(stack, line)
             if line.kind == "heading":
-                stack.append((line.level, line.label))
-            units.append(Unit(line.start, line.end, tuple(label for _, label in stack), line.kind == "heading",
+                stack.append(line)
+            units.append(Unit(line.start, line.end, tuple(h.label for h in stack), line.kind == "heading",
                               line.label if line.kind == "provision" else "", [line]))
         elif units and not units[-1].is_heading:
             units[-1].end = line.end
             units[-1].lines.append(line)
         else:  # text before any provision, or right under a heading: a unit of its own
-            units.append(Unit(line.start, line.end, tuple(label for _, label in stack), False, "", [line]))
+            units.append(Unit(line.start, line.end, tuple(h.label for h in stack), False, "", [line]))
     return units
 
 
@@ -180,12 +210,23 @@ class TokenCounter:
         return view
 
     def cut(self, text: str) -> list[tuple[int, int]]:
-        """Character spans of `text` holding at most the budget's worth of tokens each."""
+        """Character spans of `text` holding at most the budget's worth of tokens each.
+
+        Windows end at token starts; a window that re-tokenises longer (a cut inside a word can
+        split it into more pieces) is shortened a token at a time until it fits.
+        """
         room = self.budget - self.overhead
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
                                  verbose=False)["offset_mapping"]
-        starts = [offsets[i][0] for i in range(0, len(offsets), room)]
-        return [(start, starts[j + 1] if j + 1 < len(starts) else len(text)) for j, start in enumerate(starts)]
+        token_starts = [start for start, _ in offsets] + [len(text)]
+        spans, first = [], 0
+        while first < len(offsets):
+            last = min(first + room, len(offsets))  # the window is tokens [first, last)
+            while last > first + 1 and self.count([text[token_starts[first]:token_starts[last]]])[0] > room:
+                last -= 1
+            spans.append((token_starts[first], token_starts[last] if last < len(offsets) else len(text)))
+            first = last
+        return spans
 
 
 def load_counter(model: str, max_tokens: int | None = None) -> TokenCounter:
@@ -213,7 +254,7 @@ def sentence_spans(text: str, start: int) -> list[tuple[int, int]]:
         token = word[1].rstrip(".") if word else ""
         if token.lower() in ABBREVIATIONS or re.fullmatch(r"[A-Z]", token):
             continue  # "e.g. The", "No. 5", an initial
-        spans.append((start + begin, start + match.start()))
+        spans.append((start + begin, start + match.end("close")))  # closing quotes and brackets stay
         begin = match.end()
     spans.append((start + begin, start + len(text.rstrip())))
     return [(a, b) for a, b in spans if b > a]

@@ -1,7 +1,8 @@
 """Reading a folder of documents (.txt, .md, .html, .pdf) into plain text, and reporting what cannot be read.
 
-Each readable file becomes a `Document`: its text (for .txt and .md the file itself, decoded as UTF-8;
-for .html and .pdf the text extracted from it) and the character offsets of the lines that the
+Each readable file becomes a `Document`: its text (for .txt and .md the file itself, decoded as UTF-8
+with a byte-order mark dropped and CRLF line ends made LF; for .html and .pdf the text extracted
+from it; `converted` says the text is not the file's bytes) and the character offsets of the lines that the
 source marks as headings (HTML <h1>..<h6>; Markdown `#` headings are found in the text by the
 chunker). Chunk offsets point into `Document.text`. A file that cannot be used (not UTF-8, empty,
 a PDF with no text layer, a PDF that will not open) becomes a `Problem` naming the file and the
@@ -23,6 +24,8 @@ class Document:
     name: str  # the path relative to the documents folder, with forward slashes
     text: str
     heading_levels: dict[int, int] = field(default_factory=dict)  # line start offset -> level (1 = h1)
+    converted: bool = False  # text differs from the file's bytes (extracted, BOM dropped, CRLF -> LF)
+    warnings: list[str] = field(default_factory=list)  # e.g. PDF pages with no text layer
 
 
 @dataclass
@@ -58,39 +61,47 @@ class _HTMLText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skip_depth = 0
-        self.heading_level = 0
+        self.heading_level = 0  # inside <hN> and no text of it seen yet: N
         self.heading_starts: list[tuple[int, int]] = []  # (index into parts, level)
+        self.pending_space = False  # whitespace seen since the last text, within the line
 
-    def _newline(self) -> None:
-        if self.parts and not self.parts[-1].endswith("\n"):
-            self.parts.append("\n")
+    def _break(self, mark: str) -> None:
+        if self.parts and not self.parts[-1].endswith(("\n", mark)):
+            self.parts.append(mark)
+        self.pending_space = False
 
     def handle_starttag(self, tag: str, attrs) -> None:
         if tag in SKIPPED_TAGS:
             self.skip_depth += 1
         elif tag in HEADING_TAGS:
-            self._newline()
+            self._break("\n")
             self.heading_level = HEADING_TAGS[tag]
-            self.heading_starts.append((len(self.parts), self.heading_level))
         elif tag in BLOCK_TAGS:
-            self._newline()
-        elif tag in ("td", "th") and self.parts and not self.parts[-1].endswith(("\n", "\t")):
-            self.parts.append("\t")
+            self._break("\n")
+        elif tag in ("td", "th"):
+            self._break("\t")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in SKIPPED_TAGS:
             self.skip_depth = max(0, self.skip_depth - 1)
         elif tag in HEADING_TAGS or tag in BLOCK_TAGS:
-            self._newline()
+            self.heading_level = 0  # a heading with no text marks nothing
+            self._break("\n")
 
     def handle_data(self, data: str) -> None:
         if self.skip_depth:
             return
         text = " ".join(data.split())
-        if text:
-            if self.parts and not self.parts[-1].endswith(("\n", "\t", " ")) and data[:1].isspace():
-                text = " " + text
-            self.parts.append(text)
+        if not text:
+            self.pending_space = self.pending_space or bool(data)
+            return
+        if (self.pending_space or data[0].isspace()) and self.parts and not self.parts[-1].endswith(("\n", "\t")):
+            text = " " + text  # "A <b>firm</b>": the space before the tag stays
+        if self.heading_level:
+            self.heading_starts.append((len(self.parts), self.heading_level))
+            self.heading_level = 0
+        self.parts.append(text)
+        self.pending_space = data[-1].isspace()
 
 
 def html_to_text(html: str) -> tuple[str, dict[int, int]]:
@@ -109,8 +120,8 @@ def html_to_text(html: str) -> tuple[str, dict[int, int]]:
 # ---------------------------------------------------------------- PDF
 
 
-def pdf_to_text(path: Path) -> str:
-    """The text layer of every page (pypdf), pages separated by a blank line."""
+def pdf_to_text(path: Path) -> tuple[str, list[int]]:
+    """The text layer of every page (pypdf), pages separated by a blank line; the pages with none (1-based)."""
     from pypdf import PdfReader  # imported here: only PDF users need it loaded
 
     reader = PdfReader(path)
@@ -120,7 +131,7 @@ def pdf_to_text(path: Path) -> str:
         except Exception as err:  # noqa: BLE001 - pypdf raises several types for this
             raise ValueError(f"encrypted PDF ({err})") from None
     pages = [(page.extract_text() or "").strip() for page in reader.pages]
-    return "\n\n".join(page for page in pages if page)
+    return "\n\n".join(page for page in pages if page), [i + 1 for i, page in enumerate(pages) if not page]
 
 
 # ---------------------------------------------------------------- the folder
@@ -128,11 +139,14 @@ def pdf_to_text(path: Path) -> str:
 
 def read_document(path: Path, name: str) -> Document | Problem:
     suffix = path.suffix.lower()
+    warnings: list[str] = []
     try:
         if suffix == ".pdf":
-            text, headings = pdf_to_text(path), {}
+            (text, blank_pages), headings = pdf_to_text(path), {}
             if not text.strip():
                 return Problem(name, "the PDF has no text layer (a scanned document?): run OCR on it first")
+            if blank_pages:
+                warnings.append(f"{len(blank_pages)} page(s) with no text layer, left out: {blank_pages[:20]}")
         elif suffix in (".html", ".htm"):
             text, headings = html_to_text(read_text_file(path))
         else:
@@ -143,7 +157,8 @@ def read_document(path: Path, name: str) -> Document | Problem:
         return Problem(name, f"could not be read: {type(err).__name__}: {err}")
     if not text.strip():
         return Problem(name, "no text")
-    return Document(path, name, text, headings)
+    converted = suffix in (".pdf", ".html", ".htm") or text.encode("utf-8") != path.read_bytes()
+    return Document(path, name, text, headings, converted, warnings)
 
 
 def find_documents(folder: Path) -> list[Path]:

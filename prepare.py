@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.dev_fraction < 1:
         parser.error(f"--dev-fraction {args.dev_fraction}: must be in [0, 1)")
+    for flag in ("max_tokens", "max_passages", "max_pairs", "questions_per_passage", "concurrency", "round_trip_k"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
     return args
 
 
@@ -95,18 +98,22 @@ def passages_from(args: argparse.Namespace) -> tuple[list[Passage], dict]:
                            "fix them, or pass --skip-unreadable to go on without them")
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
+    warnings = [f"{d.name}: {warning}" for d in documents for warning in d.warnings]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if not documents:
         raise PrepareError(f"{args.docs}: no readable .txt, .md, .html or .pdf file")
     counter = load_counter(args.model, args.max_tokens)
     began = time.perf_counter()
     passages, stats = chunk_documents(documents, counter)
     print(f"{stats.summary()} ({time.perf_counter() - began:.1f} s; budget {counter.budget} tokens of {args.model})")
-    for document in documents:
-        if document.path.suffix.lower() in (".pdf", ".html", ".htm"):
+    for document in documents:  # the text the offsets point into, where it is not the file itself
+        if document.converted:
             target = args.out / "extracted" / f"{document.name}.txt"
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, [document.text])
-    report = {**asdict(stats), "budget_tokens": counter.budget, "skipped_files": [str(p) for p in problems]}
+    report = {**asdict(stats), "budget_tokens": counter.budget, "skipped_files": [str(p) for p in problems],
+              "warnings": warnings}
     return passages, report
 
 
@@ -127,7 +134,7 @@ def llm_questions(args: argparse.Namespace, passages: list[Passage]) -> tuple[li
     from question_filters import filter_questions, round_trip_filter
     from questions import LLMConfig, generate_questions
 
-    config = LLMConfig(base_url=args.llm_base_url, model=args.llm_model, api_key=os.environ.get(args.llm_api_key_env),
+    config = LLMConfig(base_url=args.llm_base_url, model=args.llm_model, api_key=os.environ.get(args.llm_api_key_env, ""),
                        questions_per_passage=args.questions_per_passage, prompt_file=args.prompt_file,
                        concurrency=args.concurrency, max_retries=args.max_retries, timeout_s=args.timeout,
                        temperature=args.temperature, price_per_million_input=args.price_in,
@@ -167,9 +174,15 @@ def sample(items: list, limit: int | None, seed: int) -> list:
 
 
 def split_by_passage(questions: list[Question], dev_fraction: float, seed: int) -> tuple[list[Question], list[Question]]:
-    """Hold out every question of a seeded share of the passages: no dev passage is trained on."""
+    """Hold out every question of a seeded share of the passages (at least one): no dev passage is trained on."""
     passage_ids = sorted({q.passage_id for q in questions})
-    dev_ids = set(random.Random(seed).sample(passage_ids, round(dev_fraction * len(passage_ids))))
+    if dev_fraction == 0:
+        return questions, []
+    if len(passage_ids) < 2:
+        raise PrepareError(f"questions for {len(passage_ids)} passage(s): too few to hold some out; "
+                           "pass --dev-fraction 0 to train on all of them (and evaluate elsewhere)")
+    held_out = min(max(1, round(dev_fraction * len(passage_ids))), len(passage_ids) - 1)
+    dev_ids = set(random.Random(seed).sample(passage_ids, held_out))
     return [q for q in questions if q.passage_id not in dev_ids], [q for q in questions if q.passage_id in dev_ids]
 
 
@@ -189,6 +202,8 @@ def write_questions(out: Path, train: list[Question], dev: list[Question]) -> No
                                               for q in train + dev))
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     for split, questions in (("train", train), ("dev", dev)):
+        if not questions:
+            continue  # --dev-fraction 0: no dev split
         rows = ["query-id\tcorpus-id\tscore\n"] + [f"{query_id(q.text)}\t{q.passage_id}\t1\n" for q in questions]
         write_atomic(out / "qrels" / f"{split}.tsv", rows)
     write_atomic(out / "train_pairs.jsonl", jsonl({"anchor": q.text, "positive": q.positive, "kind": q.kind,
@@ -198,14 +213,19 @@ def write_questions(out: Path, train: list[Question], dev: list[Question]) -> No
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "prepare.json").unlink(missing_ok=True)  # the directory is incomplete until it is rewritten
+    # What an earlier run wrote goes first: the directory is incomplete until prepare.json is rewritten,
+    # and questions of another run never sit beside this run's corpus.
+    for stale in ("prepare.json", "queries.jsonl", "train_pairs.jsonl", "qrels/train.tsv", "qrels/dev.tsv"):
+        (args.out / stale).unlink(missing_ok=True)
     passages, report = passages_from(args)
     write_atomic(args.out / "corpus.jsonl", jsonl(
         {"_id": p.id, "title": p.title, "text": p.text, "source": p.source, "start": p.start, "end": p.end,
          "provisions": p.provisions, "tokens": p.tokens} for p in passages))
     if args.questions != "none":
-        make = structure_questions if args.questions == "structure" else None
-        questions, detail = make(passages, args.seed) if make else llm_questions(args, passages)
+        if args.questions == "structure":
+            questions, detail = structure_questions(passages, args.seed)
+        else:
+            questions, detail = llm_questions(args, passages)
         questions = sample(questions, args.max_pairs, args.seed)
         if not questions:
             raise PrepareError("no question survived generation and filtering: nothing to train on")
@@ -219,8 +239,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from questions import LLMError
+
     try:
         main()
-    except (PrepareError, FileNotFoundError, ValueError) as err:
+    except (PrepareError, LLMError, FileNotFoundError, ValueError) as err:
         print(f"prepare.py: error: {err}", file=sys.stderr)
         sys.exit(2)

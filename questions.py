@@ -50,6 +50,7 @@ FATAL_STATUS = {  # a retry cannot fix these, and every other passage would meet
     404: "no such endpoint or model: check the base URL (it should end in /v1 for most servers) and the model name",
 }
 RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
+MAX_RETRY_AFTER_S = 300.0  # a server asking for longer (Retry-After: 86400) is waited on this long, then retried
 
 DEFAULT_PROMPT = '''You are helping to build a search engine over regulatory text: rules, guidance and legislation.
 Below is one passage from "{title}".
@@ -346,7 +347,7 @@ def _ask(endpoint: Endpoint, prompt: str, config: LLMConfig, stop: threading.Eve
         outcome.error = str(failure)
         if attempt < config.max_retries:
             jittered = config.backoff_s * 2**attempt * random.uniform(0.5, 1.5)
-            stop.wait(failure.retry_after if failure.retry_after is not None else jittered)
+            stop.wait(min(failure.retry_after, MAX_RETRY_AFTER_S) if failure.retry_after is not None else jittered)
     return outcome
 
 

@@ -34,7 +34,7 @@ class StructurePair:
 
 def heading_query(title: str) -> str:
     """The heading path without the source file and the numbers: `A > 2. B > 2.1 C` -> `B: C`."""
-    parts = [provision_number(part)[2] if provision_number(part) else part for part in title.split(" > ")[1:]]
+    parts = [numbered.rest if (numbered := provision_number(part)) else part for part in title.split(" > ")[1:]]
     words = [" ".join(p.split()) for p in parts if p and not re.fullmatch(r"[\W\d]*", p)]
     return ": ".join(w.capitalize() if w.isupper() else w for w in words[-2:])
 
@@ -44,7 +44,7 @@ def body_sentences(passage: Passage) -> list[str]:
     sentences = []
     for line in passage.text.split("\n"):
         numbered = provision_number(line.strip())
-        body = numbered[2] if numbered else re.sub(r"^\s*(\([a-zA-Z0-9]+\)|[a-z0-9]{1,3}[.)]|[•\-*])\s+", "", line)
+        body = numbered.rest if numbered else re.sub(r"^\s*(\([a-zA-Z0-9]+\)|[a-z0-9]{1,3}[.)]|[•\-*])\s+", "", line)
         sentences.extend(body[a:b].strip() for a, b in sentence_spans(body, 0))
     return [s for s in sentences if s]
 

