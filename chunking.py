@@ -324,14 +324,16 @@ def spans_of_group(group: list[Unit], text: str, counter: TokenCounter, stats: C
     return pack(items, counter)
 
 
-def title_of(document: Document, path: tuple[str, ...], counter: TokenCounter) -> str:
-    """`source > heading > heading`, upper headings dropped while it would take over half the budget."""
+def title_of(document: Document, path: tuple[str, ...], counter: TokenCounter) -> tuple[str, int]:
+    """`source > heading > heading` and its tokens (with the space before the text); upper headings are
+    dropped while it would take over half the budget."""
     stem = Path(document.name).stem
     for first in range(len(path) + 1):
         title = " > ".join([stem, *path[first:]])
-        if 2 * counter.count([title + " "])[0] <= counter.budget - counter.overhead:
-            return title
-    return stem
+        (tokens,) = counter.count([title + " "])
+        if 2 * tokens <= counter.budget - counter.overhead:
+            return title, tokens
+    return stem, counter.count([stem + " "])[0]
 
 
 def numbers_of(group: list[Unit], start: int, end: int) -> str:
@@ -345,8 +347,8 @@ def numbers_of(group: list[Unit], start: int, end: int) -> str:
 def chunk_document(document: Document, counter: TokenCounter, stats: ChunkStats) -> list[Passage]:
     text, passages, seen = document.text, [], Counter()
     for group in group_units(units_of(classify_lines(document))):
-        title = title_of(document, group[-1].path, counter)
-        for start, end in spans_of_group(group, text, counter.reserving(counter.count([title + " "])[0]), stats):
+        title, title_tokens = title_of(document, group[-1].path, counter)
+        for start, end in spans_of_group(group, text, counter.reserving(title_tokens), stats):
             body = text[start:end]
             key = hashlib.sha1(f"{document.name}\n{body}".encode()).hexdigest()[:12]
             seen[key] += 1

@@ -325,7 +325,7 @@ def write_atomic(path: Path, lines: Iterable[str]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _jsonl(records: Iterable[dict]) -> Iterable[str]:
+def jsonl_lines(records: Iterable[dict]) -> Iterable[str]:
     return (json.dumps(record, ensure_ascii=False) + "\n" for record in records)
 
 
@@ -342,13 +342,13 @@ def write_outputs(out_dir: Path, pairs: PairsData, questions: list[str], corpus:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths["meta"].unlink(missing_ok=True)
     by_question = dict(zip(questions, mined))
-    write_atomic(paths["triplets"], _jsonl(
+    write_atomic(paths["triplets"], jsonl_lines(
         {"anchor": a, "positive": p, "negatives": [corpus[row] for _, row, _ in by_question[a].negatives]}
         for a, p in zip(pairs.anchors, pairs.positives)))
-    write_atomic(paths["scores"], _jsonl(
+    write_atomic(paths["scores"], jsonl_lines(
         {"question": q, "positive_scores": [round(s, 6) for s in m.positive_scores], "negatives": _candidates(m.negatives)}
         for q, m in by_question.items()))
-    write_atomic(paths["filtered"], _jsonl(
+    write_atomic(paths["filtered"], jsonl_lines(
         {"question": q, "lowest_positive_score": round(m.positive_scores[-1], 6), "threshold": round(m.threshold, 6),
          "removed": _candidates(m.filtered, corpus)} for q, m in by_question.items() if m.filtered))
     meta["triplets_sha256"], meta["rows"] = _sha256_file(paths["triplets"])

@@ -22,13 +22,12 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from chunking import Passage, chunk_documents, load_counter
 from documents import read_documents
-from mine import write_atomic
+from mine import jsonl_lines, write_atomic
 
 
 @dataclass
@@ -189,16 +188,12 @@ def split_by_passage(questions: list[Question], dev_fraction: float, seed: int) 
 # ---------------------------------------------------------------- writing
 
 
-def jsonl(records: Iterable[dict]) -> Iterable[str]:
-    return (json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-
-
 def query_id(text: str) -> str:
     return "q" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def write_questions(out: Path, train: list[Question], dev: list[Question]) -> None:
-    write_atomic(out / "queries.jsonl", jsonl({"_id": query_id(q.text), "text": q.text, "kind": q.kind}
+    write_atomic(out / "queries.jsonl", jsonl_lines({"_id": query_id(q.text), "text": q.text, "kind": q.kind}
                                               for q in train + dev))
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     for split, questions in (("train", train), ("dev", dev)):
@@ -206,7 +201,7 @@ def write_questions(out: Path, train: list[Question], dev: list[Question]) -> No
             continue  # --dev-fraction 0: no dev split
         rows = ["query-id\tcorpus-id\tscore\n"] + [f"{query_id(q.text)}\t{q.passage_id}\t1\n" for q in questions]
         write_atomic(out / "qrels" / f"{split}.tsv", rows)
-    write_atomic(out / "train_pairs.jsonl", jsonl({"anchor": q.text, "positive": q.positive, "kind": q.kind,
+    write_atomic(out / "train_pairs.jsonl", jsonl_lines({"anchor": q.text, "positive": q.positive, "kind": q.kind,
                                                    "passage_id": q.passage_id} for q in train))
 
 
@@ -218,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     for stale in ("prepare.json", "queries.jsonl", "train_pairs.jsonl", "qrels/train.tsv", "qrels/dev.tsv"):
         (args.out / stale).unlink(missing_ok=True)
     passages, report = passages_from(args)
-    write_atomic(args.out / "corpus.jsonl", jsonl(
+    write_atomic(args.out / "corpus.jsonl", jsonl_lines(
         {"_id": p.id, "title": p.title, "text": p.text, "source": p.source, "start": p.start, "end": p.end,
          "provisions": p.provisions, "tokens": p.tokens} for p in passages))
     if args.questions != "none":
