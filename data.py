@@ -242,7 +242,7 @@ def ir_from_pairs(splits: dict[str, PairsData], eval_split: str) -> IRDataset:
 # ---------------------------------------------------------------- BEIR
 
 
-def _read_id_text(path: Path, title: bool) -> dict[str, str]:
+def read_id_text(path: Path, title: bool) -> dict[str, str]:
     """`_id` -> text of a BEIR corpus or queries file; corpus titles are prepended ('title text')."""
     texts: dict[str, str] = {}
     for where, row in _jsonl_rows(path):
@@ -301,8 +301,8 @@ def load_beir(directory: str | Path, split: str) -> IRDataset:
     for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (directory / needed).is_file():
             raise DataError(f"{directory / needed}: no such file (expected a BEIR directory)")
-    corpus = _read_id_text(directory / "corpus.jsonl", title=True)
-    queries = _read_id_text(directory / "queries.jsonl", title=False)
+    corpus = read_id_text(directory / "corpus.jsonl", title=True)
+    queries = read_id_text(directory / "queries.jsonl", title=False)
     judged = _read_qrels(directory / "qrels" / f"{split}.tsv", queries, corpus)
     qrels = {qid: {d: r for d, r in docs.items() if r > 0} for qid, docs in judged.items()}
     query_ids = [qid for qid in queries if qrels.get(qid)]

@@ -17,8 +17,25 @@ relevant to g's question.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass
+class LossSpec:
+    """What the loss is, travelling as one object: the Matryoshka dims (each trained by truncating
+    the full embedding), one weight per dim (None: all 1), the temperature (logits are cosine /
+    temperature) and whether the document-to-query term is averaged in."""
+
+    dims: list[int]
+    weights: list[float] | None = None
+    temperature: float = 0.05
+    symmetric: bool = False
+
+    def dim_weights(self) -> list[float]:
+        return list(self.weights) if self.weights else [1.0] * len(self.dims)
 
 
 def false_negative_masks(labels: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,18 +68,16 @@ def infonce_logits(q: torch.Tensor, d: torch.Tensor, dim: int, temperature: floa
 def infonce_per_dim(
     q: torch.Tensor,
     d: torch.Tensor,
-    dims: list[int],
-    temperature: float = 0.05,
+    spec: LossSpec,
     labels: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
-    symmetric: bool = False,
     q_all: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(len(dims),) InfoNCE loss of the B queries at each Matryoshka dim, float32 under any autocast.
+    """(len(spec.dims),) InfoNCE loss of the B queries at each Matryoshka dim, float32 under any autocast.
 
     q: (B, D) queries scored here; d: (M, D) candidates in the module's layout; labels: (B,)
     (default 0..B-1); known: (G, M) bool, candidates masked out of row g's softmax (see the
-    module docstring). symmetric averages in the document->query term: each
+    module docstring). spec.symmetric averages in the document->query term: each
     query's positive against all G queries `q_all` (default q, when B = G), the G queries being
     in positive-row order. Each dim slices the full embeddings: nothing is re-run per dim.
     """
@@ -71,14 +86,14 @@ def infonce_per_dim(
     losses = []
     with torch.autocast(q.device.type, enabled=False):  # logits, softmax and the masks in float32
         masks = false_negative_masks(labels, known) if known is not None else None
-        for dim in dims:
-            logits = infonce_logits(q, d, dim, temperature)  # (B, M)
+        for dim in spec.dims:
+            logits = infonce_logits(q, d, dim, spec.temperature)  # (B, M)
             if masks is not None:
                 logits = logits.masked_fill(masks[0], float("-inf"))
             loss = F.cross_entropy(logits, labels)
-            if symmetric:
+            if spec.symmetric:
                 mask = masks[1] if masks is not None else None
-                loss = (loss + _document_to_query(q_all, d[labels], dim, temperature, labels, mask)) / 2
+                loss = (loss + _document_to_query(q_all, d[labels], dim, spec.temperature, labels, mask)) / 2
             losses.append(loss)
     return torch.stack(losses)
 

@@ -23,6 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from common.files import replace_directory
+
 logger = logging.getLogger(__name__)
 
 # torch.distributed.nn.functional binds `group=group.WORLD` as a default argument of ten functions
@@ -286,12 +288,7 @@ class Encoder(nn.Module):
         self._write_sentence_transformers(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+        return replace_directory(tmp, path)
 
     def _write_sentence_transformers(self, out: Path) -> None:
         """The sentence-transformers layout that both its 2.x-5.x and 6.x loaders read."""

@@ -25,9 +25,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from chunking import Passage, chunk_documents, load_counter
-from documents import read_documents
-from mine import jsonl_lines, write_atomic
+from common.files import jsonl_lines, write_atomic
+from documents.chunking import Passage, chunk_documents, load_counter
+from documents.readers import read_documents
 
 
 @dataclass
@@ -120,7 +120,7 @@ def passages_from(args: argparse.Namespace) -> tuple[list[Passage], dict]:
 
 
 def structure_questions(passages: list[Passage], seed: int) -> tuple[list[Question], dict]:
-    from structure import structure_pairs
+    from documents.structure import structure_pairs
 
     pairs = structure_pairs(passages, seed)
     counts: dict[str, int] = {}
@@ -130,8 +130,8 @@ def structure_questions(passages: list[Passage], seed: int) -> tuple[list[Questi
 
 
 def llm_questions(args: argparse.Namespace, passages: list[Passage]) -> tuple[list[Question], dict]:
-    from question_filters import filter_questions, round_trip_filter
-    from questions import LLMConfig, generate_questions
+    from documents.filters import filter_questions, round_trip_filter
+    from documents.questions import LLMConfig, generate_questions
 
     config = LLMConfig(base_url=args.llm_base_url, model=args.llm_model, api_key=os.environ.get(args.llm_api_key_env, ""),
                        questions_per_passage=args.questions_per_passage, prompt_file=args.prompt_file,
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from questions import LLMError
+    from documents.questions import LLMError
 
     try:
         main()

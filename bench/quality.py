@@ -1,9 +1,9 @@
 """Issue 9's quality bench: the base model, sentence-transformers' trainer twice, and ours addition by
 addition, on ObliQA dev, 3 seeds a row, with paired statistics.
 
-    python bench/quality.py                                   # every row; hours on a 2-core CPU
-    python bench/quality.py --rows st-ours,ours-recipe --seeds 42
-    python bench/quality.py --report-only                     # the table from what exists
+    python -m bench.quality                                   # every row; hours on a 2-core CPU
+    python -m bench.quality --rows st-ours,ours-recipe --seeds 42
+    python -m bench.quality --report-only                     # the table from what exists
 
 The rows are ROWS below, in order; each training row runs once per seed, in its own subprocess (so
 memory is freed and a crash costs only that run) with its output in <out>/<row>/seed<S>.log, and
@@ -12,7 +12,7 @@ metrics at every dim, the question ids, the training seconds and steps. A run wh
 skipped, so the bench resumes where it stopped. Ours is `train.py --config CONFIG` with the row's
 overrides, the seed, `--eval.before false` and the bench's eval set; its per_query.json gives the
 per-question metrics (the saved model is scored here when it lacks a dim). The sentence-transformers
-rows are bench/st_train.py --no-eval, scored here with our evaluate.py, as the base model is.
+rows are `python -m bench.st_train --no-eval`, scored here with our evaluate.py, as the base model is.
 
 `st-ours` reads our recipe from CONFIG at run time (see st_recipe): epochs, batch, lr, warm-up,
 cosine floor, weight decay, clipping, scale = 1 / temperature, dims and weights, the symmetric term,
@@ -27,7 +27,7 @@ on dev (ST trains to the end); ST drops the rows it mined fewer than k negatives
 
 The report (printed and written to <out>/report.md): NDCG@10 per dim as mean ± sd over seeds; the
 change against the row above on the seed-averaged per-question NDCG@10 with a 95% paired bootstrap
-interval and a paired randomization p-value (stats.py, 10,000 resamples); the `--headline` row
+interval and a paired randomization p-value (retrieval/stats.py, 10,000 resamples); the `--headline` row
 (default ours-recipe, CONFIG as it is) against every sentence-transformers row and the base model;
 and the headline row at each dim against the base model at full size.
 """
@@ -40,7 +40,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any Hugging Face import: 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import shlex  # noqa: E402
 import subprocess  # noqa: E402
@@ -51,11 +50,11 @@ from pathlib import Path  # noqa: E402
 from typing import NamedTuple  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from stats import paired_bootstrap, paired_randomization  # noqa: E402
+from common.files import file_sha256, write_atomic  # noqa: E402
+from retrieval.stats import paired_bootstrap, paired_randomization  # noqa: E402
 
 
 class Row(NamedTuple):
@@ -111,12 +110,6 @@ def result_path(out: Path, row: Row, seed: int | None) -> Path:
     return out / row.name / ("result.json" if seed is None else f"seed{seed}.json")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_logged(command: list[str], log: Path) -> tuple[int, float]:
     """Run `command` from the repository root with stdout and stderr to `log`; (exit status, wall s)."""
     start = time.perf_counter()
@@ -154,7 +147,7 @@ def st_recipe(config) -> list[str]:
 def st_command(row: Row, seed: int, run_dir: Path, args: argparse.Namespace, config) -> list[str]:
     recipe = st_recipe(config) if row.runner == "st-config" else []
     data = ["--train", config.data.train] + (["--train-split", config.data.train_split] if config.data.train_split else [])
-    return [sys.executable, "bench/st_train.py", "--model", config.model.name_or_path, *data, *recipe, *row.overrides,
+    return [sys.executable, "-m", "bench.st_train", "--model", config.model.name_or_path, *data, *recipe, *row.overrides,
             "--seed", str(seed), "--out", str(run_dir), "--no-eval", *args.st_args]
 
 
@@ -168,7 +161,7 @@ def score_model(model_dir: Path | str, data, args: argparse.Namespace) -> dict[s
     """{dim: {metric: per-question values}} of the model in `model_dir`, scored with our evaluate.py."""
     import torch
 
-    from evaluate import evaluate
+    from retrieval.evaluation import evaluate
     from model import Encoder, ModelConfig
 
     encoder = Encoder.from_config(ModelConfig(str(model_dir))).to("cuda" if torch.cuda.is_available() else "cpu")
@@ -232,7 +225,7 @@ def run_row(row: Row, data, args: argparse.Namespace, config) -> None:
             continue
         means = {dim: {m: float(np.mean(v)) for m, v in by_metric.items()} for dim, by_metric in result["per_query"].items()}
         result = {"row": row.name, "description": row.description, "seed": seed, "data": f"{args.data} ({args.split})",
-                  "config_sha256": file_sha256(args.config), "query_ids": data.query_ids, "metrics": means, **result}
+                  "config_sha256": config_sha256(args.config), "query_ids": data.query_ids, "metrics": means, **result}
         write_atomic(path, json.dumps(result) + "\n")
         print(f"  {METRIC}: " + "  ".join(f"{dim} {means[str(dim)][METRIC]:.4f}" for dim in args.dims), flush=True)
 
@@ -243,8 +236,8 @@ def resolve_base(config) -> str:
     return str(resolve_model_dir(config.model.name_or_path, config.model.revision))
 
 
-def file_sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+def config_sha256(path: Path) -> str | None:
+    return file_sha256(path) if path.is_file() else None
 
 
 # ---------------------------------------------------------------- the report
@@ -325,7 +318,7 @@ def notes(results: list[RowResults], rows: list[Row], args: argparse.Namespace) 
     missing = [f"{name} ({done.get(name, 0)} of {n})" for name, n in wanted.items() if done.get(name, 0) < n]
     if missing:
         lines += ["", f"Missing runs (failed, or not run yet): {', '.join(missing)}."]
-    current = file_sha256(args.config)
+    current = config_sha256(args.config)
     stale = [f"{r.row.name} seed {run['seed']}" for r in results for run in r.runs
              if current and r.row.runner != "base" and run["config_sha256"] != current]
     if stale:
@@ -364,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for row in ROWS if not args.rows or row.name in args.rows]
     if not args.report_only:
         from data import load_ir
-        from train import ConfigError, load_config
+        from training.config import ConfigError, load_config
 
         try:
             config = load_config(["--config", str(args.config)])  # read now: it may be newer than this script

@@ -1,7 +1,7 @@
 """The sentence-transformers reference trainer, on the same pairs and recipe as configs/obliqa.yaml.
 
-    python bench/st_train.py --train ../shared/data/obliqa/train_pairs.jsonl --out runs/st_obliqa --eval-base
-    python bench/st_train.py --epochs 4 --lr 2e-5 --seed 43 --hard-negatives 1 --hn-relative-margin 0.05 --no-eval
+    python -m bench.st_train --train ../shared/data/obliqa/train_pairs.jsonl --out runs/st_obliqa --eval-base
+    python -m bench.st_train --epochs 4 --lr 2e-5 --seed 43 --hard-negatives 1 --hn-relative-margin 0.05 --no-eval
 
 Fine-tunes all-MiniLM-L6-v2 with sentence-transformers 6.x: CachedMultipleNegativesRankingLoss
 (GradCache mini-batches) inside MatryoshkaLoss. The defaults are the recipe of configs/obliqa.yaml:
@@ -41,7 +41,6 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
@@ -53,8 +52,10 @@ from sentence_transformers.sentence_transformer.losses import (  # noqa: E402
 )
 from sentence_transformers.util import mine_hard_negatives  # noqa: E402
 
-from data import _read_id_text, load_ir, load_pairs  # noqa: E402
-from evaluate import evaluate, format_table  # noqa: E402
+from common.files import write_atomic  # noqa: E402
+from data import load_ir, load_pairs, read_id_text  # noqa: E402
+from retrieval.evaluation import evaluate  # noqa: E402
+from retrieval.metrics import format_table  # noqa: E402
 from model import PACKAGED_MINILM, Encoder, ModelConfig, resolve_model_dir  # noqa: E402
 
 
@@ -131,7 +132,7 @@ def with_hard_negatives(train: Dataset, args: argparse.Namespace, model_dir: str
     miner = load_model(str(resolve_model_dir(args.hn_model)) if args.hn_model else model_dir, args.max_length)
     corpus = None  # as mine.py reads a corpus: 'title text'
     if args.hn_corpus:
-        corpus = list(_read_id_text(Path(args.hn_corpus) / "corpus.jsonl", title=True).values())
+        corpus = list(read_id_text(Path(args.hn_corpus) / "corpus.jsonl", title=True).values())
     random.seed(args.seed)  # its "random" sampling draws from Python's global generator
     mined = mine_hard_negatives(train, miner, corpus=corpus, range_min=args.hn_range_min, range_max=args.hn_range_max,
                                 relative_margin=args.hn_relative_margin, max_score=args.hn_max_score,
@@ -198,12 +199,6 @@ def batch_plan(trainer: SentenceTransformerTrainer) -> dict:
 def score(model_dir: str, args: argparse.Namespace, data) -> dict[int, dict[str, float]]:
     encoder = Encoder.from_config(ModelConfig(model_dir)).to("cuda" if torch.cuda.is_available() else "cpu")
     return {dim: r.metrics for dim, r in evaluate(encoder, data, args.dims, batch_size=args.eval_batch).items()}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

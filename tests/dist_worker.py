@@ -21,8 +21,7 @@ import torch.distributed as dist
 from accelerate import DistributedDataParallelKwargs
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import train  # noqa: E402
+import train  # the launcher runs it with the repository on PYTHONPATH
 
 
 def live_threads() -> list[str]:
@@ -91,7 +90,7 @@ def run_train(out: Path, expected_world: int, count_buckets: bool, kill_at: int 
 
 def run_eval(out: Path, expected_world: int, model_dir: str) -> None:
     from data import IRDataset
-    from evaluate import evaluate
+    from retrieval.evaluation import evaluate
     from model import Encoder, ModelConfig
 
     if expected_world > 1:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,13 +10,8 @@ import pytest
 
 import numpy as np
 
+from helpers import write_jsonl
 from data import DataError, PairsData, index_texts, ir_from_pairs, known_relevant, load_beir, load_ir, load_pair_splits, load_pairs
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def write_beir(root: Path, qrels_lines: list[str] | None = None) -> Path:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, make_tiny_bert, random_texts
+from helpers import ROOT, make_tiny_bert, random_texts
 from data import SpreadBatchSampler, index_texts, known_relevant, load_pairs
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
@@ -38,7 +38,8 @@ def pairs(tmp_path_factory) -> Path:
 
 
 def launch(processes: int, *args: str, script: str = WORKER) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(ROOT)}
     if processes == 1:  # no launcher at all: the plain, non-distributed path
         command = [sys.executable, script, *args]
     else:

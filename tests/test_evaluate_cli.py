@@ -10,17 +10,9 @@ import pytest
 import pytrec_eval
 
 import evaluate
-from conftest import ROOT, random_texts
-from test_data import write_jsonl
-
-
-def tiny_beir(root, n_docs=40, n_queries=8):
-    texts = random_texts(n_docs, seed=7)
-    write_jsonl(root / "corpus.jsonl", [{"_id": f"c{i}", "title": "", "text": t} for i, t in enumerate(texts)])
-    write_jsonl(root / "queries.jsonl", [{"_id": f"q{i}", "text": texts[i * 3][:25]} for i in range(n_queries)])
-    (root / "qrels").mkdir()
-    (root / "qrels" / "dev.tsv").write_text("".join(f"q{i}\tc{i * 3}\t1\n" for i in range(n_queries)))
-    return root
+from retrieval.metrics import METRICS
+from helpers import ROOT
+from helpers import tiny_beir
 
 
 def test_main_writes_table_json_and_runs(tmp_path, tiny_bert, capsys):
@@ -30,7 +22,7 @@ def test_main_writes_table_json_and_runs(tmp_path, tiny_bert, capsys):
     printed = capsys.readouterr().out
     assert "| 32 |" in printed and "| 16 |" not in printed  # default dims: 32 only for a 32-dim model
     written = json.loads((tmp_path / "m.json").read_text())
-    assert set(written["32"]) >= set(evaluate.METRICS) and written["32"] == report["32"]
+    assert set(written["32"]) >= set(METRICS) and written["32"] == report["32"]
     run_lines = (tmp_path / "runs" / "run.32.trec").read_text().splitlines()
     assert len(run_lines) == 8 * 40  # every query ranks the whole 40-passage corpus
     qid, q0, doc, rank, score, tag = run_lines[0].split()

@@ -7,12 +7,12 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-import gradcache
+from training import gradcache
 import train
-from config import Config, LossConfig, TrainConfig
-from conftest import random_texts
+from training.config import Config, TrainConfig
+from helpers import random_texts
 from data import PairsData, index_texts
-from losses import infonce_per_dim, matryoshka_infonce
+from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import Encoder, ModelConfig
 
 DIMS, WEIGHTS = [32, 16, 8], [1.0, 0.5, 0.25]
@@ -44,7 +44,7 @@ def step_batch(encoder: Encoder, rows: int = 11, negatives: int = 1) -> gradcach
 def reference_loss(encoder: Encoder, batch: gradcache.StepBatch, reps: torch.Tensor) -> torch.Tensor:
     b = batch.share
     d = reps[b:]  # (b + b·k, D): positives then negatives, as on one process
-    per_dim = infonce_per_dim(reps[:b], d, DIMS, 0.05, batch.labels, batch.known)
+    per_dim = infonce_per_dim(reps[:b], d, LossSpec(DIMS), batch.labels, batch.known)
     return matryoshka_infonce(per_dim, WEIGHTS)
 
 
@@ -55,8 +55,8 @@ def grads_of(encoder: Encoder) -> torch.Tensor:
 def gradcache_grads(encoder, batch, micro_batch, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
     encoder.zero_grad(set_to_none=False)
     torch.manual_seed(1234)
-    loss, _ = gradcache.gradcache_step_accumulating(encoder, encoder, accelerator, batch, micro_batch,
-                                                     LossConfig(dims=DIMS), DIMS, WEIGHTS)
+    embedder = gradcache.Embedder(encoder, encoder, accelerator)
+    loss, _ = gradcache.gradcache_step_accumulating(embedder, batch, LossSpec(DIMS, WEIGHTS), micro_batch)
     return loss, grads_of(encoder).clone()
 
 
@@ -99,13 +99,13 @@ def test_gradcache_equals_one_full_batch_forward(tiny_bert, accelerator, micro_b
     assert_grads_close(ours, grads_of(encoder))
 
 
-def test_length_sorted_micro_batches_return_embeddings_in_input_order(tiny_bert):
+def test_length_sorted_micro_batches_return_embeddings_in_input_order(tiny_bert, accelerator):
     encoder = tiny_encoder(tiny_bert, dropout=False)
     token_ids = encoder.tokenize(random_texts(23, seed=8))
     chunks = gradcache.plan_micro_batches([len(ids) for ids in token_ids], 4)
     lengths = [len(token_ids[i]) for rows in chunks for i in rows.tolist()]
     assert lengths == sorted(lengths, reverse=True)  # really sorted, so the test means something
-    reps, _ = gradcache.embed_without_grad(encoder, encoder, token_ids, chunks, torch.device("cpu"))
+    reps, _ = gradcache.embed_without_grad(gradcache.Embedder(encoder, encoder, accelerator), token_ids, chunks)
     with torch.no_grad():
         one_by_one = torch.cat([encoder(**encoder.pad([ids])) for ids in token_ids])
     torch.testing.assert_close(reps, one_by_one, rtol=1e-5, atol=1e-5)

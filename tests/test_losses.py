@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 import numpy as np
 
-import losses
 from data import TrainTable
-from losses import infonce_per_dim, matryoshka_infonce
+from losses import LossSpec, false_negative_masks, infonce_per_dim, matryoshka_infonce
 
 
 def reference_loss(q, d, dims, weights, temperature, labels, text=None, question=None, relevant=None,
@@ -105,12 +105,12 @@ def test_loss_matches_float64_loop(case, symmetric):
     labels = list(range(q.shape[0]))
     dims, weights = [16, 8, 4], [1.0, 0.5, 0.25]
     known = known_from(text, question, relevant)
-    ours = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, 0.05, known=known, symmetric=symmetric),
+    ours = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric), known=known),
                               weights)
     want = reference_loss(q, d, dims, weights, 0.05, labels, text, question, relevant, symmetric)
     assert ours.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
     if None not in text:  # no mask at all: plain InfoNCE
-        plain = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, 0.05, symmetric=symmetric), weights)
+        plain = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric)), weights)
         assert plain.item() == pytest.approx(reference_loss(q, d, dims, weights, 0.05, labels, symmetric=symmetric),
                                              abs=1e-6, rel=1e-9)
 
@@ -121,12 +121,12 @@ def test_one_share_of_the_batch_scores_against_the_whole_batch(symmetric):
     q, d, text, question, relevant = make_case(batch=8, negatives=1, duplicates=True)
     dims, weights = [16, 4], [1.0, 1.0]
     known = known_from(text, question, relevant)
-    whole = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), dims, known=known, symmetric=symmetric), weights)
+    whole = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric), known=known), weights)
     shares = []
     for rows in (slice(0, 4), slice(4, 8)):
         labels = torch.arange(8)[rows]
-        per_dim = infonce_per_dim(q[rows].double(), d.double(), dims, labels=labels, known=known,
-                                  symmetric=symmetric, q_all=q.double() if symmetric else None)
+        per_dim = infonce_per_dim(q[rows].double(), d.double(), LossSpec(dims, symmetric=symmetric), labels=labels,
+                                  known=known, q_all=q.double() if symmetric else None)
         shares.append(matryoshka_infonce(per_dim, weights))
         want = reference_loss(q[rows], d, dims, weights, 0.05, labels.tolist(), text, question, relevant,
                               symmetric, q_all=q)
@@ -136,15 +136,15 @@ def test_one_share_of_the_batch_scores_against_the_whole_batch(symmetric):
 
 def test_each_kind_of_false_negative_changes_the_loss():
     q, d, text, question, relevant = make_case(**CASES["duplicates and table-wide relevance"])
-    plain = infonce_per_dim(q, d, [16], known=torch.zeros(8, 16, dtype=torch.bool))
-    table_wide = infonce_per_dim(q, d, [16], known=known_from(text, question, relevant))
+    plain = infonce_per_dim(q, d, LossSpec([16]), known=torch.zeros(8, 16, dtype=torch.bool))
+    table_wide = infonce_per_dim(q, d, LossSpec([16]), known=known_from(text, question, relevant))
     relevant[question[0]].discard(text[7])  # forget what only the rest of the table knew
     relevant[question[4]].discard(text[8 + 6])
-    batch_only = infonce_per_dim(q, d, [16], known=known_from(text, question, relevant))
+    batch_only = infonce_per_dim(q, d, LossSpec([16]), known=known_from(text, question, relevant))
     assert not torch.allclose(batch_only, plain) and not torch.allclose(table_wide, batch_only)
     q, d, text, question, relevant = make_case(**CASES["explicit negatives"])  # all texts distinct
-    torch.testing.assert_close(infonce_per_dim(q, d, [16], known=known_from(text, question, relevant)),
-                               infonce_per_dim(q, d, [16]))
+    torch.testing.assert_close(infonce_per_dim(q, d, LossSpec([16]), known=known_from(text, question, relevant)),
+                               infonce_per_dim(q, d, LossSpec([16])))
 
 
 def test_relevant_texts_are_masked_wherever_they_stand_but_negatives_stay():
@@ -153,7 +153,7 @@ def test_relevant_texts_are_masked_wherever_they_stand_but_negatives_stay():
     labels = torch.arange(4)
     text = [10, 11, 12, 12, 20, 21, None, 10]  # row 3's negative is P10, relevant to Q7
     relevant = {7: {10, 12}, 8: {11, 21}, 9: {12}}
-    to_candidates, to_queries = losses.false_negative_masks(labels, known_from(text, [7, 8, 7, 9], relevant))
+    to_candidates, to_queries = false_negative_masks(labels, known_from(text, [7, 8, 7, 9], relevant))
     want = torch.zeros(4, 8, dtype=torch.bool)
     want[:, 6] = True  # the empty slot leaves every softmax
     want[0, [2, 3, 7]] = True  # Q7: P12 in both its slots, and P10 where it stands as a negative
@@ -176,29 +176,38 @@ def test_gradcheck(symmetric):
     d.requires_grad_(True)
 
     def loss(q, d):
-        per_dim = infonce_per_dim(q, d, [16, 4], 0.5, known=known, symmetric=symmetric)
+        per_dim = infonce_per_dim(q, d, LossSpec([16, 4], temperature=0.5, symmetric=symmetric), known=known)
         return matryoshka_infonce(per_dim, [1.0, 0.3])
 
     assert torch.autograd.gradcheck(loss, (q, d))
 
 
-def test_float32_logits_under_bf16_autocast(monkeypatch):
+class CrossEntropyInputs(TorchFunctionMode):
+    """Records the dtype of every logits tensor given to F.cross_entropy, through torch's own
+    function-override protocol: nothing in losses.py is patched."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.cross_entropy:
+            self.dtypes.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def test_float32_logits_under_bf16_autocast():
     """Embeddings made in bf16 under autocast; the cross-entropy still sees float32 logits."""
-    seen = []
-    cross_entropy = F.cross_entropy
-
-    def recording_cross_entropy(logits, labels, **kwargs):
-        seen.append(logits.dtype)
-        return cross_entropy(logits, labels, **kwargs)
-
-    monkeypatch.setattr(losses.F, "cross_entropy", recording_cross_entropy)
+    recorder = CrossEntropyInputs()
     torch.manual_seed(0)
     layer = torch.nn.Linear(16, 16)
     x, y = torch.randn(6, 16), torch.randn(12, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         q, d = layer(x), layer(y)
         assert q.dtype == torch.bfloat16
-        ours = matryoshka_infonce(infonce_per_dim(q, d, [16, 8]), [1.0, 1.0])
+        with recorder:
+            ours = matryoshka_infonce(infonce_per_dim(q, d, LossSpec([16, 8])), [1.0, 1.0])
+    seen = recorder.dtypes
     assert seen and all(dtype == torch.float32 for dtype in seen)
     want = reference_loss(q.float(), d.float(), [16, 8], [1.0, 1.0], 0.05, list(range(6)))
     assert ours.item() == pytest.approx(want, rel=1e-6)

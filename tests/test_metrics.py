@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from evaluate import gains_at_ranks, per_query_metrics
+from retrieval.metrics import gains_at_ranks, per_query_metrics
 
 TREC_MEASURES = {"ndcg_cut_10": "ndcg@10", "recall_10": "recall@10", "recall_100": "recall@100", "map_cut_100": "map@100"}
 

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_texts
+from helpers import random_texts
 from data import PairsData, known_relevant
-from mine import MineConfig, check_mine_config, main, mine
+from mine import main
+from retrieval.mining import mine
+from retrieval.settings import MineConfig, check_mine_config
 from model import Encoder, ModelConfig
 
 QUERY_PROMPT = "query: "

@@ -12,7 +12,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
-from conftest import make_tiny_bert, random_texts
+from helpers import make_tiny_bert, random_texts
 from model import PACKAGED_MINILM, Encoder, ModelConfig, pool
 
 LEGAL_TEXTS = [

@@ -9,7 +9,8 @@ from sentence_transformers.sentence_transformer.evaluation import InformationRet
 from sentence_transformers.util import cos_sim
 
 from data import IRDataset, load_beir
-from evaluate import METRICS, evaluate
+from retrieval.evaluation import evaluate
+from retrieval.metrics import METRICS
 from model import PACKAGED_MINILM, Encoder, ModelConfig
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chunking import (
+from documents.chunking import (
     ChunkStats,
     TokenCounter,
     chunk_document,
@@ -19,8 +19,8 @@ from chunking import (
     load_counter,
     sentence_spans,
 )
-from documents import Document, html_to_text, read_documents
-from structure import heading_query, structure_pairs
+from documents.readers import Document, html_to_text, read_documents
+from documents.structure import heading_query, structure_pairs
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 import evaluate
-from frontier import evaluate_frontier, quantized_searcher
-from quantize import bytes_per_vector, dequantize_int8, int8_ranges, pack_signs, quantize_int8
-from test_evaluate_cli import tiny_beir
+from retrieval.evaluation import evaluate_embeddings
+from retrieval.metrics import METRICS
+from retrieval.search import exact_search
+from retrieval.frontier import evaluate_frontier, quantized_searcher
+from retrieval.quantize import bytes_per_vector, dequantize_int8, int8_ranges, pack_signs, quantize_int8
+from helpers import tiny_beir
 
 
 def vectors(n: int, dim: int, seed: int, repeats: bool = True) -> np.ndarray:
@@ -82,7 +85,7 @@ def test_binary_rescoring_reranks_the_hamming_top_n_with_the_float_query():
 
 def test_float32_path_is_unchanged():
     docs, queries = vectors(80, 16, seed=9), vectors(6, 16, seed=10)
-    want = evaluate.exact_search(queries, docs, 30)
+    want = exact_search(queries, docs, 30)
     got = quantized_searcher(docs, "float32")(queries, 30)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])
@@ -98,7 +101,7 @@ def test_frontier_float32_points_equal_the_plain_evaluation(tmp_path):
 
     data = load_ir(tiny_beir(tmp_path / "beir"), "dev")
     q, d = vectors(len(data.query_ids), 32, seed=11, repeats=False), vectors(len(data.corpus_ids), 32, seed=12)
-    plain = evaluate.evaluate_embeddings(q, d, data, [32, 8])
+    plain = evaluate_embeddings(q, d, data, [32, 8])
     points = evaluate_frontier(q, d, data, [32, 8], ["float32", "int8", "binary"], rescore_n=100)
     assert [(p.dim, p.label) for p in points] == [(dim, label) for dim in (32, 8) for label in
                                                   ("float32", "int8", "binary", "binary+rescore100")]
@@ -118,7 +121,7 @@ def test_cli_precision_table_json_and_runs(tmp_path, tiny_bert, capsys):
     assert "| 32 | binary+rescore100 | 4 | 4 MB |" in printed
     written = json.loads((tmp_path / "f.json").read_text())
     assert set(written["32"]) == {"float32", "int8", "binary", "binary+rescore100"}
-    assert {k: v for k, v in written["32"]["float32"].items() if k in evaluate.METRICS} == default["32"]
+    assert {k: v for k, v in written["32"]["float32"].items() if k in METRICS} == default["32"]
     assert written["32"]["int8"]["bytes_per_vector"] == 32 and len(written["meta"]["int8_ranges"]["32"]["lo"]) == 32
     assert report["32"]["binary"]["index_bytes_per_million"] == 4_000_000
     assert (tmp_path / "runs" / "run.32.binary+rescore100.trec").exists()
@@ -136,7 +139,7 @@ def test_cli_rejects_bad_precision_flags(tmp_path, argv, message):
 
 
 def test_the_report_names_the_cheapest_settings_from_hand_made_points():
-    from report import frontier_findings
+    from training.report import frontier_findings
 
     def point(ndcg, nbytes):
         return {"ndcg@10": ndcg, "bytes_per_vector": nbytes, "ms_per_query": 0.1}

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from question_filters import filter_questions, near_verbatim, round_trip_filter
-from questions import (
+from documents.filters import filter_questions, near_verbatim, round_trip_filter
+from documents.questions import (
     DEFAULT_PROMPT,
     LLMConfig,
     LLMError,
@@ -265,8 +265,7 @@ def test_cache_reused_and_keyed_on_model_and_prompt(chat, tmp_path):
 RESUME_SCRIPT = """
 import json, sys
 from pathlib import Path
-sys.path.insert(0, {root!r})
-from questions import LLMConfig, generate_questions
+from documents.questions import LLMConfig, generate_questions
 passages = json.loads(Path(sys.argv[1]).read_text())
 config = LLMConfig(base_url=sys.argv[2], model="fake-model", api_key="", concurrency=2, timeout_s=5)
 generate_questions(passages, config, Path(sys.argv[3]), progress=False)
@@ -278,8 +277,8 @@ def test_resume_after_kill_never_asks_a_cached_passage_again(chat, tmp_path):
     passages = make_passages(12)
     (tmp_path / "passages.json").write_text(json.dumps(passages), encoding="utf-8")
     cache = tmp_path / "cache"
-    worker = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT.format(root=str(ROOT)),
-                               str(tmp_path / "passages.json"), server.url, str(cache)])
+    worker = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(tmp_path / "passages.json"), server.url,
+                               str(cache)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 30
     while len(server.answered) < 4 and worker.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

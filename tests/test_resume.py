@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from conftest import ROOT, random_texts
+from helpers import ROOT, random_texts
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
@@ -50,7 +50,8 @@ def run_args(model: Path, task: Path, out: Path, *extra: str) -> list[str]:
 
 
 def launch(processes: int, out: Path, args: list[str], kill_at: int | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(ROOT)}
     flags = ["--kill-at", str(kill_at)] if kill_at else []
     worker = [WORKER, "train", str(out / "worker"), str(processes), *flags, "--", *args]
     if processes == 1:

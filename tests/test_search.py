@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import random_texts
+from helpers import random_texts
 from data import IRDataset
-from evaluate import evaluate, exact_search, truncate_normalize
+from retrieval.evaluation import evaluate
+from retrieval.search import exact_search, truncate_normalize
 from model import Encoder, ModelConfig
 
 

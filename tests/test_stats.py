@@ -12,9 +12,10 @@ import pytest
 from scipy import stats as scipy_stats
 
 import evaluate
-from conftest import make_tiny_bert
-from stats import format_comparison, paired_bootstrap, paired_randomization
-from test_evaluate_cli import tiny_beir
+from retrieval.metrics import METRICS
+from helpers import make_tiny_bert
+from retrieval.stats import format_comparison, paired_bootstrap, paired_randomization
+from helpers import tiny_beir
 
 
 def enumerated_p(a, b) -> float:
@@ -170,7 +171,7 @@ def test_cli_model_against_itself_changes_nothing(tmp_path, tiny_bert, capsys):
     written = json.loads((tmp_path / "m.json").read_text())
     assert list(written["comparison"]) == ["32", "16"]
     for dim, by_metric in written["comparison"].items():
-        assert list(by_metric) == list(evaluate.METRICS)
+        assert list(by_metric) == list(METRICS)
         for metric, c in by_metric.items():
             assert (c["diff"], c["lo"], c["hi"], c["p"]) == (0.0, 0.0, 0.0, 1.0)
             assert c["base"] == c["new"] == report[dim][metric]
@@ -187,7 +188,7 @@ def test_cli_two_models_compare_their_separate_results(tmp_path, tiny_bert):
     assert report["meta"]["baseline"] == str(other)
     changed = 0
     for dim in ("32", "16"):
-        for metric in evaluate.METRICS:
+        for metric in METRICS:
             c = report["comparison"][dim][metric]
             assert c["base"] == pytest.approx(alone_base[dim][metric], abs=1e-12)
             assert c["new"] == pytest.approx(alone_new[dim][metric], abs=1e-12)

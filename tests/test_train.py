@@ -13,9 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import gradcache
 import train
-from conftest import ROOT, random_texts
+from helpers import ROOT, random_texts
+from model import ModelConfig
+from training import gradcache
+from training.config import Config, ConfigError, load_config
+from training.schedule import lr_at
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -26,7 +29,7 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 def test_lr_warms_up_then_follows_the_cosine_to_the_floor():
     total, peak, floor = 100, 2e-5, 0.1
     warmup = math.ceil(0.1 * total)
-    lrs = [train.lr_at(step, total, peak, 0.1, floor) for step in range(total + 1)]
+    lrs = [lr_at(step, total, peak, 0.1, floor) for step in range(total + 1)]
     assert lrs[0] == pytest.approx(peak / (warmup + 1))  # the first step already learns
     assert all(a < b for a, b in zip(lrs[:warmup], lrs[1 : warmup + 1]))
     assert lrs[warmup] == pytest.approx(peak)  # end of warm-up
@@ -34,9 +37,9 @@ def test_lr_warms_up_then_follows_the_cosine_to_the_floor():
     assert lrs[mid] == pytest.approx((peak + peak * floor) / 2)  # cos(pi/2): half-way to the floor
     assert lrs[total] == pytest.approx(peak * floor)  # the floor
     assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))
-    assert train.lr_at(0, 5, 1.0, 0.0) == 1.0  # no warm-up: the peak at once
+    assert lr_at(0, 5, 1.0, 0.0) == 1.0  # no warm-up: the peak at once
     # ceil(0.07 * 100) in floats is 8 (0.07 * 100 = 7.000000000000001): the warm-up is 7 steps
-    assert train.lr_at(6, 100, 1.0, 0.07) == pytest.approx(7 / 8) and train.lr_at(7, 100, 1.0, 0.07) == 1.0
+    assert lr_at(6, 100, 1.0, 0.07) == pytest.approx(7 / 8) and lr_at(7, 100, 1.0, 0.07) == 1.0
 
 
 # ---------------------------------------------------------------- config
@@ -44,7 +47,7 @@ def test_lr_warms_up_then_follows_the_cosine_to_the_floor():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_loads_and_validates(path):
-    config = train.load_config(["--config", str(path)])
+    config = load_config(["--config", str(path)])
     assert config.data.train and config.output.dir
     assert config.train.global_batch >= config.train.micro_batch
     assert config.loss.dims == sorted(config.loss.dims, reverse=True)
@@ -55,14 +58,14 @@ def test_the_configs_are_all_there():
 
 
 def test_obliqa_config_is_the_reference_recipe():
-    c = train.load_config(["--config", str(ROOT / "configs" / "obliqa.yaml")])
+    c = load_config(["--config", str(ROOT / "configs" / "obliqa.yaml")])
     assert (c.train.epochs, c.train.global_batch, c.train.micro_batch, c.model.max_length) == (1, 512, 32, 256)
     assert (c.train.lr, c.train.warmup_ratio, c.loss.temperature, c.train.weight_decay) == (2e-5, 0.1, 0.05, 0.0)
     assert (c.train.max_grad_norm, c.train.seed, c.loss.dims) == (1.0, 42, [384, 256, 128, 64, 32])
 
 
 def test_overrides_parse_by_the_field_type(tmp_path):
-    config = train.load_config([
+    config = load_config([
         "--config", str(ROOT / "configs" / "obliqa.yaml"), "--train.lr", "1e-5", "--loss.dims", "64,32", "--loss.weights", "1,0.5",
         "--train.max_grad_norm", "null", "--model.query_prompt", "query: ", "--train.drop_last=false",
         "--eval.dims", "[64]"])
@@ -91,32 +94,32 @@ def test_overrides_parse_by_the_field_type(tmp_path):
     (["--eval.batch_size", "0"], "eval.batch_size: must be at least 1"),
 ])
 def test_bad_keys_and_values_are_named(argv, message):
-    with pytest.raises(train.ConfigError, match=message):
-        train.load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
+    with pytest.raises(ConfigError, match=message):
+        load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
 
 
 def test_unknown_key_in_a_yaml_file_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("data:\n  train: x.jsonl\ntrain:\n  lr: 1e-4\n  warmup: 3\n")
-    with pytest.raises(train.ConfigError, match="unknown key train.warmup"):
-        train.load_config(["--config", str(path)])
+    with pytest.raises(ConfigError, match="unknown key train.warmup"):
+        load_config(["--config", str(path)])
     path.write_text("data: [1, 2]\n")
-    with pytest.raises(train.ConfigError, match="data: expected a mapping"):
-        train.load_config(["--config", str(path)])
+    with pytest.raises(ConfigError, match="data: expected a mapping"):
+        load_config(["--config", str(path)])
     path.write_text("data:\n  train: x.jsonl\ntrain: 5\n")
-    with pytest.raises(train.ConfigError, match="train: expected a mapping"):
-        train.load_config(["--config", str(path), "--train.lr", "1"])
+    with pytest.raises(ConfigError, match="train: expected a mapping"):
+        load_config(["--config", str(path), "--train.lr", "1"])
 
 
 def test_yaml_no_is_a_mixed_precision_value_not_a_boolean(tmp_path):
     """YAML 1.1 reads `no` as false; the README documents `mixed_precision: no`."""
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  train: x.jsonl\ntrain:\n  mixed_precision: no\ncheckpoint:\n  every: no\n")
-    config = train.load_config(["--config", str(path)])
+    config = load_config(["--config", str(path)])
     assert config.train.mixed_precision == "no" and config.checkpoint.every == "no"
     path.write_text("data:\n  train: x.jsonl\ntrain:\n  mixed_precision: yes\n")
-    with pytest.raises(train.ConfigError, match="train.mixed_precision: 'yes' is not auto, bf16 or no"):
-        train.load_config(["--config", str(path)])
+    with pytest.raises(ConfigError, match="train.mixed_precision: 'yes' is not auto, bf16 or no"):
+        load_config(["--config", str(path)])
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -125,8 +128,8 @@ def test_yaml_no_is_a_mixed_precision_value_not_a_boolean(tmp_path):
     (["--report.report_to", "mlflow"], "report.report_to: 'mlflow' is not tensorboard or wandb"),
 ])
 def test_bad_checkpoint_and_report_keys_are_named(argv, message):
-    with pytest.raises(train.ConfigError, match=message):
-        train.load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
+    with pytest.raises(ConfigError, match=message):
+        load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
 
 
 def test_help_prints_the_usage_and_every_key_with_its_default():
@@ -141,7 +144,7 @@ def test_help_prints_the_usage_and_every_key_with_its_default():
 def test_accelerate_gradient_accumulation_from_the_environment_is_ignored(monkeypatch):
     """accelerator.backward divides by it: a launcher's ACCELERATE_GRADIENT_ACCUMULATION_STEPS
     would otherwise scale every gradient."""
-    from distributed import make_accelerator
+    from training.distributed import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
     from accelerate import Accelerator
@@ -154,14 +157,14 @@ def test_flash_attention_only_with_bf16(tiny_bert, monkeypatch):
     """flash-attn runs bf16 only: without autocast, auto picks SDPA, and asking for it is an error.
     train.deterministic reaches flash-attn's backward through the variable transformers reads."""
     monkeypatch.delenv("FLASH_ATTENTION_DETERMINISTIC", raising=False)
-    config = train.Config(model=train.ModelConfig(str(tiny_bert)))
+    config = Config(model=ModelConfig(str(tiny_bert)))
     assert train.load_encoder(config, "no").transformer.config._attn_implementation == "sdpa"
     assert "FLASH_ATTENTION_DETERMINISTIC" not in os.environ
     config.train.deterministic = True
     train.load_encoder(config, "no")
     assert os.environ["FLASH_ATTENTION_DETERMINISTIC"] == "1"
     config.model.attn_implementation = "flash_attention_2"
-    with pytest.raises(train.ConfigError, match="flash_attention_2 needs train.mixed_precision bf16"):
+    with pytest.raises(ConfigError, match="flash_attention_2 needs train.mixed_precision bf16"):
         train.load_encoder(config, "no")
 
 
@@ -319,7 +322,7 @@ def test_evaluates_during_training_and_keeps_the_best_checkpoint(tiny_bert, tiny
     """eval.every 1 on 4 steps: a curve of 4 points, the step with the best mean NDCG@10 kept, and the
     saved model scores what the curve says that step scored (so that step's weights were restored)."""
     from data import load_ir
-    from evaluate import evaluate
+    from retrieval.evaluation import evaluate
     from model import Encoder, ModelConfig
 
     run = tmp_path / "run"
@@ -367,8 +370,8 @@ def test_results_show_the_paired_change(tiny_bert, tiny_task, tmp_path):
     (["--data.hard_negatives.k", "1", "--data.hard_negatives.rank_max", "0"], "data.hard_negatives.rank_max"),
 ])
 def test_bad_eval_schedule_is_named(argv, message):
-    with pytest.raises(train.ConfigError, match=message):
-        train.load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
+    with pytest.raises(ConfigError, match=message):
+        load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
 
 
 def test_mine_then_train_in_one_command(tiny_bert, tiny_task, tmp_path):
@@ -403,9 +406,9 @@ def test_missing_negative_slots_are_masked_and_add_no_gradient(tiny_bert):
     import numpy as np
 
     from data import PairsData, index_texts
-    from losses import infonce_per_dim
+    from losses import LossSpec, infonce_per_dim
 
-    encoder = train.load_encoder(train.Config(model=train.ModelConfig(str(tiny_bert))), "no").eval()
+    encoder = train.load_encoder(Config(model=ModelConfig(str(tiny_bert))), "no").eval()
     anchors, positives = random_texts(4, seed=3, max_words=6), random_texts(4, seed=4)
     negatives = [[t] for t in random_texts(4, seed=5)]
     negatives[2] = []  # row 2 mined none
@@ -414,9 +417,9 @@ def test_missing_negative_slots_are_masked_and_add_no_gradient(tiny_bert):
     with torch.no_grad():
         reps = encoder(**encoder.pad(batch.token_ids))
     reps.requires_grad_(True)
-    ours = infonce_per_dim(reps[:4], reps[4:], [32], labels=batch.labels, known=batch.known)
+    ours = infonce_per_dim(reps[:4], reps[4:], LossSpec([32]), labels=batch.labels, known=batch.known)
     keep = [j for j in range(8) if j != 4 + 2]  # the candidates without the empty slot
-    want = infonce_per_dim(reps[:4], reps[4:][keep], [32], labels=batch.labels)
+    want = infonce_per_dim(reps[:4], reps[4:][keep], LossSpec([32]), labels=batch.labels)
     torch.testing.assert_close(ours, want)
     (grad,) = torch.autograd.grad(ours.sum(), reps)  # rows: 4 anchors, 4 positives, 4 negative slots
     assert torch.all(grad[8 + 2] == 0) and all(grad[8 + i].abs().sum() > 0 for i in (0, 1, 3))

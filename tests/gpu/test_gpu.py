@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-import gradcache
+from training import gradcache
 import train
-from config import Config, LossConfig
-from conftest import ROOT, make_tiny_bert, random_texts
+from training.config import Config
+from helpers import ROOT, make_tiny_bert, random_texts
 from data import PairsData, index_texts
-from distributed import make_accelerator
-from losses import infonce_per_dim, matryoshka_infonce
+from training.distributed import make_accelerator
+from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import ModelConfig
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -50,7 +50,8 @@ def test_bf16_gradcache_equals_plain_backprop_under_the_same_cuda_rng(tiny_bert,
     encoder.zero_grad(set_to_none=False)
     torch.cuda.manual_seed(1234)
     torch.manual_seed(1234)
-    loss, _ = gradcache.gradcache_step_accumulating(model, encoder, accelerator, batch, 5, LossConfig(dims=DIMS), DIMS, WEIGHTS)
+    loss, _ = gradcache.gradcache_step_accumulating(gradcache.Embedder(model, encoder, accelerator), batch,
+                                                    LossSpec(DIMS, WEIGHTS), 5)
     ours = torch.cat([p.grad.flatten() for p in encoder.parameters() if p.requires_grad]).clone()
 
     encoder.zero_grad(set_to_none=False)
@@ -62,7 +63,7 @@ def test_bf16_gradcache_equals_plain_backprop_under_the_same_cuda_rng(tiny_bert,
                  for rows in chunks]
     reps = torch.cat(parts).float()[torch.argsort(torch.cat(chunks)).cuda()]
     b = batch.share
-    want = matryoshka_infonce(infonce_per_dim(reps[:b], reps[b:], DIMS, 0.05, batch.labels.cuda(), batch.known.cuda()), WEIGHTS)
+    want = matryoshka_infonce(infonce_per_dim(reps[:b], reps[b:], LossSpec(DIMS), batch.labels.cuda(), batch.known.cuda()), WEIGHTS)
     want.backward()
     reference = torch.cat([p.grad.flatten() for p in encoder.parameters() if p.requires_grad])
     assert loss.item() == pytest.approx(want.item(), rel=1e-3)
@@ -72,7 +73,7 @@ def test_bf16_gradcache_equals_plain_backprop_under_the_same_cuda_rng(tiny_bert,
 def test_faiss_gpu_search_equals_cpu_search():
     import faiss
 
-    from evaluate import exact_search
+    from retrieval.search import exact_search
 
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         pytest.skip("faiss has no GPU support here (pip install -r requirements-gpu.txt)")
@@ -105,7 +106,7 @@ def test_two_gpus_train_like_one(tmp_path):
         launcher = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                               "--nproc_per_node", "2"]
         proc = subprocess.run([*launcher, *worker], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
         assert proc.returncode == 0, proc.stderr[-3000:]
         grads[processes] = torch.load(out / "grads.pt")
     scale = max(g.abs().max() for g in grads[1].values())

@@ -1,7 +1,7 @@
 """The second storage knob beside Matryoshka truncation: int8 and binary embeddings, and exact
 search over them.
 
-- float32: 4 bytes a dim. Exact inner product (evaluate.exact_search).
+- float32: 4 bytes a dim. Exact inner product (retrieval.search.exact_search).
 - int8: 1 byte a dim. Per-dimension scalar quantization calibrated on the corpus itself: dim j
   maps [lo_j, hi_j] (the corpus's min and max) onto 256 levels, code = round((x - lo) / step) - 128
   with step = (hi - lo) / 255, clipped to [-128, 127]; decoded as lo + (code + 128) * step. The
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-PRECISIONS = ("float32", "int8", "binary")
 
 
 def bytes_per_vector(dim: int, precision: str) -> int:
@@ -73,7 +72,7 @@ def unpack_signs(bits: np.ndarray, dim: int) -> np.ndarray:
 
 
 class HammingIndex:
-    """FAISS IndexBinaryFlat with the search interface evaluate.exact_search expects: scores
+    """FAISS IndexBinaryFlat with the search interface retrieval.search.ranked_search expects: scores
     higher-is-better (minus the Hamming distance) and -1 ids beyond the corpus."""
 
     def __init__(self, bits: np.ndarray):

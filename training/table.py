@@ -1,5 +1,5 @@
 """The table a run trains on: the training rows, the passages known relevant to each question
-(the whole table's and the qrels'), and the hard negatives mined for them (mine.py), merged into
+(the whole table's and the qrels'), and the hard negatives mined for them (retrieval/mining.py), merged into
 each row's own. Every process builds the same table."""
 
 from __future__ import annotations
@@ -7,16 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
-from config import Config
 from data import DataError, PairsData, TrainTable, index_texts, known_relevant, load_pairs
-from mine import mine, reusable
 from model import Encoder, ModelConfig
+from retrieval.mining import mine, reusable
+from training.config import Config
 
 logger = logging.getLogger("train")
 
@@ -36,28 +36,41 @@ def relevance_map(config: Config, pairs: PairsData, log: bool = False) -> dict[s
     return relevant
 
 
-def load_table(config: Config, encoder: Encoder, accelerator: Accelerator, out: Path, epoch: int = 0,
-               resuming: bool = False) -> TrainTable:
+@dataclass
+class TableSource:
+    """What a run's table is built from: the config (data, qrels, mining settings), the model being
+    trained (it mines, unless data.hard_negatives.model names another), the accelerator (mining is
+    sharded over its processes) and the run directory (mined files go under hard_negatives/)."""
+
+    config: Config
+    encoder: Encoder
+    accelerator: Accelerator
+    out: Path
+
+
+def load_table(source: TableSource, epoch: int = 0, resuming: bool = False) -> TrainTable:
     """The training rows as a table, with the passages known relevant to each question (the whole
     table's and the qrels'), and, when data.hard_negatives.k > 0, the negatives mined for each
     question appended to its rows' own. Mining at epoch 0 may reuse a complete earlier file."""
+    config = source.config
     pairs = load_pairs(config.data.train, config.data.train_split)
     relevant = relevance_map(config, pairs, log=epoch == 0)
     if config.data.hard_negatives.k:
-        pairs = with_mined_negatives(pairs, relevant, config, encoder, accelerator, out, epoch, resuming)
+        pairs = with_mined_negatives(source, pairs, relevant, epoch, resuming)
     return index_texts(pairs, relevant)
 
 
-def with_mined_negatives(pairs: PairsData, relevant: dict[str, set[str]], config: Config, encoder: Encoder,
-                         accelerator: Accelerator, out: Path, epoch: int, resuming: bool = False) -> PairsData:
+def with_mined_negatives(source: TableSource, pairs: PairsData, relevant: dict[str, set[str]], epoch: int,
+                         resuming: bool = False) -> PairsData:
     """Mine on every process (encoding is sharded; the main one searches and writes), then read the
     triplets back on all. A refresh (epoch > 0) mines with the model being trained, as it is now;
     a resumed run reads the refresh it was using (the weights that mined it are gone)."""
+    config, accelerator = source.config, source.accelerator
     hn = config.data.hard_negatives
-    directory = out / "hard_negatives" / (f"epoch{epoch}" if epoch else "start")
+    directory = source.out / "hard_negatives" / (f"epoch{epoch}" if epoch else "start")
     if resuming and epoch:
         return merged_negatives(pairs, read_mined(directory, config), config)
-    miner, identity = encoder, {"model": asdict(config.model)}
+    miner, identity = source.encoder, {"model": asdict(config.model)}
     if hn.model and epoch == 0:  # another model, read from its own files
         miner = Encoder.from_config(ModelConfig(hn.model, trust_remote_code=config.model.trust_remote_code))
         miner, identity = miner.to(accelerator.device), {"model": hn.model}

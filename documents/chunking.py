@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from documents import Document
+from documents.readers import Document
 
 KEYWORD = r"(?:SECTION|Section|PART|Part|CHAPTER|Chapter|ARTICLE|Article|SCHEDULE|Schedule|APPENDIX|Appendix|RULE|Rule)"
 COMPONENT = r"(?:\d+[A-Z]?|[IVXLC]+|[A-Z]|\([a-z0-9]+\)|[Gg]uidance)"

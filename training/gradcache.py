@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from config import LossConfig
 from data import TrainTable
-from distributed import all_gather_with_grad
-from losses import infonce_per_dim, matryoshka_infonce
+from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import Encoder
+from training.distributed import all_gather_with_grad
 
 
 @dataclass
@@ -83,63 +82,77 @@ def make_step_batch(table: TrainTable, tokens: dict[str, list[list[int]]], globa
                      torch.from_numpy(table.known_mask(global_rows)))
 
 
-def _padded(encoder: Encoder, token_ids: list[list[int]], rows: torch.Tensor, device: torch.device) -> dict:
-    batch = encoder.pad([token_ids[i] for i in rows.tolist()])
-    return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+@dataclass
+class Embedder:
+    """What a step embeds with: the model as Accelerate prepared it (DDP on several processes), the
+    encoder under it (padding, embedding size) and the accelerator (device, backward, no_sync)."""
+
+    model: torch.nn.Module
+    encoder: Encoder
+    accelerator: Accelerator
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def embed(self, token_ids: list[list[int]], rows: torch.Tensor) -> torch.Tensor:
+        """(r, D) float32 embeddings of the texts token_ids[rows], padded to their longest."""
+        batch = self.encoder.pad([token_ids[i] for i in rows.tolist()])
+        return self.model(**{name: t.to(self.device, non_blocking=True) for name, t in batch.items()}).float()
 
 
-def embed_without_grad(model, encoder: Encoder, token_ids: list[list[int]], chunks: list[torch.Tensor],
-                       device: torch.device) -> tuple[torch.Tensor, list[RngState]]:
+def embed_without_grad(embedder: Embedder, token_ids: list[list[int]],
+                       chunks: list[torch.Tensor]) -> tuple[torch.Tensor, list[RngState]]:
     """Step 1: (R, D) float32 embeddings of all R texts, in input order, and each chunk's RNG state."""
-    reps = torch.empty(len(token_ids), encoder.dim, device=device)
+    device = embedder.device
+    reps = torch.empty(len(token_ids), embedder.encoder.dim, device=device)
     states = []
     with torch.no_grad():
         for rows in chunks:
             states.append(capture_rng_state(device))
-            reps[rows.to(device, non_blocking=True)] = model(**_padded(encoder, token_ids, rows, device)).float()
+            reps[rows.to(device, non_blocking=True)] = embedder.embed(token_ids, rows)
     return reps, states
 
 
-def loss_and_rep_grads(reps: torch.Tensor, batch: StepBatch, loss_config: LossConfig, dims: list[int],
-                       weights: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loss_and_rep_grads(reps: torch.Tensor, batch: StepBatch,
+                       loss: LossSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step 2: the Matryoshka loss of this share's queries against the gathered batch, and its
     gradient w.r.t. the cached embeddings (R, D). Returns (loss, per-dim losses, gradient)."""
     reps = reps.detach().requires_grad_()
     b, device = batch.share, reps.device
     q, positives, negatives = reps[:b], reps[b : 2 * b], reps[2 * b :]  # (b, D), (b, D), (b·k, D)
     d = torch.cat([all_gather_with_grad(positives), all_gather_with_grad(negatives)])  # (G·(1+k), D)
-    q_all = all_gather_with_grad(q) if loss_config.symmetric else None  # (G, D)
+    q_all = all_gather_with_grad(q) if loss.symmetric else None  # (G, D)
     # Host-to-device copies are non_blocking: a blocking one waits for all queued GPU work.
     labels, known = (t.to(device, non_blocking=True) for t in (batch.labels, batch.known))
-    per_dim = infonce_per_dim(q, d, dims, loss_config.temperature, labels, known, loss_config.symmetric, q_all)
-    loss = matryoshka_infonce(per_dim, weights)
-    (grad,) = torch.autograd.grad(loss, reps)
-    return loss.detach(), per_dim.detach(), grad
+    per_dim = infonce_per_dim(q, d, loss, labels, known, q_all)
+    total = matryoshka_infonce(per_dim, loss.dim_weights())
+    (grad,) = torch.autograd.grad(total, reps)
+    return total.detach(), per_dim.detach(), grad
 
 
-def replay_and_backward(model, encoder: Encoder, accelerator: Accelerator, token_ids: list[list[int]],
-                        chunks: list[torch.Tensor], states: list[RngState], rep_grads: torch.Tensor,
-                        device: torch.device, on_replay: Callable[[int, int], None] | None = None) -> None:
+def replay_and_backward(embedder: Embedder, token_ids: list[list[int]], chunks: list[torch.Tensor],
+                        states: list[RngState], rep_grads: torch.Tensor,
+                        on_replay: Callable[[int, int], None] | None = None) -> None:
     """Step 3, accumulating into .grad: each chunk re-embedded with grad under its saved RNG state,
     its cached gradient backpropagated. Under DDP, gradients are all-reduced only in the last
     chunk's backward: no_sync covers the forward and the backward of every other chunk.
     `on_replay(i, n)` is called as chunk i of n starts (a hook for tests)."""
+    accelerator = embedder.accelerator
     for i, (rows, state) in enumerate(zip(chunks, states)):
         if on_replay is not None:
             on_replay(i, len(chunks))
-        sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(model)
+        sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(embedder.model)
         with sync, replayed_rng(state):
-            reps = model(**_padded(encoder, token_ids, rows, device)).float()  # (r, D)
-            accelerator.backward(reps, gradient=rep_grads[rows.to(device, non_blocking=True)])
+            reps = embedder.embed(token_ids, rows)  # (r, D)
+            accelerator.backward(reps, gradient=rep_grads[rows.to(embedder.device, non_blocking=True)])
 
 
-def gradcache_step_accumulating(model, encoder: Encoder, accelerator: Accelerator, batch: StepBatch,
-                                micro_batch: int, loss_config: LossConfig, dims: list[int], weights: list[float],
+def gradcache_step_accumulating(embedder: Embedder, batch: StepBatch, loss: LossSpec, micro_batch: int,
                                 on_replay: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-3 for one global batch; adds the batch's gradients into .grad. Returns (loss, per-dim)."""
-    device = accelerator.device
     chunks = plan_micro_batches([len(ids) for ids in batch.token_ids], micro_batch)
-    reps, states = embed_without_grad(model, encoder, batch.token_ids, chunks, device)
-    loss, per_dim, rep_grads = loss_and_rep_grads(reps, batch, loss_config, dims, weights)
-    replay_and_backward(model, encoder, accelerator, batch.token_ids, chunks, states, rep_grads, device, on_replay)
-    return loss, per_dim
+    reps, states = embed_without_grad(embedder, batch.token_ids, chunks)
+    total, per_dim, rep_grads = loss_and_rep_grads(reps, batch, loss)
+    replay_and_backward(embedder, batch.token_ids, chunks, states, rep_grads, on_replay)
+    return total, per_dim

@@ -14,7 +14,7 @@ everything that shapes the answer (passage, title, prompt template, model, quest
 temperature, max_tokens) and written atomically, so a killed generation resumes where it stopped
 and never pays for a cached passage twice. Failed requests are not cached.
 
-The filters that follow generation are in question_filters.py.
+The filters that follow generation are in documents/filters.py.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
+
+from common.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -368,12 +370,7 @@ def _write_cache(path: Path, outcome: _Outcome, model: str) -> None:
     """Written beside `path` and moved into place: a kill never leaves a partial answer under its name."""
     record = {"model": model, "answer": outcome.answer,
               "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        tmp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(record, ensure_ascii=False))
 
 
 def _ask_and_cache(endpoint: Endpoint, prompt: str, config: LLMConfig, path: Path, stop: threading.Event) -> _Outcome:

@@ -4,16 +4,17 @@ float32,int8,binary [--rescore N]` prints it; train.py's report draws it."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from data import IRDataset
-from evaluate import METRICS, TOP_K, DimResult, _flat_ip_index, ranked_search, score_ranking, truncate_normalize, write_runs
-from quantize import (HammingIndex, bytes_per_vector, dequantize_int8, int8_ranges, pack_signs, quantize_int8, rescore,
-                      unpack_signs)
+from retrieval.evaluation import write_runs
+from retrieval.metrics import METRICS, TOP_K, DimResult, score_ranking
+from retrieval.quantize import (HammingIndex, bytes_per_vector, dequantize_int8, int8_ranges, pack_signs, quantize_int8,
+                                rescore, unpack_signs)
+from retrieval.search import flat_ip_index, ranked_search, truncate_normalize
 
 
 @dataclass
@@ -30,11 +31,11 @@ class FrontierPoint:
 def quantized_searcher(docs: np.ndarray, precision: str, rescore_n: int = 0):
     """Quantize and index `docs` (N, dim) once; return search(queries, k) -> (scores, ids)."""
     if precision == "float32":
-        index, max_k = _flat_ip_index(docs)
+        index, max_k = flat_ip_index(docs)
         return lambda queries, k: ranked_search(index, max_k, queries, k)
     if precision == "int8":
         ranges = int8_ranges(docs)
-        index, max_k = _flat_ip_index(dequantize_int8(quantize_int8(docs, ranges), ranges))
+        index, max_k = flat_ip_index(dequantize_int8(quantize_int8(docs, ranges), ranges))
         return lambda queries, k: ranked_search(index, max_k, queries, k)
     bits = pack_signs(docs)
     hamming, signs = HammingIndex(bits), unpack_signs(bits, docs.shape[1])
@@ -79,11 +80,9 @@ def format_frontier(points: list[FrontierPoint]) -> str:
     return "\n".join(lines)
 
 
-def frontier_report(query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDataset, dims: list[int],
-                    args: argparse.Namespace, meta: dict) -> dict:
-    """Print the storage/quality table; the report keyed dim -> precision -> metrics and costs,
-    with each dim's int8 calibration ranges in the metadata."""
-    points = evaluate_frontier(query_emb, corpus_emb, data, dims, args.precision, args.rescore)
+def frontier_report(points: list[FrontierPoint], corpus_emb: np.ndarray, data: IRDataset, meta: dict) -> dict:
+    """Print the storage/quality table of `points`; the report keyed dim -> precision -> metrics and
+    costs, with each dim's int8 calibration ranges added to `meta` when int8 was searched."""
     print(f"\nstorage/quality frontier (search time on this machine, {len(data.query_ids)} queries, "
           f"{len(data.corpus_ids)} passages):")
     print(format_frontier(points))
@@ -92,14 +91,17 @@ def frontier_report(query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDatas
         report.setdefault(str(p.dim), {})[p.label] = {**p.result.metrics, "bytes_per_vector": p.bytes_per_vector,
                                                       "index_bytes_per_million": p.bytes_per_vector * 1_000_000,
                                                       "ms_per_query": p.ms_per_query}
-    if "int8" in args.precision:
-        ranges = {str(d): int8_ranges(truncate_normalize(corpus_emb, d)) for d in dims}
-        meta["int8_ranges"] = {d: {"lo": r.lo.tolist(), "hi": r.hi.tolist()} for d, r in ranges.items()}
-    report["meta"] = {**meta, "precisions": args.precision, "rescore": args.rescore}
-    if args.run_out:
-        for label in dict.fromkeys(p.label for p in points):
-            write_runs({p.dim: p.result for p in points if p.label == label}, data, args.run_out, suffix=f".{label}")
+    if any(p.label == "int8" for p in points):
+        ranges = {str(d): int8_ranges(truncate_normalize(corpus_emb, d)) for d in dict.fromkeys(p.dim for p in points)}
+        meta = {**meta, "int8_ranges": {d: {"lo": r.lo.tolist(), "hi": r.hi.tolist()} for d, r in ranges.items()}}
+    report["meta"] = meta
     return report
+
+
+def write_frontier_runs(points: list[FrontierPoint], data: IRDataset, out_dir) -> None:
+    """TREC runs and per-query metrics of every (dim, precision), the precision in each file name."""
+    for label in dict.fromkeys(p.label for p in points):
+        write_runs({p.dim: p.result for p in points if p.label == label}, data, out_dir, suffix=f".{label}")
 
 
 def attach_frontier(results: dict[int, DimResult], query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDataset,

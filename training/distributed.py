@@ -3,10 +3,14 @@ sync (gathered statistics that stop every rank on a non-finite loss or gradient)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin
+
+from common.processes import is_distributed, world_size
 
 
 def make_accelerator(mixed_precision: str, report_to: list[str] | None = None, project_dir: str | None = None,
@@ -26,7 +30,7 @@ def make_accelerator(mixed_precision: str, report_to: list[str] | None = None, p
     accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
                               gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
                               log_with=report_to or None, project_dir=project_dir, **kwargs)
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    world = world_size()
     if world != accelerator.num_processes:
         raise RuntimeError(f"torch.distributed has {world} processes but Accelerate sees {accelerator.num_processes}")
     return accelerator
@@ -62,18 +66,30 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     returned as it is (gloo has aborted on zero-size all_gather, pytorch#85234): every rank knows
     the table, so all ranks agree when a batch has no negatives.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not is_distributed():
         return x
     if x.numel() == 0:
         return x.new_empty((x.shape[0] * dist.get_world_size(), *x.shape[1:]))
     return _AllGatherWithGrad.apply(x)
 
 
-def gathered_step_stats(stats: torch.Tensor, accelerator: Accelerator, step: int) -> list[float]:
-    """Gather [loss, grad norm, per-dim losses] from every rank (the step's one host sync); stop
-    every rank, before the optimiser step, if any of them is not finite."""
+@dataclass
+class StepStats:
+    """A step's statistics, averaged over the processes."""
+
+    loss: float
+    grad_norm: float
+    loss_by_dim: list[float]  # one per Matryoshka dim, in loss.dims order
+
+
+def gathered_step_stats(loss: torch.Tensor, grad_norm: torch.Tensor, per_dim: torch.Tensor,
+                        accelerator: Accelerator, step: int) -> StepStats:
+    """Gather the loss, gradient norm and per-dim losses from every rank in one tensor (the step's
+    one host sync); stop every rank, before the optimiser step, if any of them is not finite."""
+    stats = torch.cat([loss.reshape(1), grad_norm.float().reshape(1).to(loss.device), per_dim])  # (2 + dims,)
     gathered = accelerator.gather(stats[None]).cpu()  # (N, 2 + dims)
     bad = [rank for rank, row in enumerate(gathered) if not torch.isfinite(row).all()]
     if bad:
         raise FloatingPointError(f"non-finite loss or gradient at step {step} on rank(s) {bad}: {gathered[bad[0]].tolist()}")
-    return gathered.mean(0).tolist()
+    mean = gathered.mean(0).tolist()
+    return StepStats(loss=mean[0], grad_norm=mean[1], loss_by_dim=mean[2:])

@@ -16,10 +16,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from evaluate import METRICS
-from mine import MineConfig, check_mine_config
 from model import ModelConfig
-from quantize import PRECISIONS
+from retrieval.metrics import METRICS
+from retrieval.settings import MineConfig, check_mine_config, check_precision_flags
 
 
 @dataclass
@@ -202,9 +201,22 @@ def apply_override(raw: dict, key: str, text: str) -> None:
 
 def check_config(config: Config) -> None:
     """Cross-field checks, all in one place. Model-dependent ones (dims vs. size) come after loading."""
-    t, loss = config.train, config.loss
     if not config.data.train:
         raise ConfigError("data.train: required (a pairs file or hub dataset id)")
+    check_train(config.train)
+    check_loss(config.loss)
+    check_eval(config)
+    check_outputs(config)
+    if config.data.hard_negatives.refresh and not config.data.hard_negatives.k:
+        raise ConfigError("data.hard_negatives.refresh: re-mining needs data.hard_negatives.k > 0")
+    try:
+        check_precision_flags(config.eval.precisions, config.eval.rescore, keys=("eval.precisions", "eval.rescore"))
+        check_mine_config(config.data.hard_negatives, "data.hard_negatives")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def check_train(t: TrainConfig) -> None:
     for key, value in (("train.epochs", t.epochs), ("train.global_batch", t.global_batch), ("train.micro_batch", t.micro_batch)):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
@@ -220,14 +232,20 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"train.adam_eps must be > 0 and train.weight_decay >= 0, got {t.adam_eps}, {t.weight_decay}")
     if t.max_grad_norm is not None and t.max_grad_norm <= 0:
         raise ConfigError(f"train.max_grad_norm: must be > 0, or null for no clipping, got {t.max_grad_norm}")
-    if config.eval.batch_size < 1:
-        raise ConfigError(f"eval.batch_size: must be at least 1, got {config.eval.batch_size}")
+
+
+def check_loss(loss: LossConfig) -> None:
     if loss.temperature <= 0:
         raise ConfigError(f"loss.temperature: must be > 0, got {loss.temperature}")
     if loss.weights and len(loss.weights) != len(loss.dims):
         raise ConfigError(f"loss.weights: {len(loss.weights)} weights for {len(loss.dims)} loss.dims")
     if len(set(loss.dims)) != len(loss.dims):
         raise ConfigError(f"loss.dims: repeated dims in {loss.dims}")
+
+
+def check_eval(config: Config) -> None:
+    if config.eval.batch_size < 1:
+        raise ConfigError(f"eval.batch_size: must be at least 1, got {config.eval.batch_size}")
     every = config.eval.every
     if every not in ("end", "epoch") and not (every.isdecimal() and int(every) > 0):
         raise ConfigError(f"eval.every: {every!r} is not end, epoch or a number of steps above 0")
@@ -237,14 +255,9 @@ def check_config(config: Config) -> None:
                           f"(metrics: {', '.join(METRICS)})")
     if every != "end" and not (config.eval.after and config.data.eval):
         raise ConfigError(f"eval.every: {every!r} needs data.eval and eval.after true")
-    if config.data.hard_negatives.refresh and not config.data.hard_negatives.k:
-        raise ConfigError("data.hard_negatives.refresh: re-mining needs data.hard_negatives.k > 0")
-    unknown = [p for p in config.eval.precisions if p not in PRECISIONS]
-    if unknown or not config.eval.precisions:
-        raise ConfigError(f"eval.precisions: {config.eval.precisions} must be some of {', '.join(PRECISIONS)}")
-    if config.eval.rescore and (config.eval.rescore < 100 or "binary" not in config.eval.precisions):
-        raise ConfigError(f"eval.rescore: {config.eval.rescore} rescores binary candidates: it needs binary in "
-                          "eval.precisions and at least 100 (the depth the metrics need), or 0")
+
+
+def check_outputs(config: Config) -> None:
     ckpt = config.checkpoint
     if ckpt.every not in ("epoch", "no") and not (ckpt.every.isdecimal() and int(ckpt.every) > 0):
         raise ConfigError(f"checkpoint.every: {ckpt.every!r} is not epoch, no or a number of steps above 0")
@@ -253,12 +266,6 @@ def check_config(config: Config) -> None:
     unknown = [name for name in config.report.report_to if name not in ("tensorboard", "wandb")]
     if unknown:
         raise ConfigError(f"report.report_to: {unknown[0]!r} is not tensorboard or wandb (or [] for none)")
-    try:
-        check_mine_config(config.data.hard_negatives, "data.hard_negatives")
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
 
 
 @dataclass

@@ -17,7 +17,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from chunking import Passage, provision_number, sentence_spans
+from documents.chunking import Passage, provision_number, sentence_spans
 
 MIN_QUERY_WORDS = 6
 MIN_REST_WORDS = 12

@@ -25,9 +25,11 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from config import Config, ConfigError
+from common.files import file_sha256, replace_directory, write_atomic
 from data import TrainTable
-from evaluate import DimResult
+from retrieval.metrics import DimResult
+from training.config import Config, ConfigError
+from training.selection import Selection
 
 logger = logging.getLogger("train")
 
@@ -36,47 +38,6 @@ RUN_STATE = "run_state.pt"
 BEST = "best.safetensors"
 # Keys that may change between a run and its resumption: where and how often it writes, not what it computes.
 RESUMABLE_CHANGES = ("output.", "checkpoint.", "report.", "eval.batch_size", "eval.before", "data.hard_negatives.batch_size")
-
-
-# ---------------------------------------------------------------- the evaluated state kept
-
-
-class Selection:
-    """The evaluations made during training (the curve) and the best state so far by eval.select,
-    kept on the CPU; `last` keeps whatever was evaluated last."""
-
-    def __init__(self, select: str):
-        self.select, self.curve, self.best_step, self.best_score, self.best_state = select, [], None, None, None
-        self.best_results: dict[int, DimResult] | None = None
-
-    def observe(self, step: int, epoch: int, results: dict[int, DimResult], model: torch.nn.Module) -> None:
-        metrics = {dim: result.metrics for dim, result in results.items()}
-        score = None if self.select == "last" else selection_score(metrics, self.select)
-        self.curve.append({"step": step, "epoch": epoch, "score": score,
-                           "metrics": {str(d): m for d, m in metrics.items()}})
-        if self.best_score is None or score is None or score > self.best_score:
-            self.best_step, self.best_score, self.best_results = step, score, results
-            self.best_state = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
-
-    def evaluated(self, step: int) -> bool:
-        return any(point["step"] == step for point in self.curve)
-
-    def state_dict(self) -> dict:
-        """All but the weights (saved beside it as a safetensors file)."""
-        return {"select": self.select, "curve": self.curve, "best_step": self.best_step,
-                "best_score": self.best_score, "best_results": self.best_results}
-
-    def load_state_dict(self, state: dict, best_state: dict[str, torch.Tensor] | None) -> None:
-        self.select, self.curve, self.best_step = state["select"], state["curve"], state["best_step"]
-        self.best_score, self.best_results, self.best_state = state["best_score"], state["best_results"], best_state
-
-
-def selection_score(metrics: dict[int, dict[str, float]], select: str) -> float:
-    """eval.select as a number, higher is better: METRIC:DIM, METRIC:mean over the dims."""
-    metric, _, dim = select.partition(":")
-    if dim == "mean":
-        return float(np.mean([by_metric[metric] for by_metric in metrics.values()]))
-    return metrics[int(dim)][metric]
 
 
 @dataclass
@@ -88,20 +49,6 @@ class RunState:
     mined_epoch: int = 0  # the epoch whose mined negatives are in the table (0: mined before training)
     before: dict[int, DimResult] | None = None
     selection: Selection | None = None
-
-
-# ---------------------------------------------------------------- when
-
-
-def checkpoint_due(step: int, total: int, steps_per_epoch: int, every: str) -> bool:
-    """Whether optimiser step `step` (1-based) is saved: every N steps or epoch, and the last."""
-    if every == "no":
-        return False
-    if step == total:
-        return True
-    if every == "epoch":
-        return step % steps_per_epoch == 0
-    return step % int(every) == 0
 
 
 # ---------------------------------------------------------------- save
@@ -128,13 +75,7 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config
     accelerator.wait_for_everyone()  # every rank's RNG file is on disk
     if accelerator.is_main_process:
         write_manifest(partial, state.step, accelerator.num_processes)
-        if final.exists():  # never a moment without a complete copy of this step
-            stale = final.with_name(final.name + ".old")
-            os.replace(final, stale)
-            os.replace(partial, final)
-            shutil.rmtree(stale)
-        else:
-            os.replace(partial, final)
+        replace_directory(partial, final)  # never a moment without a complete copy of this step
         prune(root, config.checkpoint.keep)
     accelerator.wait_for_everyone()
     return final
@@ -143,19 +84,7 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config
 def write_manifest(directory: Path, step: int, world_size: int) -> None:
     files = {path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
              for path in sorted(directory.rglob("*")) if path.is_file()}
-    text = json.dumps({"step": step, "world_size": world_size, "files": files}, indent=1)
-    with open(directory / MANIFEST, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    write_atomic(directory / MANIFEST, json.dumps({"step": step, "world_size": world_size, "files": files}, indent=1))
 
 
 def prune(root: Path, keep: int) -> None:

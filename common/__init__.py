@@ -1,0 +1,1 @@
+"""The lowest layer: file and process helpers every other folder may use. Imports nothing of ours."""

@@ -1,0 +1,108 @@
+"""Writing files so that nothing half-written ever looks complete, and hashing them.
+
+Every output of the project goes through `write_atomic` (a file) or `replace_directory` (a
+directory built beside its final name): the new content is written under a temporary name in
+the same folder, flushed to disk, renamed over the old one, and the folder's entry is flushed
+too, so a crash at any moment leaves either the old complete version or the new complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import itertools
+import shutil
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+_calls = itertools.count()
+
+
+def fsync_directory(path: Path) -> None:
+    """Flush a directory's entries (a rename is durable only once its folder is); a no-op where
+    the platform cannot open directories."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, content: str | bytes | Iterable[str]) -> Path:
+    """Write `content` (text, bytes, or an iterable of text lines) to `path` atomically.
+
+    The temporary file beside it is named for this process, thread and call (so concurrent
+    writers never share one), starts with a dot, and is removed if anything fails before the rename.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{next(_calls)}.tmp")
+    binary = isinstance(content, bytes)
+    try:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            if isinstance(content, (str, bytes)):
+                handle.write(content)
+            else:
+                handle.writelines(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+    return path
+
+
+def replace_directory(complete: Path, final: Path) -> Path:
+    """Move the finished directory `complete` to `final`, replacing any directory there, so that
+    there is never a moment without a complete copy: an existing `final` is first renamed aside
+    (`.<name>.old-<pid>`, hidden), and removed only once the new one is in place; if the second
+    rename fails, the old copy is put back. Every file and folder of `complete` is flushed first."""
+    complete, final = Path(complete), Path(final)
+    for path in sorted(complete.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # deepest first
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        elif path.is_dir():
+            fsync_directory(path)
+    fsync_directory(complete)
+    stale = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if stale.exists():
+        shutil.rmtree(stale)  # this process's own, left by an earlier failure
+    if final.exists():
+        os.replace(final, stale)
+    try:
+        os.replace(complete, final)
+    except OSError:
+        if stale.exists():
+            os.replace(stale, final)
+        raise
+    fsync_directory(final.parent)
+    shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of the bytes of `path`, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def count_lines(path: Path) -> int:
+    """The number of newline characters in `path`."""
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+
+def jsonl_lines(records: Iterable[dict]) -> Iterable[str]:
+    """One JSON object a line, non-ASCII kept as it is."""
+    return (json.dumps(record, ensure_ascii=False) + "\n" for record in records)

@@ -1,0 +1,323 @@
+"""Hard negatives mined on the user's corpus, with positive-aware filtering.
+
+The corpus (a BEIR corpus.jsonl, or the distinct training passages) and the distinct questions
+are encoded once, sharded over all processes as evaluation is, and searched exactly (cosine, full
+size, the project's FAISS search) to depth `rank_max`. Per question, in this order, a candidate is
+dropped when it is (1) known relevant to the question (any row's positive, the qrels): never a
+negative; (2) ranked above `rank_min`; (3) scored above `max_relative` x the question's lowest
+positive score (NV-Retriever's TopK-PercPos; on legal text many are real answers, so they are
+written out for a person to review); (4) scored above `max_score`. Then k are taken: the best, or
+a seeded random sample. A question left with fewer than k keeps what it has: its rows train with
+fewer negatives (the trainer masks the empty slots) and are never padded with random text, which
+is how other miners let positives in.
+
+Written to the output directory, each file under a temporary name moved into place, meta.json
+last: triplets.jsonl (one line per training row, in order), scores.jsonl (per question: its
+positives' scores, each negative's rank and score), filtered.jsonl (what filter 3 removed) and
+meta.json (fingerprint, settings, counts, checksum). A later call with the same model, data and
+settings reuses a complete set instead of encoding again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.files import count_lines, file_sha256, jsonl_lines, write_atomic
+from common.processes import is_main_process, main_process_decides
+from data import DataError, PairsData, read_id_text
+from model import Encoder
+from retrieval.evaluation import encode_sharded
+from retrieval.search import exact_search, truncate_normalize
+from retrieval.settings import MineConfig, check_mine_config
+
+logger = logging.getLogger(__name__)
+
+FILTERS = ("relevant", "rank_window", "relative", "max_score")  # in the order they are applied
+NOT_FINGERPRINTED = ("refresh", "batch_size")  # change neither which negatives nor their order
+
+
+@dataclass
+class MineReport:
+    """Where the mined files are, what each filter removed, and whether an earlier run was reused."""
+
+    triplets: Path
+    scores: Path
+    filtered: Path
+    meta: Path
+    counts: dict[str, int]
+    settings: dict = field(default_factory=dict)
+    reused: bool = False
+
+    def format_report(self) -> str:
+        c, s = self.counts, self.settings
+        relative = f"above {s['max_relative']} x the lowest positive score" if s["max_relative"] is not None else "(no relative filter)"
+        absolute = f"above {s['max_score']}" if s["max_score"] is not None else "(no max_score)"
+        return (
+            f"Hard negatives {'reused' if self.reused else 'mined'} (k={s['k']}, ranks {s['rank_min']}-{s['rank_max']}, "
+            f"{s['sample']}): {c['negatives']} for {c['questions']} questions ({c['rows']} rows) from {c['corpus']} "
+            f"passages. Removed {c['removed_relevant']} known relevant, {c['removed_rank_window']} above rank "
+            f"{s['rank_min']}, {c['removed_relative']} {relative} (for review in {self.filtered.name}), "
+            f"{c['removed_max_score']} {absolute}. {c['questions_short']} questions ({c['rows_short']} rows) got "
+            f"fewer than {s['k']}, {c['questions_none']} got none: their rows train with what they have. "
+            f"Triplets: {self.triplets}"
+        )
+
+
+# ---------------------------------------------------------------- inputs and their fingerprint
+
+
+def _sha256_lines(items: Iterable) -> str:
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
+    return digest.hexdigest()
+
+
+def corpus_texts(pairs: PairsData, config: MineConfig) -> tuple[list[str], str]:
+    """The distinct texts to mine from, in corpus order, and a sha256 of their source.
+
+    A BEIR corpus is read as evaluation reads it ('title text'); equal texts under different ids
+    are one candidate (ObliQA has 462 such), so ranks count distinct texts. Without a corpus: the
+    training positives and explicit negatives.
+    """
+    if config.corpus is None:
+        texts = list(dict.fromkeys(pairs.positives + [text for row in pairs.negatives for text in row]))
+        return texts, _sha256_lines(texts)
+    path = Path(config.corpus) / "corpus.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (the mining corpus must be a BEIR directory)")
+    texts = list(dict.fromkeys(read_id_text(path, title=True).values()))
+    return texts, file_sha256(path)
+
+
+def relevant_by_question(pairs: PairsData, relevant: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Each training question's known relevant texts, in order of first appearance: the caller's
+    table-wide map plus every row's own positive (so a map built without them still keeps them out)."""
+    by_question: dict[str, set[str]] = {}
+    for anchor, positive in zip(pairs.anchors, pairs.positives):
+        by_question.setdefault(anchor, set(relevant.get(anchor, ()))).add(positive)
+    return by_question
+
+
+def fingerprint(config: MineConfig, pairs: PairsData, relevant_to: dict[str, set[str]], corpus_hash: str,
+                extra: dict) -> str:
+    """sha256 of everything the mined files depend on: settings, the caller's model identity
+    (`extra`), the training rows, the known relevant passages and the corpus."""
+    settings = {k: v for k, v in asdict(config).items() if k not in NOT_FINGERPRINTED}
+    parts = {
+        "settings": settings,
+        "extra": extra,
+        "rows": _sha256_lines(zip(pairs.anchors, pairs.positives, pairs.negatives)),
+        "relevant": _sha256_lines((q, sorted(texts)) for q, texts in relevant_to.items()),
+        "corpus": corpus_hash,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def output_paths(out_dir: Path) -> dict[str, Path]:
+    names = {"triplets": "triplets.jsonl", "scores": "scores.jsonl", "filtered": "filtered.jsonl", "meta": "meta.json"}
+    return {key: out_dir / name for key, name in names.items()}
+
+
+def reusable(out_dir: Path, fingerprint_hex: str) -> MineReport | None:
+    """The report of a complete earlier run with this fingerprint; None when anything is missing,
+    partial (triplets' checksum or line count differ from meta.json's) or mined differently."""
+    paths = output_paths(out_dir)
+    try:
+        meta = json.loads(paths["meta"].read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint_hex:
+        return None
+    if not all(path.is_file() for path in paths.values()):
+        return None
+    if (file_sha256(paths["triplets"]), count_lines(paths["triplets"])) != (meta.get("triplets_sha256"), meta.get("rows")):
+        return None
+    return MineReport(**paths, counts=meta["counts"], settings=meta["settings"], reused=True)
+
+
+# ---------------------------------------------------------------- encode and search
+
+
+def _embed(encoder: Encoder, texts: list[str], prompt: str, batch_size: int, show_progress: bool) -> np.ndarray | None:
+    """(N, D) unit-length embeddings on the main process, None on the others."""
+    def encode(shard: list[str]) -> torch.Tensor:
+        return encoder.encode(shard, batch_size=batch_size, prompt=prompt, show_progress=show_progress)
+
+    embeddings = encode_sharded(encode, texts, encoder.dim, encoder.device)
+    return None if embeddings is None else truncate_normalize(embeddings.numpy(), encoder.dim)
+
+
+def embed_all(encoder: Encoder, questions: list[str], corpus: list[str], extra_passages: list[str], batch_size: int,
+              show_progress: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """Questions (Q, D) with the query prompt; corpus then the relevant passages missing from it
+    (N + M, D) with the document prompt. None on all but the main process."""
+    query_emb = _embed(encoder, questions, encoder.spec.query_prompt, batch_size, show_progress)
+    passage_emb = _embed(encoder, corpus, encoder.spec.document_prompt, batch_size, show_progress)
+    if extra_passages:  # decided from the data, so every process takes this branch alike
+        extra_emb = _embed(encoder, extra_passages, encoder.spec.document_prompt, batch_size, show_progress)
+        passage_emb = None if passage_emb is None else np.concatenate([passage_emb, extra_emb])
+    return None if query_emb is None else (query_emb, passage_emb)
+
+
+# ---------------------------------------------------------------- per question
+
+
+@dataclass
+class Mined:
+    """One question's outcome; candidates are (rank, corpus row, score), best first."""
+
+    negatives: list[tuple[int, int, float]]
+    filtered: list[tuple[int, int, float]]  # removed by the positive-aware filter, for review
+    removed: Counter  # filter name -> candidates it removed
+    positive_scores: list[float]  # every known relevant passage's score, best first
+    threshold: float | None  # max_relative x the lowest positive score
+
+
+def select_negatives(ranked_rows: np.ndarray, ranked_scores: np.ndarray, corpus: list[str], relevant: set[str],
+                     positive_scores: list[float], config: MineConfig, question_index: int) -> Mined:
+    """Apply the four filters in order to one question's (rank_max,) ranking, then take k."""
+    threshold = None if config.max_relative is None else config.max_relative * min(positive_scores)
+    removed: Counter = Counter({name: 0 for name in FILTERS})
+    kept, filtered = [], []
+    for rank, (row, score) in enumerate(zip(ranked_rows.tolist(), ranked_scores.tolist()), start=1):
+        candidate = (rank, row, score)
+        if row < 0:  # the corpus holds fewer than rank_max texts
+            break
+        if corpus[row] in relevant:
+            removed["relevant"] += 1
+        elif rank < config.rank_min:
+            removed["rank_window"] += 1
+        elif threshold is not None and score > threshold:
+            removed["relative"] += 1
+            filtered.append(candidate)
+        elif config.max_score is not None and score > config.max_score:
+            removed["max_score"] += 1
+        else:
+            kept.append(candidate)
+    return Mined(take_k(kept, config, question_index), filtered, removed, sorted(positive_scores, reverse=True), threshold)
+
+
+def take_k(kept: list, config: MineConfig, question_index: int) -> list:
+    """The first k, or k drawn without replacement from a generator seeded by (seed, question index),
+    so one question's draw does not depend on any other's; kept in rank order."""
+    if config.sample == "top" or len(kept) <= config.k:
+        return kept[: config.k]
+    rng = np.random.default_rng([config.seed, question_index])
+    chosen = np.sort(rng.choice(len(kept), size=config.k, replace=False))
+    return [kept[i] for i in chosen]
+
+
+def mine_questions(query_emb: np.ndarray, passage_emb: np.ndarray, questions: list[str], corpus: list[str],
+                   relevant_to: dict[str, set[str]], passage_row: dict[str, int], config: MineConfig) -> list[Mined]:
+    """Search the corpus rows of `passage_emb` for every question and select its negatives."""
+    scores, rows = exact_search(query_emb, passage_emb[: len(corpus)], config.rank_max)  # (Q, rank_max) each
+    mined = []
+    for index, question in enumerate(questions):
+        relevant_rows = [passage_row[text] for text in sorted(relevant_to[question])]
+        positive_scores = (passage_emb[relevant_rows] @ query_emb[index]).tolist()  # cosine: rows are unit length
+        mined.append(select_negatives(rows[index], scores[index], corpus, relevant_to[question],
+                                      positive_scores, config, index))
+    return mined
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def count(mined: list[Mined], rows_per_question: list[int], k: int, corpus_size: int) -> dict[str, int]:
+    short = [len(m.negatives) < k for m in mined]
+    counts = {
+        "questions": len(mined),
+        "rows": sum(rows_per_question),
+        "corpus": corpus_size,
+        "negatives": sum(len(m.negatives) for m in mined),
+        "questions_short": sum(short),
+        "questions_none": sum(not m.negatives for m in mined),
+        "rows_short": sum(n for n, is_short in zip(rows_per_question, short) if is_short),
+    }
+    counts.update({f"removed_{name}": sum(m.removed[name] for m in mined) for name in FILTERS})
+    return counts
+
+
+def _candidates(found: list[tuple[int, int, float]], corpus: list[str] | None = None) -> list[dict]:
+    return [{"rank": rank, "score": round(score, 6), **({"text": corpus[row]} if corpus else {})}
+            for rank, row, score in found]
+
+
+def write_outputs(out_dir: Path, pairs: PairsData, questions: list[str], corpus: list[str], mined: list[Mined],
+                  meta: dict) -> MineReport:
+    """triplets, scores and filtered files, then meta.json with the triplets' checksum: it is
+    removed first, so until the new one lands no earlier meta.json can vouch for new files."""
+    paths = output_paths(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths["meta"].unlink(missing_ok=True)
+    by_question = dict(zip(questions, mined))
+    write_atomic(paths["triplets"], jsonl_lines(
+        {"anchor": a, "positive": p, "negatives": [corpus[row] for _, row, _ in by_question[a].negatives]}
+        for a, p in zip(pairs.anchors, pairs.positives)))
+    write_atomic(paths["scores"], jsonl_lines(
+        {"question": q, "positive_scores": [round(s, 6) for s in m.positive_scores], "negatives": _candidates(m.negatives)}
+        for q, m in by_question.items()))
+    write_atomic(paths["filtered"], jsonl_lines(
+        {"question": q, "lowest_positive_score": round(m.positive_scores[-1], 6), "threshold": round(m.threshold, 6),
+         "removed": _candidates(m.filtered, corpus)} for q, m in by_question.items() if m.filtered))
+    meta["triplets_sha256"], meta["rows"] = file_sha256(paths["triplets"]), count_lines(paths["triplets"])
+    write_atomic(paths["meta"], [json.dumps(meta, indent=2, default=str) + "\n"])
+    return MineReport(**paths, counts=meta["counts"], settings=meta["settings"], reused=False)
+
+
+# ---------------------------------------------------------------- the whole job
+
+
+def mine(encoder: Encoder, pairs: PairsData, relevant: dict[str, set[str]], config: MineConfig, out_dir: Path,
+         fingerprint_extra: dict, show_progress: bool = True) -> MineReport | None:
+    """Mine config.k negatives per question into `out_dir`, or reuse a complete identical run there.
+
+    Every process must call it (encoding is sharded); the main one searches, writes and gets the
+    report, the others get None (the caller waits for all). `relevant` maps a question text to every
+    passage text known relevant to it (`data.known_relevant`, qrels already folded in);
+    `fingerprint_extra` names the model (and e.g. the epoch) so a different one re-mines. Only the
+    encoder's `dim`, `device`, `spec` prompts and `encode` are used.
+    """
+    check_mine_config(config)
+    if config.k == 0:
+        raise ValueError("data.hard_negatives.k: 0 means no mining; mine() needs k > 0")
+    out_dir = Path(out_dir)
+    corpus, corpus_hash = corpus_texts(pairs, config)
+    relevant_to = relevant_by_question(pairs, relevant)
+    questions = list(relevant_to)
+    fingerprint_hex = fingerprint(config, pairs, relevant_to, corpus_hash, fingerprint_extra)
+    earlier = reusable(out_dir, fingerprint_hex) if is_main_process() else None
+    if main_process_decides(earlier is not None, encoder.device):
+        if earlier is not None:
+            logger.info("reusing hard negatives in %s (same model, data and settings)", out_dir)
+        return earlier
+    corpus_set = set(corpus)
+    extra = sorted({text for texts in relevant_to.values() for text in texts if text not in corpus_set})
+    positives = set(pairs.positives)
+    missing = len(positives - corpus_set)
+    if config.corpus is not None and missing > len(positives) / 2:  # e.g. a corpus with titles: 'title text'
+        raise DataError(f"{config.corpus}/corpus.jsonl: {missing} of {len(positives)} training positives are not "
+                        "corpus texts ('title text' when a title is present), so a question's own answer could be "
+                        "mined as its negative; make the positives the corpus texts")
+    logger.info("mining hard negatives: %d questions against %d passages (+%d relevant passages not in it)",
+                len(questions), len(corpus), len(extra))
+    embedded = embed_all(encoder, questions, corpus, extra, config.batch_size, show_progress)
+    if embedded is None:
+        return None
+    passage_row = {text: row for row, text in enumerate(corpus + extra)}
+    mined = mine_questions(*embedded, questions, corpus, relevant_to, passage_row, config)
+    rows_of = Counter(pairs.anchors)
+    rows_per_question = [rows_of[question] for question in questions]
+    meta = {"fingerprint": fingerprint_hex, "settings": asdict(config), "fingerprint_extra": fingerprint_extra,
+            "counts": count(mined, rows_per_question, config.k, len(corpus))}
+    return write_outputs(out_dir, pairs, questions, corpus, mined, meta)

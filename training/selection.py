@@ -1,0 +1,47 @@
+"""Which evaluated state of a run becomes its model: the evaluations made during training (the
+curve) and the best weights by eval.select, kept on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from retrieval.metrics import DimResult
+
+
+class Selection:
+    """The evaluations made during training (the curve) and the best state so far by eval.select,
+    kept on the CPU; `last` keeps whatever was evaluated last."""
+
+    def __init__(self, select: str):
+        self.select, self.curve, self.best_step, self.best_score, self.best_state = select, [], None, None, None
+        self.best_results: dict[int, DimResult] | None = None
+
+    def observe(self, step: int, epoch: int, results: dict[int, DimResult], model: torch.nn.Module) -> None:
+        metrics = {dim: result.metrics for dim, result in results.items()}
+        score = None if self.select == "last" else selection_score(metrics, self.select)
+        self.curve.append({"step": step, "epoch": epoch, "score": score,
+                           "metrics": {str(d): m for d, m in metrics.items()}})
+        if self.best_score is None or score is None or score > self.best_score:
+            self.best_step, self.best_score, self.best_results = step, score, results
+            self.best_state = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
+
+    def evaluated(self, step: int) -> bool:
+        return any(point["step"] == step for point in self.curve)
+
+    def state_dict(self) -> dict:
+        """All but the weights (saved beside it as a safetensors file)."""
+        return {"select": self.select, "curve": self.curve, "best_step": self.best_step,
+                "best_score": self.best_score, "best_results": self.best_results}
+
+    def load_state_dict(self, state: dict, best_state: dict[str, torch.Tensor] | None) -> None:
+        self.select, self.curve, self.best_step = state["select"], state["curve"], state["best_step"]
+        self.best_score, self.best_results, self.best_state = state["best_score"], state["best_results"], best_state
+
+
+def selection_score(metrics: dict[int, dict[str, float]], select: str) -> float:
+    """eval.select as a number, higher is better: METRIC:DIM, METRIC:mean over the dims."""
+    metric, _, dim = select.partition(":")
+    if dim == "mean":
+        return float(np.mean([by_metric[metric] for by_metric in metrics.values()]))
+    return metrics[int(dim)][metric]
