@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.10+):
 #   make quickstart   install what training needs, then fine-tune on the offline sample
 #   make test         install what the tests need, then run the whole suite
+#   make lint         ruff check and ruff format --check (CI runs it before the tests)
 # Each installs into the current Python environment (PYTHON=... picks another interpreter) and
 # skips the install when the same requirements were already installed into that environment.
 
@@ -10,7 +11,7 @@ PYTHON ?= python3
 ENV_ID := $(shell $(PYTHON) -c "import hashlib, os, sys; s = os.stat(sys.prefix); print(hashlib.sha1(f'{sys.prefix}:{s.st_ino}:{s.st_ctime_ns}'.encode()).hexdigest()[:10])")
 STAMPS := .make/$(ENV_ID)
 
-.PHONY: quickstart test install install-dev clean-stamps
+.PHONY: quickstart test lint format install install-dev clean-stamps
 
 quickstart: $(STAMPS)/requirements.txt
 	@echo "== fine-tuning the packaged MiniLM on samples/quickstart (offline, a few minutes on a CPU)"
@@ -19,6 +20,15 @@ quickstart: $(STAMPS)/requirements.txt
 test: $(STAMPS)/requirements.txt $(STAMPS)/requirements-dev.txt
 	@echo "== running the test suite"
 	$(PYTHON) -m pytest -q
+
+lint: $(STAMPS)/requirements.txt $(STAMPS)/requirements-dev.txt
+	@echo "== ruff: lint and format check"
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: $(STAMPS)/requirements.txt $(STAMPS)/requirements-dev.txt
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
 
 install: $(STAMPS)/requirements.txt
 install-dev: $(STAMPS)/requirements.txt $(STAMPS)/requirements-dev.txt

@@ -146,8 +146,9 @@ def _find_columns(where: str, row: dict) -> dict[str, str | list[str] | None]:
             raise DataError(
                 f"{where}: missing column {role!r} (accepted names: {', '.join(aliases)}; found: {', '.join(row)})"
             )
-    numbered = sorted((name for name in row if NUMBERED_NEGATIVE.match(name)),
-                      key=lambda name: int(re.sub(r"\D", "", name)))
+    numbered = sorted(
+        (name for name in row if NUMBERED_NEGATIVE.match(name)), key=lambda name: int(re.sub(r"\D", "", name))
+    )
     if columns["negative"] is None and numbered:
         columns["negative"] = numbered
     return columns
@@ -181,8 +182,9 @@ def load_pairs(source: str | Path, split: str | None = None) -> PairsData:
     for where, row in read_rows(source, split):
         columns = columns or _find_columns(where, row)
         if columns["negative"] is None and any(name in row for name in COLUMN_ALIASES["negative"]):
-            raise DataError(f"{where}: has a negative column but the first row has none; "
-                            "give every row its negatives, or none")
+            raise DataError(
+                f"{where}: has a negative column but the first row has none; give every row its negatives, or none"
+            )
         anchors.append(_text(where, row, columns["anchor"]))
         positives.append(_text(where, row, columns["positive"]))
         negatives.append(_negatives(where, row, columns["negative"]))
@@ -326,8 +328,9 @@ def load_ir(source: str | Path, split: str) -> IRDataset:
     return ir_from_pairs(load_pair_splits(source), split)
 
 
-def known_relevant(pairs: PairsData, beir_dir: str | Path | None = None,
-                   split: str | None = None) -> dict[str, set[str]]:
+def known_relevant(
+    pairs: PairsData, beir_dir: str | Path | None = None, split: str | None = None
+) -> dict[str, set[str]]:
     """Question text -> every passage text known to be relevant to it, from the whole table.
 
     The positives of every row that asks the question, and, given a BEIR directory, every corpus
@@ -374,7 +377,10 @@ class TrainTable:
         order = np.argsort(candidates, kind="stable")
         ordered = candidates[order]
         base = self.anchor_ids[global_rows] * len(self.passage_texts)  # (G,)
-        starts, ends = np.searchsorted(self.relevant_keys, base), np.searchsorted(self.relevant_keys, base + len(self.passage_texts))
+        starts, ends = (
+            np.searchsorted(self.relevant_keys, base),
+            np.searchsorted(self.relevant_keys, base + len(self.passage_texts)),
+        )
         for row, (start, end) in enumerate(zip(starts, ends)):
             passages = self.relevant_keys[start:end] - base[row]
             lows, highs = np.searchsorted(ordered, passages, "left"), np.searchsorted(ordered, passages, "right")
@@ -396,10 +402,16 @@ def index_texts(pairs: PairsData, relevant: dict[str, set[str]] | None = None) -
     k = max(len(negatives) for negatives in pairs.negatives)
     anchor_ids = [anchors.setdefault(text, len(anchors)) for text in pairs.anchors]
     positive_ids = [passages.setdefault(text, len(passages)) for text in pairs.positives]
-    negative_ids = [[passages.setdefault(text, len(passages)) for text in row] + [-1] * (k - len(row))
-                    for row in pairs.negatives]
-    keys = [anchors[question] * len(passages) + passages[text]  # texts outside the table are never candidates
-            for question, texts in relevant.items() if question in anchors for text in texts if text in passages]
+    negative_ids = [
+        [passages.setdefault(text, len(passages)) for text in row] + [-1] * (k - len(row)) for row in pairs.negatives
+    ]
+    keys = [
+        anchors[question] * len(passages) + passages[text]  # texts outside the table are never candidates
+        for question, texts in relevant.items()
+        if question in anchors
+        for text in texts
+        if text in passages
+    ]
     return TrainTable(
         anchor_ids=np.array(anchor_ids, dtype=np.int64),
         positive_ids=np.array(positive_ids, dtype=np.int64),
@@ -410,8 +422,9 @@ def index_texts(pairs: PairsData, relevant: dict[str, set[str]] | None = None) -
     )
 
 
-def spread_batches(anchor_ids: np.ndarray, positive_ids: np.ndarray, batch_size: int,
-                   rng: np.random.Generator) -> list[np.ndarray]:
+def spread_batches(
+    anchor_ids: np.ndarray, positive_ids: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Cut a shuffled epoch into batches of `batch_size` (the last one holds the remainder) so that
     rows sharing an anchor or a positive text land in different batches as far as possible.
 
@@ -464,8 +477,10 @@ class SpreadBatchSampler:
         if global_batch % world_size:
             raise ValueError(f"train.global_batch {global_batch} does not divide over {world_size} processes")
         if len(table) < global_batch and drop_last:
-            raise ValueError(f"{len(table)} training rows are fewer than train.global_batch {global_batch}; "
-                             "lower it or set train.drop_last false")
+            raise ValueError(
+                f"{len(table)} training rows are fewer than train.global_batch {global_batch}; "
+                "lower it or set train.drop_last false"
+            )
         self.table, self.global_batch, self.seed, self.drop_last = table, global_batch, seed, drop_last
         self.world_size = world_size
         if len(self) == 0:  # drop_last off, but fewer rows than processes

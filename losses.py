@@ -99,7 +99,12 @@ def infonce_per_dim(
 
 
 def _document_to_query(
-    q_all: torch.Tensor, positives: torch.Tensor, dim: int, temperature: float, labels: torch.Tensor, mask: torch.Tensor | None
+    q_all: torch.Tensor,
+    positives: torch.Tensor,
+    dim: int,
+    temperature: float,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None,
 ) -> torch.Tensor:
     """Each query's positive (B, D) against all G queries; the target is its own query, row labels[i].
     mask: (B, G), True where positive i's text is known relevant to query g's question."""

@@ -22,9 +22,13 @@ from retrieval.settings import MineConfig, check_mine_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     default = MineConfig()
-    parser.add_argument("--train", required=True, help="training pairs: .jsonl / .csv / .parquet file or hub dataset id")
+    parser.add_argument(
+        "--train", required=True, help="training pairs: .jsonl / .csv / .parquet file or hub dataset id"
+    )
     parser.add_argument("--out", required=True, type=Path, help="directory for triplets.jsonl and its sidecars")
     parser.add_argument("--model", help="hub id or local directory (default: the packaged MiniLM)")
     parser.add_argument("--corpus", help="BEIR directory to mine from (default: the training passages)")
@@ -32,7 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=1, help="negatives per question (default 1)")
     parser.add_argument("--rank-min", type=int, default=default.rank_min)
     parser.add_argument("--rank-max", type=int, default=default.rank_max)
-    parser.add_argument("--max-relative", type=_optional_float, default=default.max_relative, help="'none' for no filter")
+    parser.add_argument(
+        "--max-relative", type=_optional_float, default=default.max_relative, help="'none' for no filter"
+    )
     parser.add_argument("--max-score", type=_optional_float, default=default.max_score)
     parser.add_argument("--sample", default=default.sample, help="top | random")
     parser.add_argument("--seed", type=int, default=default.seed)
@@ -48,9 +54,18 @@ def main(argv: list[str] | None = None) -> MineReport | None:
     """Mine from the command line; prints and returns the report (None on all but the main process)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = MineConfig(k=args.k, corpus=args.corpus, model=args.model,
-                        rank_min=args.rank_min, rank_max=args.rank_max, max_relative=args.max_relative,
-                        max_score=args.max_score, sample=args.sample, seed=args.seed, batch_size=args.batch_size)
+    config = MineConfig(
+        k=args.k,
+        corpus=args.corpus,
+        model=args.model,
+        rank_min=args.rank_min,
+        rank_max=args.rank_max,
+        max_relative=args.max_relative,
+        max_score=args.max_score,
+        sample=args.sample,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
     try:
         check_mine_config(config, key_prefix="")
         if config.k == 0 or (args.qrels_split and not config.corpus):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed.nn.functional  # noqa: F401  (imported before any process group starts: see below)
+import torch.distributed.nn.functional  # imported before any process group starts: see below
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
@@ -142,8 +142,10 @@ def read_embedding_spec(model_dir: Path) -> tuple[EmbeddingSpec, Path]:
     st_config = _read_json(transformer_dir / "sentence_bert_config.json") or {}
     spec.max_length = _max_length(transformer_dir, st_config)
     if st_config.get("transformer_task", "feature-extraction") != "feature-extraction":
-        raise ValueError(f"{transformer_dir / 'sentence_bert_config.json'}: transformer_task "
-                         f"{st_config['transformer_task']!r} is not supported (only feature-extraction)")
+        raise ValueError(
+            f"{transformer_dir / 'sentence_bert_config.json'}: transformer_task "
+            f"{st_config['transformer_task']!r} is not supported (only feature-extraction)"
+        )
     spec.do_lower_case = bool(st_config.get("do_lower_case", False))
     prompts = (_read_json(model_dir / "config_sentence_transformers.json") or {}).get("prompts") or {}
     spec.prompts = dict(prompts)
@@ -301,12 +303,18 @@ class Encoder(nn.Module):
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         ]
         if self.spec.normalize:
-            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+            modules.append(
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            )
             (out / "2_Normalize").mkdir()
         (out / "1_Pooling").mkdir()
         pooling = {"word_embedding_dimension": self.dim, "include_prompt": True}
         for mode in POOLING_MODES:
-            key = "pooling_mode_lasttoken" if mode == "lasttoken" else f"pooling_mode_{mode}_token{'' if mode == 'cls' else 's'}"
+            key = (
+                "pooling_mode_lasttoken"
+                if mode == "lasttoken"
+                else f"pooling_mode_{mode}_token{'' if mode == 'cls' else 's'}"
+            )
             pooling[key] = mode == self.spec.pooling
         # Other named prompts are kept; the document prompt is saved under "document" only, so no
         # stale "passage"/"corpus" prompt can differ from it.
@@ -320,7 +328,10 @@ class Encoder(nn.Module):
         }
         files = {
             "modules.json": modules,
-            "sentence_bert_config.json": {"max_seq_length": self.spec.max_length, "do_lower_case": self.spec.do_lower_case},
+            "sentence_bert_config.json": {
+                "max_seq_length": self.spec.max_length,
+                "do_lower_case": self.spec.do_lower_case,
+            },
             "1_Pooling/config.json": pooling,
             "config_sentence_transformers.json": st_config,
         }
@@ -336,7 +347,7 @@ def _load_transformer(transformer_dir: Path, trust_remote_code: bool, attn_imple
     """
     kwargs = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}
     chain = ["flash_attention_2", "sdpa", "eager"]
-    candidates = chain[chain.index(attn_implementation):] if attn_implementation in chain else [attn_implementation]
+    candidates = chain[chain.index(attn_implementation) :] if attn_implementation in chain else [attn_implementation]
     for candidate in candidates[:-1]:
         try:
             return AutoModel.from_pretrained(transformer_dir, attn_implementation=candidate, **kwargs)

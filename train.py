@@ -42,13 +42,30 @@ from model import Encoder, ModelConfig
 from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
 from retrieval.frontier import attach_frontier
 from retrieval.metrics import DimResult, format_table
-from training.checkpoint import (RunState, find_checkpoint, list_checkpoints, load_checkpoint, read_run_state,
-                                 save_checkpoint, set_aside_newer, table_digest)
+from training.checkpoint import (
+    RunState,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_run_state,
+    save_checkpoint,
+    set_aside_newer,
+    table_digest,
+)
 from training.config import Config, ConfigError, parse_command_line
 from training.distributed import gathered_step_stats, make_accelerator
 from training.gradcache import Embedder, StepBatch, gradcache_step_accumulating, make_step_batch
-from training.report import (describe_data, eval_scalars, library_versions, metrics_of, model_card, plot_results,
-                             save_results, step_scalars, tracker_config)
+from training.report import (
+    describe_data,
+    eval_scalars,
+    library_versions,
+    metrics_of,
+    model_card,
+    plot_results,
+    save_results,
+    step_scalars,
+    tracker_config,
+)
 from training.schedule import is_due, lr_at
 from training.selection import Selection
 from training.table import TableSource, load_table, relevance_map
@@ -77,7 +94,9 @@ def load_encoder(config: Config, mixed_precision: str) -> Encoder:
     it is only chosen (auto) when the run autocasts to bf16."""
     model_config = config.model
     if model_config.attn_implementation == "flash_attention_2" and mixed_precision != "bf16":
-        raise ConfigError("model.attn_implementation: flash_attention_2 needs train.mixed_precision bf16 (or auto on CUDA)")
+        raise ConfigError(
+            "model.attn_implementation: flash_attention_2 needs train.mixed_precision bf16 (or auto on CUDA)"
+        )
     if model_config.attn_implementation == "auto" and mixed_precision != "bf16":
         model_config = ModelConfig(**{**asdict(model_config), "attn_implementation": "sdpa"})
     if config.train.deterministic:
@@ -127,14 +146,18 @@ def make_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
 
 def tokenize_table(encoder: Encoder, table: TrainTable) -> dict[str, list[list[int]]]:
     """Every distinct text tokenized once, with its prompt."""
-    return {"anchor": encoder.tokenize(table.anchor_texts, encoder.spec.query_prompt),
-            "passage": encoder.tokenize(table.passage_texts, encoder.spec.document_prompt),
-            "empty": encoder.tokenize([""])[0] or [encoder.tokenizer.pad_token_id or 0]}  # an empty slot: masked, no gradient
+    return {
+        "anchor": encoder.tokenize(table.anchor_texts, encoder.spec.query_prompt),
+        "passage": encoder.tokenize(table.passage_texts, encoder.spec.document_prompt),
+        "empty": encoder.tokenize([""])[0] or [encoder.tokenizer.pad_token_id or 0],
+    }  # an empty slot: masked, no gradient
 
 
 def make_sampler(table: TrainTable, config: Config, world_size: int) -> SpreadBatchSampler:
     try:
-        return SpreadBatchSampler(table, config.train.global_batch, config.train.seed, config.train.drop_last, world_size)
+        return SpreadBatchSampler(
+            table, config.train.global_batch, config.train.seed, config.train.drop_last, world_size
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
@@ -142,8 +165,9 @@ def make_sampler(table: TrainTable, config: Config, world_size: int) -> SpreadBa
 # ---------------------------------------------------------------- evaluate and save
 
 
-def run_eval(encoder: Encoder, data: IRDataset | None, dims: list[int], config: Config,
-             accelerator: Accelerator, label: str) -> dict[int, DimResult] | None:
+def run_eval(
+    encoder: Encoder, data: IRDataset | None, dims: list[int], config: Config, accelerator: Accelerator, label: str
+) -> dict[int, DimResult] | None:
     """Results per dim: every process encodes a shard, the main process searches and prints."""
     if data is None:
         return None
@@ -230,9 +254,15 @@ def train_step(r: Run, global_rows: np.ndarray, tokens: dict, step: int) -> dict
     stats = gathered_step_stats(loss, norm, per_dim, r.accelerator, step)
     r.optimizer.step()
     r.optimizer.zero_grad(set_to_none=True)
-    return {"step": step + 1, "epoch": r.sampler.epoch, "lr": lr, "loss": stats.loss, "grad_norm": stats.grad_norm,
-            "loss_by_dim": dict(zip(map(str, r.loss.dims), stats.loss_by_dim)),
-            "pairs_per_s": len(global_rows) / (time.perf_counter() - start)}
+    return {
+        "step": step + 1,
+        "epoch": r.sampler.epoch,
+        "lr": lr,
+        "loss": stats.loss,
+        "grad_norm": stats.grad_norm,
+        "loss_by_dim": dict(zip(map(str, r.loss.dims), stats.loss_by_dim)),
+        "pairs_per_s": len(global_rows) / (time.perf_counter() - start),
+    }
 
 
 def after_step(r: Run, state: RunState, save: bool = True) -> None:
@@ -245,8 +275,11 @@ def after_step(r: Run, state: RunState, save: bool = True) -> None:
         save_checkpoint(r.accelerator, r.out, state, r.config, table_digest(r.table))
     if state.step == r.total_steps and r.accelerator.is_main_process:
         save_model(r.out, r.encoder, r.config)
-    if (state.selection is not None and is_due(state.step, r.total_steps, steps_per_epoch, r.config.eval.every)
-            and not state.selection.evaluated(state.step)):
+    if (
+        state.selection is not None
+        and is_due(state.step, r.total_steps, steps_per_epoch, r.config.eval.every)
+        and not state.selection.evaluated(state.step)
+    ):
         label = f"After (step {state.step})" if state.step == r.total_steps else f"Step {state.step}"
         results = run_eval(r.encoder, r.eval_data, r.eval_dims, r.config, r.accelerator, label)
         if results is not None:
@@ -277,7 +310,9 @@ def train_loop(r: Run, state: RunState) -> None:
             if log:
                 log.write(json.dumps(record) + "\n")
             r.accelerator.log(step_scalars(record), step=state.step)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", pairs_s=f"{record['pairs_per_s']:.1f}")
+            bar.set_postfix(
+                loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", pairs_s=f"{record['pairs_per_s']:.1f}"
+            )
             bar.update()
             if r.hooks.step_end:
                 r.hooks.step_end(record)
@@ -294,11 +329,14 @@ def prepare_output(config: Config, resuming: bool) -> Path:
     """The run directory; refuses to clobber a finished model unless output.overwrite (or resuming)."""
     out = Path(config.output.dir)
     if (out / "model").exists() and not (config.output.overwrite or resuming):
-        raise ConfigError(f"output.dir: {out / 'model'} exists; set output.overwrite true, choose another dir, "
-                          "or --resume")
+        raise ConfigError(
+            f"output.dir: {out / 'model'} exists; set output.overwrite true, choose another dir, or --resume"
+        )
     if list_checkpoints(out / "checkpoints") and not (config.output.overwrite or resuming):
-        raise ConfigError(f"output.dir: {out / 'checkpoints'} holds an earlier run's checkpoints; add --resume to "
-                          "continue it, or set output.overwrite true to start again")
+        raise ConfigError(
+            f"output.dir: {out / 'checkpoints'} holds an earlier run's checkpoints; add --resume to "
+            "continue it, or set output.overwrite true to start again"
+        )
     return out
 
 
@@ -316,9 +354,16 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
         return np.array([len(x) for x in ids])
 
     print(f"config: ok; model: {config.model.name_or_path} ({encoder.dim} dims, max_length {encoder.spec.max_length})")
-    print(describe_data(table, lengths(table.anchor_texts, encoder.spec.query_prompt),
-                        lengths(table.passage_texts, encoder.spec.document_prompt), encoder.spec.max_length,
-                        len(sampler), config.train.epochs))
+    print(
+        describe_data(
+            table,
+            lengths(table.anchor_texts, encoder.spec.query_prompt),
+            lengths(table.passage_texts, encoder.spec.document_prompt),
+            encoder.spec.max_length,
+            len(sampler),
+            config.train.epochs,
+        )
+    )
     if config.data.hard_negatives.k:
         print(f"hard negatives: {config.data.hard_negatives.k} per question would be mined before training")
     if eval_data is not None:
@@ -326,8 +371,9 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
     return {"rows": len(table), "steps_per_epoch": len(sampler)}
 
 
-def set_up(config: Config, accelerator: Accelerator, resume: str | None,
-           hooks: Hooks) -> tuple[Run, tuple[Path, dict] | None]:
+def set_up(
+    config: Config, accelerator: Accelerator, resume: str | None, hooks: Hooks
+) -> tuple[Run, tuple[Path, dict] | None]:
     """Everything the loop works with, built once, and the checkpoint to resume with what it holds
     (None for a fresh run). A checkpoint of another config or process count is refused before the
     table is built; mining at start-up may reuse a complete earlier file."""
@@ -342,20 +388,39 @@ def set_up(config: Config, accelerator: Accelerator, resume: str | None,
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     loss, eval_dims = resolve_dims(config, encoder.dim)
     saved = read_run_state(checkpoint, config, accelerator.num_processes) if checkpoint else None
-    table = load_table(TableSource(config, encoder, accelerator, out), saved["mined_epoch"] if saved else 0,
-                       resuming=saved is not None)
+    table = load_table(
+        TableSource(config, encoder, accelerator, out), saved["mined_epoch"] if saved else 0, resuming=saved is not None
+    )
     sampler = make_sampler(table, config, accelerator.num_processes)
     if accelerator.is_main_process:
-        logger.info("%d rows, %d processes: %d steps per epoch of %d pairs (%d per process, micro-batch %d), %d steps",
-                    len(table), accelerator.num_processes, len(sampler), config.train.global_batch,
-                    config.train.global_batch // accelerator.num_processes, config.train.micro_batch,
-                    len(sampler) * config.train.epochs)
+        logger.info(
+            "%d rows, %d processes: %d steps per epoch of %d pairs (%d per process, micro-batch %d), %d steps",
+            len(table),
+            accelerator.num_processes,
+            len(sampler),
+            config.train.global_batch,
+            config.train.global_batch // accelerator.num_processes,
+            config.train.micro_batch,
+            len(sampler) * config.train.epochs,
+        )
     model, optimizer = accelerator.prepare(encoder, make_optimizer(encoder, config.train))
     accelerator.register_for_checkpointing(sampler)
     if hooks.prepared:
         hooks.prepared(model, optimizer)
-    r = Run(config=config, accelerator=accelerator, encoder=encoder, model=model, optimizer=optimizer, sampler=sampler,
-            table=table, loss=loss, eval_data=eval_data, eval_dims=eval_dims, out=out, hooks=hooks)
+    r = Run(
+        config=config,
+        accelerator=accelerator,
+        encoder=encoder,
+        model=model,
+        optimizer=optimizer,
+        sampler=sampler,
+        table=table,
+        loss=loss,
+        eval_data=eval_data,
+        eval_dims=eval_dims,
+        out=out,
+        hooks=hooks,
+    )
     return r, ((checkpoint, saved) if checkpoint else None)
 
 
@@ -416,8 +481,14 @@ def finish(r: Run, state: RunState) -> dict:
         results = save_results(r.out, r.config, state, after, r.eval_data.query_ids if r.eval_data else [])
         written = [r.out / "model", r.out / "results.md"]
         title = f"{r.config.model.name_or_path} on {r.eval_data.name if r.eval_data else ''}"
-        if r.config.report.plot and plot_results(r.out / "results.png", results["before"], results["after"], title,
-                                                 results["frontier"]["before"], results["frontier"]["after"]):
+        if r.config.report.plot and plot_results(
+            r.out / "results.png",
+            results["before"],
+            results["after"],
+            title,
+            results["frontier"]["before"],
+            results["frontier"]["after"],
+        ):
             write_atomic(r.out / "model" / "results.png", (r.out / "results.png").read_bytes())
             written.append(r.out / "results.png")
         if r.config.report.model_card:
@@ -427,8 +498,11 @@ def finish(r: Run, state: RunState) -> dict:
         if "tensorboard" in r.config.report.report_to:
             written.append(r.out / TRACKER_PROJECT)
         kept = f", step {selection.best_step} kept" if selection else ""
-        print(f"\nsaved {r.out / 'model'} ({state.step} steps in {state.train_seconds:.0f} s{kept})\n"
-              + "".join(f"  {path}\n" for path in written), flush=True)
+        print(
+            f"\nsaved {r.out / 'model'} ({state.step} steps in {state.train_seconds:.0f} s{kept})\n"
+            + "".join(f"  {path}\n" for path in written),
+            flush=True,
+        )
     r.accelerator.wait_for_everyone()
     return results
 
@@ -442,10 +516,16 @@ def main(argv: list[str] | None = None, hooks: Hooks | None = None) -> dict:
     hooks = hooks or Hooks()
     try:
         if options.dry_run:
-            return dry_run(config, "bf16" if config.train.mixed_precision == "bf16" or (
-                config.train.mixed_precision == "auto" and torch.cuda.is_available()) else "no")
-        accelerator = make_accelerator(config.train.mixed_precision, config.report.report_to, config.output.dir,
-                                       **hooks.accelerator_kwargs)
+            return dry_run(
+                config,
+                "bf16"
+                if config.train.mixed_precision == "bf16"
+                or (config.train.mixed_precision == "auto" and torch.cuda.is_available())
+                else "no",
+            )
+        accelerator = make_accelerator(
+            config.train.mixed_precision, config.report.report_to, config.output.dir, **hooks.accelerator_kwargs
+        )
     except (ConfigError, DataError) as err:
         sys.exit(f"error: {err}")
     try:

@@ -76,9 +76,13 @@ def measure(chunks: dict[str, list[tuple[int, int]]], located, asked: set[str], 
     chunk_chars = sum(e - s for _, s, e in touched)  # chunks that hold some asked text
     on_topic = sum(int(covered[name][s:e].sum()) for name, s, e in touched)
     all_on_topic = sum(int(mask.sum()) for mask in covered.values()) / sum(len(t) for t in doc_texts.values())
-    return {"chunks": sum(len(s) for s in chunks.values()), "inside_one_chunk": inside / len(located),
-            "asked_inside_one_chunk": inside_asked / max(n_asked, 1), "on_topic_text": on_topic / chunk_chars,
-            "on_topic_documents": all_on_topic}
+    return {
+        "chunks": sum(len(s) for s in chunks.values()),
+        "inside_one_chunk": inside / len(located),
+        "asked_inside_one_chunk": inside_asked / max(n_asked, 1),
+        "on_topic_text": on_topic / chunk_chars,
+        "on_topic_documents": all_on_topic,
+    }
 
 
 def main() -> None:
@@ -91,10 +95,14 @@ def main() -> None:
     doc_texts = {d.name: d.text for d in documents}
     located, asked = located_passages(args.data, doc_texts), asked_ids(args.data)
     total = sum(1 for _ in open(args.data / "corpus.jsonl"))
-    print(f"{len(documents)} documents ({len(problems)} unreadable); {len(located)} of {total} ObliQA passages "
-          f"found verbatim; {len(asked)} passages have a question")
-    print("| chunker | budget | chunks | median tokens | ObliQA passages inside one chunk | asked passages "
-          "inside one chunk | on-topic share of text in chunks with an answer | seconds |")
+    print(
+        f"{len(documents)} documents ({len(problems)} unreadable); {len(located)} of {total} ObliQA passages "
+        f"found verbatim; {len(asked)} passages have a question"
+    )
+    print(
+        "| chunker | budget | chunks | median tokens | ObliQA passages inside one chunk | asked passages "
+        "inside one chunk | on-topic share of text in chunks with an answer | seconds |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for budget in map(int, args.budgets.split(",")):
         counter = load_counter(args.model, budget)
@@ -106,11 +114,14 @@ def main() -> None:
             ours[p.source].append((p.start, p.end))
         windows = window_chunks(doc_texts, counter)
         for label, chunks, tokens, secs in (
-                ("structure (chunking.py)", ours, np.median([p.tokens for p in passages]), seconds),
-                ("fixed token windows", windows, float("nan"), float("nan"))):
+            ("structure (chunking.py)", ours, np.median([p.tokens for p in passages]), seconds),
+            ("fixed token windows", windows, float("nan"), float("nan")),
+        ):
             m = measure(chunks, located, asked, doc_texts)
-            print(f"| {label} | {budget} | {m['chunks']} | {tokens:.0f} | {m['inside_one_chunk']:.3f} | "
-                  f"{m['asked_inside_one_chunk']:.3f} | {m['on_topic_text']:.3f} | {secs:.1f} |")
+            print(
+                f"| {label} | {budget} | {m['chunks']} | {tokens:.0f} | {m['inside_one_chunk']:.3f} | "
+                f"{m['asked_inside_one_chunk']:.3f} | {m['on_topic_text']:.3f} | {secs:.1f} |"
+            )
         print(f"  {stats.summary()}; on-topic share of the documents as a whole: {m['on_topic_documents']:.3f}")
 
 

@@ -16,18 +16,23 @@ import sys
 import time
 from pathlib import Path
 
-
-import torch  # noqa: E402
-from sentence_transformers import SentenceTransformer  # noqa: E402
+import torch
+from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-from sentence_transformers.util import cos_sim  # noqa: E402
+from sentence_transformers.util import cos_sim
 
-from data import load_ir  # noqa: E402
-from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings  # noqa: E402
-from retrieval.metrics import METRICS, format_table  # noqa: E402
-from model import Encoder, ModelConfig, resolve_model_dir  # noqa: E402
+from data import load_ir
+from model import Encoder, ModelConfig, resolve_model_dir
+from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
+from retrieval.metrics import METRICS, format_table
 
-ST_KEYS = {"ndcg@10": "ndcg@10", "mrr@10": "mrr@10", "recall@10": "recall@10", "recall@100": "recall@100", "map@100": "map@100"}
+ST_KEYS = {
+    "ndcg@10": "ndcg@10",
+    "mrr@10": "mrr@10",
+    "recall@10": "recall@10",
+    "recall@100": "recall@100",
+    "map@100": "map@100",
+}
 
 
 def sentence_transformers_metrics(model_dir: str, data, dims: list[int], batch_size: int) -> tuple[dict, float]:
@@ -41,13 +46,24 @@ def sentence_transformers_metrics(model_dir: str, data, dims: list[int], batch_s
     results = {}
     for dim in dims:
         evaluator = InformationRetrievalEvaluator(
-            queries, corpus, relevant, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[10],
-            precision_recall_at_k=[10, 100], map_at_k=[100], batch_size=batch_size, truncate_dim=dim,
-            write_csv=False, score_functions={"cosine": cos_sim},
+            queries,
+            corpus,
+            relevant,
+            mrr_at_k=[10],
+            ndcg_at_k=[10],
+            accuracy_at_k=[10],
+            precision_recall_at_k=[10, 100],
+            map_at_k=[100],
+            batch_size=batch_size,
+            truncate_dim=dim,
+            write_csv=False,
+            score_functions={"cosine": cos_sim},
         )
         scores = evaluator.compute_all_metrics(model, corpus_embeddings=corpus_emb[:, :dim])
         scores = next(iter(scores.values()))  # the model's one score function (cosine)
-        results[dim] = {name: float(scores[key.split("@")[0] + "@k"][int(key.split("@")[1])]) for name, key in ST_KEYS.items()}
+        results[dim] = {
+            name: float(scores[key.split("@")[0] + "@k"][int(key.split("@")[1])]) for name, key in ST_KEYS.items()
+        }
     return results, seconds
 
 
@@ -70,14 +86,28 @@ def main() -> int:
     theirs, st_s = sentence_transformers_metrics(str(resolve_model_dir(args.model)), data, dims, args.batch_size)
     n = len(data.corpus_ids)
     print(f"{data.name}: {len(data.query_ids)} queries, {n} passages, batch size {args.batch_size}")
-    print(f"corpus encode: ours {n / ours_s:.1f} passages/s ({ours_s:.1f} s), "
-          f"sentence-transformers {n / st_s:.1f} passages/s ({st_s:.1f} s)")
+    print(
+        f"corpus encode: ours {n / ours_s:.1f} passages/s ({ours_s:.1f} s), "
+        f"sentence-transformers {n / st_s:.1f} passages/s ({st_s:.1f} s)"
+    )
     print("\nours\n" + format_table(ours) + "\n\nsentence-transformers\n" + format_table(theirs))
     worst = max(abs(ours[d][m] - theirs[d][m]) for d in dims for m in METRICS)
-    print(f"\nlargest |ours - sentence-transformers| over all dims and metrics: {worst:.6f} (tolerance {args.tolerance})")
+    print(
+        f"\nlargest |ours - sentence-transformers| over all dims and metrics: {worst:.6f} (tolerance {args.tolerance})"
+    )
     if args.out:
-        args.out.write_text(json.dumps({"ours": ours, "sentence_transformers": theirs, "ours_passages_per_s": n / ours_s,
-                                        "st_passages_per_s": n / st_s, "max_abs_diff": worst}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "ours": ours,
+                    "sentence_transformers": theirs,
+                    "ours_passages_per_s": n / ours_s,
+                    "st_passages_per_s": n / st_s,
+                    "max_abs_diff": worst,
+                },
+                indent=2,
+            )
+        )
     return 0 if worst <= args.tolerance else 1
 
 

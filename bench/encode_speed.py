@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
-
-from data import load_beir  # noqa: E402
-from model import Encoder, ModelConfig, resolve_model_dir  # noqa: E402
+from data import load_beir
+from model import Encoder, ModelConfig, resolve_model_dir
 
 
 def main() -> None:

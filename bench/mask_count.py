@@ -15,8 +15,7 @@ import argparse
 
 import numpy as np
 
-
-from data import SpreadBatchSampler, index_texts, known_relevant, load_pairs  # noqa: E402
+from data import SpreadBatchSampler, index_texts, known_relevant, load_pairs
 
 
 def batch_local_mask(anchor_ids: np.ndarray, candidate_ids: np.ndarray) -> np.ndarray:
@@ -36,12 +35,24 @@ def main(argv: list[str] | None = None) -> dict:
     pairs = load_pairs(args.train)
     relevant = known_relevant(pairs)
     table = index_texts(pairs, relevant)
-    counts = {"queries": 0, "queries_exposed": 0, "other_slots": 0, "other_batch_local": 0, "other_table_wide": 0,
-              "copy_slots": 0, "copy_batch_local": 0, "copy_table_wide": 0}
+    counts = {
+        "queries": 0,
+        "queries_exposed": 0,
+        "other_slots": 0,
+        "other_batch_local": 0,
+        "other_table_wide": 0,
+        "copy_slots": 0,
+        "copy_batch_local": 0,
+        "copy_table_wide": 0,
+    }
     for rows in SpreadBatchSampler(table, args.batch, args.seed):
         candidates = np.concatenate([table.positive_ids[rows], table.negative_ids[rows].reshape(-1)])
-        truth = np.array([[table.passage_texts[c] in relevant[table.anchor_texts[a]] for c in candidates]
-                          for a in table.anchor_ids[rows]])  # (G, M) by text, independently of the masks
+        truth = np.array(
+            [
+                [table.passage_texts[c] in relevant[table.anchor_texts[a]] for c in candidates]
+                for a in table.anchor_ids[rows]
+            ]
+        )  # (G, M) by text, independently of the masks
         np.fill_diagonal(truth[:, : len(rows)], False)  # a query's own positive is its label, not a negative
         copy = table.positive_ids[rows][:, None] == candidates[None, :]  # another slot holding my positive's text
         local, wide = batch_local_mask(table.anchor_ids[rows], candidates), table.known_mask(rows)
@@ -51,11 +62,14 @@ def main(argv: list[str] | None = None) -> dict:
             counts[f"{kind}_slots"] += int(slots.sum())
             counts[f"{kind}_batch_local"] += int((slots & local).sum())
             counts[f"{kind}_table_wide"] += int((slots & wide).sum())
-    print(f"{counts['queries']} queries. {counts['queries_exposed']} have another passage known relevant to their "
-          f"question among their candidates: {counts['other_slots']} slots, masked by the batch-local rule "
-          f"{counts['other_batch_local']}, by the table-wide rule {counts['other_table_wide']}. Copies of a query's own "
-          f"positive in another slot: {counts['copy_slots']}, masked by the batch-local rule {counts['copy_batch_local']}, "
-          f"by the table-wide rule {counts['copy_table_wide']}.")
+    print(
+        f"{counts['queries']} queries. {counts['queries_exposed']} have another passage known relevant to their "
+        f"question among their candidates: {counts['other_slots']} slots, masked by the batch-local rule "
+        f"{counts['other_batch_local']}, by the table-wide rule {counts['other_table_wide']}. Copies of a query's own "
+        f"positive in another slot: {counts['copy_slots']}, "
+        f"masked by the batch-local rule {counts['copy_batch_local']}, "
+        f"by the table-wide rule {counts['copy_table_wide']}."
+    )
     return counts
 
 

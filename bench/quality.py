@@ -39,15 +39,15 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any Hugging Face import: no hub access
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import NamedTuple  # noqa: E402
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,21 +67,41 @@ class Row(NamedTuple):
 ST_STUDY = ("--epochs", "4", "--per-device-batch", "512", "--lr", "2e-5", "--scale", "20", "--warmup", "0.1")
 ROWS = [
     Row("base", "the packaged model, not fine-tuned (no seeds)", "base", ()),
-    Row("st-study", "sentence-transformers trainer, the study's recipe: 4 epochs, batch 512, lr 2e-5, scale 20, "
-        "10% warm-up, cosine", "st", ST_STUDY),
-    Row("st-ours", "sentence-transformers trainer with our recipe's settings from CONFIG, and its own "
-        "mine_hard_negatives when CONFIG mines", "st-config", ()),
+    Row(
+        "st-study",
+        "sentence-transformers trainer, the study's recipe: 4 epochs, batch 512, lr 2e-5, scale 20, "
+        "10% warm-up, cosine",
+        "st",
+        ST_STUDY,
+    ),
+    Row(
+        "st-ours",
+        "sentence-transformers trainer with our recipe's settings from CONFIG, and its own "
+        "mine_hard_negatives when CONFIG mines",
+        "st-config",
+        (),
+    ),
     Row("ours-recipe", "ours, CONFIG as it is: in-batch negatives, table-wide masking", "ours", ()),
-    Row("ours+hardneg", "+ 1 mined hard negative per question (ranks 1-100, max_relative 0.95)", "ours",
-        ("--data.hard_negatives.k", "1")),
-    Row("ours+select", "+ the best epoch on the reported split (optimistic: selected on what is measured)", "ours",
-        ("--data.hard_negatives.k", "1", "--eval.select", "ndcg@10:mean")),
+    Row(
+        "ours+hardneg",
+        "+ 1 mined hard negative per question (ranks 1-100, max_relative 0.95)",
+        "ours",
+        ("--data.hard_negatives.k", "1"),
+    ),
+    Row(
+        "ours+select",
+        "+ the best epoch on the reported split (optimistic: selected on what is measured)",
+        "ours",
+        ("--data.hard_negatives.k", "1", "--eval.select", "ndcg@10:mean"),
+    ),
 ]
 METRIC = "ndcg@10"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, default=REPO / "configs/obliqa-best.yaml", help="our best recipe")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/obliqa", help="BEIR directory scored")
     parser.add_argument("--split", default="dev")
@@ -93,7 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--headline", default="ours-recipe", help="the row compared with base and every ST row")
     parser.add_argument("--eval-batch", type=int, default=64)
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap and randomization resamples")
-    parser.add_argument("--st-args", type=shlex.split, default=[], help="appended to every st_train.py command (smoke tests)")
+    parser.add_argument(
+        "--st-args", type=shlex.split, default=[], help="appended to every st_train.py command (smoke tests)"
+    )
     parser.add_argument("--train-args", type=shlex.split, default=[], help="appended to every train.py command")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.rows or []) - {row.name for row in ROWS})
@@ -116,18 +138,35 @@ def run_logged(command: list[str], log: Path) -> tuple[int, float]:
     with open(log, "w", encoding="utf-8") as handle:
         handle.write(shlex.join(command) + "\n\n")
         handle.flush()
-        status = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+        status = subprocess.run(
+            command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        ).returncode
     return status, time.perf_counter() - start
 
 
 def st_recipe(config) -> list[str]:
     """st_train.py flags for our recipe: every setting of `config` sentence-transformers can express."""
     t, loss, hn = config.train, config.loss, config.data.hard_negatives
-    flags = ["--epochs", str(t.epochs), "--per-device-batch", str(t.global_batch), "--mini-batch-size", str(t.micro_batch),
-             "--lr", repr(t.lr), "--warmup", repr(t.warmup_ratio), "--min-lr-ratio", repr(t.min_lr_ratio),
-             "--weight-decay", repr(t.weight_decay), "--max-grad-norm", repr(t.max_grad_norm),
-             "--scale", repr(1.0 / loss.temperature)]
+    flags = [
+        "--epochs",
+        str(t.epochs),
+        "--per-device-batch",
+        str(t.global_batch),
+        "--mini-batch-size",
+        str(t.micro_batch),
+        "--lr",
+        repr(t.lr),
+        "--warmup",
+        repr(t.warmup_ratio),
+        "--min-lr-ratio",
+        repr(t.min_lr_ratio),
+        "--weight-decay",
+        repr(t.weight_decay),
+        "--max-grad-norm",
+        repr(t.max_grad_norm),
+        "--scale",
+        repr(1.0 / loss.temperature),
+    ]
     if loss.dims:
         flags += ["--dims", ",".join(map(str, loss.dims))]
     if loss.weights:
@@ -136,9 +175,20 @@ def st_recipe(config) -> list[str]:
     flags += ["--drop-last"] if t.drop_last else []
     flags += ["--max-length", str(config.model.max_length)] if config.model.max_length else []
     if hn.k:
-        flags += ["--hard-negatives", str(hn.k), "--hn-range-min", str(hn.rank_min - 1), "--hn-range-max", str(hn.rank_max),
-                  "--hn-relative-margin", "none" if hn.max_relative is None else repr(round(1.0 - hn.max_relative, 12)),
-                  "--hn-max-score", repr(hn.max_score), "--hn-sampling", hn.sample]
+        flags += [
+            "--hard-negatives",
+            str(hn.k),
+            "--hn-range-min",
+            str(hn.rank_min - 1),
+            "--hn-range-max",
+            str(hn.rank_max),
+            "--hn-relative-margin",
+            "none" if hn.max_relative is None else repr(round(1.0 - hn.max_relative, 12)),
+            "--hn-max-score",
+            repr(hn.max_score),
+            "--hn-sampling",
+            hn.sample,
+        ]
         flags += ["--hn-corpus", hn.corpus] if hn.corpus else []
         flags += ["--hn-model", hn.model] if hn.model else []
     return flags
@@ -146,28 +196,63 @@ def st_recipe(config) -> list[str]:
 
 def st_command(row: Row, seed: int, run_dir: Path, args: argparse.Namespace, config) -> list[str]:
     recipe = st_recipe(config) if row.runner == "st-config" else []
-    data = ["--train", config.data.train] + (["--train-split", config.data.train_split] if config.data.train_split else [])
-    return [sys.executable, "-m", "bench.st_train", "--model", config.model.name_or_path, *data, *recipe, *row.overrides,
-            "--seed", str(seed), "--out", str(run_dir), "--no-eval", *args.st_args]
+    data = ["--train", config.data.train] + (
+        ["--train-split", config.data.train_split] if config.data.train_split else []
+    )
+    return [
+        sys.executable,
+        "-m",
+        "bench.st_train",
+        "--model",
+        config.model.name_or_path,
+        *data,
+        *recipe,
+        *row.overrides,
+        "--seed",
+        str(seed),
+        "--out",
+        str(run_dir),
+        "--no-eval",
+        *args.st_args,
+    ]
 
 
 def ours_command(row: Row, seed: int, run_dir: Path, args: argparse.Namespace) -> list[str]:
-    return [sys.executable, "train.py", "--config", str(args.config), "--data.eval", str(args.data),
-            "--data.eval_split", args.split, "--eval.before", "false", "--output.overwrite", "true", *row.overrides,
-            "--train.seed", str(seed), "--output.dir", str(run_dir), *args.train_args]
+    return [
+        sys.executable,
+        "train.py",
+        "--config",
+        str(args.config),
+        "--data.eval",
+        str(args.data),
+        "--data.eval_split",
+        args.split,
+        "--eval.before",
+        "false",
+        "--output.overwrite",
+        "true",
+        *row.overrides,
+        "--train.seed",
+        str(seed),
+        "--output.dir",
+        str(run_dir),
+        *args.train_args,
+    ]
 
 
 def score_model(model_dir: Path | str, data, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     """{dim: {metric: per-question values}} of the model in `model_dir`, scored with our evaluate.py."""
     import torch
 
-    from retrieval.evaluation import evaluate
     from model import Encoder, ModelConfig
+    from retrieval.evaluation import evaluate
 
     encoder = Encoder.from_config(ModelConfig(str(model_dir))).to("cuda" if torch.cuda.is_available() else "cpu")
     results = evaluate(encoder, data, args.dims, batch_size=args.eval_batch)
-    return {str(dim): {metric: values.tolist() for metric, values in result.per_query.items()}
-            for dim, result in results.items()}
+    return {
+        str(dim): {metric: values.tolist() for metric, values in result.per_query.items()}
+        for dim, result in results.items()
+    }
 
 
 def ours_per_query(run_dir: Path, data, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
@@ -178,10 +263,15 @@ def ours_per_query(run_dir: Path, data, args: argparse.Namespace) -> dict[str, d
         written = json.loads(path.read_text(encoding="utf-8"))
         after = written.get("after") or {}
         if all(str(dim) in after for dim in args.dims) and sorted(written["query_ids"]) == sorted(data.query_ids):
-            order = [written["query_ids"].index(qid) for qid in data.query_ids] \
-                if written["query_ids"] != data.query_ids else None
-            return {str(dim): {m: v if order is None else [v[i] for i in order] for m, v in after[str(dim)].items()}
-                    for dim in args.dims}
+            order = (
+                [written["query_ids"].index(qid) for qid in data.query_ids]
+                if written["query_ids"] != data.query_ids
+                else None
+            )
+            return {
+                str(dim): {m: v if order is None else [v[i] for i in order] for m, v in after[str(dim)].items()}
+                for dim in args.dims
+            }
     print(f"  {path} missing or incomplete: scoring {run_dir / 'model'} here", flush=True)
     return score_model(run_dir / "model", data, args)
 
@@ -198,8 +288,14 @@ def train_run(row: Row, seed: int, data, args: argparse.Namespace, config) -> di
         return None
     trained = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     per_query = score_model(run_dir / "model", data, args) if st else ours_per_query(run_dir, data, args)
-    return {"train_seconds": trained["train_seconds"], "steps": trained["steps"], "process_seconds": wall,
-            "command": command, "log": str(log), "per_query": per_query}
+    return {
+        "train_seconds": trained["train_seconds"],
+        "steps": trained["steps"],
+        "process_seconds": wall,
+        "command": command,
+        "log": str(log),
+        "per_query": per_query,
+    }
 
 
 def run_row(row: Row, data, args: argparse.Namespace, config) -> None:
@@ -213,8 +309,12 @@ def run_row(row: Row, data, args: argparse.Namespace, config) -> None:
         try:
             if row.runner == "base":
                 start = time.perf_counter()
-                result = {"train_seconds": 0.0, "steps": 0, "model": config.model.name_or_path,
-                          "per_query": score_model(resolve_base(config), data, args)}
+                result = {
+                    "train_seconds": 0.0,
+                    "steps": 0,
+                    "model": config.model.name_or_path,
+                    "per_query": score_model(resolve_base(config), data, args),
+                }
                 result["process_seconds"] = time.perf_counter() - start
             else:
                 result = train_run(row, seed, data, args, config)
@@ -223,9 +323,19 @@ def run_row(row: Row, data, args: argparse.Namespace, config) -> None:
             result = None
         if result is None:
             continue
-        means = {dim: {m: float(np.mean(v)) for m, v in by_metric.items()} for dim, by_metric in result["per_query"].items()}
-        result = {"row": row.name, "description": row.description, "seed": seed, "data": f"{args.data} ({args.split})",
-                  "config_sha256": config_sha256(args.config), "query_ids": data.query_ids, "metrics": means, **result}
+        means = {
+            dim: {m: float(np.mean(v)) for m, v in by_metric.items()} for dim, by_metric in result["per_query"].items()
+        }
+        result = {
+            "row": row.name,
+            "description": row.description,
+            "seed": seed,
+            "data": f"{args.data} ({args.split})",
+            "config_sha256": config_sha256(args.config),
+            "query_ids": data.query_ids,
+            "metrics": means,
+            **result,
+        }
         write_atomic(path, json.dumps(result) + "\n")
         print(f"  {METRIC}: " + "  ".join(f"{dim} {means[str(dim)][METRIC]:.4f}" for dim in args.dims), flush=True)
 
@@ -263,8 +373,12 @@ def collect(args: argparse.Namespace, rows: list[Row]) -> list[RowResults]:
             if sorted(run["query_ids"]) != sorted(query_ids):
                 raise SystemExit(f"{row.name} seed {run['seed']}: scored on other questions than {rows[0].name}")
             order = [run["query_ids"].index(qid) for qid in query_ids] if run["query_ids"] != query_ids else None
-            per_seed.append({dim: np.asarray(run["per_query"][str(dim)][METRIC])[order if order else slice(None)]
-                             for dim in args.dims})
+            per_seed.append(
+                {
+                    dim: np.asarray(run["per_query"][str(dim)][METRIC])[order if order else slice(None)]
+                    for dim in args.dims
+                }
+            )
         ndcg = {dim: np.mean([values[dim] for values in per_seed], axis=0) for dim in args.dims}
         collected.append(RowResults(row, runs, ndcg))
     return collected
@@ -284,13 +398,17 @@ def change(base: np.ndarray, new: np.ndarray, resamples: int) -> str:
 
 
 def summary_table(results: list[RowResults], dims: list[int], seeds: int) -> list[str]:
-    lines = [f"| row | seeds | {' | '.join(map(str, dims))} | train s | process s | steps |",
-             "|---|---:|" + "---:|" * (len(dims) + 3)]
+    lines = [
+        f"| row | seeds | {' | '.join(map(str, dims))} | train s | process s | steps |",
+        "|---|---:|" + "---:|" * (len(dims) + 3),
+    ]
     for r in results:
         runs, of = r.runs, "" if r.row.runner == "base" else f"/{seeds}"
         cells = [mean_sd([run["metrics"][str(d)][METRIC] for run in runs]) for d in dims]
         means = [np.mean([run[key] for run in runs]) for key in ("train_seconds", "process_seconds", "steps")]
-        lines.append(f"| {r.row.name} | {len(runs)}{of} | " + " | ".join(cells) + "".join(f" | {m:.0f}" for m in means) + " |")
+        lines.append(
+            f"| {r.row.name} | {len(runs)}{of} | " + " | ".join(cells) + "".join(f" | {m:.0f}" for m in means) + " |"
+        )
     return lines
 
 
@@ -298,8 +416,11 @@ def change_table(pairs: list[tuple[RowResults, RowResults]], dims: list[int], re
     """One line per (baseline, new) pair: the change at every dim."""
     lines = [f"| row | against | {' | '.join(map(str, dims))} |", "|---|---|" + "---|" * len(dims)]
     for base, new in pairs:
-        lines.append(f"| {new.row.name} | {base.row.name} | "
-                     + " | ".join(change(base.ndcg[d], new.ndcg[d], resamples) for d in dims) + " |")
+        lines.append(
+            f"| {new.row.name} | {base.row.name} | "
+            + " | ".join(change(base.ndcg[d], new.ndcg[d], resamples) for d in dims)
+            + " |"
+        )
     return lines
 
 
@@ -307,8 +428,11 @@ def against_full_size(last: RowResults, base: RowResults, dims: list[int], resam
     """`last` truncated to each dim against the base model at full size."""
     full = max(dims)
     lines = [f"| {last.row.name} dim | {last.row.name} | base@{full} | change |", "|---:|---:|---:|---|"]
-    return lines + [f"| {d} | {last.ndcg[d].mean():.4f} | {base.ndcg[full].mean():.4f} | "
-                    f"{change(base.ndcg[full], last.ndcg[d], resamples)} |" for d in dims]
+    return lines + [
+        f"| {d} | {last.ndcg[d].mean():.4f} | {base.ndcg[full].mean():.4f} | "
+        f"{change(base.ndcg[full], last.ndcg[d], resamples)} |"
+        for d in dims
+    ]
 
 
 def notes(results: list[RowResults], rows: list[Row], args: argparse.Namespace) -> list[str]:
@@ -319,8 +443,12 @@ def notes(results: list[RowResults], rows: list[Row], args: argparse.Namespace) 
     if missing:
         lines += ["", f"Missing runs (failed, or not run yet): {', '.join(missing)}."]
     current = config_sha256(args.config)
-    stale = [f"{r.row.name} seed {run['seed']}" for r in results for run in r.runs
-             if current and r.row.runner != "base" and run["config_sha256"] != current]
+    stale = [
+        f"{r.row.name} seed {run['seed']}"
+        for r in results
+        for run in r.runs
+        if current and r.row.runner != "base" and run["config_sha256"] != current
+    ]
     if stale:
         lines += ["", f"Warning: trained with another version of {args.config}: {', '.join(stale)}."]
     return lines
@@ -332,23 +460,45 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
         return f"no results under {args.out}"
     dims = args.dims
     last = next((r for r in results if r.row.name == args.headline), results[-1])  # the recipe we recommend
-    lines = [f"# Quality bench: {last.runs[0]['data']}, {len(last.ndcg[dims[0]])} questions", "",
-             f"Config: {args.config}. Seeds: {', '.join(map(str, args.seeds))}.", ""]
+    lines = [
+        f"# Quality bench: {last.runs[0]['data']}, {len(last.ndcg[dims[0]])} questions",
+        "",
+        f"Config: {args.config}. Seeds: {', '.join(map(str, args.seeds))}.",
+        "",
+    ]
     lines += [f"- `{r.row.name}`: {r.row.description}" for r in results]
-    lines += ["", "## NDCG@10, mean ± sd over seeds", "", *summary_table(results, dims, len(args.seeds)), "",
-              "train s: the training loop alone, mining excluded (for ours it includes the evaluations that "
-              "eval.every asks for); process s: the whole training command.", "",
-              "## Change in NDCG@10 against the row above", "",
-              "On the seed-averaged per-question NDCG@10: mean change [95% paired bootstrap interval], "
-              "paired randomization p.", "", *change_table(list(zip(results, results[1:])), dims, args.resamples)]
+    lines += [
+        "",
+        "## NDCG@10, mean ± sd over seeds",
+        "",
+        *summary_table(results, dims, len(args.seeds)),
+        "",
+        "train s: the training loop alone, mining excluded (for ours it includes the evaluations that "
+        "eval.every asks for); process s: the whole training command.",
+        "",
+        "## Change in NDCG@10 against the row above",
+        "",
+        "On the seed-averaged per-question NDCG@10: mean change [95% paired bootstrap interval], "
+        "paired randomization p.",
+        "",
+        *change_table(list(zip(results, results[1:])), dims, args.resamples),
+    ]
     baselines = [r for r in results if r.row.runner != "ours"]
     if baselines:
-        lines += ["", f"## {last.row.name} against the base model and each sentence-transformers row", "",
-                  *change_table([(b, last) for b in baselines], dims, args.resamples)]
+        lines += [
+            "",
+            f"## {last.row.name} against the base model and each sentence-transformers row",
+            "",
+            *change_table([(b, last) for b in baselines], dims, args.resamples),
+        ]
     base = next((r for r in results if r.row.runner == "base"), None)
     if base is not None and last is not base:
-        lines += ["", f"## {last.row.name} at each dim against the base model at {max(dims)}", "",
-                  *against_full_size(last, base, dims, args.resamples)]
+        lines += [
+            "",
+            f"## {last.row.name} at each dim against the base model at {max(dims)}",
+            "",
+            *against_full_size(last, base, dims, args.resamples),
+        ]
     return "\n".join(lines + notes(results, rows, args)) + "\n"
 
 

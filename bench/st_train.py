@@ -34,29 +34,31 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before any Hugging Face import: no hub access
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
 
-
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer  # noqa: E402
-from sentence_transformers import SentenceTransformerTrainingArguments  # noqa: E402
-from sentence_transformers.sentence_transformer.losses import (  # noqa: E402
+import torch
+from datasets import Dataset
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MatryoshkaLoss,
 )
-from sentence_transformers.util import mine_hard_negatives  # noqa: E402
+from sentence_transformers.util import mine_hard_negatives
 
-from common.files import write_atomic  # noqa: E402
-from data import load_ir, load_pairs, read_id_text  # noqa: E402
-from retrieval.evaluation import evaluate  # noqa: E402
-from retrieval.metrics import format_table  # noqa: E402
-from model import PACKAGED_MINILM, Encoder, ModelConfig, resolve_model_dir  # noqa: E402
+from common.files import write_atomic
+from data import load_ir, load_pairs, read_id_text
+from model import PACKAGED_MINILM, Encoder, ModelConfig, resolve_model_dir
+from retrieval.evaluation import evaluate
+from retrieval.metrics import format_table
 
 
 def _optional_float(text: str) -> float | None:
@@ -68,9 +70,13 @@ def _floats(text: str) -> list[float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=PACKAGED_MINILM, help="hub id or local directory (default: packaged MiniLM)")
-    parser.add_argument("--train", default="../shared/data/obliqa/train_pairs.jsonl", help="pairs JSONL: anchor, positive")
+    parser.add_argument(
+        "--train", default="../shared/data/obliqa/train_pairs.jsonl", help="pairs JSONL: anchor, positive"
+    )
     parser.add_argument("--train-split", help="split of a hub dataset")
     parser.add_argument("--limit", type=int, help="train on the first N pairs only (smoke tests)")
     parser.add_argument("--max-length", type=int, help="tokens per text (default: the model's own)")
@@ -79,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mini-batch-size", type=int, default=32, help="GradCache mini-batch of the cached loss")
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--warmup", type=float, default=0.1, help="warm-up as a fraction of the steps, in [0, 1)")
-    parser.add_argument("--min-lr-ratio", type=float, default=0.0, help="cosine floor as a fraction of lr (0: ST's 'cosine')")
+    parser.add_argument(
+        "--min-lr-ratio", type=float, default=0.0, help="cosine floor as a fraction of lr (0: ST's 'cosine')"
+    )
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--max-grad-norm", type=_optional_float, default=1.0, help="'none' for no clipping")
     parser.add_argument("--seed", type=int, default=42, help="training (and random hard-negative sampling) seed")
@@ -91,17 +99,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drop-last", action="store_true", help="dataloader_drop_last (default off, as in ST)")
     parser.add_argument("--hard-negatives", type=int, default=0, metavar="K", help="mine K negatives per row (0: off)")
     parser.add_argument("--hn-model", help="model to mine with (default: --model, untrained)")
-    parser.add_argument("--hn-corpus", help="BEIR directory whose corpus.jsonl is mined (default: the training positives)")
+    parser.add_argument(
+        "--hn-corpus", help="BEIR directory whose corpus.jsonl is mined (default: the training positives)"
+    )
     parser.add_argument("--hn-range-min", type=int, default=0, help="mine_hard_negatives range_min")
     parser.add_argument("--hn-range-max", type=int, default=30, help="mine_hard_negatives range_max")
-    parser.add_argument("--hn-relative-margin", type=_optional_float, default=None, help="e.g. 0.05; 'none' for no filter")
+    parser.add_argument(
+        "--hn-relative-margin", type=_optional_float, default=None, help="e.g. 0.05; 'none' for no filter"
+    )
     parser.add_argument("--hn-max-score", type=_optional_float, default=None)
     parser.add_argument("--hn-sampling", choices=["top", "random"], default="top")
     parser.add_argument("--eval-data", default="../shared/data/obliqa")
     parser.add_argument("--eval-split", default="dev")
     parser.add_argument("--eval-base", action="store_true", help="also score the model before training")
     parser.add_argument("--eval-batch", type=int, default=64)
-    parser.add_argument("--no-eval", action="store_true", help="train and save only (bench/quality.py scores the model)")
+    parser.add_argument(
+        "--no-eval", action="store_true", help="train and save only (bench/quality.py scores the model)"
+    )
     parser.add_argument("--plan-only", action="store_true", help="print the batch plan and stop, without training")
     parser.add_argument("--out", type=Path, default=Path("runs/st_obliqa"))
     args = parser.parse_args(argv)
@@ -134,14 +148,26 @@ def with_hard_negatives(train: Dataset, args: argparse.Namespace, model_dir: str
     if args.hn_corpus:
         corpus = list(read_id_text(Path(args.hn_corpus) / "corpus.jsonl", title=True).values())
     random.seed(args.seed)  # its "random" sampling draws from Python's global generator
-    mined = mine_hard_negatives(train, miner, corpus=corpus, range_min=args.hn_range_min, range_max=args.hn_range_max,
-                                relative_margin=args.hn_relative_margin, max_score=args.hn_max_score,
-                                num_negatives=args.hard_negatives, sampling_strategy=args.hn_sampling,
-                                output_format="n-tuple", batch_size=args.eval_batch)
+    mined = mine_hard_negatives(
+        train,
+        miner,
+        corpus=corpus,
+        range_min=args.hn_range_min,
+        range_max=args.hn_range_max,
+        relative_margin=args.hn_relative_margin,
+        max_score=args.hn_max_score,
+        num_negatives=args.hard_negatives,
+        sampling_strategy=args.hn_sampling,
+        output_format="n-tuple",
+        batch_size=args.eval_batch,
+    )
     report = {"rows_in": len(train), "rows_kept": len(mined), "rows_dropped": len(train) - len(mined)}
-    print(f"mine_hard_negatives: kept {report['rows_kept']} of {report['rows_in']} rows, dropped "
-          f"{report['rows_dropped']} ({report['rows_dropped'] / len(train):.1%}) for want of {args.hard_negatives} "
-          f"negatives", flush=True)
+    print(
+        f"mine_hard_negatives: kept {report['rows_kept']} of {report['rows_in']} rows, dropped "
+        f"{report['rows_dropped']} ({report['rows_dropped'] / len(train):.1%}) for want of {args.hard_negatives} "
+        f"negatives",
+        flush=True,
+    )
     return mined, report
 
 
@@ -172,8 +198,13 @@ def training_args(args: argparse.Namespace) -> SentenceTransformerTrainingArgume
 
 def make_loss(model: SentenceTransformer, args: argparse.Namespace) -> MatryoshkaLoss:
     directions = ("query_to_doc", "doc_to_query") if args.symmetric else ("query_to_doc",)
-    inner = CachedMultipleNegativesRankingLoss(model, scale=args.scale, mini_batch_size=args.mini_batch_size,
-                                               directions=directions, partition_mode="per_direction")
+    inner = CachedMultipleNegativesRankingLoss(
+        model,
+        scale=args.scale,
+        mini_batch_size=args.mini_batch_size,
+        directions=directions,
+        partition_mode="per_direction",
+    )
     return MatryoshkaLoss(model, inner, matryoshka_dims=args.dims, matryoshka_weights=args.weights)
 
 
@@ -191,9 +222,14 @@ def batch_plan(trainer: SentenceTransformerTrainer) -> dict:
     torch.random.set_rng_state(state)
     steps = len(loader)
     trained = [row for batch in batches[:steps] for row in batch]
-    return {"len": steps, "yielded": len(batches), "sizes": [len(batch) for batch in batches],
-            "rows_trained": len(trained), "distinct_rows_trained": len(set(trained)),
-            "warmup_steps": trainer.args.get_warmup_steps(steps)}
+    return {
+        "len": steps,
+        "yielded": len(batches),
+        "sizes": [len(batch) for batch in batches],
+        "rows_trained": len(trained),
+        "distinct_rows_trained": len(set(trained)),
+        "warmup_steps": trainer.args.get_warmup_steps(steps),
+    }
 
 
 def score(model_dir: str, args: argparse.Namespace, data) -> dict[int, dict[str, float]]:
@@ -209,13 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.hard_negatives:
         train, mining = with_hard_negatives(train, args, model_dir)
     model = load_model(model_dir, args.max_length)
-    trainer = SentenceTransformerTrainer(model=model, args=training_args(args), train_dataset=train,
-                                         loss=make_loss(model, args))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=training_args(args), train_dataset=train, loss=make_loss(model, args)
+    )
     plan = batch_plan(trainer)
-    print(f"{len(train)} rows ({', '.join(train.column_names)}), batch {args.per_device_batch}, {args.batch_sampler}, "
-          f"drop_last {args.drop_last}: {plan['len']} steps an epoch ({plan['warmup_steps']} warmup of one epoch's); "
-          f"sampler yields {plan['yielded']} batches {plan['sizes']}, "
-          f"{plan['rows_trained']} rows trained ({plan['distinct_rows_trained']} distinct)", flush=True)
+    print(
+        f"{len(train)} rows ({', '.join(train.column_names)}), batch {args.per_device_batch}, {args.batch_sampler}, "
+        f"drop_last {args.drop_last}: {plan['len']} steps an epoch ({plan['warmup_steps']} warmup of one epoch's); "
+        f"sampler yields {plan['yielded']} batches {plan['sizes']}, "
+        f"{plan['rows_trained']} rows trained ({plan['distinct_rows_trained']} distinct)",
+        flush=True,
+    )
     if args.plan_only:
         return 0
     start = time.perf_counter()
@@ -228,11 +268,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     model.save(str(args.out / "model"))
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    results = {"train_seconds": seconds, "steps": steps, "batch_sampler": args.batch_sampler, "drop_last": args.drop_last,
-               "args": {**settings, "pairs": len(train), "weights": args.weights or [1.0] * len(args.dims),
-                        "scheduler": str(trainer.args.lr_scheduler_type.value), "precision": "fp32"},
-               "hard_negatives": mining, "batches": plan,
-               "loss": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]}
+    results = {
+        "train_seconds": seconds,
+        "steps": steps,
+        "batch_sampler": args.batch_sampler,
+        "drop_last": args.drop_last,
+        "args": {
+            **settings,
+            "pairs": len(train),
+            "weights": args.weights or [1.0] * len(args.dims),
+            "scheduler": str(trainer.args.lr_scheduler_type.value),
+            "precision": "fp32",
+        },
+        "hard_negatives": mining,
+        "batches": plan,
+        "loss": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+    }
     if not args.no_eval:
         data = load_ir(args.eval_data, args.eval_split)
         results["after"] = score(str(args.out / "model"), args, data)

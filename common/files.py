@@ -9,9 +9,9 @@ too, so a crash at any moment leaves either the old complete version or the new 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-import itertools
 import shutil
 import threading
 from collections.abc import Iterable

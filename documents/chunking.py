@@ -29,15 +29,57 @@ from documents.readers import Document
 
 KEYWORD = r"(?:SECTION|Section|PART|Part|CHAPTER|Chapter|ARTICLE|Article|SCHEDULE|Schedule|APPENDIX|Appendix|RULE|Rule)"
 COMPONENT = r"(?:\d+[A-Z]?|[IVXLC]+|[A-Z]|\([a-z0-9]+\)|[Gg]uidance)"
-PROVISION = re.compile(rf"^(?P<keyword>{KEYWORD}\s+)?(?P<num>(?:\d+[A-Z]?|[IVXLC]+|[A-Z])(?:\.{COMPONENT})*)"
-                       rf"(?P<close>\.|\))?(?P<sep>\t|[ \t]+|$)(?P<rest>.*)$")
+PROVISION = re.compile(
+    rf"^(?P<keyword>{KEYWORD}\s+)?(?P<num>(?:\d+[A-Z]?|[IVXLC]+|[A-Z])(?:\.{COMPONENT})*)"
+    rf"(?P<close>\.|\))?(?P<sep>\t|[ \t]+|$)(?P<rest>.*)$"
+)
 MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 TITLE_MAX_WORDS = 12
 # Sentence ends: . ! ? (and closing quotes/brackets), then space, then what can open a sentence.
 SENTENCE_END = re.compile(r"(?<=[.!?])(?P<close>[\"”’')\]]*)\s+(?=[\"“‘'(\[]?[A-Z0-9])")
-ABBREVIATIONS = {"e.g", "i.e", "no", "nos", "art", "arts", "mr", "mrs", "ms", "dr", "st", "co", "ltd", "inc",
-                 "etc", "viz", "cf", "para", "paras", "s", "ss", "sch", "reg", "regs", "vol", "pp", "p", "u.s",
-                 "u.k", "u.a.e", "cl", "sec", "ch", "fig", "approx", "incl", "pty", "corp", "jr", "sr", "vs"}
+ABBREVIATIONS = {
+    "e.g",
+    "i.e",
+    "no",
+    "nos",
+    "art",
+    "arts",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "st",
+    "co",
+    "ltd",
+    "inc",
+    "etc",
+    "viz",
+    "cf",
+    "para",
+    "paras",
+    "s",
+    "ss",
+    "sch",
+    "reg",
+    "regs",
+    "vol",
+    "pp",
+    "p",
+    "u.s",
+    "u.k",
+    "u.a.e",
+    "cl",
+    "sec",
+    "ch",
+    "fig",
+    "approx",
+    "incl",
+    "pty",
+    "corp",
+    "jr",
+    "sr",
+    "vs",
+}
 
 
 @dataclass
@@ -83,9 +125,11 @@ class ChunkStats:
     cut_sentences: int = 0  # sentences longer than the budget alone, cut inside
 
     def summary(self) -> str:
-        return (f"{self.passages} passages from {self.documents} documents; {self.split_units} provisions over "
-                f"the budget were split at line or sentence ends; {self.cut_sentences} sentences longer than "
-                f"the budget were cut inside")
+        return (
+            f"{self.passages} passages from {self.documents} documents; {self.split_units} provisions over "
+            f"the budget were split at line or sentence ends; {self.cut_sentences} sentences longer than "
+            f"the budget were cut inside"
+        )
 
 
 # ---------------------------------------------------------------- lines
@@ -116,8 +160,11 @@ def provision_number(line: str) -> Numbered | None:
 
 def is_title(rest: str) -> bool:
     """A numbered line's text reads as a title: empty, or short with no sentence punctuation or columns."""
-    return not rest or (len(rest.split()) <= TITLE_MAX_WORDS and "\t" not in rest
-                        and not rest.endswith((".", ";", ":", ",", "—", "–", "-")))
+    return not rest or (
+        len(rest.split()) <= TITLE_MAX_WORDS
+        and "\t" not in rest
+        and not rest.endswith((".", ";", ":", ",", "—", "–", "-"))
+    )
 
 
 def classify_lines(document: Document) -> list[Line]:
@@ -169,8 +216,16 @@ def units_of(lines: list[Line]) -> list[Unit]:
             stack = close_headings(stack, line)
             if line.kind == "heading":
                 stack.append(line)
-            units.append(Unit(line.start, line.end, tuple(h.label for h in stack), line.kind == "heading",
-                              line.label if line.kind == "provision" else "", [line]))
+            units.append(
+                Unit(
+                    line.start,
+                    line.end,
+                    tuple(h.label for h in stack),
+                    line.kind == "heading",
+                    line.label if line.kind == "provision" else "",
+                    [line],
+                )
+            )
         elif units and not units[-1].is_heading:
             units[-1].end = line.end
             units[-1].lines.append(line)
@@ -190,8 +245,10 @@ class TokenCounter:
         self.overhead = len(tokenizer(prompt)["input_ids"])  # [CLS] prompt [SEP]: what every passage carries
         self.budget = budget
         if budget <= self.overhead + 8:
-            raise ValueError(f"chunk budget {budget} tokens leaves no room for text (the model's special tokens and "
-                             f"document prompt take {self.overhead})")
+            raise ValueError(
+                f"chunk budget {budget} tokens leaves no room for text (the model's special tokens and "
+                f"document prompt take {self.overhead})"
+            )
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens of each text alone, without special tokens."""
@@ -216,13 +273,14 @@ class TokenCounter:
         split it into more pieces) is shortened a token at a time until it fits.
         """
         room = self.budget - self.overhead
-        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                 verbose=False)["offset_mapping"]
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+            "offset_mapping"
+        ]
         token_starts = [start for start, _ in offsets] + [len(text)]
         spans, first = [], 0
         while first < len(offsets):
             last = min(first + room, len(offsets))  # the window is tokens [first, last)
-            while last > first + 1 and self.count([text[token_starts[first]:token_starts[last]]])[0] > room:
+            while last > first + 1 and self.count([text[token_starts[first] : token_starts[last]]])[0] > room:
                 last -= 1
             spans.append((token_starts[first], token_starts[last] if last < len(offsets) else len(text)))
             first = last
@@ -237,8 +295,10 @@ def load_counter(model: str, max_tokens: int | None = None) -> TokenCounter:
 
     spec, transformer_dir = read_embedding_spec(resolve_model_dir(model))
     if max_tokens and max_tokens > spec.max_length:
-        raise ValueError(f"chunk budget {max_tokens} tokens: {model} reads at most {spec.max_length}; the rest of "
-                         "each passage would never be embedded")
+        raise ValueError(
+            f"chunk budget {max_tokens} tokens: {model} reads at most {spec.max_length}; the rest of "
+            "each passage would never be embedded"
+        )
     tokenizer = AutoTokenizer.from_pretrained(transformer_dir)
     return TokenCounter(tokenizer, max_tokens or spec.max_length, spec.document_prompt)
 
@@ -250,7 +310,7 @@ def sentence_spans(text: str, start: int) -> list[tuple[int, int]]:
     """Sentences of one line as absolute spans; a period after a known abbreviation is not an end."""
     spans, begin = [], 0
     for match in SENTENCE_END.finditer(text):
-        word = re.search(r"([\w.]+)\.?[\"”’')\]]*$", text[begin:match.start()])
+        word = re.search(r"([\w.]+)\.?[\"”’')\]]*$", text[begin : match.start()])
         token = word[1].rstrip(".") if word else ""
         if token.lower() in ABBREVIATIONS or re.fullmatch(r"[A-Z]", token):
             continue  # "e.g. The", "No. 5", an initial
@@ -264,7 +324,7 @@ def pieces_of(unit: Unit, text: str, counter: TokenCounter, stats: ChunkStats) -
     """(start, end, tokens) atoms of an over-budget unit: lines, else sentences, else token windows."""
     pieces = []
     for line in unit.lines:
-        line_text = text[line.start:line.end]
+        line_text = text[line.start : line.end]
         (line_tokens,) = counter.count([line_text])
         if counter.fits(line_tokens):
             pieces.append((line.start, line.end, line_tokens))
@@ -276,7 +336,7 @@ def pieces_of(unit: Unit, text: str, counter: TokenCounter, stats: ChunkStats) -
                 continue
             stats.cut_sentences += 1
             for a, b in counter.cut(text[s_start:s_end]):
-                (window_tokens,) = counter.count([text[s_start + a:s_start + b]])
+                (window_tokens,) = counter.count([text[s_start + a : s_start + b]])
                 pieces.append((s_start + a, s_start + b, window_tokens))
     return pieces
 
@@ -313,7 +373,7 @@ def group_units(units: list[Unit]) -> list[list[Unit]]:
 
 
 def spans_of_group(group: list[Unit], text: str, counter: TokenCounter, stats: ChunkStats) -> list[tuple[int, int]]:
-    counts = counter.count([text[u.start:u.end] for u in group])
+    counts = counter.count([text[u.start : u.end] for u in group])
     items: list[tuple[int, int, int]] = []
     for unit, tokens in zip(group, counts):
         if counter.fits(tokens):
@@ -353,8 +413,9 @@ def chunk_document(document: Document, counter: TokenCounter, stats: ChunkStats)
             key = hashlib.sha1(f"{document.name}\n{body}".encode()).hexdigest()[:12]
             seen[key] += 1
             passage_id = f"{Path(document.name).stem}#{key}" + (f"-{seen[key]}" if seen[key] > 1 else "")
-            passages.append(Passage(passage_id, document.name, title, body, start, end,
-                                    numbers_of(group, start, end), 0))
+            passages.append(
+                Passage(passage_id, document.name, title, body, start, end, numbers_of(group, start, end), 0)
+            )
     for passage, tokens in zip(passages, counter.count([p.full_text() for p in passages])):
         passage.tokens = tokens + counter.overhead
     stats.documents += 1

@@ -35,6 +35,7 @@ def normalize_question(question: str) -> str:
 def near_verbatim(question: str, passage: str, run: int = NEAR_VERBATIM_RUN) -> bool:
     """True when `run` consecutive word tokens of the question (case-folded, punctuation ignored)
     also appear consecutively in the passage."""
+
     def runs(text: str) -> set[tuple[str, ...]]:
         tokens = re.findall(r"\w+", text.casefold())
         return {tuple(tokens[i : i + run]) for i in range(len(tokens) - run + 1)}
@@ -42,8 +43,9 @@ def near_verbatim(question: str, passage: str, run: int = NEAR_VERBATIM_RUN) -> 
     return not runs(question).isdisjoint(runs(passage))
 
 
-def filter_questions(questions: dict[str, list[str]],
-                     passages: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, int]]:
+def filter_questions(
+    questions: dict[str, list[str]], passages: dict[str, str]
+) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Drop, in this order and counting each: empty questions; repeats of a question for the same
     passage (one is kept); questions asked of two or more passages (ambiguous: every copy goes);
     near-verbatim ones (see `near_verbatim`). Passages left with no question are left out."""
@@ -58,22 +60,39 @@ def filter_questions(questions: dict[str, list[str]],
         seen: set[str] = set()
         for question in asked:
             norm = normalize_question(question)
-            reason = ("empty" if not norm else "repeated" if norm in seen else "ambiguous" if len(asked_of[norm]) > 1
-                      else "near_verbatim" if near_verbatim(question, passages[pid]) else "kept")
+            reason = (
+                "empty"
+                if not norm
+                else "repeated"
+                if norm in seen
+                else "ambiguous"
+                if len(asked_of[norm]) > 1
+                else "near_verbatim"
+                if near_verbatim(question, passages[pid])
+                else "kept"
+            )
             seen.add(norm)
             counts[reason] += 1
             if reason == "kept":
                 kept.setdefault(pid, []).append(question.strip())
     if counts["ambiguous"]:
         shared = sorted(norm for norm, ids in asked_of.items() if norm and len(ids) > 1)
-        logger.warning("dropped %d copies of %d questions asked of more than one passage (ambiguous), e.g. %r",
-                       counts["ambiguous"], len(shared), shared[0])
+        logger.warning(
+            "dropped %d copies of %d questions asked of more than one passage (ambiguous), e.g. %r",
+            counts["ambiguous"],
+            len(shared),
+            shared[0],
+        )
     return kept, counts
 
 
-def round_trip_filter(questions: dict[str, list[str]], passages: dict[str, str], encode: Callable[[list[str]], np.ndarray],
-                      top_k: int, encode_passages: Callable[[list[str]], np.ndarray] | None = None,
-                      ) -> tuple[dict[str, list[str]], dict[str, int]]:
+def round_trip_filter(
+    questions: dict[str, list[str]],
+    passages: dict[str, str],
+    encode: Callable[[list[str]], np.ndarray],
+    top_k: int,
+    encode_passages: Callable[[list[str]], np.ndarray] | None = None,
+) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Keep a question only if an exact search over all `passages` ranks its own passage in the top_k.
 
     `encode` maps texts to (N, D) L2-normalised float32 embeddings; `encode_passages` (default:

@@ -132,7 +132,8 @@ class Endpoint:
 
 @dataclass
 class GenerationStats:
-    """What one `generate_questions` call did; tokens and cost are of the requests it made (cached answers cost nothing now)."""
+    """What one `generate_questions` call did; tokens and cost are of the requests it made (cached
+    answers cost nothing now)."""
 
     passages: int = 0
     cached: int = 0  # passages answered from the cache
@@ -145,9 +146,11 @@ class GenerationStats:
     cost: float = 0.0
 
     def summary(self) -> str:
-        return (f"questions: {self.passages} passages, {self.cached} from the cache, {self.requests} requests "
-                f"({self.retries} retries), {len(self.failed)} failed; {self.prompt_tokens:,} prompt + "
-                f"{self.completion_tokens:,} completion tokens, cost {self.cost:.4f}")
+        return (
+            f"questions: {self.passages} passages, {self.cached} from the cache, {self.requests} requests "
+            f"({self.retries} retries), {len(self.failed)} failed; {self.prompt_tokens:,} prompt + "
+            f"{self.completion_tokens:,} completion tokens, cost {self.cost:.4f}"
+        )
 
 
 @dataclass
@@ -192,7 +195,9 @@ def load_template(config: LLMConfig) -> str:
     except (OSError, UnicodeDecodeError) as err:
         raise LLMError(f"{config.prompt_file}: cannot read the prompt file ({err})") from None
     if "{text}" not in template:
-        raise LLMError(f"{config.prompt_file}: the prompt has no {{text}} placeholder, so the model would never see the passage")
+        raise LLMError(
+            f"{config.prompt_file}: the prompt has no {{text}} placeholder, so the model would never see the passage"
+        )
     return template
 
 
@@ -204,15 +209,24 @@ def render_prompt(template: str, passage: dict, n: int) -> str:
 
 def cache_key(passage: dict, template: str, model: str, config: LLMConfig) -> str:
     """sha256 of everything that shapes the answer, so a change to any of them asks again."""
-    parts = [passage["text"], passage.get("title") or "", template, model,
-             config.questions_per_passage, config.temperature, config.max_tokens]
+    parts = [
+        passage["text"],
+        passage.get("title") or "",
+        template,
+        model,
+        config.questions_per_passage,
+        config.temperature,
+        config.max_tokens,
+    ]
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------- parsing answers
 
 
-MARKER = re.compile(r"^\s*(?:[-*•–]+|#+|\(?\d{1,3}[.):]|\(?[a-zA-Z][.)]|q(?:uestion)?\s*\d*\s*[:.)-])\s*", re.IGNORECASE)
+MARKER = re.compile(
+    r"^\s*(?:[-*•–]+|#+|\(?\d{1,3}[.):]|\(?[a-zA-Z][.)]|q(?:uestion)?\s*\d*\s*[:.)-])\s*", re.IGNORECASE
+)
 THINKING = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)  # reasoning models (Qwen3, DeepSeek-R1) emit this first
 FENCE = re.compile(r"^```\w*\s*|\s*```$")
 
@@ -287,8 +301,12 @@ def _http_failure(err: urllib.error.HTTPError, endpoint: Endpoint) -> Exception:
 
 def _post_chat(endpoint: Endpoint, prompt: str, config: LLMConfig) -> dict:
     """POST one chat completion; the decoded JSON reply. Raises LLMError, _Transient or _Rejected."""
-    body = {"model": endpoint.model, "messages": [{"role": "user", "content": prompt}],
-            "temperature": config.temperature, "max_tokens": config.max_tokens}
+    body = {
+        "model": endpoint.model,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+    }
     headers = {"Content-Type": "application/json"}
     if endpoint.api_key:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
@@ -368,8 +386,11 @@ def _read_cache(path: Path, n: int) -> list[str] | None:
 
 def _write_cache(path: Path, outcome: _Outcome, model: str) -> None:
     """Written beside `path` and moved into place: a kill never leaves a partial answer under its name."""
-    record = {"model": model, "answer": outcome.answer,
-              "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens}}
+    record = {
+        "model": model,
+        "answer": outcome.answer,
+        "usage": {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens},
+    }
     write_atomic(path, json.dumps(record, ensure_ascii=False))
 
 
@@ -393,8 +414,15 @@ def _record(stats: GenerationStats, outcome: _Outcome, ids: list[str]) -> None:
         stats.errors.update(dict.fromkeys(ids, outcome.error))
 
 
-def _run_requests(todo: dict[str, tuple[str, list[str]]], endpoint: Endpoint, config: LLMConfig, cache_dir: Path,
-                  found: dict[str, list[str]], stats: GenerationStats, bar: tqdm) -> None:
+def _run_requests(
+    todo: dict[str, tuple[str, list[str]]],
+    endpoint: Endpoint,
+    config: LLMConfig,
+    cache_dir: Path,
+    found: dict[str, list[str]],
+    stats: GenerationStats,
+    bar: tqdm,
+) -> None:
     """Ask for each cache key's prompt, at most `concurrency` at once; fill `found` and `stats` as answers arrive.
 
     A passage is handed to the pool only when another finishes, so a stop (fatal status, failures
@@ -429,8 +457,9 @@ def _run_requests(todo: dict[str, tuple[str, list[str]]], endpoint: Endpoint, co
         executor.shutdown(wait=True)  # requests in flight finish (within timeout_s) and are cached
 
 
-def generate_questions(passages: list[dict], config: LLMConfig, cache_dir: Path,
-                       progress: bool = True) -> tuple[dict[str, list[str]], GenerationStats]:
+def generate_questions(
+    passages: list[dict], config: LLMConfig, cache_dir: Path, progress: bool = True
+) -> tuple[dict[str, list[str]], GenerationStats]:
     """Passage `_id` -> its questions (failed passages are left out and listed in the stats), and the stats.
 
     `passages` are {"_id", "title", "text"} dicts. Passages with the same title and text share one
@@ -458,8 +487,9 @@ def generate_questions(passages: list[dict], config: LLMConfig, cache_dir: Path,
     stats.cached = len(found)
     with tqdm(total=len(passages), initial=stats.cached, desc="questions", unit="passage", disable=not progress) as bar:
         _run_requests(todo, endpoint, config, cache_dir, found, stats, bar)
-    stats.cost = (stats.prompt_tokens * config.price_per_million_input
-                  + stats.completion_tokens * config.price_per_million_output) / 1e6
+    stats.cost = (
+        stats.prompt_tokens * config.price_per_million_input + stats.completion_tokens * config.price_per_million_output
+    ) / 1e6
     if passages and not found:
         raise LLMError(f"every request failed; the last error: {stats.errors[stats.failed[-1]]}")
     return {pid: found[pid] for pid in ids if pid in found}, stats

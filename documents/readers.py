@@ -48,8 +48,30 @@ def read_text_file(path: Path) -> str:
 
 # ---------------------------------------------------------------- HTML
 
-BLOCK_TAGS = {"p", "div", "section", "article", "li", "ul", "ol", "table", "tr", "br", "blockquote",
-              "pre", "header", "footer", "dd", "dt", "dl", "main", "nav", "aside", "figure", "hr"}
+BLOCK_TAGS = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "li",
+    "ul",
+    "ol",
+    "table",
+    "tr",
+    "br",
+    "blockquote",
+    "pre",
+    "header",
+    "footer",
+    "dd",
+    "dt",
+    "dl",
+    "main",
+    "nav",
+    "aside",
+    "figure",
+    "hr",
+}
 HEADING_TAGS = {f"h{level}": level for level in range(1, 7)}
 SKIPPED_TAGS = {"script", "style", "head", "template", "noscript"}
 
@@ -128,7 +150,7 @@ def pdf_to_text(path: Path) -> tuple[str, list[int]]:
     if reader.is_encrypted:
         try:
             reader.decrypt("")
-        except Exception as err:  # noqa: BLE001 - pypdf raises several types for this
+        except Exception as err:  # pypdf raises several types for this
             raise ValueError(f"encrypted PDF ({err})") from None
     pages = [(page.extract_text() or "").strip() for page in reader.pages]
     return "\n\n".join(page for page in pages if page), [i + 1 for i, page in enumerate(pages) if not page]
@@ -153,7 +175,7 @@ def read_document(path: Path, name: str) -> Document | Problem:
             text, headings = read_text_file(path), {}
     except UnicodeDecodeError as err:
         return Problem(name, f"not UTF-8 (byte {err.start}: {err.reason}); re-save it as UTF-8")
-    except Exception as err:  # noqa: BLE001 - a file that will not open is reported, whatever the library raised
+    except Exception as err:  # a file that will not open is reported, whatever the library raised
         return Problem(name, f"could not be read: {type(err).__name__}: {err}")
     if not text.strip():
         return Problem(name, "no text")
@@ -165,8 +187,13 @@ def find_documents(folder: Path) -> list[Path]:
     """Every supported file under `folder`, recursively, in a stable order (hidden files skipped)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a directory")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def read_documents(folder: Path) -> tuple[list[Document], list[Problem]]:

@@ -54,8 +54,9 @@ def evaluate_embeddings(
     return results
 
 
-def encode_sharded(encode: Callable[[list[str]], torch.Tensor], texts: list[str], dim: int,
-                   device: torch.device) -> torch.Tensor | None:
+def encode_sharded(
+    encode: Callable[[list[str]], torch.Tensor], texts: list[str], dim: int, device: torch.device
+) -> torch.Tensor | None:
     """(N, dim) embeddings of `texts` in input order on the main process (None on the others).
 
     Outside distributed mode this is `encode(texts)`. With P processes, process r encodes
@@ -80,16 +81,20 @@ def encode_sharded(encode: Callable[[list[str]], torch.Tensor], texts: list[str]
     return out
 
 
-def encode_ir(encoder: Encoder, data: IRDataset, batch_size: int,
-              show_progress: bool) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+def encode_ir(
+    encoder: Encoder, data: IRDataset, batch_size: int, show_progress: bool
+) -> tuple[np.ndarray | None, np.ndarray | None, float]:
     """Full-size query and corpus embeddings (None on all but the main process when distributed),
     and the corpus encoding time in seconds."""
+
     def encoder_for(prompt: str) -> Callable[[list[str]], torch.Tensor]:
         return lambda texts: encoder.encode(texts, batch_size=batch_size, prompt=prompt, show_progress=show_progress)
 
     query_emb = encode_sharded(encoder_for(encoder.spec.query_prompt), data.query_texts, encoder.dim, encoder.device)
     start = time.perf_counter()
-    corpus_emb = encode_sharded(encoder_for(encoder.spec.document_prompt), data.corpus_texts, encoder.dim, encoder.device)
+    corpus_emb = encode_sharded(
+        encoder_for(encoder.spec.document_prompt), data.corpus_texts, encoder.dim, encoder.device
+    )
     seconds = time.perf_counter() - start
     if query_emb is None:
         return None, None, seconds
@@ -110,17 +115,25 @@ def evaluate(
     return evaluate_embeddings(query_emb, corpus_emb, data, dims or default_dims(encoder.dim))
 
 
-def write_runs(results: dict[int, DimResult], data: IRDataset, out_dir: Path, tag: str = "embed", suffix: str = "") -> None:
+def write_runs(
+    results: dict[int, DimResult], data: IRDataset, out_dir: Path, tag: str = "embed", suffix: str = ""
+) -> None:
     """Per dim: a TREC run file (qid Q0 docid rank score tag) and per-query metrics as JSONL
     (`run.<dim><suffix>.trec`; the suffix names the precision when there are several)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for dim, result in results.items():
-        write_atomic(out_dir / f"run.{dim}{suffix}.trec", (
-            f"{qid} Q0 {doc_id} {rank} {score:.9g} {tag}\n"
-            for qid, ids, scores in zip(data.query_ids, result.ranked_ids, result.ranked_scores)
-            for rank, (doc_id, score) in enumerate(zip(ids, scores), start=1)))
-        write_atomic(out_dir / f"per_query.{dim}{suffix}.jsonl", (
-            json.dumps(per_query_record(data, result, row)) + "\n" for row in range(len(data.query_ids))))
+        write_atomic(
+            out_dir / f"run.{dim}{suffix}.trec",
+            (
+                f"{qid} Q0 {doc_id} {rank} {score:.9g} {tag}\n"
+                for qid, ids, scores in zip(data.query_ids, result.ranked_ids, result.ranked_scores)
+                for rank, (doc_id, score) in enumerate(zip(ids, scores), start=1)
+            ),
+        )
+        write_atomic(
+            out_dir / f"per_query.{dim}{suffix}.jsonl",
+            (json.dumps(per_query_record(data, result, row)) + "\n" for row in range(len(data.query_ids))),
+        )
 
 
 def per_query_record(data: IRDataset, result: DimResult, row: int) -> dict:

@@ -52,7 +52,8 @@ class DimResult:
     per_query: dict[str, np.ndarray]  # metric -> (Q,)
     ranked_ids: list[list[str]]  # top-100 corpus ids per query, best first
     ranked_scores: np.ndarray  # (Q, 100)
-    # other precisions of the same dim (retrieval.frontier.attach_frontier): label -> metrics, bytes_per_vector, ms_per_query
+    # other precisions of the same dim (retrieval.frontier.attach_frontier):
+    # label -> metrics, bytes_per_vector, ms_per_query
     quantized: dict[str, dict[str, float]] = field(default_factory=dict)
 
 

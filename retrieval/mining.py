@@ -59,10 +59,15 @@ class MineReport:
 
     def format_report(self) -> str:
         c, s = self.counts, self.settings
-        relative = f"above {s['max_relative']} x the lowest positive score" if s["max_relative"] is not None else "(no relative filter)"
+        relative = (
+            f"above {s['max_relative']} x the lowest positive score"
+            if s["max_relative"] is not None
+            else "(no relative filter)"
+        )
         absolute = f"above {s['max_score']}" if s["max_score"] is not None else "(no max_score)"
         return (
-            f"Hard negatives {'reused' if self.reused else 'mined'} (k={s['k']}, ranks {s['rank_min']}-{s['rank_max']}, "
+            f"Hard negatives {'reused' if self.reused else 'mined'} "
+            f"(k={s['k']}, ranks {s['rank_min']}-{s['rank_max']}, "
             f"{s['sample']}): {c['negatives']} for {c['questions']} questions ({c['rows']} rows) from {c['corpus']} "
             f"passages. Removed {c['removed_relevant']} known relevant, {c['removed_rank_window']} above rank "
             f"{s['rank_min']}, {c['removed_relative']} {relative} (for review in {self.filtered.name}), "
@@ -108,8 +113,9 @@ def relevant_by_question(pairs: PairsData, relevant: dict[str, set[str]]) -> dic
     return by_question
 
 
-def fingerprint(config: MineConfig, pairs: PairsData, relevant_to: dict[str, set[str]], corpus_hash: str,
-                extra: dict) -> str:
+def fingerprint(
+    config: MineConfig, pairs: PairsData, relevant_to: dict[str, set[str]], corpus_hash: str, extra: dict
+) -> str:
     """sha256 of everything the mined files depend on: settings, the caller's model identity
     (`extra`), the training rows, the known relevant passages and the corpus."""
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_FINGERPRINTED}
@@ -140,7 +146,10 @@ def reusable(out_dir: Path, fingerprint_hex: str) -> MineReport | None:
         return None
     if not all(path.is_file() for path in paths.values()):
         return None
-    if (file_sha256(paths["triplets"]), count_lines(paths["triplets"])) != (meta.get("triplets_sha256"), meta.get("rows")):
+    if (file_sha256(paths["triplets"]), count_lines(paths["triplets"])) != (
+        meta.get("triplets_sha256"),
+        meta.get("rows"),
+    ):
         return None
     return MineReport(**paths, counts=meta["counts"], settings=meta["settings"], reused=True)
 
@@ -150,6 +159,7 @@ def reusable(out_dir: Path, fingerprint_hex: str) -> MineReport | None:
 
 def _embed(encoder: Encoder, texts: list[str], prompt: str, batch_size: int, show_progress: bool) -> np.ndarray | None:
     """(N, D) unit-length embeddings on the main process, None on the others."""
+
     def encode(shard: list[str]) -> torch.Tensor:
         return encoder.encode(shard, batch_size=batch_size, prompt=prompt, show_progress=show_progress)
 
@@ -157,8 +167,14 @@ def _embed(encoder: Encoder, texts: list[str], prompt: str, batch_size: int, sho
     return None if embeddings is None else truncate_normalize(embeddings.numpy(), encoder.dim)
 
 
-def embed_all(encoder: Encoder, questions: list[str], corpus: list[str], extra_passages: list[str], batch_size: int,
-              show_progress: bool) -> tuple[np.ndarray, np.ndarray] | None:
+def embed_all(
+    encoder: Encoder,
+    questions: list[str],
+    corpus: list[str],
+    extra_passages: list[str],
+    batch_size: int,
+    show_progress: bool,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Questions (Q, D) with the query prompt; corpus then the relevant passages missing from it
     (N + M, D) with the document prompt. None on all but the main process."""
     query_emb = _embed(encoder, questions, encoder.spec.query_prompt, batch_size, show_progress)
@@ -183,8 +199,15 @@ class Mined:
     threshold: float | None  # max_relative x the lowest positive score
 
 
-def select_negatives(ranked_rows: np.ndarray, ranked_scores: np.ndarray, corpus: list[str], relevant: set[str],
-                     positive_scores: list[float], config: MineConfig, question_index: int) -> Mined:
+def select_negatives(
+    ranked_rows: np.ndarray,
+    ranked_scores: np.ndarray,
+    corpus: list[str],
+    relevant: set[str],
+    positive_scores: list[float],
+    config: MineConfig,
+    question_index: int,
+) -> Mined:
     """Apply the four filters in order to one question's (rank_max,) ranking, then take k."""
     threshold = None if config.max_relative is None else config.max_relative * min(positive_scores)
     removed: Counter = Counter({name: 0 for name in FILTERS})
@@ -204,7 +227,9 @@ def select_negatives(ranked_rows: np.ndarray, ranked_scores: np.ndarray, corpus:
             removed["max_score"] += 1
         else:
             kept.append(candidate)
-    return Mined(take_k(kept, config, question_index), filtered, removed, sorted(positive_scores, reverse=True), threshold)
+    return Mined(
+        take_k(kept, config, question_index), filtered, removed, sorted(positive_scores, reverse=True), threshold
+    )
 
 
 def take_k(kept: list, config: MineConfig, question_index: int) -> list:
@@ -217,16 +242,24 @@ def take_k(kept: list, config: MineConfig, question_index: int) -> list:
     return [kept[i] for i in chosen]
 
 
-def mine_questions(query_emb: np.ndarray, passage_emb: np.ndarray, questions: list[str], corpus: list[str],
-                   relevant_to: dict[str, set[str]], passage_row: dict[str, int], config: MineConfig) -> list[Mined]:
+def mine_questions(
+    query_emb: np.ndarray,
+    passage_emb: np.ndarray,
+    questions: list[str],
+    corpus: list[str],
+    relevant_to: dict[str, set[str]],
+    passage_row: dict[str, int],
+    config: MineConfig,
+) -> list[Mined]:
     """Search the corpus rows of `passage_emb` for every question and select its negatives."""
     scores, rows = exact_search(query_emb, passage_emb[: len(corpus)], config.rank_max)  # (Q, rank_max) each
     mined = []
     for index, question in enumerate(questions):
         relevant_rows = [passage_row[text] for text in sorted(relevant_to[question])]
         positive_scores = (passage_emb[relevant_rows] @ query_emb[index]).tolist()  # cosine: rows are unit length
-        mined.append(select_negatives(rows[index], scores[index], corpus, relevant_to[question],
-                                      positive_scores, config, index))
+        mined.append(
+            select_negatives(rows[index], scores[index], corpus, relevant_to[question], positive_scores, config, index)
+        )
     return mined
 
 
@@ -249,27 +282,52 @@ def count(mined: list[Mined], rows_per_question: list[int], k: int, corpus_size:
 
 
 def _candidates(found: list[tuple[int, int, float]], corpus: list[str] | None = None) -> list[dict]:
-    return [{"rank": rank, "score": round(score, 6), **({"text": corpus[row]} if corpus else {})}
-            for rank, row, score in found]
+    return [
+        {"rank": rank, "score": round(score, 6), **({"text": corpus[row]} if corpus else {})}
+        for rank, row, score in found
+    ]
 
 
-def write_outputs(out_dir: Path, pairs: PairsData, questions: list[str], corpus: list[str], mined: list[Mined],
-                  meta: dict) -> MineReport:
+def write_outputs(
+    out_dir: Path, pairs: PairsData, questions: list[str], corpus: list[str], mined: list[Mined], meta: dict
+) -> MineReport:
     """triplets, scores and filtered files, then meta.json with the triplets' checksum: it is
     removed first, so until the new one lands no earlier meta.json can vouch for new files."""
     paths = output_paths(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths["meta"].unlink(missing_ok=True)
     by_question = dict(zip(questions, mined))
-    write_atomic(paths["triplets"], jsonl_lines(
-        {"anchor": a, "positive": p, "negatives": [corpus[row] for _, row, _ in by_question[a].negatives]}
-        for a, p in zip(pairs.anchors, pairs.positives)))
-    write_atomic(paths["scores"], jsonl_lines(
-        {"question": q, "positive_scores": [round(s, 6) for s in m.positive_scores], "negatives": _candidates(m.negatives)}
-        for q, m in by_question.items()))
-    write_atomic(paths["filtered"], jsonl_lines(
-        {"question": q, "lowest_positive_score": round(m.positive_scores[-1], 6), "threshold": round(m.threshold, 6),
-         "removed": _candidates(m.filtered, corpus)} for q, m in by_question.items() if m.filtered))
+    write_atomic(
+        paths["triplets"],
+        jsonl_lines(
+            {"anchor": a, "positive": p, "negatives": [corpus[row] for _, row, _ in by_question[a].negatives]}
+            for a, p in zip(pairs.anchors, pairs.positives)
+        ),
+    )
+    write_atomic(
+        paths["scores"],
+        jsonl_lines(
+            {
+                "question": q,
+                "positive_scores": [round(s, 6) for s in m.positive_scores],
+                "negatives": _candidates(m.negatives),
+            }
+            for q, m in by_question.items()
+        ),
+    )
+    write_atomic(
+        paths["filtered"],
+        jsonl_lines(
+            {
+                "question": q,
+                "lowest_positive_score": round(m.positive_scores[-1], 6),
+                "threshold": round(m.threshold, 6),
+                "removed": _candidates(m.filtered, corpus),
+            }
+            for q, m in by_question.items()
+            if m.filtered
+        ),
+    )
     meta["triplets_sha256"], meta["rows"] = file_sha256(paths["triplets"]), count_lines(paths["triplets"])
     write_atomic(paths["meta"], [json.dumps(meta, indent=2, default=str) + "\n"])
     return MineReport(**paths, counts=meta["counts"], settings=meta["settings"], reused=False)
@@ -278,8 +336,15 @@ def write_outputs(out_dir: Path, pairs: PairsData, questions: list[str], corpus:
 # ---------------------------------------------------------------- the whole job
 
 
-def mine(encoder: Encoder, pairs: PairsData, relevant: dict[str, set[str]], config: MineConfig, out_dir: Path,
-         fingerprint_extra: dict, show_progress: bool = True) -> MineReport | None:
+def mine(
+    encoder: Encoder,
+    pairs: PairsData,
+    relevant: dict[str, set[str]],
+    config: MineConfig,
+    out_dir: Path,
+    fingerprint_extra: dict,
+    show_progress: bool = True,
+) -> MineReport | None:
     """Mine config.k negatives per question into `out_dir`, or reuse a complete identical run there.
 
     Every process must call it (encoding is sharded); the main one searches, writes and gets the
@@ -306,11 +371,17 @@ def mine(encoder: Encoder, pairs: PairsData, relevant: dict[str, set[str]], conf
     positives = set(pairs.positives)
     missing = len(positives - corpus_set)
     if config.corpus is not None and missing > len(positives) / 2:  # e.g. a corpus with titles: 'title text'
-        raise DataError(f"{config.corpus}/corpus.jsonl: {missing} of {len(positives)} training positives are not "
-                        "corpus texts ('title text' when a title is present), so a question's own answer could be "
-                        "mined as its negative; make the positives the corpus texts")
-    logger.info("mining hard negatives: %d questions against %d passages (+%d relevant passages not in it)",
-                len(questions), len(corpus), len(extra))
+        raise DataError(
+            f"{config.corpus}/corpus.jsonl: {missing} of {len(positives)} training positives are not "
+            "corpus texts ('title text' when a title is present), so a question's own answer could be "
+            "mined as its negative; make the positives the corpus texts"
+        )
+    logger.info(
+        "mining hard negatives: %d questions against %d passages (+%d relevant passages not in it)",
+        len(questions),
+        len(corpus),
+        len(extra),
+    )
     embedded = embed_all(encoder, questions, corpus, extra, config.batch_size, show_progress)
     if embedded is None:
         return None
@@ -318,6 +389,10 @@ def mine(encoder: Encoder, pairs: PairsData, relevant: dict[str, set[str]], conf
     mined = mine_questions(*embedded, questions, corpus, relevant_to, passage_row, config)
     rows_of = Counter(pairs.anchors)
     rows_per_question = [rows_of[question] for question in questions]
-    meta = {"fingerprint": fingerprint_hex, "settings": asdict(config), "fingerprint_extra": fingerprint_extra,
-            "counts": count(mined, rows_per_question, config.k, len(corpus))}
+    meta = {
+        "fingerprint": fingerprint_hex,
+        "settings": asdict(config),
+        "fingerprint_extra": fingerprint_extra,
+        "counts": count(mined, rows_per_question, config.k, len(corpus)),
+    }
     return write_outputs(out_dir, pairs, questions, corpus, mined, meta)

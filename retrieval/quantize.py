@@ -22,7 +22,6 @@ import faiss
 import numpy as np
 
 
-
 def bytes_per_vector(dim: int, precision: str) -> int:
     return {"float32": 4 * dim, "int8": dim, "binary": -(-dim // 8)}[precision]
 

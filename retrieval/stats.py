@@ -22,7 +22,9 @@ def _differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(Q,) per-query b - a in float64, after checking the two arrays pair up."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape or a.size == 0:
-        raise ValueError(f"paired per-query arrays must be 1-D, non-empty and equal in length; got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired per-query arrays must be 1-D, non-empty and equal in length; got {a.shape} and {b.shape}"
+        )
     return b - a
 
 
@@ -33,8 +35,9 @@ def _row_chunks(rows: int, width: int) -> Iterator[int]:
         yield min(step, rows - start)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10000, seed: int = 0,
-                     confidence: float = 0.95) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, resamples: int = 10000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, float]:
     """mean(b - a) and its percentile bootstrap interval (lo, hi) at `confidence`.
 
     a: (Q,) a metric of the baseline per query; b: (Q,) the same metric of the new model on the
@@ -43,8 +46,12 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10000, seed:
     """
     diff = _differences(a, b)
     rng = np.random.default_rng(seed)
-    means = np.concatenate([diff[rng.integers(0, diff.size, (rows, diff.size))].mean(axis=1)  # (rows,)
-                            for rows in _row_chunks(resamples, diff.size)])
+    means = np.concatenate(
+        [
+            diff[rng.integers(0, diff.size, (rows, diff.size))].mean(axis=1)  # (rows,)
+            for rows in _row_chunks(resamples, diff.size)
+        ]
+    )
     tail = (1.0 - confidence) / 2
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return float(diff.mean()), float(lo), float(hi)
@@ -77,9 +84,13 @@ def paired_randomization(a: np.ndarray, b: np.ndarray, resamples: int = 10000, s
     return count / total if exact else (count + 1) / (resamples + 1)
 
 
-def compare_per_query(base: dict[int, dict[str, np.ndarray]], new: dict[int, dict[str, np.ndarray]],
-                      metrics: Sequence[str] | None = None, resamples: int = 10000,
-                      seed: int = 0) -> dict[int, dict[str, dict[str, float]]]:
+def compare_per_query(
+    base: dict[int, dict[str, np.ndarray]],
+    new: dict[int, dict[str, np.ndarray]],
+    metrics: Sequence[str] | None = None,
+    resamples: int = 10000,
+    seed: int = 0,
+) -> dict[int, dict[str, dict[str, float]]]:
     """For each dim and metric: the means of base and new, their change with a 95% paired bootstrap
     interval, and the randomization p-value.
 
@@ -95,20 +106,27 @@ def compare_per_query(base: dict[int, dict[str, np.ndarray]], new: dict[int, dic
         for metric in metrics or list(base[dim]):
             a, b = base[dim][metric], new[dim][metric]
             diff, lo, hi = paired_bootstrap(a, b, resamples, seed)
-            comparison[dim][metric] = {"base": float(np.mean(a)), "new": float(np.mean(b)), "diff": diff,
-                                       "lo": lo, "hi": hi, "p": paired_randomization(a, b, resamples, seed)}
+            comparison[dim][metric] = {
+                "base": float(np.mean(a)),
+                "new": float(np.mean(b)),
+                "diff": diff,
+                "lo": lo,
+                "hi": hi,
+                "p": paired_randomization(a, b, resamples, seed),
+            }
     return comparison
 
 
-def format_comparison(comparison: dict[int, dict[str, dict[str, float]]],
-                      metrics: Sequence[str] = ("ndcg@10",)) -> str:
+def format_comparison(comparison: dict[int, dict[str, dict[str, float]]], metrics: Sequence[str] = ("ndcg@10",)) -> str:
     """Markdown: per metric, a table with one row per dim (base | new | change | 95% CI | p)."""
     tables = []
     for metric in metrics:
         lines = [f"| dim | base {metric} | new | change | 95% CI | p |", "|---:|---:|---:|---:|:---:|---:|"]
         for dim, by_metric in comparison.items():
             c = by_metric[metric]
-            lines.append(f"| {dim} | {c['base']:.4f} | {c['new']:.4f} | {c['diff']:+.4f} "
-                         f"| [{c['lo']:+.4f}, {c['hi']:+.4f}] | {c['p']:.3g} |")
+            lines.append(
+                f"| {dim} | {c['base']:.4f} | {c['new']:.4f} | {c['diff']:+.4f} "
+                f"| [{c['lo']:+.4f}, {c['hi']:+.4f}] | {c['p']:.3g} |"
+            )
         tables.append("\n".join(lines))
     return "\n\n".join(tables)

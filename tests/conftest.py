@@ -8,11 +8,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the hub: set before any import
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from helpers import SHARED_OBLIQA, make_tiny_bert  # noqa: E402
+from helpers import SHARED_OBLIQA, make_tiny_bert
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,10 @@
     python tests/dist_worker.py eval OUT WORLD MODEL_DIR
 
 Observes train.py through its hooks (train.Hooks; nothing test-only lives in train.py, and no
-name inside it is replaced) and writes what it saw under OUT: the gradients of step 1 as the optimiser sees them (after DDP's all-reduce), the
-DDP buckets all-reduced in each micro-batch, the texts each process encoded, the metrics. --kill-at STEP SIGKILLs rank 0 right after that optimiser step.
+name inside it is replaced) and writes what it saw under OUT: the gradients of step 1 as the
+optimiser sees them (after DDP's all-reduce), the DDP buckets all-reduced in each micro-batch, the
+texts each process encoded, the metrics. --kill-at STEP SIGKILLs rank 0 right after that optimiser
+step.
 """
 
 from __future__ import annotations
@@ -40,14 +42,21 @@ def instrument_training(count_buckets: bool, kill_at: int | None) -> tuple[dict,
 
     def step_batch(batch, global_rows, table, tokens):
         mine = global_rows[batch.labels.numpy()]  # the rows this rank's labels point at
-        embedded = ([tokens["anchor"][i] for i in table.anchor_ids[mine]]
-                    + [tokens["passage"][i] for i in table.positive_ids[mine]])
-        seen["rows"].append({"global": global_rows.tolist(), "mine": mine.tolist(),
-                             "embeds_mine": batch.token_ids[: 2 * batch.share] == embedded})
+        embedded = [tokens["anchor"][i] for i in table.anchor_ids[mine]] + [
+            tokens["passage"][i] for i in table.positive_ids[mine]
+        ]
+        seen["rows"].append(
+            {
+                "global": global_rows.tolist(),
+                "mine": mine.tolist(),
+                "embeds_mine": batch.token_ids[: 2 * batch.share] == embedded,
+            }
+        )
 
     def counting_hook(state, bucket):  # fires once per bucket that DDP all-reduces
-        seen["allreduced"].append({"step": seen["step"], "chunk": seen["chunk"], "of": seen["chunks"],
-                                   "bucket": bucket.index()})
+        seen["allreduced"].append(
+            {"step": seen["step"], "chunk": seen["chunk"], "of": seen["chunks"], "bucket": bucket.index()}
+        )
         return allreduce_hook(state, bucket)
 
     def prepared(model, optimizer):
@@ -56,7 +65,9 @@ def instrument_training(count_buckets: bool, kill_at: int | None) -> tuple[dict,
         def before_step(opt, args, kwargs):  # gradients as the optimiser sees them, step 1 only
             seen["world"] = world_size()  # end_training() takes the process group down, so look now
             if seen["grads"] is None:
-                seen["grads"] = {n: p.grad.detach().clone() for n, p in encoder.named_parameters() if p.grad is not None}
+                seen["grads"] = {
+                    n: p.grad.detach().clone() for n, p in encoder.named_parameters() if p.grad is not None
+                }
             seen["step"] += 1
 
         optimizer.optimizer.register_step_pre_hook(before_step)
@@ -71,8 +82,13 @@ def instrument_training(count_buckets: bool, kill_at: int | None) -> tuple[dict,
             os.kill(os.getpid(), signal.SIGKILL)
 
     kwargs = {"kwargs_handlers": [DistributedDataParallelKwargs(bucket_cap_mb=0.02)]} if count_buckets else {}
-    return seen, train.Hooks(accelerator_kwargs=kwargs, prepared=prepared, step_batch=step_batch, replay=replay,
-                             step_end=step_end if kill_at else None)
+    return seen, train.Hooks(
+        accelerator_kwargs=kwargs,
+        prepared=prepared,
+        step_batch=step_batch,
+        replay=replay,
+        step_end=step_end if kill_at else None,
+    )
 
 
 def run_train(out: Path, expected_world: int, count_buckets: bool, kill_at: int | None, argv: list[str]) -> None:
@@ -90,8 +106,8 @@ def run_train(out: Path, expected_world: int, count_buckets: bool, kill_at: int 
 
 def run_eval(out: Path, expected_world: int, model_dir: str) -> None:
     from data import IRDataset
-    from retrieval.evaluation import evaluate
     from model import Encoder, ModelConfig
+    from retrieval.evaluation import evaluate
 
     if expected_world > 1:
         dist.init_process_group("gloo")
@@ -103,8 +119,13 @@ def run_eval(out: Path, expected_world: int, model_dir: str) -> None:
     encoder.encode = lambda texts, **kw: encoded.extend(texts) or encode(texts, **kw)
     corpus = [f"w{i} w{(7 * i) % 50} w{(3 * i) % 11}" for i in range(37)]  # odd, and not a multiple of 2
     queries = [f"w{i} w{(7 * i) % 50}" for i in range(0, 37, 4)]
-    data = IRDataset([f"d{i}" for i in range(37)], corpus, [f"q{i}" for i in range(len(queries))], queries,
-                     {f"q{i}": {f"d{4 * i}": 1, f"d{(4 * i + 9) % 37}": 1} for i in range(len(queries))})
+    data = IRDataset(
+        [f"d{i}" for i in range(37)],
+        corpus,
+        [f"q{i}" for i in range(len(queries))],
+        queries,
+        {f"q{i}": {f"d{4 * i}": 1, f"d{(4 * i + 9) % 37}": 1} for i in range(len(queries))},
+    )
     results = evaluate(encoder, data, [32, 8], batch_size=4)
     (out / f"encoded.{rank}.json").write_text(json.dumps(encoded))
     if rank == 0:

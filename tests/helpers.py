@@ -22,8 +22,14 @@ def make_tiny_bert(path: Path, **config_overrides) -> Path:
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=True)
     assert tokenizer("w3 W7")["input_ids"] == [2, 8, 12, 3]  # real word ids, not [UNK]
-    settings = dict(vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                    intermediate_size=64, max_position_embeddings=128)
+    settings = dict(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     settings.update(config_overrides)
     torch.manual_seed(0)
     BertModel(BertConfig(**settings)).save_pretrained(path)

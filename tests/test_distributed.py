@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import ROOT, make_tiny_bert, random_texts
 from data import SpreadBatchSampler, index_texts, known_relevant, load_pairs
+from helpers import ROOT, make_tiny_bert, random_texts
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
@@ -33,18 +33,33 @@ def pairs(tmp_path_factory) -> Path:
     questions[9] = questions[4]
     with open(path, "w") as f:
         for i, q in enumerate(questions):
-            f.write(json.dumps({"anchor": q, "positive": passages[i % 30], "negative": passages[(7 * i + 3) % 30]}) + "\n")
+            f.write(
+                json.dumps({"anchor": q, "positive": passages[i % 30], "negative": passages[(7 * i + 3) % 30]}) + "\n"
+            )
     return path
 
 
 def launch(processes: int, *args: str, script: str = WORKER) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT),
+    }
     if processes == 1:  # no launcher at all: the plain, non-distributed path
         command = [sys.executable, script, *args]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                   script, *args]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            script,
+            *args,
+        ]
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
@@ -60,10 +75,33 @@ def assert_gloo_shut_down(run: Path) -> None:
 
 def train_args(model: Path, pairs: Path, out: Path, micro_batch: int, *extra: str) -> list[str]:
     """Two plain SGD steps at lr 1e-2: a gradient off by a factor of 2 would show in the weights."""
-    return ["--model.name_or_path", str(model), "--data.train", str(pairs), "--train.global_batch", "16",
-            "--train.micro_batch", str(micro_batch), "--loss.dims", "32,8", "--train.optimizer", "sgd",
-            "--train.lr", "1e-2", "--train.warmup_ratio", "0", "--train.max_grad_norm", "null",
-            "--eval.before", "false", "--eval.after", "false", "--output.dir", str(out), *extra]
+    return [
+        "--model.name_or_path",
+        str(model),
+        "--data.train",
+        str(pairs),
+        "--train.global_batch",
+        "16",
+        "--train.micro_batch",
+        str(micro_batch),
+        "--loss.dims",
+        "32,8",
+        "--train.optimizer",
+        "sgd",
+        "--train.lr",
+        "1e-2",
+        "--train.warmup_ratio",
+        "0",
+        "--train.max_grad_norm",
+        "null",
+        "--eval.before",
+        "false",
+        "--eval.after",
+        "false",
+        "--output.dir",
+        str(out),
+        *extra,
+    ]
 
 
 def losses(run: Path) -> list[float]:
@@ -78,23 +116,40 @@ def qrels_dir(pairs) -> Path:
     passages = list(dict.fromkeys([r["positive"] for r in rows] + [r["negative"] for r in rows]))
     root = pairs.parent / "beir"
     (root / "qrels").mkdir(parents=True, exist_ok=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": p}) + "\n" for i, p in enumerate(passages)))
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": p}) + "\n" for i, p in enumerate(passages))
+    )
     questions = list(dict.fromkeys(r["anchor"] for r in rows))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(questions)))
-    (root / "qrels" / "train.tsv").write_text("".join(f"q{i}\td{(5 * i + 2) % len(passages)}\t1\n" for i in range(len(questions))))
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(questions))
+    )
+    (root / "qrels" / "train.tsv").write_text(
+        "".join(f"q{i}\td{(5 * i + 2) % len(passages)}\t1\n" for i in range(len(questions)))
+    )
     return root
 
 
-@pytest.mark.parametrize("micro_batch,symmetric,qrels", [(64, "false", False), (5, "true", False), (5, "true", True)],
-                         ids=["whole-share", "gradcache-uneven", "table-wide-qrels"])
-def test_two_processes_train_exactly_like_one(no_dropout_bert, pairs, qrels_dir, tmp_path, micro_batch, symmetric, qrels):
+@pytest.mark.parametrize(
+    "micro_batch,symmetric,qrels",
+    [(64, "false", False), (5, "true", False), (5, "true", True)],
+    ids=["whole-share", "gradcache-uneven", "table-wide-qrels"],
+)
+def test_two_processes_train_exactly_like_one(
+    no_dropout_bert, pairs, qrels_dir, tmp_path, micro_batch, symmetric, qrels
+):
     """Per process: 8 rows = 24 texts with negatives; micro-batch 5 leaves an uneven last chunk of 4."""
     runs = {}
     extra = ["--data.qrels", str(qrels_dir)] if qrels else []
     for processes in (1, 2):
         runs[processes] = tmp_path / f"p{processes}"
-        launch(processes, "train", str(runs[processes]), str(processes), "--",
-               *train_args(no_dropout_bert, pairs, runs[processes], micro_batch, "--loss.symmetric", symmetric, *extra))
+        launch(
+            processes,
+            "train",
+            str(runs[processes]),
+            str(processes),
+            "--",
+            *train_args(no_dropout_bert, pairs, runs[processes], micro_batch, "--loss.symmetric", symmetric, *extra),
+        )
     if qrels:  # the qrels really add masked candidates to the batches trained on
         relevant = known_relevant(load_pairs(pairs), qrels_dir, "train")
         table, plain = index_texts(load_pairs(pairs), relevant), index_texts(load_pairs(pairs))
@@ -114,7 +169,9 @@ def test_two_processes_train_exactly_like_one(no_dropout_bert, pairs, qrels_dir,
     assert_gloo_shut_down(runs[2])
 
 
-def test_ddp_syncs_each_bucket_once_per_step_in_the_last_micro_batch_and_ranks_take_their_share(no_dropout_bert, pairs, tmp_path):
+def test_ddp_syncs_each_bucket_once_per_step_in_the_last_micro_batch_and_ranks_take_their_share(
+    no_dropout_bert, pairs, tmp_path
+):
     run = tmp_path / "hook"
     launch(2, "train", str(run), "2", "--hook", "--", *train_args(no_dropout_bert, pairs, run, 5))
     for rank in (0, 1):
@@ -152,9 +209,20 @@ def test_sharded_evaluation_encodes_each_text_once_and_matches_one_process(tiny_
 
 
 def test_evaluate_cli_under_torchrun_matches_one_process(tiny_bert, tmp_path):
-    """The user's entry point: `torchrun --nproc_per_node 2 evaluate.py ...` exits 0 and writes the one-process metrics."""
-    args = ["--model", str(tiny_bert), "--data", str(ROOT / "samples" / "quickstart"), "--split", "dev", "--dims", "32,8",
-            "--batch-size", "1"]  # each text alone: the same arithmetic however the texts are sharded
+    """The user's entry point: `torchrun --nproc_per_node 2 evaluate.py ...` exits 0 and writes the
+    one-process metrics."""
+    args = [
+        "--model",
+        str(tiny_bert),
+        "--data",
+        str(ROOT / "samples" / "quickstart"),
+        "--split",
+        "dev",
+        "--dims",
+        "32,8",
+        "--batch-size",
+        "1",
+    ]  # each text alone: the same arithmetic however the texts are sharded
     for processes in (1, 2):
         launch(processes, *args, "--out", str(tmp_path / f"p{processes}.json"), script=str(ROOT / "evaluate.py"))
     one, two = (json.loads((tmp_path / f"p{p}.json").read_text()) for p in (1, 2))

@@ -10,15 +10,26 @@ import pytest
 import pytrec_eval
 
 import evaluate
+from helpers import ROOT, tiny_beir
 from retrieval.metrics import METRICS
-from helpers import ROOT
-from helpers import tiny_beir
 
 
 def test_main_writes_table_json_and_runs(tmp_path, tiny_bert, capsys):
     data = tiny_beir(tmp_path / "beir")
-    report = evaluate.main(["--model", str(tiny_bert), "--data", str(data), "--split", "dev",
-                            "--out", str(tmp_path / "m.json"), "--run-out", str(tmp_path / "runs")])
+    report = evaluate.main(
+        [
+            "--model",
+            str(tiny_bert),
+            "--data",
+            str(data),
+            "--split",
+            "dev",
+            "--out",
+            str(tmp_path / "m.json"),
+            "--run-out",
+            str(tmp_path / "runs"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "| 32 |" in printed and "| 16 |" not in printed  # default dims: 32 only for a 32-dim model
     written = json.loads((tmp_path / "m.json").read_text())
@@ -50,8 +61,12 @@ def test_dims_flag(tmp_path, tiny_bert):
 def test_bad_data_exits_nonzero_naming_file_and_line(tmp_path):
     data = tiny_beir(tmp_path / "beir")
     (data / "qrels" / "dev.tsv").write_text("q0\tc0\t1\nq0\tnope\t1\n")
-    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--data", str(data), "--split", "dev"],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), "--data", str(data), "--split", "dev"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode != 0
     assert f"{data / 'qrels' / 'dev.tsv'}:2: corpus id 'nope' is not in corpus.jsonl" in result.stderr
     assert "Traceback" not in result.stderr

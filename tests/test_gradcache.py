@@ -7,13 +7,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from training import gradcache
 import train
-from training.config import Config, TrainConfig
-from helpers import random_texts
 from data import PairsData, index_texts
+from helpers import random_texts
 from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import Encoder, ModelConfig
+from training import gradcache
+from training.config import Config, TrainConfig
 
 DIMS, WEIGHTS = [32, 16, 8], [1.0, 0.5, 0.25]
 
@@ -37,8 +37,6 @@ def step_batch(encoder: Encoder, rows: int = 11, negatives: int = 1) -> gradcach
     negs = [texts[i * negatives : (i + 1) * negatives] for i in range(rows)]
     table = index_texts(PairsData(anchors, positives, negs, "test"))
     return gradcache.make_step_batch(table, train.tokenize_table(encoder, table), np.arange(rows), 0, 1)
-
-
 
 
 def reference_loss(encoder: Encoder, batch: gradcache.StepBatch, reps: torch.Tensor) -> torch.Tensor:

@@ -100,7 +100,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"
@@ -132,8 +132,10 @@ def test_the_checker_fails_on_a_command_line_imported_for_a_helper():
     graph = import_graph()
     graph["training.report"] = graph["training.report"] | {"mine"}
     graph["train"] = graph["train"] | {"evaluate"}
-    assert violations(graph) == ["train imports evaluate: commands may not import commands",
-                                 "training.report imports mine: training may not import commands"]
+    assert violations(graph) == [
+        "train imports evaluate: commands may not import commands",
+        "training.report imports mine: training may not import commands",
+    ]
 
 
 def test_the_checker_finds_a_planted_cycle_and_an_undeclared_module():
@@ -181,16 +183,20 @@ def test_every_name_imported_from_the_project_exists():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and not node.level and node.module in modules:
                 defined = defined_names(modules[node.module])
-                missing += [f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}.{alias.name}"
-                            for alias in node.names
-                            if alias.name not in defined and f"{node.module}.{alias.name}" not in modules]
+                missing += [
+                    f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name not in defined and f"{node.module}.{alias.name}" not in modules
+                ]
     assert missing == []
 
 
 @pytest.mark.parametrize("module", ["training.config", "training.gradcache"])
 def test_loading_the_config_loads_neither_faiss_nor_the_miner(module):
-    code = f"import sys, {module}; print(sorted(m for m in sys.modules if m == 'faiss' or m.startswith('faiss.') "\
-           "or m in ('retrieval.mining', 'retrieval.search', 'mine', 'evaluate')))"
+    code = (
+        f"import sys, {module}; print(sorted(m for m in sys.modules if m == 'faiss' or m.startswith('faiss.') "
+        "or m in ('retrieval.mining', 'retrieval.search', 'mine', 'evaluate')))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-import numpy as np
 
 from data import TrainTable
 from losses import LossSpec, false_negative_masks, infonce_per_dim, matryoshka_infonce
 
 
-def reference_loss(q, d, dims, weights, temperature, labels, text=None, question=None, relevant=None,
-                   symmetric=False, q_all=None):
+def reference_loss(
+    q, d, dims, weights, temperature, labels, text=None, question=None, relevant=None, symmetric=False, q_all=None
+):
     """Plain Python loops in float64: per query row, a log-softmax over the unmasked candidates.
 
     text[j]: candidate j's text id (None: an empty slot); question[g]: row g's question id;
@@ -59,9 +60,14 @@ def reference_loss(q, d, dims, weights, temperature, labels, text=None, question
 
 def known_from(text, question, relevant) -> torch.Tensor:
     """The (G, M) mask the trainer builds, through data.py's table (the code under test)."""
-    table = TrainTable(np.array(question), np.array(text[: len(question)]),
-                       np.array([-1 if t is None else t for t in text[len(question):]]).reshape(len(question), -1),
-                       [], list(range(1000)), np.array(sorted(q * 1000 + t for q, ts in relevant.items() for t in ts)))
+    table = TrainTable(
+        np.array(question),
+        np.array(text[: len(question)]),
+        np.array([-1 if t is None else t for t in text[len(question) :]]).reshape(len(question), -1),
+        [],
+        list(range(1000)),
+        np.array(sorted(q * 1000 + t for q, ts in relevant.items() for t in ts)),
+    )
     return torch.from_numpy(table.known_mask(np.arange(len(question))))
 
 
@@ -105,14 +111,18 @@ def test_loss_matches_float64_loop(case, symmetric):
     labels = list(range(q.shape[0]))
     dims, weights = [16, 8, 4], [1.0, 0.5, 0.25]
     known = known_from(text, question, relevant)
-    ours = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric), known=known),
-                              weights)
+    ours = matryoshka_infonce(
+        infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric), known=known), weights
+    )
     want = reference_loss(q, d, dims, weights, 0.05, labels, text, question, relevant, symmetric)
     assert ours.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
     if None not in text:  # no mask at all: plain InfoNCE
-        plain = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric)), weights)
-        assert plain.item() == pytest.approx(reference_loss(q, d, dims, weights, 0.05, labels, symmetric=symmetric),
-                                             abs=1e-6, rel=1e-9)
+        plain = matryoshka_infonce(
+            infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric)), weights
+        )
+        assert plain.item() == pytest.approx(
+            reference_loss(q, d, dims, weights, 0.05, labels, symmetric=symmetric), abs=1e-6, rel=1e-9
+        )
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -121,15 +131,24 @@ def test_one_share_of_the_batch_scores_against_the_whole_batch(symmetric):
     q, d, text, question, relevant = make_case(batch=8, negatives=1, duplicates=True)
     dims, weights = [16, 4], [1.0, 1.0]
     known = known_from(text, question, relevant)
-    whole = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric), known=known), weights)
+    whole = matryoshka_infonce(
+        infonce_per_dim(q.double(), d.double(), LossSpec(dims, symmetric=symmetric), known=known), weights
+    )
     shares = []
     for rows in (slice(0, 4), slice(4, 8)):
         labels = torch.arange(8)[rows]
-        per_dim = infonce_per_dim(q[rows].double(), d.double(), LossSpec(dims, symmetric=symmetric), labels=labels,
-                                  known=known, q_all=q.double() if symmetric else None)
+        per_dim = infonce_per_dim(
+            q[rows].double(),
+            d.double(),
+            LossSpec(dims, symmetric=symmetric),
+            labels=labels,
+            known=known,
+            q_all=q.double() if symmetric else None,
+        )
         shares.append(matryoshka_infonce(per_dim, weights))
-        want = reference_loss(q[rows], d, dims, weights, 0.05, labels.tolist(), text, question, relevant,
-                              symmetric, q_all=q)
+        want = reference_loss(
+            q[rows], d, dims, weights, 0.05, labels.tolist(), text, question, relevant, symmetric, q_all=q
+        )
         assert shares[-1].item() == pytest.approx(want, abs=1e-6, rel=1e-9)
     assert ((shares[0] + shares[1]) / 2).item() == pytest.approx(whole.item(), rel=1e-12)
 
@@ -143,8 +162,10 @@ def test_each_kind_of_false_negative_changes_the_loss():
     batch_only = infonce_per_dim(q, d, LossSpec([16]), known=known_from(text, question, relevant))
     assert not torch.allclose(batch_only, plain) and not torch.allclose(table_wide, batch_only)
     q, d, text, question, relevant = make_case(**CASES["explicit negatives"])  # all texts distinct
-    torch.testing.assert_close(infonce_per_dim(q, d, LossSpec([16]), known=known_from(text, question, relevant)),
-                               infonce_per_dim(q, d, LossSpec([16])))
+    torch.testing.assert_close(
+        infonce_per_dim(q, d, LossSpec([16]), known=known_from(text, question, relevant)),
+        infonce_per_dim(q, d, LossSpec([16])),
+    )
 
 
 def test_relevant_texts_are_masked_wherever_they_stand_but_negatives_stay():

@@ -8,7 +8,12 @@ import pytrec_eval
 
 from retrieval.metrics import gains_at_ranks, per_query_metrics
 
-TREC_MEASURES = {"ndcg_cut_10": "ndcg@10", "recall_10": "recall@10", "recall_100": "recall@100", "map_cut_100": "map@100"}
+TREC_MEASURES = {
+    "ndcg_cut_10": "ndcg@10",
+    "recall_10": "recall@10",
+    "recall_100": "recall@100",
+    "map_cut_100": "map@100",
+}
 
 
 def random_case(seed: int, n_queries: int = 60, corpus: int = 400, graded: bool = True):
@@ -38,8 +43,9 @@ def trec_eval(qrels, runs, measures, cut=None):
 def test_metrics_match_trec_eval(seed, graded):
     qrels, runs = random_case(seed, graded=graded)
     qids = list(qrels)
-    ours = per_query_metrics(gains_at_ranks([runs[q] for q in qids], [qrels[q] for q in qids]),
-                             [qrels[q] for q in qids])
+    ours = per_query_metrics(
+        gains_at_ranks([runs[q] for q in qids], [qrels[q] for q in qids]), [qrels[q] for q in qids]
+    )
     reference = trec_eval(qrels, runs, TREC_MEASURES)
     reference_rr = trec_eval(qrels, runs, {"recip_rank"}, cut=10)  # MRR@10: reciprocal rank on the top 10
     for row, qid in enumerate(qids):

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import random_texts
 from data import PairsData, known_relevant
+from helpers import random_texts
 from mine import main
+from model import Encoder, ModelConfig
 from retrieval.mining import mine
 from retrieval.settings import MineConfig, check_mine_config
-from model import Encoder, ModelConfig
 
 QUERY_PROMPT = "query: "
 QUESTIONS = ["question A", "question B", "question C", "question D"]
@@ -27,14 +27,43 @@ QUESTIONS = ["question A", "question B", "question C", "question D"]
 # A is asked by two rows (positives PA1, PA2); QB is relevant to B only through the qrels;
 # PC is not in the corpus (the miner must encode it to know C's positive score).
 SCORES = {
-    "question A": {"X0": .97, "PA1": .93, "X1": .85, "PA2": .80, "X2": .75, "Rule 3 X3": .70, "X4": .60},
-    "question B": {"PB": .90, "QB": .88, "Y1": .84, "Y2": .82, "Y3": .50, "Y4": .40},
-    "question C": {"Z0": .55, "Z1": .50, "Z2": .45, "Z3": .40, "Z4": .35, "Z5": .28, "PC": .30},
-    "question D": {"W0": .60, "W1": .50, "W2": .40, "W3": .30, "W4": .20, "W5": .15, "PD": .10},
+    "question A": {"X0": 0.97, "PA1": 0.93, "X1": 0.85, "PA2": 0.80, "X2": 0.75, "Rule 3 X3": 0.70, "X4": 0.60},
+    "question B": {"PB": 0.90, "QB": 0.88, "Y1": 0.84, "Y2": 0.82, "Y3": 0.50, "Y4": 0.40},
+    "question C": {"Z0": 0.55, "Z1": 0.50, "Z2": 0.45, "Z3": 0.40, "Z4": 0.35, "Z5": 0.28, "PC": 0.30},
+    "question D": {"W0": 0.60, "W1": 0.50, "W2": 0.40, "W3": 0.30, "W4": 0.20, "W5": 0.15, "PD": 0.10},
 }
 # Corpus order differs from score order; X2 appears twice (two ids, one text); "Rule 3 X3" has a title.
-CORPUS = ["W3", "PA1", "Y2", "Rule 3 X3", "Z0", "PB", "X0", "QB", "X2", "Y4", "Z5", "W0", "X1", "Z3", "PD",
-          "Y1", "W5", "Z1", "X4", "W1", "X2", "Y3", "Z4", "PA2", "W4", "Z2", "W2", "F0", "F1"]
+CORPUS = [
+    "W3",
+    "PA1",
+    "Y2",
+    "Rule 3 X3",
+    "Z0",
+    "PB",
+    "X0",
+    "QB",
+    "X2",
+    "Y4",
+    "Z5",
+    "W0",
+    "X1",
+    "Z3",
+    "PD",
+    "Y1",
+    "W5",
+    "Z1",
+    "X4",
+    "W1",
+    "X2",
+    "Y3",
+    "Z4",
+    "PA2",
+    "W4",
+    "Z2",
+    "W2",
+    "F0",
+    "F1",
+]
 PASSAGES = list(dict.fromkeys(CORPUS + ["PC"]))
 ROWS = [("question A", "PA1"), ("question B", "PB"), ("question A", "PA2"), ("question C", "PC"), ("question D", "PD")]
 OUTPUT_FILES = {"triplets.jsonl", "scores.jsonl", "filtered.jsonl", "meta.json"}
@@ -51,7 +80,7 @@ def unit_vectors() -> dict[str, np.ndarray]:
         vector = np.zeros(dim)
         for q, question in enumerate(QUESTIONS):
             vector[q] = SCORES[question].get(passage, 0.0)
-        vector[len(QUESTIONS) + p] = np.sqrt(1 - (vector ** 2).sum())
+        vector[len(QUESTIONS) + p] = np.sqrt(1 - (vector**2).sum())
         vectors[passage] = vector
     return vectors
 
@@ -114,28 +143,47 @@ def test_filters_and_counts_on_a_hand_computed_example(beir, tmp_path):
     C: Z0 window; Z1-Z4 > .95 x .30 (PC, outside the corpus); keeps Z5 .28: one of two.
     D: W0 window; W1-W5 > .95 x .10; none."""
     report, triplets = run(beir, tmp_path / "out", k=2, rank_min=2, rank_max=6, max_relative=0.95, max_score=0.81)
-    assert [row["negatives"] for row in triplets] == [["X2", "Rule 3 X3"], ["Y3", "Y4"], ["X2", "Rule 3 X3"], ["Z5"], []]
+    assert [row["negatives"] for row in triplets] == [
+        ["X2", "Rule 3 X3"],
+        ["Y3", "Y4"],
+        ["X2", "Rule 3 X3"],
+        ["Z5"],
+        [],
+    ]
     assert [(row["anchor"], row["positive"]) for row in triplets] == ROWS
     assert report.counts == {
-        "questions": 4, "rows": 5, "corpus": len(CORPUS) - 1, "negatives": 5,
-        "questions_short": 2, "questions_none": 1, "rows_short": 2,
-        "removed_relevant": 4, "removed_rank_window": 3, "removed_relative": 11, "removed_max_score": 1,
+        "questions": 4,
+        "rows": 5,
+        "corpus": len(CORPUS) - 1,
+        "negatives": 5,
+        "questions_short": 2,
+        "questions_none": 1,
+        "rows_short": 2,
+        "removed_relevant": 4,
+        "removed_rank_window": 3,
+        "removed_relative": 11,
+        "removed_max_score": 1,
     }
     assert not report.reused and "fewer than 2" in report.format_report()
     scores = {record["question"]: record for record in read_jsonl(report.scores)}
     assert [n["rank"] for n in scores["question A"]["negatives"]] == [5, 6]
-    assert [n["score"] for n in scores["question A"]["negatives"]] == pytest.approx([.75, .70])
-    assert scores["question A"]["positive_scores"] == pytest.approx([.93, .80])
-    assert scores["question B"]["positive_scores"] == pytest.approx([.90, .88])
-    assert scores["question C"]["positive_scores"] == pytest.approx([.30])
+    assert [n["score"] for n in scores["question A"]["negatives"]] == pytest.approx([0.75, 0.70])
+    assert scores["question A"]["positive_scores"] == pytest.approx([0.93, 0.80])
+    assert scores["question B"]["positive_scores"] == pytest.approx([0.90, 0.88])
+    assert scores["question C"]["positive_scores"] == pytest.approx([0.30])
     assert [n["rank"] for n in scores["question C"]["negatives"]] == [6]
     filtered = {record["question"]: record for record in read_jsonl(report.filtered)}
-    expected = {"question A": [(3, "X1")], "question B": [(3, "Y1")],
-                "question C": [(2, "Z1"), (3, "Z2"), (4, "Z3"), (5, "Z4")],
-                "question D": [(r, f"W{r - 1}") for r in range(2, 7)]}
+    expected = {
+        "question A": [(3, "X1")],
+        "question B": [(3, "Y1")],
+        "question C": [(2, "Z1"), (3, "Z2"), (4, "Z3"), (5, "Z4")],
+        "question D": [(r, f"W{r - 1}") for r in range(2, 7)],
+    }
     assert {q: [(c["rank"], c["text"]) for c in r["removed"]] for q, r in filtered.items()} == expected
     thresholds = {q: r["threshold"] for q, r in filtered.items()}
-    assert thresholds == pytest.approx({"question A": .76, "question B": .836, "question C": .285, "question D": .095})
+    assert thresholds == pytest.approx(
+        {"question A": 0.76, "question B": 0.836, "question C": 0.285, "question D": 0.095}
+    )
 
 
 def test_known_relevant_never_negative_even_without_value_filters(beir, tmp_path):
@@ -143,7 +191,12 @@ def test_known_relevant_never_negative_even_without_value_filters(beir, tmp_path
     positive) and B would get QB (relevant by qrels only)."""
     report, triplets = run(beir, tmp_path / "out", k=4, rank_min=1, rank_max=4, max_relative=None)
     assert [row["negatives"] for row in triplets] == [
-        ["X0", "X1"], ["Y1", "Y2"], ["X0", "X1"], ["Z0", "Z1", "Z2", "Z3"], ["W0", "W1", "W2", "W3"]]
+        ["X0", "X1"],
+        ["Y1", "Y2"],
+        ["X0", "X1"],
+        ["Z0", "Z1", "Z2", "Z3"],
+        ["W0", "W1", "W2", "W3"],
+    ]
     relevant = {"question A": {"PA1", "PA2"}, "question B": {"PB", "QB"}, "question C": {"PC"}, "question D": {"PD"}}
     assert all(not set(row["negatives"]) & relevant[row["anchor"]] for row in triplets)
     assert report.counts["removed_relevant"] == 4 and report.counts["removed_rank_window"] == 0
@@ -162,7 +215,12 @@ def test_rank_window(beir, tmp_path):
     """Ranks 3-5 only: A keeps X1 (r3) and X2 (r5); ranks 1-2 that are not relevant count as outside."""
     report, triplets = run(beir, tmp_path / "out", k=3, rank_min=3, rank_max=5, max_relative=None)
     assert [row["negatives"] for row in triplets] == [
-        ["X1", "X2"], ["Y1", "Y2", "Y3"], ["X1", "X2"], ["Z2", "Z3", "Z4"], ["W2", "W3", "W4"]]
+        ["X1", "X2"],
+        ["Y1", "Y2", "Y3"],
+        ["X1", "X2"],
+        ["Z2", "Z3", "Z4"],
+        ["W2", "W3", "W4"],
+    ]
     assert report.counts["removed_rank_window"] == 1 + 0 + 2 + 2
     assert report.counts["removed_relevant"] == 2 + 2
     ranks = [n["rank"] for record in read_jsonl(report.scores) for n in record["negatives"]]
@@ -197,7 +255,9 @@ def test_random_sampling_is_seeded_and_within_the_kept_candidates(beir, tmp_path
     kept = kept_by_numpy(rank_max=12)
     draws = {}
     for seed in (1, 2, 1):
-        _, triplets = run(beir, tmp_path / f"out{seed}", k=3, rank_max=12, max_relative=None, sample="random", seed=seed)
+        _, triplets = run(
+            beir, tmp_path / f"out{seed}", k=3, rank_max=12, max_relative=None, sample="random", seed=seed
+        )
         by_question = {row["anchor"]: row["negatives"] for row in triplets}
         for question, negatives in by_question.items():
             assert len(negatives) == 3 == len(set(negatives)) and set(negatives) <= set(kept[question])
@@ -260,15 +320,18 @@ def test_outputs_leave_no_temporary_files(beir, tmp_path):
 # ---------------------------------------------------------------- config and CLI
 
 
-@pytest.mark.parametrize("settings,key", [
-    ({"k": -1}, "data.hard_negatives.k"),
-    ({"rank_min": 0}, "data.hard_negatives.rank_min"),
-    ({"rank_min": 5, "rank_max": 4}, "data.hard_negatives.rank_max"),
-    ({"k": 5, "rank_min": 3, "rank_max": 6}, "data.hard_negatives.k"),
-    ({"max_relative": 0.0}, "data.hard_negatives.max_relative"),
-    ({"sample": "best"}, "data.hard_negatives.sample"),
-    ({"refresh": -1}, "data.hard_negatives.refresh"),
-])
+@pytest.mark.parametrize(
+    "settings,key",
+    [
+        ({"k": -1}, "data.hard_negatives.k"),
+        ({"rank_min": 0}, "data.hard_negatives.rank_min"),
+        ({"rank_min": 5, "rank_max": 4}, "data.hard_negatives.rank_max"),
+        ({"k": 5, "rank_min": 3, "rank_max": 6}, "data.hard_negatives.k"),
+        ({"max_relative": 0.0}, "data.hard_negatives.max_relative"),
+        ({"sample": "best"}, "data.hard_negatives.sample"),
+        ({"refresh": -1}, "data.hard_negatives.refresh"),
+    ],
+)
 def test_bad_config_names_its_key(settings, key):
     with pytest.raises(ValueError, match=f"^{key}: "):
         check_mine_config(replace(MineConfig(), **settings))
@@ -283,8 +346,22 @@ def test_cli_with_a_real_encoder_matches_numpy(tiny_bert, tmp_path, capsys):
     rows = [(questions[i // 2], texts[i]) for i in range(24)]  # each question asked by two rows
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in rows))
-    report = main(["--train", str(train), "--out", str(tmp_path / "out"), "--model", str(tiny_bert),
-                   "--k", "2", "--rank-max", "6", "--max-relative", "none"])
+    report = main(
+        [
+            "--train",
+            str(train),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_bert),
+            "--k",
+            "2",
+            "--rank-max",
+            "6",
+            "--max-relative",
+            "none",
+        ]
+    )
     assert "Hard negatives mined" in capsys.readouterr().out
 
     encoder = Encoder.from_config(ModelConfig(str(tiny_bert)))
@@ -292,7 +369,9 @@ def test_cli_with_a_real_encoder_matches_numpy(tiny_bert, tmp_path, capsys):
     q_emb = torch.nn.functional.normalize(encoder.encode(questions), dim=-1).numpy()
     p_emb = torch.nn.functional.normalize(encoder.encode(passages), dim=-1).numpy()
     order = np.argsort(-(q_emb @ p_emb.T), axis=1, kind="stable")[:, :6]  # (Q, 6)
-    expected = {q: [passages[j] for j in order[i] if (q, passages[j]) not in set(rows)][:2] for i, q in enumerate(questions)}
+    expected = {
+        q: [passages[j] for j in order[i] if (q, passages[j]) not in set(rows)][:2] for i, q in enumerate(questions)
+    }
     triplets = read_jsonl(tmp_path / "out" / "triplets.jsonl")
     assert [(row["anchor"], row["positive"]) for row in triplets] == rows
     assert all(row["negatives"] == expected[row["anchor"]] for row in triplets)
@@ -300,11 +379,14 @@ def test_cli_with_a_real_encoder_matches_numpy(tiny_bert, tmp_path, capsys):
     assert report.counts["removed_relevant"] == in_top
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--train", "{tmp}/missing.jsonl"], "no such file"),
-    (["--train", "{tmp}/missing.jsonl", "--rank-min", "0"], "--rank-min: 0 must be >= 1"),
-    (["--train", "{tmp}/missing.jsonl", "--qrels-split", "train"], "--qrels-split needs --corpus"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--train", "{tmp}/missing.jsonl"], "no such file"),
+        (["--train", "{tmp}/missing.jsonl", "--rank-min", "0"], "--rank-min: 0 must be >= 1"),
+        (["--train", "{tmp}/missing.jsonl", "--qrels-split", "train"], "--qrels-split needs --corpus"),
+    ],
+)
 def test_cli_errors_exit_with_a_message(tmp_path, args, message):
     with pytest.raises(SystemExit) as exit_info:
         main([arg.format(tmp=tmp_path) for arg in args] + ["--out", str(tmp_path / "out")])

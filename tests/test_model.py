@@ -41,12 +41,16 @@ def test_pool_matches_float64_loop():
         for row in range(3):
             real = [t for t in range(5) if mask[row, t]]
             rows = states[row].double()[real]
-            want = {"cls": rows[0], "lasttoken": rows[-1], "mean": rows.sum(0) / len(real), "max": rows.max(0).values}[mode]
+            want = {"cls": rows[0], "lasttoken": rows[-1], "mean": rows.sum(0) / len(real), "max": rows.max(0).values}[
+                mode
+            ]
             torch.testing.assert_close(got[row].double(), want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("pooling,normalize,padding_side", [
-    ("mean", True, "right"), ("cls", False, "right"), ("lasttoken", True, "left"), ("max", False, "right")])
+@pytest.mark.parametrize(
+    "pooling,normalize,padding_side",
+    [("mean", True, "right"), ("cls", False, "right"), ("lasttoken", True, "left"), ("max", False, "right")],
+)
 def test_reads_sentence_transformers_6_layout_and_saves_back(tmp_path, pooling, normalize, padding_side):
     tiny = make_tiny_bert(tmp_path / "tiny")
     reference = st_model(tiny, pooling, normalize, max_length=48)
@@ -63,8 +67,12 @@ def test_reads_sentence_transformers_6_layout_and_saves_back(tmp_path, pooling, 
     encoder.save(tmp_path / "ours")
     reloaded = SentenceTransformer(str(tmp_path / "ours"), device="cpu")
     assert reloaded.max_seq_length == 48
-    torch.testing.assert_close(reloaded.encode(texts, batch_size=1, convert_to_tensor=True),
-                               encoder.encode(texts, batch_size=1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        reloaded.encode(texts, batch_size=1, convert_to_tensor=True),
+        encoder.encode(texts, batch_size=1),
+        rtol=0,
+        atol=1e-5,
+    )
 
 
 def test_reads_older_layout_flags_prompts_and_lowercasing(tmp_path):
@@ -72,11 +80,17 @@ def test_reads_older_layout_flags_prompts_and_lowercasing(tmp_path):
     model_dir = make_tiny_bert(tmp_path / "old")
     (model_dir / "1_Pooling").mkdir()
     files = {
-        "modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}],
-        "1_Pooling/config.json": {"word_embedding_dimension": 32, "pooling_mode_cls_token": True,
-                                  "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
-                                  "pooling_mode_mean_sqrt_len_tokens": False},
+        "modules.json": [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ],
+        "1_Pooling/config.json": {
+            "word_embedding_dimension": 32,
+            "pooling_mode_cls_token": True,
+            "pooling_mode_mean_tokens": False,
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        },
         "sentence_bert_config.json": {"max_seq_length": 20, "do_lower_case": True},
         "config_sentence_transformers.json": {"prompts": {"query": "w1 w2 ", "passage": "w3 "}},
     }
@@ -88,8 +102,9 @@ def test_reads_older_layout_flags_prompts_and_lowercasing(tmp_path):
     assert (spec.query_prompt, spec.document_prompt) == ("w1 w2 ", "w3 ")
     reference = SentenceTransformer(str(model_dir), device="cpu")
     texts = [t.upper() for t in random_texts(10, seed=3)]
-    torch.testing.assert_close(encoder.encode_queries(texts), reference.encode_query(texts, convert_to_tensor=True),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        encoder.encode_queries(texts), reference.encode_query(texts, convert_to_tensor=True), rtol=0, atol=1e-5
+    )
     # A "passage" prompt is the document prompt (the e5 convention). sentence-transformers 6.x's
     # encode_document would pick its own empty default "document" prompt first, so name it.
     want = reference.encode(texts, prompt_name="passage", convert_to_tensor=True)
@@ -134,20 +149,20 @@ def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path, tiny_bert):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-REMOTE_CONFIG = '''from transformers import BertConfig
+REMOTE_CONFIG = """from transformers import BertConfig
 
 
 class TinyRemoteConfig(BertConfig):
     model_type = "tiny-remote"
-'''
-REMOTE_MODEL = '''from transformers import BertModel
+"""
+REMOTE_MODEL = """from transformers import BertModel
 
 from .configuration_tiny import TinyRemoteConfig
 
 
 class TinyRemoteModel(BertModel):
     config_class = TinyRemoteConfig
-'''
+"""
 
 
 def test_remote_code_is_opt_in_and_saved_with_the_model(tmp_path):
@@ -157,8 +172,10 @@ def test_remote_code_is_opt_in_and_saved_with_the_model(tmp_path):
     (model_dir / "configuration_tiny.py").write_text(REMOTE_CONFIG)
     (model_dir / "modeling_tiny.py").write_text(REMOTE_MODEL)
     config = json.loads((model_dir / "config.json").read_text())
-    config.update(model_type="tiny-remote", auto_map={"AutoConfig": "configuration_tiny.TinyRemoteConfig",
-                                                      "AutoModel": "modeling_tiny.TinyRemoteModel"})
+    config.update(
+        model_type="tiny-remote",
+        auto_map={"AutoConfig": "configuration_tiny.TinyRemoteConfig", "AutoModel": "modeling_tiny.TinyRemoteModel"},
+    )
     (model_dir / "config.json").write_text(json.dumps(config))
     assert ModelConfig().trust_remote_code is False
     with pytest.raises(ValueError, match="trust_remote_code"):

@@ -9,9 +9,9 @@ from sentence_transformers.sentence_transformer.evaluation import InformationRet
 from sentence_transformers.util import cos_sim
 
 from data import IRDataset, load_beir
+from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.evaluation import evaluate
 from retrieval.metrics import METRICS
-from model import PACKAGED_MINILM, Encoder, ModelConfig
 
 
 def test_obliqa_dev_loads(obliqa):
@@ -31,8 +31,13 @@ def small_obliqa(obliqa, n_queries: int = 40, n_passages: int = 300) -> IRDatase
         keep.add(doc)
     rows = [i for i, doc in enumerate(full.corpus_ids) if doc in keep]
     texts = dict(zip(full.query_ids, full.query_texts))
-    return IRDataset([full.corpus_ids[i] for i in rows], [full.corpus_texts[i] for i in rows], query_ids,
-                     [texts[q] for q in query_ids], {q: full.qrels[q] for q in query_ids})
+    return IRDataset(
+        [full.corpus_ids[i] for i in rows],
+        [full.corpus_texts[i] for i in rows],
+        query_ids,
+        [texts[q] for q in query_ids],
+        {q: full.qrels[q] for q in query_ids},
+    )
 
 
 def test_minilm_metrics_match_sentence_transformers(obliqa, minilm_dir):
@@ -44,11 +49,23 @@ def test_minilm_metrics_match_sentence_transformers(obliqa, minilm_dir):
     relevant = {q: set(docs) for q, docs in data.qrels.items()}
     for dim in dims:
         evaluator = InformationRetrievalEvaluator(
-            dict(zip(data.query_ids, data.query_texts)), dict(zip(data.corpus_ids, data.corpus_texts)), relevant,
-            mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[10], precision_recall_at_k=[10, 100], map_at_k=[100],
-            truncate_dim=dim, write_csv=False, score_functions={"cosine": cos_sim})
+            dict(zip(data.query_ids, data.query_texts)),
+            dict(zip(data.corpus_ids, data.corpus_texts)),
+            relevant,
+            mrr_at_k=[10],
+            ndcg_at_k=[10],
+            accuracy_at_k=[10],
+            precision_recall_at_k=[10, 100],
+            map_at_k=[100],
+            truncate_dim=dim,
+            write_csv=False,
+            score_functions={"cosine": cos_sim},
+        )
         theirs = next(iter(evaluator.compute_all_metrics(model, corpus_embeddings=corpus_emb[:, :dim]).values()))
         for name in METRICS:
             kind, k = name.split("@")
-            assert ours[dim].metrics[name] == pytest.approx(theirs[f"{kind}@k"][int(k)], abs=1e-4), (dim, name)  # measured: < 5e-7
+            assert ours[dim].metrics[name] == pytest.approx(theirs[f"{kind}@k"][int(k)], abs=1e-4), (
+                dim,
+                name,
+            )  # measured: < 5e-7
     assert 0.2 < ours[384].metrics["ndcg@10"] < 1  # a real model on real data: neither broken nor trivial

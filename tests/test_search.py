@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import random_texts
 from data import IRDataset
+from helpers import random_texts
+from model import Encoder, ModelConfig
 from retrieval.evaluation import evaluate
 from retrieval.search import exact_search, truncate_normalize
-from model import Encoder, ModelConfig
 
 
 def numpy_top_k(queries, docs, k):

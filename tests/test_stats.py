@@ -12,18 +12,19 @@ import pytest
 from scipy import stats as scipy_stats
 
 import evaluate
+from helpers import make_tiny_bert, tiny_beir
 from retrieval.metrics import METRICS
-from helpers import make_tiny_bert
 from retrieval.stats import format_comparison, paired_bootstrap, paired_randomization
-from helpers import tiny_beir
 
 
 def enumerated_p(a, b) -> float:
     """Two-sided sign-flip p-value by listing every assignment of signs to the per-query changes."""
     diff = [y - x for x, y in zip(a, b)]
     observed = abs(sum(diff))
-    hits = sum(abs(sum(s * d for s, d in zip(signs, diff))) >= observed - 1e-9
-               for signs in itertools.product((1, -1), repeat=len(diff)))
+    hits = sum(
+        abs(sum(s * d for s, d in zip(signs, diff))) >= observed - 1e-9
+        for signs in itertools.product((1, -1), repeat=len(diff))
+    )
     return hits / 2 ** len(diff)
 
 
@@ -33,9 +34,15 @@ def scipy_p(a, b, resamples: int = 10000, seed: int = 0) -> float:
     Its two-sided p is twice the smaller one-sided p; the sign-flip null distribution is symmetric,
     so for a non-zero change that is the fraction with |statistic| >= |observed|, our definition.
     """
-    result = scipy_stats.permutation_test((a, b), lambda x, y, axis: np.mean(y - x, axis=axis), vectorized=True,
-                                          permutation_type="samples", alternative="two-sided",
-                                          n_resamples=resamples, rng=np.random.default_rng(seed))
+    result = scipy_stats.permutation_test(
+        (a, b),
+        lambda x, y, axis: np.mean(y - x, axis=axis),
+        vectorized=True,
+        permutation_type="samples",
+        alternative="two-sided",
+        n_resamples=resamples,
+        rng=np.random.default_rng(seed),
+    )
     return float(result.pvalue)
 
 
@@ -119,8 +126,9 @@ def loop_bootstrap(a, b, resamples: int, seed: int, confidence: float) -> tuple[
     return percentile(tail), percentile(1 - tail)
 
 
-@pytest.mark.parametrize("n, resamples, seed, confidence",
-                         [(8, 2000, 0, 0.95), (10, 3000, 5, 0.9), (300, 10000, 1, 0.95)])  # the last crosses blocks
+@pytest.mark.parametrize(
+    "n, resamples, seed, confidence", [(8, 2000, 0, 0.95), (10, 3000, 5, 0.9), (300, 10000, 1, 0.95)]
+)  # the last crosses blocks
 def test_bootstrap_matches_explicit_loop(n, resamples, seed, confidence):
     a, b = continuous(n, seed)
     diff, lo, hi = paired_bootstrap(a, b, resamples, seed, confidence)
@@ -134,9 +142,15 @@ def test_bootstrap_agrees_with_scipy_percentile_interval(make, n):
     standard error near 0.03 of the bootstrap standard deviation; the two estimates differ by < 0.15 of it."""
     a, b = make(n, 11)
     _, lo, hi = paired_bootstrap(a, b)
-    reference = scipy_stats.bootstrap((a, b), lambda x, y, axis: np.mean(y - x, axis=axis), paired=True,
-                                      vectorized=True, method="percentile", n_resamples=10000,
-                                      rng=np.random.default_rng(123)).confidence_interval
+    reference = scipy_stats.bootstrap(
+        (a, b),
+        lambda x, y, axis: np.mean(y - x, axis=axis),
+        paired=True,
+        vectorized=True,
+        method="percentile",
+        n_resamples=10000,
+        rng=np.random.default_rng(123),
+    ).confidence_interval
     spread = np.std(b - a) / math.sqrt(n)
     assert lo == pytest.approx(reference.low, abs=0.15 * spread)
     assert hi == pytest.approx(reference.high, abs=0.15 * spread)
@@ -157,7 +171,10 @@ def test_unpaired_input_is_rejected():
 
 def test_format_comparison_row():
     comparison = {384: {"ndcg@10": {"base": 0.5, "new": 0.53, "diff": 0.03, "lo": -0.004, "hi": 0.061, "p": 0.0312}}}
-    assert format_comparison(comparison).splitlines()[2] == "| 384 | 0.5000 | 0.5300 | +0.0300 | [-0.0040, +0.0610] | 0.0312 |"
+    assert (
+        format_comparison(comparison).splitlines()[2]
+        == "| 384 | 0.5000 | 0.5300 | +0.0300 | [-0.0040, +0.0610] | 0.0312 |"
+    )
 
 
 # ---------------------------------------------------------------- evaluate.py --baseline
@@ -165,8 +182,24 @@ def test_format_comparison_row():
 
 def test_cli_model_against_itself_changes_nothing(tmp_path, tiny_bert, capsys):
     data = tiny_beir(tmp_path / "beir")
-    report = evaluate.main(["--model", str(tiny_bert), "--baseline", str(tiny_bert), "--data", str(data),
-                            "--split", "dev", "--dims", "32,16", "--resamples", "2000", "--out", str(tmp_path / "m.json")])
+    report = evaluate.main(
+        [
+            "--model",
+            str(tiny_bert),
+            "--baseline",
+            str(tiny_bert),
+            "--data",
+            str(data),
+            "--split",
+            "dev",
+            "--dims",
+            "32,16",
+            "--resamples",
+            "2000",
+            "--out",
+            str(tmp_path / "m.json"),
+        ]
+    )
     assert "change from the baseline" in capsys.readouterr().out
     written = json.loads((tmp_path / "m.json").read_text())
     assert list(written["comparison"]) == ["32", "16"]
@@ -195,7 +228,14 @@ def test_cli_two_models_compare_their_separate_results(tmp_path, tiny_bert):
             assert c["diff"] == pytest.approx(alone_new[dim][metric] - alone_base[dim][metric], abs=1e-12)
             assert c["lo"] <= c["diff"] <= c["hi"]
             changed += c["diff"] != 0
-        per_query = {side: [json.loads(line)["ndcg@10"] for line in
-                            (tmp_path / side / f"per_query.{dim}.jsonl").read_text().splitlines()] for side in ("base", "new")}
-        assert report["comparison"][dim]["ndcg@10"]["p"] == pytest.approx(enumerated_p(per_query["base"], per_query["new"]))
+        per_query = {
+            side: [
+                json.loads(line)["ndcg@10"]
+                for line in (tmp_path / side / f"per_query.{dim}.jsonl").read_text().splitlines()
+            ]
+            for side in ("base", "new")
+        }
+        assert report["comparison"][dim]["ndcg@10"]["p"] == pytest.approx(
+            enumerated_p(per_query["base"], per_query["new"])
+        )
     assert changed  # the two models really differ somewhere

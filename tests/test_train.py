@@ -65,34 +65,52 @@ def test_obliqa_config_is_the_reference_recipe():
 
 
 def test_overrides_parse_by_the_field_type(tmp_path):
-    config = load_config([
-        "--config", str(ROOT / "configs" / "obliqa.yaml"), "--train.lr", "1e-5", "--loss.dims", "64,32", "--loss.weights", "1,0.5",
-        "--train.max_grad_norm", "null", "--model.query_prompt", "query: ", "--train.drop_last=false",
-        "--eval.dims", "[64]"])
+    config = load_config(
+        [
+            "--config",
+            str(ROOT / "configs" / "obliqa.yaml"),
+            "--train.lr",
+            "1e-5",
+            "--loss.dims",
+            "64,32",
+            "--loss.weights",
+            "1,0.5",
+            "--train.max_grad_norm",
+            "null",
+            "--model.query_prompt",
+            "query: ",
+            "--train.drop_last=false",
+            "--eval.dims",
+            "[64]",
+        ]
+    )
     assert config.train.lr == 1e-5 and config.loss.dims == [64, 32] and config.train.max_grad_norm is None
     assert config.model.query_prompt == "query: " and config.train.drop_last is False and config.eval.dims == [64]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--train.lrr", "1"], "unknown key train.lrr"),
-    (["--trian.lr", "1"], "unknown key trian"),
-    (["--train.epochs", "two"], "train.epochs: expected int"),
-    (["--train.lr", "fast"], "train.lr: expected float"),
-    (["--loss.dims", "64,x"], r"loss.dims\[1\]: expected int"),
-    (["--train", "1"], "train: is a section"),
-    (["--train.mixed_precision", "fp16"], "train.mixed_precision"),
-    (["--loss.weights", "1,1"], "loss.weights: 2 weights for 5 loss.dims"),
-    (["--train.micro_batch", "0"], "train.micro_batch: must be at least 1"),
-    (["--train.epochs", "--5"], "train.epochs: expected int"),
-    (["--train.epochs", "\u00b2"], "train.epochs: expected int"),
-    (["--train.lr", "nan"], "train.lr: expected float"),
-    (["--loss.temperature", "inf"], "loss.temperature: expected float"),
-    (["--train.max_grad_norm", "-1"], "train.max_grad_norm: must be > 0, or null"),
-    (["--train.max_grad_norm", "0"], "train.max_grad_norm: must be > 0, or null"),
-    (["--train.adam_betas", "1.5,0.9"], r"train.adam_betas: expected two numbers in \[0, 1\)"),
-    (["--train.weight_decay", "-1"], "train.weight_decay >= 0"),
-    (["--eval.batch_size", "0"], "eval.batch_size: must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--train.lrr", "1"], "unknown key train.lrr"),
+        (["--trian.lr", "1"], "unknown key trian"),
+        (["--train.epochs", "two"], "train.epochs: expected int"),
+        (["--train.lr", "fast"], "train.lr: expected float"),
+        (["--loss.dims", "64,x"], r"loss.dims\[1\]: expected int"),
+        (["--train", "1"], "train: is a section"),
+        (["--train.mixed_precision", "fp16"], "train.mixed_precision"),
+        (["--loss.weights", "1,1"], "loss.weights: 2 weights for 5 loss.dims"),
+        (["--train.micro_batch", "0"], "train.micro_batch: must be at least 1"),
+        (["--train.epochs", "--5"], "train.epochs: expected int"),
+        (["--train.epochs", "\u00b2"], "train.epochs: expected int"),
+        (["--train.lr", "nan"], "train.lr: expected float"),
+        (["--loss.temperature", "inf"], "loss.temperature: expected float"),
+        (["--train.max_grad_norm", "-1"], "train.max_grad_norm: must be > 0, or null"),
+        (["--train.max_grad_norm", "0"], "train.max_grad_norm: must be > 0, or null"),
+        (["--train.adam_betas", "1.5,0.9"], r"train.adam_betas: expected two numbers in \[0, 1\)"),
+        (["--train.weight_decay", "-1"], "train.weight_decay >= 0"),
+        (["--eval.batch_size", "0"], "eval.batch_size: must be at least 1"),
+    ],
+)
 def test_bad_keys_and_values_are_named(argv, message):
     with pytest.raises(ConfigError, match=message):
         load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
@@ -122,11 +140,14 @@ def test_yaml_no_is_a_mixed_precision_value_not_a_boolean(tmp_path):
         load_config(["--config", str(path)])
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--checkpoint.every", "0"], "checkpoint.every: '0' is not epoch, no or a number"),
-    (["--checkpoint.keep", "0"], "checkpoint.keep: must be at least 1"),
-    (["--report.report_to", "mlflow"], "report.report_to: 'mlflow' is not tensorboard or wandb"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--checkpoint.every", "0"], "checkpoint.every: '0' is not epoch, no or a number"),
+        (["--checkpoint.keep", "0"], "checkpoint.keep: must be at least 1"),
+        (["--report.report_to", "mlflow"], "report.report_to: 'mlflow' is not tensorboard or wandb"),
+    ],
+)
 def test_bad_checkpoint_and_report_keys_are_named(argv, message):
     with pytest.raises(ConfigError, match=message):
         load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
@@ -136,8 +157,15 @@ def test_help_prints_the_usage_and_every_key_with_its_default():
     proc = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python train.py --config FILE")
-    for line in ("train.lr = 2.0e-05", "loss.temperature = 0.05", "checkpoint.every = epoch",
-                 "data.hard_negatives.k = 0", "--resume [DIR]", "--dry-run", "README.md"):
+    for line in (
+        "train.lr = 2.0e-05",
+        "loss.temperature = 0.05",
+        "checkpoint.every = epoch",
+        "data.hard_negatives.k = 0",
+        "--resume [DIR]",
+        "--dry-run",
+        "README.md",
+    ):
         assert line in proc.stdout, line
 
 
@@ -169,9 +197,23 @@ def test_flash_attention_only_with_bf16(tiny_bert, monkeypatch):
 
 
 def test_a_bad_model_path_is_an_error_line_not_a_traceback(tiny_task, tmp_path):
-    proc = subprocess.run([sys.executable, "train.py", "--model.name_or_path", str(tmp_path / "nowhere"),
-                           "--data.train", str(tiny_task / "pairs.jsonl"), "--output.dir", str(tmp_path / "run")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--model.name_or_path",
+            str(tmp_path / "nowhere"),
+            "--data.train",
+            str(tiny_task / "pairs.jsonl"),
+            "--output.dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"error: model.name_or_path '{tmp_path / 'nowhere'}'" in proc.stderr
 
@@ -205,21 +247,40 @@ def tiny_task(tmp_path_factory, tiny_bert) -> Path:
     questions, passages = random_texts(40, seed=1, max_words=8), random_texts(30, seed=2)
     with open(root / "pairs.jsonl", "w") as f:
         for i, q in enumerate(questions):
-            f.write(json.dumps({"anchor": q, "positive": passages[i % 30], "negative": passages[(7 * i + 3) % 30]}) + "\n")
+            f.write(
+                json.dumps({"anchor": q, "positive": passages[i % 30], "negative": passages[(7 * i + 3) % 30]}) + "\n"
+            )
     (root / "beir" / "qrels").mkdir(parents=True)
     with open(root / "beir" / "corpus.jsonl", "w") as f:
         f.writelines(json.dumps({"_id": f"d{i}", "text": p}) + "\n" for i, p in enumerate(passages))
     with open(root / "beir" / "queries.jsonl", "w") as f:
         f.writelines(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(questions))
     (root / "beir" / "qrels" / "dev.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i % 30}\t1\n" for i in range(40)))
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i % 30}\t1\n" for i in range(40))
+    )
     return root
 
 
 def tiny_args(tiny_bert: Path, task: Path, out: Path, *extra: str) -> list[str]:
-    return ["--model.name_or_path", str(tiny_bert), "--data.train", str(task / "pairs.jsonl"),
-            "--data.eval", str(task / "beir"), "--train.global_batch", "16", "--train.micro_batch", "5",
-            "--loss.dims", "32,16", "--train.lr", "1e-3", "--output.dir", str(out), *extra]
+    return [
+        "--model.name_or_path",
+        str(tiny_bert),
+        "--data.train",
+        str(task / "pairs.jsonl"),
+        "--data.eval",
+        str(task / "beir"),
+        "--train.global_batch",
+        "16",
+        "--train.micro_batch",
+        "5",
+        "--loss.dims",
+        "32,16",
+        "--train.lr",
+        "1e-3",
+        "--output.dir",
+        str(out),
+        *extra,
+    ]
 
 
 def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
@@ -260,7 +321,9 @@ def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
     original = load_file(tiny_bert / "model.safetensors")
     trained = load_file(model_dir / "model.safetensors")
     name = next(k for k in trained if "encoder.layer.0.attention" in k and k.endswith("weight"))
-    assert not torch.equal(trained[name], original[name.removeprefix("bert.")] if name not in original else original[name])
+    assert not torch.equal(
+        trained[name], original[name.removeprefix("bert.")] if name not in original else original[name]
+    )
 
 
 def test_a_cpu_run_is_bitwise_reproducible(tiny_bert, tiny_task, tmp_path):
@@ -279,7 +342,9 @@ def test_non_finite_loss_stops_before_the_optimizer_step_and_saves_nothing(tiny_
         next(p for p in model.parameters() if p.requires_grad).data[0, 0] = float("nan")
 
     with pytest.raises(FloatingPointError, match=r"step 0 on rank\(s\) \[0\]"):
-        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false"), train.Hooks(prepared=poison))
+        train.main(
+            tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false"), train.Hooks(prepared=poison)
+        )
     assert not (tmp_path / "run" / "model").exists()
     assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").iterdir())
 
@@ -289,8 +354,19 @@ def test_an_existing_model_is_not_overwritten(tiny_bert, tiny_task, tmp_path):
     (tmp_path / "run" / "train_log.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # an earlier run's
     with pytest.raises(SystemExit, match="output.overwrite"):
         train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run"))
-    train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--output.overwrite", "true",
-                         "--eval.before", "false", "--eval.after", "false"))
+    train.main(
+        tiny_args(
+            tiny_bert,
+            tiny_task,
+            tmp_path / "run",
+            "--output.overwrite",
+            "true",
+            "--eval.before",
+            "false",
+            "--eval.after",
+            "false",
+        )
+    )
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and log[0]["loss"] != 9.0  # this run's steps only
 
@@ -305,14 +381,29 @@ def test_cli_errors_name_the_key_and_exit_non_zero(tiny_bert, tiny_task, tmp_pat
     assert proc.returncode != 0 and "unknown key train.lrr" in proc.stderr and "Traceback" not in proc.stderr
     bad = tiny_task / "bad.jsonl"
     bad.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "c"}\n')
-    proc = run_cli(sys.executable, "train.py", *tiny_args(tiny_bert, tiny_task, tmp_path / "run"), "--data.train", str(bad))
+    proc = run_cli(
+        sys.executable, "train.py", *tiny_args(tiny_bert, tiny_task, tmp_path / "run"), "--data.train", str(bad)
+    )
     assert proc.returncode != 0 and "bad.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_accelerate_launch_one_cpu_process(tiny_bert, tiny_task, tmp_path):
-    proc = run_cli(sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
-                   "train.py", *tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false"))
+    proc = run_cli(
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--cpu",
+        "train.py",
+        *tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 2
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
@@ -322,27 +413,61 @@ def test_evaluates_during_training_and_keeps_the_best_checkpoint(tiny_bert, tiny
     """eval.every 1 on 4 steps: a curve of 4 points, the step with the best mean NDCG@10 kept, and the
     saved model scores what the curve says that step scored (so that step's weights were restored)."""
     from data import load_ir
-    from retrieval.evaluation import evaluate
     from model import Encoder, ModelConfig
+    from retrieval.evaluation import evaluate
 
     run = tmp_path / "run"
-    result = train.main(tiny_args(tiny_bert, tiny_task, run, "--train.epochs", "2", "--eval.every", "1",
-                                  "--eval.before", "false", "--train.lr", "5e-2"))
+    result = train.main(
+        tiny_args(
+            tiny_bert,
+            tiny_task,
+            run,
+            "--train.epochs",
+            "2",
+            "--eval.every",
+            "1",
+            "--eval.before",
+            "false",
+            "--train.lr",
+            "5e-2",
+        )
+    )
     curve = result["curve"]
     assert [point["step"] for point in curve] == [1, 2, 3, 4] and [point["epoch"] for point in curve] == [1, 1, 2, 2]
     means = [(point["metrics"]["32"]["ndcg@10"] + point["metrics"]["16"]["ndcg@10"]) / 2 for point in curve]
     assert len(set(means)) > 1  # the steps really differ
     best = curve[means.index(max(means))]["step"]
     assert result["selected_step"] == best
-    assert best != curve[-1]["step"]  # at this lr the curve peaks early: the restore is exercised (CPU runs are bitwise reproducible)
+    assert (
+        best != curve[-1]["step"]
+    )  # at this lr the curve peaks early: the restore is exercised (CPU runs are bitwise reproducible)
     saved = json.loads((run / "results.json").read_text())
     assert saved["selected_step"] == best and saved["after"]["32"] == curve[best - 1]["metrics"]["32"]
-    rescored = evaluate(Encoder.from_config(ModelConfig(str(run / "model"))), load_ir(tiny_task / "beir", "dev"), [32, 16])
+    rescored = evaluate(
+        Encoder.from_config(ModelConfig(str(run / "model"))), load_ir(tiny_task / "beir", "dev"), [32, 16]
+    )
     for dim in (32, 16):
-        assert rescored[dim].metrics["ndcg@10"] == pytest.approx(curve[best - 1]["metrics"][str(dim)]["ndcg@10"], abs=1e-6)
+        assert rescored[dim].metrics["ndcg@10"] == pytest.approx(
+            curve[best - 1]["metrics"][str(dim)]["ndcg@10"], abs=1e-6
+        )
     assert f"step {best}'s" in (run / "results.md").read_text()
-    last = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "last", "--train.epochs", "2", "--eval.every", "epoch",
-                                "--eval.before", "false", "--train.lr", "3e-3", "--eval.select", "last"))
+    last = train.main(
+        tiny_args(
+            tiny_bert,
+            tiny_task,
+            tmp_path / "last",
+            "--train.epochs",
+            "2",
+            "--eval.every",
+            "epoch",
+            "--eval.before",
+            "false",
+            "--train.lr",
+            "3e-3",
+            "--eval.select",
+            "last",
+        )
+    )
     assert [point["step"] for point in last["curve"]] == [2, 4] and last["selected_step"] == 4
 
 
@@ -359,16 +484,19 @@ def test_results_show_the_paired_change(tiny_bert, tiny_task, tmp_path):
     assert "95% CI" in text and "paired" in text
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--eval.every", "0"], "eval.every"),
-    (["--eval.every", "often"], "eval.every"),
-    (["--eval.every", "\u00b2"], "eval.every"),
-    (["--eval.select", "ndcg@11:mean"], "eval.select"),
-    (["--eval.select", "ndcg@10:x"], "eval.select"),
-    (["--eval.every", "epoch", "--eval.after", "false"], "eval.every: 'epoch' needs data.eval and eval.after"),
-    (["--data.hard_negatives.refresh", "1"], "refresh: re-mining needs data.hard_negatives.k > 0"),
-    (["--data.hard_negatives.k", "1", "--data.hard_negatives.rank_max", "0"], "data.hard_negatives.rank_max"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--eval.every", "0"], "eval.every"),
+        (["--eval.every", "often"], "eval.every"),
+        (["--eval.every", "\u00b2"], "eval.every"),
+        (["--eval.select", "ndcg@11:mean"], "eval.select"),
+        (["--eval.select", "ndcg@10:x"], "eval.select"),
+        (["--eval.every", "epoch", "--eval.after", "false"], "eval.every: 'epoch' needs data.eval and eval.after"),
+        (["--data.hard_negatives.refresh", "1"], "refresh: re-mining needs data.hard_negatives.k > 0"),
+        (["--data.hard_negatives.k", "1", "--data.hard_negatives.rank_max", "0"], "data.hard_negatives.rank_max"),
+    ],
+)
 def test_bad_eval_schedule_is_named(argv, message):
     with pytest.raises(ConfigError, match=message):
         load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
@@ -379,18 +507,31 @@ def test_mine_then_train_in_one_command(tiny_bert, tiny_task, tmp_path):
     negative, never a passage known relevant to the row's question; re-mined each epoch with refresh 1;
     a second run over the same output reuses the complete mined file."""
     run = tmp_path / "run"
-    mining = ["--data.hard_negatives.k", "2", "--data.hard_negatives.corpus", str(tiny_task / "beir"),
-              "--data.hard_negatives.rank_max", "8", "--data.hard_negatives.max_relative", "null",
-              "--eval.before", "false"]
-    result = train.main(tiny_args(tiny_bert, tiny_task, run, *mining, "--train.epochs", "2",
-                                  "--data.hard_negatives.refresh", "1"))
+    mining = [
+        "--data.hard_negatives.k",
+        "2",
+        "--data.hard_negatives.corpus",
+        str(tiny_task / "beir"),
+        "--data.hard_negatives.rank_max",
+        "8",
+        "--data.hard_negatives.max_relative",
+        "null",
+        "--eval.before",
+        "false",
+    ]
+    result = train.main(
+        tiny_args(tiny_bert, tiny_task, run, *mining, "--train.epochs", "2", "--data.hard_negatives.refresh", "1")
+    )
     assert result["steps"] == 4
     rows = [json.loads(line) for line in (tiny_task / "pairs.jsonl").read_text().splitlines()]
     relevant: dict[str, set[str]] = {}
     for row in rows:
         relevant.setdefault(row["anchor"], set()).add(row["positive"])
     for directory in ("start", "epoch1"):
-        mined = [json.loads(line) for line in (run / "hard_negatives" / directory / "triplets.jsonl").read_text().splitlines()]
+        mined = [
+            json.loads(line)
+            for line in (run / "hard_negatives" / directory / "triplets.jsonl").read_text().splitlines()
+        ]
         assert [m["anchor"] for m in mined] == [r["anchor"] for r in rows]
         assert sum(len(m["negatives"]) for m in mined) > 0
         assert all(not set(m["negatives"]) & relevant[m["anchor"]] for m in mined)

@@ -37,7 +37,14 @@ MANIFEST = "complete.json"
 RUN_STATE = "run_state.pt"
 BEST = "best.safetensors"
 # Keys that may change between a run and its resumption: where and how often it writes, not what it computes.
-RESUMABLE_CHANGES = ("output.", "checkpoint.", "report.", "eval.batch_size", "eval.before", "data.hard_negatives.batch_size")
+RESUMABLE_CHANGES = (
+    "output.",
+    "checkpoint.",
+    "report.",
+    "eval.batch_size",
+    "eval.before",
+    "data.hard_negatives.batch_size",
+)
 
 
 @dataclass
@@ -65,10 +72,16 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))  # model, optimiser, sampler; each rank its own RNG file
     if accelerator.is_main_process:
-        run_state = {"step": state.step, "train_seconds": state.train_seconds, "mined_epoch": state.mined_epoch,
-                     "before": state.before, "world_size": accelerator.num_processes, "config": asdict(config),
-                     "data_digest": data_digest,
-                     "selection": state.selection.state_dict() if state.selection else None}
+        run_state = {
+            "step": state.step,
+            "train_seconds": state.train_seconds,
+            "mined_epoch": state.mined_epoch,
+            "before": state.before,
+            "world_size": accelerator.num_processes,
+            "config": asdict(config),
+            "data_digest": data_digest,
+            "selection": state.selection.state_dict() if state.selection else None,
+        }
         torch.save(run_state, partial / RUN_STATE)
         if state.selection is not None and state.selection.best_state is not None and state.selection.select != "last":
             save_file({k: v.contiguous() for k, v in state.selection.best_state.items()}, str(partial / BEST))
@@ -82,8 +95,11 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config
 
 
 def write_manifest(directory: Path, step: int, world_size: int) -> None:
-    files = {path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
-             for path in sorted(directory.rglob("*")) if path.is_file()}
+    files = {
+        path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
     write_atomic(directory / MANIFEST, json.dumps({"step": step, "world_size": world_size, "files": files}, indent=1))
 
 
@@ -165,8 +181,10 @@ def read_run_state(path: Path, config: Config, world_size: int) -> dict:
     if differences:
         raise ConfigError(f"--resume {path}: the checkpoint was trained with another config: " + "; ".join(differences))
     if saved["world_size"] != world_size:
-        raise ConfigError(f"--resume {path}: saved by {saved['world_size']} processes, this run has "
-                          f"{world_size}; the batches and RNG streams would differ")
+        raise ConfigError(
+            f"--resume {path}: saved by {saved['world_size']} processes, this run has "
+            f"{world_size}; the batches and RNG streams would differ"
+        )
     return saved
 
 

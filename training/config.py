@@ -68,7 +68,9 @@ class EvalConfig:
     dims: list[int] = field(default_factory=list)  # []: loss.dims
     every: str = "end"  # end | epoch | N: evaluate every N optimiser steps (and at the end)
     select: str = "ndcg@10:mean"  # the evaluated checkpoint kept: METRIC:DIM, METRIC:mean (over dims), or last
-    precisions: list[str] = field(default_factory=lambda: ["float32", "int8", "binary"])  # the storage frontier; [float32]: off
+    precisions: list[str] = field(
+        default_factory=lambda: ["float32", "int8", "binary"]
+    )  # the storage frontier; [float32]: off
     rescore: int = 0  # also rescore the top N (>= 100) binary candidates with the float32 query; 0: no
 
 
@@ -217,7 +219,11 @@ def check_config(config: Config) -> None:
 
 
 def check_train(t: TrainConfig) -> None:
-    for key, value in (("train.epochs", t.epochs), ("train.global_batch", t.global_batch), ("train.micro_batch", t.micro_batch)):
+    for key, value in (
+        ("train.epochs", t.epochs),
+        ("train.global_batch", t.global_batch),
+        ("train.micro_batch", t.micro_batch),
+    ):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
     if t.lr <= 0 or not 0 <= t.warmup_ratio <= 1 or not 0 <= t.min_lr_ratio <= 1:
@@ -251,8 +257,10 @@ def check_eval(config: Config) -> None:
         raise ConfigError(f"eval.every: {every!r} is not end, epoch or a number of steps above 0")
     metric, _, dim = config.eval.select.partition(":")
     if config.eval.select != "last" and (metric not in METRICS or not (dim == "mean" or dim.isdecimal())):
-        raise ConfigError(f"eval.select: {config.eval.select!r} is not last, METRIC:DIM or METRIC:mean "
-                          f"(metrics: {', '.join(METRICS)})")
+        raise ConfigError(
+            f"eval.select: {config.eval.select!r} is not last, METRIC:DIM or METRIC:mean "
+            f"(metrics: {', '.join(METRICS)})"
+        )
     if every != "end" and not (config.eval.after and config.data.eval):
         raise ConfigError(f"eval.every: {every!r} needs data.eval and eval.after true")
 
@@ -310,7 +318,8 @@ def describe_keys(cls: type | None = None, prefix: str = "") -> list[str]:
             lines += describe_keys(hints[f.name], f"{prefix}{f.name}.")
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        text = f"  {prefix}{f.name} = {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}"
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        text = f"  {prefix}{f.name} = {shown}"
         comment = comments.get(f.name)
         lines.append(f"{text:<48} {comment}" if comment else text)
     return lines

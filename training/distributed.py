@@ -13,8 +13,9 @@ from accelerate.utils import GradientAccumulationPlugin
 from common.processes import is_distributed, world_size
 
 
-def make_accelerator(mixed_precision: str, report_to: list[str] | None = None, project_dir: str | None = None,
-                     **kwargs) -> Accelerator:
+def make_accelerator(
+    mixed_precision: str, report_to: list[str] | None = None, project_dir: str | None = None, **kwargs
+) -> Accelerator:
     """The accelerator for a run. `mixed_precision` auto is bf16 on CUDA and fp32 elsewhere.
 
     Gradient accumulation is pinned to 1 with an explicit plugin: `accelerator.backward` divides
@@ -27,9 +28,14 @@ def make_accelerator(mixed_precision: str, report_to: list[str] | None = None, p
         precision = "bf16" if torch.cuda.is_available() else "no"  # bf16 measured slower on our CPUs
     # cpu=True on CPU-only machines: without it, Accelerate under torchrun sees no GPU backend and
     # runs every process as a lone non-distributed one (each would train on the whole batch).
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(),
-                              gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
-                              log_with=report_to or None, project_dir=project_dir, **kwargs)
+    accelerator = Accelerator(
+        mixed_precision=precision,
+        cpu=not torch.cuda.is_available(),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1),
+        log_with=report_to or None,
+        project_dir=project_dir,
+        **kwargs,
+    )
     world = world_size()
     if world != accelerator.num_processes:
         raise RuntimeError(f"torch.distributed has {world} processes but Accelerate sees {accelerator.num_processes}")
@@ -82,14 +88,17 @@ class StepStats:
     loss_by_dim: list[float]  # one per Matryoshka dim, in loss.dims order
 
 
-def gathered_step_stats(loss: torch.Tensor, grad_norm: torch.Tensor, per_dim: torch.Tensor,
-                        accelerator: Accelerator, step: int) -> StepStats:
+def gathered_step_stats(
+    loss: torch.Tensor, grad_norm: torch.Tensor, per_dim: torch.Tensor, accelerator: Accelerator, step: int
+) -> StepStats:
     """Gather the loss, gradient norm and per-dim losses from every rank in one tensor (the step's
     one host sync); stop every rank, before the optimiser step, if any of them is not finite."""
     stats = torch.cat([loss.reshape(1), grad_norm.float().reshape(1).to(loss.device), per_dim])  # (2 + dims,)
     gathered = accelerator.gather(stats[None]).cpu()  # (N, 2 + dims)
     bad = [rank for rank, row in enumerate(gathered) if not torch.isfinite(row).all()]
     if bad:
-        raise FloatingPointError(f"non-finite loss or gradient at step {step} on rank(s) {bad}: {gathered[bad[0]].tolist()}")
+        raise FloatingPointError(
+            f"non-finite loss or gradient at step {step} on rank(s) {bad}: {gathered[bad[0]].tolist()}"
+        )
     mean = gathered.mean(0).tolist()
     return StepStats(loss=mean[0], grad_norm=mean[1], loss_by_dim=mean[2:])

@@ -68,18 +68,25 @@ class StepBatch:
     known: torch.Tensor  # (G, G·(1+k)) bool: candidates known relevant to row g's question, or empty slots
 
 
-def make_step_batch(table: TrainTable, tokens: dict[str, list[list[int]]], global_rows: np.ndarray,
-                    rank: int, world_size: int) -> StepBatch:
+def make_step_batch(
+    table: TrainTable, tokens: dict[str, list[list[int]]], global_rows: np.ndarray, rank: int, world_size: int
+) -> StepBatch:
     """Every process knows the whole table and global batch, so the mask of the gathered layout is
     computed locally (no communication): equal to gathering it, and free."""
     share = len(global_rows) // world_size
     rows = global_rows[rank * share : (rank + 1) * share]
     passage = lambda i: tokens["passage"][i] if i >= 0 else tokens["empty"]  # noqa: E731
-    token_ids = ([tokens["anchor"][i] for i in table.anchor_ids[rows]]
-                 + [tokens["passage"][i] for i in table.positive_ids[rows]]
-                 + [passage(i) for i in table.negative_ids[rows].reshape(-1)])
-    return StepBatch(token_ids, share, torch.arange(rank * share, (rank + 1) * share),
-                     torch.from_numpy(table.known_mask(global_rows)))
+    token_ids = (
+        [tokens["anchor"][i] for i in table.anchor_ids[rows]]
+        + [tokens["passage"][i] for i in table.positive_ids[rows]]
+        + [passage(i) for i in table.negative_ids[rows].reshape(-1)]
+    )
+    return StepBatch(
+        token_ids,
+        share,
+        torch.arange(rank * share, (rank + 1) * share),
+        torch.from_numpy(table.known_mask(global_rows)),
+    )
 
 
 @dataclass
@@ -101,8 +108,9 @@ class Embedder:
         return self.model(**{name: t.to(self.device, non_blocking=True) for name, t in batch.items()}).float()
 
 
-def embed_without_grad(embedder: Embedder, token_ids: list[list[int]],
-                       chunks: list[torch.Tensor]) -> tuple[torch.Tensor, list[RngState]]:
+def embed_without_grad(
+    embedder: Embedder, token_ids: list[list[int]], chunks: list[torch.Tensor]
+) -> tuple[torch.Tensor, list[RngState]]:
     """Step 1: (R, D) float32 embeddings of all R texts, in input order, and each chunk's RNG state."""
     device = embedder.device
     reps = torch.empty(len(token_ids), embedder.encoder.dim, device=device)
@@ -114,8 +122,9 @@ def embed_without_grad(embedder: Embedder, token_ids: list[list[int]],
     return reps, states
 
 
-def loss_and_rep_grads(reps: torch.Tensor, batch: StepBatch,
-                       loss: LossSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loss_and_rep_grads(
+    reps: torch.Tensor, batch: StepBatch, loss: LossSpec
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step 2: the Matryoshka loss of this share's queries against the gathered batch, and its
     gradient w.r.t. the cached embeddings (R, D). Returns (loss, per-dim losses, gradient)."""
     reps = reps.detach().requires_grad_()
@@ -131,9 +140,14 @@ def loss_and_rep_grads(reps: torch.Tensor, batch: StepBatch,
     return total.detach(), per_dim.detach(), grad
 
 
-def replay_and_backward(embedder: Embedder, token_ids: list[list[int]], chunks: list[torch.Tensor],
-                        states: list[RngState], rep_grads: torch.Tensor,
-                        on_replay: Callable[[int, int], None] | None = None) -> None:
+def replay_and_backward(
+    embedder: Embedder,
+    token_ids: list[list[int]],
+    chunks: list[torch.Tensor],
+    states: list[RngState],
+    rep_grads: torch.Tensor,
+    on_replay: Callable[[int, int], None] | None = None,
+) -> None:
     """Step 3, accumulating into .grad: each chunk re-embedded with grad under its saved RNG state,
     its cached gradient backpropagated. Under DDP, gradients are all-reduced only in the last
     chunk's backward: no_sync covers the forward and the backward of every other chunk.
@@ -148,8 +162,13 @@ def replay_and_backward(embedder: Embedder, token_ids: list[list[int]], chunks: 
             accelerator.backward(reps, gradient=rep_grads[rows.to(embedder.device, non_blocking=True)])
 
 
-def gradcache_step_accumulating(embedder: Embedder, batch: StepBatch, loss: LossSpec, micro_batch: int,
-                                on_replay: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def gradcache_step_accumulating(
+    embedder: Embedder,
+    batch: StepBatch,
+    loss: LossSpec,
+    micro_batch: int,
+    on_replay: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-3 for one global batch; adds the batch's gradients into .grad. Returns (loss, per-dim)."""
     chunks = plan_micro_batches([len(ids) for ids in batch.token_ids], micro_batch)
     reps, states = embed_without_grad(embedder, batch.token_ids, chunks)

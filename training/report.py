@@ -47,8 +47,9 @@ def metrics_of(results: dict[int, DimResult] | None) -> dict[int, dict[str, floa
 def comparison_markdown(before: dict[int, DimResult], after: dict[int, DimResult]) -> list[str]:
     """Before -> after per dim with the paired 95% bootstrap interval and randomization p-value."""
     common = [dim for dim in after if dim in before]
-    comparison = compare_per_query({d: before[d].per_query for d in common}, {d: after[d].per_query for d in common},
-                                   metrics=("ndcg@10",))
+    comparison = compare_per_query(
+        {d: before[d].per_query for d in common}, {d: after[d].per_query for d in common}, metrics=("ndcg@10",)
+    )
     return ["## Change, paired over the same questions", "", format_comparison(comparison), ""]
 
 
@@ -56,26 +57,41 @@ def curve_markdown(selection: Selection) -> list[str]:
     if len(selection.curve) < 2:
         return []
     dims = list(selection.curve[0]["metrics"])
-    lines = ["## NDCG@10 during training", "", "| step | epoch | " + " | ".join(dims) + " | |",
-             "|---:|---:|" + "---:|" * len(dims) + "---|"]
+    lines = [
+        "## NDCG@10 during training",
+        "",
+        "| step | epoch | " + " | ".join(dims) + " | |",
+        "|---:|---:|" + "---:|" * len(dims) + "---|",
+    ]
     for point in selection.curve:
         chosen = "kept" if point["step"] == selection.best_step else ""
-        lines.append(f"| {point['step']} | {point['epoch']} | "
-                     + " | ".join(f"{point['metrics'][d]['ndcg@10']:.4f}" for d in dims) + f" | {chosen} |")
+        lines.append(
+            f"| {point['step']} | {point['epoch']} | "
+            + " | ".join(f"{point['metrics'][d]['ndcg@10']:.4f}" for d in dims)
+            + f" | {chosen} |"
+        )
     return lines + ["", f"The model kept is step {selection.best_step}'s (eval.select {selection.select}).", ""]
 
 
-def save_results(out: Path, config: Config, state: RunState, after: dict[int, DimResult] | None,
-                 query_ids: list[str]) -> dict:
+def save_results(
+    out: Path, config: Config, state: RunState, after: dict[int, DimResult] | None, query_ids: list[str]
+) -> dict:
     """The before/after tables, the curve and the step kept (`after` is its evaluation), as
     results.json and results.md."""
     before, selection, steps, seconds = state.before, state.selection, state.step, state.train_seconds
-    results = {"before": metrics_of(before), "after": metrics_of(after), "steps": steps, "train_seconds": seconds,
-               "selected_step": selection.best_step if selection else steps,
-               "select": config.eval.select, "curve": selection.curve if selection else [],
-               "model": config.model.name_or_path, "eval": f"{config.data.eval} ({config.data.eval_split})",
-               "frontier": {"before": frontier_of(before), "after": frontier_of(after)},
-               "versions": library_versions()}
+    results = {
+        "before": metrics_of(before),
+        "after": metrics_of(after),
+        "steps": steps,
+        "train_seconds": seconds,
+        "selected_step": selection.best_step if selection else steps,
+        "select": config.eval.select,
+        "curve": selection.curve if selection else [],
+        "model": config.model.name_or_path,
+        "eval": f"{config.data.eval} ({config.data.eval_split})",
+        "frontier": {"before": frontier_of(before), "after": frontier_of(after)},
+        "versions": library_versions(),
+    }
     lines = [f"# {config.model.name_or_path} fine-tuned: {steps} steps, {seconds:.0f} s", ""]
     for label, metrics in (("Before", results["before"]), ("After", results["after"])):
         if metrics:
@@ -87,9 +103,12 @@ def save_results(out: Path, config: Config, state: RunState, after: dict[int, Di
         lines += curve_markdown(selection)
     write_atomic(out / "results.json", [json.dumps(results, indent=2) + "\n"])
     if after:  # each question's metrics, for paired comparisons between runs (bench/quality.py)
-        per_query = {label: None if res is None else {str(d): {m: r.per_query[m].tolist() for m in METRICS}
-                                                      for d, r in res.items()}
-                     for label, res in (("before", before), ("after", after))}
+        per_query = {
+            label: None
+            if res is None
+            else {str(d): {m: r.per_query[m].tolist() for m in METRICS} for d, r in res.items()}
+            for label, res in (("before", before), ("after", after))
+        }
         write_atomic(out / "per_query.json", [json.dumps({"query_ids": query_ids, **per_query}) + "\n"])
     write_atomic(out / "results.md", ["\n".join(lines) + "\n"])
     return results
@@ -101,18 +120,30 @@ def frontier_findings(before: dict | None, after: dict | None, after_metrics: di
     if not after or not after_metrics:
         return []
     full = max(after_metrics, key=int)
-    targets = [(f"Cheapest within 0.01 NDCG@10 of the fine-tuned model at {full} dims float32",
-                after_metrics[full]["ndcg@10"], 0.01)]
+    targets = [
+        (
+            f"Cheapest within 0.01 NDCG@10 of the fine-tuned model at {full} dims float32",
+            after_metrics[full]["ndcg@10"],
+            0.01,
+        )
+    ]
     if before and full in before and "float32" in before[full]:
-        targets.append((f"Cheapest fine-tuned setting at or above the base model at {full} dims float32",
-                        before[full]["float32"]["ndcg@10"], 0.0))
+        targets.append(
+            (
+                f"Cheapest fine-tuned setting at or above the base model at {full} dims float32",
+                before[full]["float32"]["ndcg@10"],
+                0.0,
+            )
+        )
     found = []
     for text, reference, tolerance in targets:
         best = cheapest_within(after, reference, tolerance)
         if best:
             dim, label, point = best
-            found.append(f"{text} ({reference:.4f}): **{dim} dims {label}**, {point['bytes_per_vector']:.0f} bytes a "
-                         f"vector ({4 * int(full) / point['bytes_per_vector']:.0f}x smaller), NDCG@10 {point['ndcg@10']:.4f}.")
+            found.append(
+                f"{text} ({reference:.4f}): **{dim} dims {label}**, {point['bytes_per_vector']:.0f} bytes a "
+                f"vector ({4 * int(full) / point['bytes_per_vector']:.0f}x smaller), NDCG@10 {point['ndcg@10']:.4f}."
+            )
     return found
 
 
@@ -121,15 +152,21 @@ def frontier_markdown(before: dict | None, after: dict | None, after_metrics: di
     table = after or before
     if not table:
         return []
-    lines = ["## Storage and quality: every dim at every precision", "",
-             "| dim | precision | bytes/vector | NDCG@10 before | NDCG@10 after | ms/query |", "|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "## Storage and quality: every dim at every precision",
+        "",
+        "| dim | precision | bytes/vector | NDCG@10 before | NDCG@10 after | ms/query |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for dim, by_label in table.items():
         for label, point in by_label.items():
             was = before.get(dim, {}).get(label, {}).get("ndcg@10") if before else None
             now = after.get(dim, {}).get(label, {}).get("ndcg@10") if after else None
-            lines.append(f"| {dim} | {label} | {point['bytes_per_vector']:.0f} | "
-                         + " | ".join("" if v is None else f"{v:.4f}" for v in (was, now))
-                         + f" | {point['ms_per_query']:.3f} |")
+            lines.append(
+                f"| {dim} | {label} | {point['bytes_per_vector']:.0f} | "
+                + " | ".join("" if v is None else f"{v:.4f}" for v in (was, now))
+                + f" | {point['ms_per_query']:.3f} |"
+            )
     after_by_dim = {str(d): m for d, m in after_metrics.items()} if after_metrics else None
     return lines + [""] + [f"{line}\n" for line in frontier_findings(before, after, after_by_dim)]
 
@@ -143,8 +180,14 @@ def storage_label(dim: int, vectors: int = 1_000_000) -> str:
     return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
 
 
-def plot_results(path: Path, before: dict | None, after: dict | None, title: str,
-                 frontier_before: dict | None = None, frontier_after: dict | None = None) -> Path | None:
+def plot_results(
+    path: Path,
+    before: dict | None,
+    after: dict | None,
+    title: str,
+    frontier_before: dict | None = None,
+    frontier_after: dict | None = None,
+) -> Path | None:
     """NDCG@10 against dimension, before and after (log-scale dimension axis; the float32 storage
     of a million vectors along the top) and, with the frontier, NDCG@10 against bytes per vector
     at every (dim, precision). Written atomically; None when there is nothing to plot."""
@@ -186,8 +229,14 @@ def plot_by_dimension(ax, curves: list, before: dict | None, after: dict | None)
     if before and after:  # the study's question: which dims of the fine-tuned model beat the base at full size?
         full = max(int(d) for d in before)
         ax.axhline(_ndcg(before, full), color="grey", linestyle=":", linewidth=1)
-        ax.annotate(f"before, {full} dims", (dims[0], _ndcg(before, full)), textcoords="offset points",
-                    xytext=(2, 3), fontsize=8, color="grey")
+        ax.annotate(
+            f"before, {full} dims",
+            (dims[0], _ndcg(before, full)),
+            textcoords="offset points",
+            xytext=(2, 3),
+            fontsize=8,
+            color="grey",
+        )
     ax.margins(y=0.12)
     ax.set_xscale("log", base=2)
     ax.set_xticks(dims, [str(d) for d in dims])
@@ -211,16 +260,30 @@ def plot_frontier(ax, before: dict | None, after: dict | None) -> None:
         if not frontier:
             continue
         for precision, marker in markers.items():
-            points = sorted((p["bytes_per_vector"], p["ndcg@10"], dim) for dim, by_label in frontier.items()
-                            for label, p in by_label.items() if label == precision)
+            points = sorted(
+                (p["bytes_per_vector"], p["ndcg@10"], dim)
+                for dim, by_label in frontier.items()
+                for label, p in by_label.items()
+                if label == precision
+            )
             if points:
-                ax.plot([b for b, _, _ in points], [n for _, n, _ in points], marker=marker, color=color,
-                        linestyle="-" if name == "after" else "--", alpha=1.0 if name == "after" else 0.5,
-                        label=f"{name}, {precision}")
+                ax.plot(
+                    [b for b, _, _ in points],
+                    [n for _, n, _ in points],
+                    marker=marker,
+                    color=color,
+                    linestyle="-" if name == "after" else "--",
+                    alpha=1.0 if name == "after" else 0.5,
+                    label=f"{name}, {precision}",
+                )
             for b, n, dim in points if name == "after" else []:
                 ax.annotate(f"{dim}", (b, n), textcoords="offset points", xytext=(4, -10), fontsize=7)
-        rescored = [(p["bytes_per_vector"], p["ndcg@10"]) for by_label in frontier.values()
-                    for label, p in by_label.items() if "+rescore" in label]
+        rescored = [
+            (p["bytes_per_vector"], p["ndcg@10"])
+            for by_label in frontier.values()
+            for label, p in by_label.items()
+            if "+rescore" in label
+        ]
         if rescored:
             ax.scatter(*zip(*sorted(rescored)), marker="x", color=color, label=f"{name}, binary rescored")
     ax.set_xscale("log", base=2)
@@ -248,26 +311,47 @@ def base_model_id(name_or_path: str) -> str | None:
 def model_card(config: Config, results: dict, steps: int, seconds: float, rows: int) -> str:
     """README.md for the saved model, in the Hugging Face format, so the directory can be pushed as it is."""
     base = base_model_id(config.model.name_or_path)
-    meta = {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
-            "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "matryoshka"]}
+    meta = {
+        "library_name": "sentence-transformers",
+        "pipeline_tag": "sentence-similarity",
+        "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "matryoshka"],
+    }
     if base:
         meta["base_model"] = base
     t, loss, name = config.train, config.loss, base or config.model.name_or_path
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-             f"# {name}, fine-tuned for retrieval on {Path(config.data.train).name}", "",
-             f"Fine-tuned from `{name}` with Matryoshka InfoNCE on {rows} training rows "
-             f"(`{config.data.train}`). Embeddings can be truncated to any of the trained dims "
-             f"({', '.join(map(str, loss.dims))}) and re-normalised.", "",
-             "```python", "from sentence_transformers import SentenceTransformer", "",
-             "model = SentenceTransformer(\"PATH_OR_HUB_ID\", truncate_dim=128)  # or None for full size",
-             "queries = model.encode_query([\"...\"])", "passages = model.encode_document([\"...\"])", "```", "",
-             "## Training", "",
-             f"- {steps} optimiser steps, {t.epochs} epoch(s), global batch {t.global_batch} (gradient caching), "
-             f"lr {t.lr:g} (cosine, {t.warmup_ratio:g} warm-up), weight decay {t.weight_decay:g}",
-             f"- loss: InfoNCE at temperature {loss.temperature:g}, dims {loss.dims}, weights {loss.weights or 'all 1'}"
-             + (", symmetric" if loss.symmetric else "")
-             + (f"; {config.data.hard_negatives.k} mined hard negative(s) per question" if config.data.hard_negatives.k else ""),
-             f"- {seconds:.0f} s of training; the full config is `train_config.yaml` beside this card", ""]
+    lines = [
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {name}, fine-tuned for retrieval on {Path(config.data.train).name}",
+        "",
+        f"Fine-tuned from `{name}` with Matryoshka InfoNCE on {rows} training rows "
+        f"(`{config.data.train}`). Embeddings can be truncated to any of the trained dims "
+        f"({', '.join(map(str, loss.dims))}) and re-normalised.",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        'model = SentenceTransformer("PATH_OR_HUB_ID", truncate_dim=128)  # or None for full size',
+        'queries = model.encode_query(["..."])',
+        'passages = model.encode_document(["..."])',
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- {steps} optimiser steps, {t.epochs} epoch(s), global batch {t.global_batch} (gradient caching), "
+        f"lr {t.lr:g} (cosine, {t.warmup_ratio:g} warm-up), weight decay {t.weight_decay:g}",
+        f"- loss: InfoNCE at temperature {loss.temperature:g}, dims {loss.dims}, weights {loss.weights or 'all 1'}"
+        + (", symmetric" if loss.symmetric else "")
+        + (
+            f"; {config.data.hard_negatives.k} mined hard negative(s) per question"
+            if config.data.hard_negatives.k
+            else ""
+        ),
+        f"- {seconds:.0f} s of training; the full config is `train_config.yaml` beside this card",
+        "",
+    ]
     if results.get("after"):
         lines += [f"## Retrieval on {results['eval']}", ""]
         for label in ("before", "after"):
@@ -302,24 +386,36 @@ def step_scalars(record: dict) -> dict[str, float]:
 
 
 def eval_scalars(results: dict[int, DimResult]) -> dict[str, float]:
-    return {f"eval/{metric}/dim{dim}": value for dim, result in results.items() for metric, value in result.metrics.items()}
+    return {
+        f"eval/{metric}/dim{dim}": value for dim, result in results.items() for metric, value in result.metrics.items()
+    }
 
 
 # ---------------------------------------------------------------- the dry run
 
 
-def describe_data(table: TrainTable, anchor_lengths: np.ndarray, passage_lengths: np.ndarray, max_length: int,
-                  steps_per_epoch: int, epochs: int) -> str:
+def describe_data(
+    table: TrainTable,
+    anchor_lengths: np.ndarray,
+    passage_lengths: np.ndarray,
+    max_length: int,
+    steps_per_epoch: int,
+    epochs: int,
+) -> str:
     """What the dry run prints: rows, duplicates, token lengths before truncation (per distinct
     text, prompt included), how many are truncated, steps."""
-    lines = [f"{len(table)} rows: {len(table.anchor_texts)} distinct questions, {len(table.passage_texts)} distinct "
-             f"passages; {len(table) - len(np.unique(table.anchor_ids))} rows repeat a question, "
-             f"{len(table) - len(np.unique(table.positive_ids))} repeat a positive",
-             f"negatives per row: {table.negative_ids.shape[1]} ({int((table.negative_ids < 0).sum())} empty slots)",
-             f"known relevant (question, passage) pairs: {len(table.relevant_keys)}"]
+    lines = [
+        f"{len(table)} rows: {len(table.anchor_texts)} distinct questions, {len(table.passage_texts)} distinct "
+        f"passages; {len(table) - len(np.unique(table.anchor_ids))} rows repeat a question, "
+        f"{len(table) - len(np.unique(table.positive_ids))} repeat a positive",
+        f"negatives per row: {table.negative_ids.shape[1]} ({int((table.negative_ids < 0).sum())} empty slots)",
+        f"known relevant (question, passage) pairs: {len(table.relevant_keys)}",
+    ]
     for name, lengths in (("questions", anchor_lengths), ("passages", passage_lengths)):
         p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
-        lines.append(f"{name}: tokens p50 {p50:.0f}, p90 {p90:.0f}, p99 {p99:.0f}, max {lengths.max()}; "
-                     f"{int((lengths > max_length).sum())} of {len(lengths)} truncated at max_length {max_length}")
+        lines.append(
+            f"{name}: tokens p50 {p50:.0f}, p90 {p90:.0f}, p99 {p99:.0f}, max {lengths.max()}; "
+            f"{int((lengths > max_length).sum())} of {len(lengths)} truncated at max_length {max_length}"
+        )
     lines.append(f"{steps_per_epoch} steps per epoch, {steps_per_epoch * epochs} steps in {epochs} epoch(s)")
     return "\n".join(lines)

@@ -20,8 +20,9 @@ class Selection:
     def observe(self, step: int, epoch: int, results: dict[int, DimResult], model: torch.nn.Module) -> None:
         metrics = {dim: result.metrics for dim, result in results.items()}
         score = None if self.select == "last" else selection_score(metrics, self.select)
-        self.curve.append({"step": step, "epoch": epoch, "score": score,
-                           "metrics": {str(d): m for d, m in metrics.items()}})
+        self.curve.append(
+            {"step": step, "epoch": epoch, "score": score, "metrics": {str(d): m for d, m in metrics.items()}}
+        )
         if self.best_score is None or score is None or score > self.best_score:
             self.best_step, self.best_score, self.best_results = step, score, results
             self.best_state = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
@@ -31,8 +32,13 @@ class Selection:
 
     def state_dict(self) -> dict:
         """All but the weights (saved beside it as a safetensors file)."""
-        return {"select": self.select, "curve": self.curve, "best_step": self.best_step,
-                "best_score": self.best_score, "best_results": self.best_results}
+        return {
+            "select": self.select,
+            "curve": self.curve,
+            "best_step": self.best_step,
+            "best_score": self.best_score,
+            "best_results": self.best_results,
+        }
 
     def load_state_dict(self, state: dict, best_state: dict[str, torch.Tensor] | None) -> None:
         self.select, self.curve, self.best_step = state["select"], state["curve"], state["best_step"]

@@ -31,8 +31,12 @@ def relevance_map(config: Config, pairs: PairsData, log: bool = False) -> dict[s
             relevant.setdefault(question, set()).update(texts)
         if log:
             asked = set(pairs.anchors)
-            logger.info("data.qrels: %d of %d training questions are judged in %s", len(asked & set(judged)),
-                        len(asked), Path(config.data.qrels) / "qrels" / f"{config.data.qrels_split}.tsv")
+            logger.info(
+                "data.qrels: %d of %d training questions are judged in %s",
+                len(asked & set(judged)),
+                len(asked),
+                Path(config.data.qrels) / "qrels" / f"{config.data.qrels_split}.tsv",
+            )
     return relevant
 
 
@@ -60,8 +64,9 @@ def load_table(source: TableSource, epoch: int = 0, resuming: bool = False) -> T
     return index_texts(pairs, relevant)
 
 
-def with_mined_negatives(source: TableSource, pairs: PairsData, relevant: dict[str, set[str]], epoch: int,
-                         resuming: bool = False) -> PairsData:
+def with_mined_negatives(
+    source: TableSource, pairs: PairsData, relevant: dict[str, set[str]], epoch: int, resuming: bool = False
+) -> PairsData:
     """Mine on every process (encoding is sharded; the main one searches and writes), then read the
     triplets back on all. A refresh (epoch > 0) mines with the model being trained, as it is now;
     a resumed run reads the refresh it was using (the weights that mined it are gone)."""

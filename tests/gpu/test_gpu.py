@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from training import gradcache
 import train
-from training.config import Config
-from helpers import ROOT, make_tiny_bert, random_texts
 from data import PairsData, index_texts
-from training.distributed import make_accelerator
+from helpers import ROOT, make_tiny_bert, random_texts
 from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import ModelConfig
+from training import gradcache
+from training.config import Config
+from training.distributed import make_accelerator
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 DIMS, WEIGHTS = [32, 16], [1.0, 0.5]
@@ -50,8 +50,9 @@ def test_bf16_gradcache_equals_plain_backprop_under_the_same_cuda_rng(tiny_bert,
     encoder.zero_grad(set_to_none=False)
     torch.cuda.manual_seed(1234)
     torch.manual_seed(1234)
-    loss, _ = gradcache.gradcache_step_accumulating(gradcache.Embedder(model, encoder, accelerator), batch,
-                                                    LossSpec(DIMS, WEIGHTS), 5)
+    loss, _ = gradcache.gradcache_step_accumulating(
+        gradcache.Embedder(model, encoder, accelerator), batch, LossSpec(DIMS, WEIGHTS), 5
+    )
     ours = torch.cat([p.grad.flatten() for p in encoder.parameters() if p.requires_grad]).clone()
 
     encoder.zero_grad(set_to_none=False)
@@ -59,11 +60,15 @@ def test_bf16_gradcache_equals_plain_backprop_under_the_same_cuda_rng(tiny_bert,
     torch.manual_seed(1234)
     chunks = gradcache.plan_micro_batches([len(ids) for ids in batch.token_ids], 5)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        parts = [encoder(**{k: v.cuda() for k, v in encoder.pad([batch.token_ids[i] for i in rows.tolist()]).items()})
-                 for rows in chunks]
+        parts = [
+            encoder(**{k: v.cuda() for k, v in encoder.pad([batch.token_ids[i] for i in rows.tolist()]).items()})
+            for rows in chunks
+        ]
     reps = torch.cat(parts).float()[torch.argsort(torch.cat(chunks)).cuda()]
     b = batch.share
-    want = matryoshka_infonce(infonce_per_dim(reps[:b], reps[b:], LossSpec(DIMS), batch.labels.cuda(), batch.known.cuda()), WEIGHTS)
+    want = matryoshka_infonce(
+        infonce_per_dim(reps[:b], reps[b:], LossSpec(DIMS), batch.labels.cuda(), batch.known.cuda()), WEIGHTS
+    )
     want.backward()
     reference = torch.cat([p.grad.flatten() for p in encoder.parameters() if p.requires_grad])
     assert loss.item() == pytest.approx(want.item(), rel=1e-3)
@@ -94,19 +99,52 @@ def test_two_gpus_train_like_one(tmp_path):
     model = make_tiny_bert(tmp_path / "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     pairs = tmp_path / "pairs.jsonl"
     questions, passages = random_texts(32, seed=1, max_words=8), random_texts(24, seed=2)
-    pairs.write_text("".join(json.dumps({"anchor": q, "positive": passages[i % 24]}) + "\n" for i, q in enumerate(questions)))
+    pairs.write_text(
+        "".join(json.dumps({"anchor": q, "positive": passages[i % 24]}) + "\n" for i, q in enumerate(questions))
+    )
     grads = {}
     for processes in (1, 2):
         out = tmp_path / f"p{processes}"
-        args = ["--model.name_or_path", str(model), "--data.train", str(pairs), "--train.global_batch", "16",
-                "--train.micro_batch", "5", "--loss.dims", "32,8", "--train.optimizer", "sgd", "--train.lr", "1e-2",
-                "--train.warmup_ratio", "0", "--train.max_grad_norm", "null", "--train.mixed_precision", "no",
-                "--report.report_to", "[]", "--output.dir", str(out / "run")]
+        args = [
+            "--model.name_or_path",
+            str(model),
+            "--data.train",
+            str(pairs),
+            "--train.global_batch",
+            "16",
+            "--train.micro_batch",
+            "5",
+            "--loss.dims",
+            "32,8",
+            "--train.optimizer",
+            "sgd",
+            "--train.lr",
+            "1e-2",
+            "--train.warmup_ratio",
+            "0",
+            "--train.max_grad_norm",
+            "null",
+            "--train.mixed_precision",
+            "no",
+            "--report.report_to",
+            "[]",
+            "--output.dir",
+            str(out / "run"),
+        ]
         worker = [str(ROOT / "tests" / "dist_worker.py"), "train", str(out), str(processes), "--", *args]
-        launcher = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                              "--nproc_per_node", "2"]
-        proc = subprocess.run([*launcher, *worker], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+        launcher = (
+            [sys.executable]
+            if processes == 1
+            else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        )
+        proc = subprocess.run(
+            [*launcher, *worker],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         grads[processes] = torch.load(out / "grads.pt")
     scale = max(g.abs().max() for g in grads[1].values())
