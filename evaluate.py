@@ -16,16 +16,18 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from common.files import write_atomic
 from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, IRDataset, load_ir
 from model import PACKAGED_MINILM, Encoder, ModelConfig
-from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings, write_runs
+from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings, write_runs
 from retrieval.frontier import evaluate_frontier, frontier_report, write_frontier_runs
+from retrieval.hybrid import chosen_weights, evaluate_hybrid, format_hybrid, hybrid_json, lexical_index, versus_bm25
 from retrieval.metrics import METRICS, DimResult, format_table
-from retrieval.settings import check_precision_flags
+from retrieval.settings import LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="also rescore the top N binary candidates with the float32 query (N >= 100)",
     )
+    lexical = parser.add_argument_group("lexical baseline and hybrid fusion (BM25 through bm25s)")
+    default = LexicalConfig()
+    lexical.add_argument(
+        "--lexical",
+        choices=["bm25", "none"],
+        default=default.retriever,
+        help="score BM25 alone and fused with the model at every dim (default bm25)",
+    )
+    lexical.add_argument("--bm25-method", default=default.method, help=f"bm25s variant (default {default.method})")
+    lexical.add_argument("--bm25-k1", type=float, default=default.k1)
+    lexical.add_argument("--bm25-b", type=float, default=default.b)
+    lexical.add_argument("--stemmer", default=default.stemmer, help="Snowball language, or none (default english)")
+    lexical.add_argument("--stopwords", default=default.stopwords, help="bm25s stopword list, or none (default en)")
+    lexical.add_argument("--fusion-norm", choices=["minmax", "zscore"], default=default.fusion_norm)
+    lexical.add_argument(
+        "--fusion-weight",
+        type=float,
+        default=None,
+        help="dense weight of the convex fusion (default: the best on --fusion-weight-from)",
+    )
+    lexical.add_argument(
+        "--fusion-weight-from",
+        metavar="SPLIT",
+        help="choose the fusion weight per dim on this split (default: on --split itself, which is optimistic)",
+    )
+    lexical.add_argument("--rrf-k", type=int, default=default.rrf_k)
     return parser.parse_args(argv)
+
+
+def lexical_config(args: argparse.Namespace) -> LexicalConfig:
+    none = lambda value: None if value is None or value.lower() in ("none", "null") else value  # noqa: E731
+    return LexicalConfig(
+        retriever=args.lexical,
+        method=args.bm25_method,
+        k1=args.bm25_k1,
+        b=args.bm25_b,
+        stemmer=none(args.stemmer),
+        stopwords=none(args.stopwords),
+        fusion_norm=args.fusion_norm,
+        fusion_weight=args.fusion_weight,
+        rrf_k=args.rrf_k,
+    )
 
 
 def _compare(
@@ -105,6 +148,11 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         if args.resamples < 1:
             raise ValueError(f"--resamples {args.resamples}: must be at least 1")
         check_precision_flags(args.precision, args.rescore)
+        check_lexical_config(lexical_config(args), key_prefix="lexical")
+        if args.fusion_weight is not None and args.fusion_weight_from:
+            raise ValueError("--fusion-weight and --fusion-weight-from: give one (a weight, or where to choose it)")
+        if args.fusion_weight_from and args.fusion_weight_from == args.split:
+            raise ValueError(f"--fusion-weight-from {args.split}: the split evaluated; leave it out to choose there")
     except ValueError as err:
         sys.exit(f"error: {err}")
     return args
@@ -131,6 +179,15 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
         if args.baseline
         else None
     )
+    weight_data = None
+    if args.fusion_weight_from and args.lexical != "none":
+        try:
+            weight_data = load_ir(args.data, args.fusion_weight_from)
+        except DataError as err:
+            sys.exit(f"error: --fusion-weight-from: {err}")
+        if weight_data.corpus_ids != data.corpus_ids:
+            sys.exit(f"error: --fusion-weight-from {args.fusion_weight_from}: its corpus differs from {args.split}'s")
+    args.weight_data = weight_data
     full = min(model.dim for model in (encoder, baseline) if model is not None)
     dims = args.dims or default_dims(full)
     if not all(0 < dim <= full for dim in dims):
@@ -142,7 +199,12 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
 
 
 def scored_report(
-    args: argparse.Namespace, data: IRDataset, dims: list[int], embeddings: tuple, base_embeddings: tuple | None
+    args: argparse.Namespace,
+    data: IRDataset,
+    dims: list[int],
+    embeddings: tuple,
+    base_embeddings: tuple | None,
+    weight_query_emb=None,
 ) -> dict:
     """Score, print and return the report: metrics per dim, the metadata, the paired comparison with
     --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds)."""
@@ -179,7 +241,40 @@ def scored_report(
             write_frontier_runs(points, data, args.run_out)
     elif args.run_out:
         write_runs(results, data, args.run_out)
+    if args.lexical != "none":
+        report["lexical"] = lexical_report(args, data, dims, results, query_emb, corpus_emb, weight_query_emb)
     return report
+
+
+def lexical_report(
+    args: argparse.Namespace,
+    data: IRDataset,
+    dims: list[int],
+    results: dict[int, DimResult],
+    query_emb,
+    corpus_emb,
+    weight_query_emb,
+) -> dict:
+    """BM25 alone and fused with the model at every dim, printed, and each against BM25 paired."""
+    config = lexical_config(args)
+    index = lexical_index(data, config)
+    weights = None
+    if weight_query_emb is not None:
+        weights = chosen_weights(weight_query_emb, corpus_emb, args.weight_data, dims, index)
+    hybrid = evaluate_hybrid(query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "")
+    chosen = {"given": "given", "": ""}.get(hybrid.weights_from, f"chosen on {hybrid.weights_from}")
+    print(
+        f"\nBM25 ({config.method}, k1 {config.k1:g}, b {config.b:g}, stemmer {config.stemmer}, stopwords "
+        f"{config.stopwords}) and the model fused with it ({config.fusion_norm} convex, weight {chosen}; "
+        f"RRF k {config.rrf_k}):"
+    )
+    print(format_hybrid(hybrid, results))
+    comparison = versus_bm25(hybrid, results, args.resamples, args.seed)
+    for name, by_dim in comparison.items():
+        print(f"\n{name} against BM25, paired over the same questions:")
+        print(format_comparison(by_dim, ("ndcg@10", "recall@10", "map@10")))
+    as_json = {name: {str(dim): by_metric for dim, by_metric in by_dim.items()} for name, by_dim in comparison.items()}
+    return {**hybrid_json(hybrid), "settings": asdict(config), "versus_bm25": as_json}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -190,6 +285,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     device = start_processes()
     show_progress = is_main_process()
     embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)
+    weight_query_emb = None
+    if args.weight_data is not None:  # the queries of the split the fusion weight is chosen on
+        weight_query_emb = encode_queries(encoder, args.weight_data.query_texts, args.batch_size, show_progress)
     base_embeddings = None
     if baseline is not None:
         encoder.cpu()  # one model on the device at a time
@@ -197,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     stop_processes()
     if embeddings[0] is None:  # not the main process: its shard is encoded and gathered
         return {}
-    report = scored_report(args, data, dims, embeddings, base_embeddings)
+    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_query_emb)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(args.out, json.dumps(report, indent=2) + "\n")

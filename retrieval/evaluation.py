@@ -101,6 +101,19 @@ def encode_ir(
     return query_emb.numpy(), corpus_emb.numpy(), seconds
 
 
+def encode_queries(encoder: Encoder, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray | None:
+    """(Q, D) full-size query embeddings (sharded like encode_ir; None on all but the main process)."""
+    embeddings = encode_sharded(
+        lambda shard: encoder.encode(
+            shard, batch_size=batch_size, prompt=encoder.spec.query_prompt, show_progress=show_progress
+        ),
+        texts,
+        encoder.dim,
+        encoder.device,
+    )
+    return None if embeddings is None else embeddings.numpy()
+
+
 def evaluate(
     encoder: Encoder, data: IRDataset, dims: list[int] | None = None, batch_size: int = 64, show_progress: bool = False
 ) -> dict[int, DimResult] | None:

@@ -1,6 +1,7 @@
 """Retrieval metrics as trec_eval computes them, per query and on average: NDCG@10 with the judged
-relevance as gain, MRR@10, Recall@10, Recall@100, and MAP@100 (average precision over the top 100,
-divided by all relevant documents). Imports no FAISS: the config reads METRICS from here."""
+relevance as gain, MRR@10, Recall@10, Recall@100, and MAP@10 and MAP@100 (average precision over the
+top 10 or 100, divided by all relevant documents: trec_eval's map_cut). Imports no FAISS: the config
+reads METRICS from here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from data import IRDataset
 
-METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "map@100")
+METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100", "map@10", "map@100")
 TOP_K = 100  # the deepest cut-off any metric needs
 
 
@@ -42,6 +43,7 @@ def per_query_metrics(gains: np.ndarray, qrels: list[dict[str, int]]) -> dict[st
         "mrr@10": 1.0 / first_hit,
         "recall@10": hits[:, :10].sum(1) / n_relevant,
         "recall@100": hits.sum(1) / n_relevant,
+        "map@10": precision_at_hits[:, :10].sum(1) / n_relevant,
         "map@100": precision_at_hits.sum(1) / n_relevant,
     }
 

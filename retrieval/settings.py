@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from retrieval.metrics import TOP_K
 
 PRECISIONS = ("float32", "int8", "binary")
+FUSION_NORMS = ("minmax", "zscore")
+NEGATIVE_SOURCES = ("dense", "bm25", "hybrid")
 SAMPLES = ("top", "random")
 
 
@@ -46,6 +48,7 @@ class MineConfig:
     seed: int = 42
     batch_size: int = 64
     refresh: int = 0  # re-mine with the current model every N epochs; 0: never (the trainer does it)
+    source: str = "dense"  # rank candidates by: dense (the model) | bm25 | hybrid (both, fused as lexical.* says)
 
 
 def check_mine_config(config: MineConfig, key_prefix: str = "data.hard_negatives") -> None:
@@ -69,7 +72,44 @@ def check_mine_config(config: MineConfig, key_prefix: str = "data.hard_negatives
         ("sample", config.sample not in SAMPLES, f"must be one of {', '.join(SAMPLES)}"),
         ("batch_size", config.batch_size < 1, "must be >= 1"),
         ("refresh", config.refresh < 0, "must be >= 0 (0: never)"),
+        ("source", config.source not in NEGATIVE_SOURCES, f"must be one of {', '.join(NEGATIVE_SOURCES)}"),
     ]
     for name, bad, why in problems:
         if bad:
             raise ValueError(f"{key(name)}: {getattr(config, name)!r} {why}")
+
+
+@dataclass
+class LexicalConfig:
+    """BM25 as bm25s computes it: the baseline every evaluation reports and hybrid fusion uses."""
+
+    retriever: str = "bm25"  # bm25 | none (no lexical baseline, no fusion)
+    method: str = "lucene"  # bm25s's variant: lucene | robertson | atire | bm25l | bm25+
+    k1: float = 1.5
+    b: float = 0.75
+    stemmer: str | None = "english"  # a PyStemmer (Snowball) language; null: no stemming
+    stopwords: str | None = "en"  # bm25s's list for that language; null: keep every word
+    fusion_norm: str = "minmax"  # per-query normalisation before the convex combination: minmax | zscore
+    fusion_weight: float | None = None  # weight of the dense score; null: chosen on the evaluated split (optimistic)
+    rrf_k: int = 60  # reciprocal rank fusion's constant
+
+
+def check_lexical_config(config: LexicalConfig, key_prefix: str = "lexical") -> None:
+    """Raise ValueError naming the key of the first bad value."""
+    methods = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+    problems = [
+        ("retriever", config.retriever not in ("bm25", "none"), "must be bm25 or none"),
+        ("method", config.method not in methods, f"must be one of {', '.join(methods)}"),
+        ("k1", config.k1 < 0, "must be >= 0"),
+        ("b", not 0 <= config.b <= 1, "must be in [0, 1]"),
+        ("fusion_norm", config.fusion_norm not in FUSION_NORMS, f"must be one of {', '.join(FUSION_NORMS)}"),
+        (
+            "fusion_weight",
+            config.fusion_weight is not None and not 0 <= config.fusion_weight <= 1,
+            "must be in [0, 1], or null to choose it on the evaluated split",
+        ),
+        ("rrf_k", config.rrf_k < 1, "must be >= 1"),
+    ]
+    for name, bad, why in problems:
+        if bad:
+            raise ValueError(f"{key_prefix}.{name}: {getattr(config, name)!r} {why}")

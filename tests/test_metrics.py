@@ -12,6 +12,7 @@ TREC_MEASURES = {
     "ndcg_cut_10": "ndcg@10",
     "recall_10": "recall@10",
     "recall_100": "recall@100",
+    "map_cut_10": "map@10",
     "map_cut_100": "map@100",
 }
 

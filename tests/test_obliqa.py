@@ -56,7 +56,7 @@ def test_minilm_metrics_match_sentence_transformers(obliqa, minilm_dir):
             ndcg_at_k=[10],
             accuracy_at_k=[10],
             precision_recall_at_k=[10, 100],
-            map_at_k=[100],
+            map_at_k=[10, 100],
             truncate_dim=dim,
             write_csv=False,
             score_functions={"cosine": cos_sim},

@@ -1,0 +1,157 @@
+"""BM25 alone and fused with the dense model at every Matryoshka dim, on the same questions.
+
+What a careful user deploys on regulatory text is not the dense model alone but the dense model
+fused with BM25; this scores both, so a run says whether fine-tuning beat what they already had.
+The dense weight of the convex fusion is `lexical.fusion_weight` when given, else chosen per dim
+on the evaluated split itself (the best NDCG@10 over 0, 0.05, ..., 1; ties: the lower weight):
+optimistic, as any setting chosen on the split it is scored on. `evaluate.py --fusion-weight-from
+SPLIT` chooses it on another split instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data import IRDataset
+from retrieval.fusion import WEIGHT_GRID, Candidates, convex, pool, ranked, reciprocal_rank
+from retrieval.lexical import LexicalIndex, build_index, top_k
+from retrieval.metrics import METRICS, TOP_K, DimResult, score_ranking
+from retrieval.search import exact_search, truncate_normalize
+from retrieval.settings import LexicalConfig
+from retrieval.stats import compare_per_query
+
+CONVEX, RRF = "convex", "rrf"
+
+
+@dataclass
+class HybridResults:
+    """BM25 alone (the same at every dim) and, per dim, each fusion's result and the convex weight."""
+
+    bm25: DimResult
+    fused: dict[int, dict[str, DimResult]] = field(default_factory=dict)  # dim -> convex | rrf -> result
+    weights: dict[int, float] = field(default_factory=dict)  # dim -> dense weight of the convex fusion
+    weights_from: str = ""  # where the weights came from: given | the split they were chosen on
+
+
+def lexical_index(data: IRDataset, config: LexicalConfig) -> LexicalIndex:
+    return build_index(data.corpus_texts, config)
+
+
+def candidates_by_dim(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDataset, dims: list[int], index: LexicalIndex
+) -> tuple[dict[int, Candidates], tuple[np.ndarray, np.ndarray]]:
+    """Every dim's pooled candidates with both exact scores, and BM25's own top k (scores, rows).
+    BM25 scores every passage once per query block, shared by all dims."""
+    k = min(TOP_K, len(data.corpus_ids))
+    dense_rows, normalized = {}, {}
+    for dim in dims:
+        normalized[dim] = (truncate_normalize(query_emb, dim), truncate_normalize(corpus_emb, dim))
+        dense_rows[dim] = exact_search(*normalized[dim], k)[1]  # (Q, k)
+    parts: dict[int, list] = {dim: [] for dim in dims}
+    lexical_parts = []
+    for block, scores in index.scores(data.query_texts):  # scores: (B, N)
+        lexical_scores, lexical_rows = top_k(scores, k)
+        lexical_parts.append((lexical_scores, lexical_rows))
+        for dim in dims:
+            rows, dense_rank, lexical_rank = pool(dense_rows[dim][block], lexical_rows)  # (B, C) each
+            safe = np.maximum(rows, 0)
+            queries, docs = normalized[dim]
+            dense = np.einsum("bcd,bd->bc", docs[safe], queries[block])  # (B, C) cosine
+            lexical = np.take_along_axis(scores, safe, 1)
+            parts[dim].append(
+                (rows, np.where(rows >= 0, dense, 0.0), np.where(rows >= 0, lexical, 0.0), dense_rank, lexical_rank)
+            )
+    found = {}
+    for dim in dims:
+        rows, dense, lexical, dense_rank, lexical_rank = (np.concatenate(arrays) for arrays in zip(*parts[dim]))
+        found[dim] = Candidates(rows, dense, lexical, dense_rank, lexical_rank)
+    bm25 = tuple(np.concatenate(arrays) for arrays in zip(*lexical_parts))
+    return found, bm25
+
+
+def choose_weight(c: Candidates, data: IRDataset, norm: str) -> float:
+    """The dense weight of WEIGHT_GRID with the best mean NDCG@10 on `data` (ties: the lower)."""
+    qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
+    best, best_score = 0.0, -1.0
+    for weight in WEIGHT_GRID:
+        score = score_ranking(*ranked(c, convex(c, weight, norm), TOP_K), data, qrels).metrics["ndcg@10"]
+        if score > best_score + 1e-12:
+            best, best_score = weight, score
+    return best
+
+
+def evaluate_hybrid(
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    data: IRDataset,
+    dims: list[int],
+    index: LexicalIndex,
+    weights: dict[int, float] | None = None,
+    weights_from: str = "",
+) -> HybridResults:
+    """BM25 alone, and the dense model (full-size embeddings, truncated per dim) fused with it by the
+    convex combination and by RRF at each dim. `weights`: the dense weight per dim, else
+    index.config.fusion_weight, else chosen on `data` itself."""
+    config = index.config
+    qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
+    candidates, (bm25_scores, bm25_rows) = candidates_by_dim(query_emb, corpus_emb, data, dims, index)
+    results = HybridResults(score_ranking(bm25_scores, bm25_rows, data, qrels))
+    for dim, c in candidates.items():
+        if weights is not None:
+            weight, results.weights_from = weights[dim], weights_from
+        elif config.fusion_weight is not None:
+            weight, results.weights_from = config.fusion_weight, "given"
+        else:
+            weight, results.weights_from = choose_weight(c, data, config.fusion_norm), data.name
+        results.weights[dim] = weight
+        results.fused[dim] = {
+            CONVEX: score_ranking(*ranked(c, convex(c, weight, config.fusion_norm), TOP_K), data, qrels),
+            RRF: score_ranking(*ranked(c, reciprocal_rank(c, config.rrf_k), TOP_K), data, qrels),
+        }
+    return results
+
+
+def chosen_weights(
+    query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDataset, dims: list[int], index: LexicalIndex
+) -> dict[int, float]:
+    """The dense weight per dim chosen on `data` (another split than the one reported)."""
+    candidates, _ = candidates_by_dim(query_emb, corpus_emb, data, dims, index)
+    return {dim: choose_weight(c, data, index.config.fusion_norm) for dim, c in candidates.items()}
+
+
+def format_hybrid(h: HybridResults, dense: dict[int, DimResult]) -> str:
+    """Markdown: BM25, then per dim the dense model and both fusions, every metric."""
+    lines = ["| dim | retriever | " + " | ".join(METRICS) + " |", "|---:|---|" + "---:|" * len(METRICS)]
+
+    def row(dim: str, name: str, metrics: dict[str, float]) -> str:
+        return f"| {dim} | {name} | " + " | ".join(f"{metrics[m]:.4f}" for m in METRICS) + " |"
+
+    lines.append(row("", "bm25", h.bm25.metrics))
+    for dim, by_kind in h.fused.items():
+        lines.append(row(str(dim), "dense", dense[dim].metrics))
+        lines.append(row(str(dim), f"dense+bm25 convex (w {h.weights[dim]:.2f})", by_kind[CONVEX].metrics))
+        lines.append(row(str(dim), "dense+bm25 rrf", by_kind[RRF].metrics))
+    return "\n".join(lines)
+
+
+def versus_bm25(
+    h: HybridResults, dense: dict[int, DimResult], resamples: int = 10000, seed: int = 0
+) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
+    """Each retriever against BM25 on the same questions: {dense | convex | rrf: {dim: {metric:
+    {base, new, diff, lo, hi, p}}}} (paired bootstrap interval and randomization p, retrieval/stats.py)."""
+    base = {dim: h.bm25.per_query for dim in h.fused}
+    retrievers = {"dense": {dim: dense[dim].per_query for dim in h.fused}}
+    for kind in (CONVEX, RRF):
+        retrievers[kind] = {dim: by_kind[kind].per_query for dim, by_kind in h.fused.items()}
+    return {name: compare_per_query(base, new, METRICS, resamples, seed) for name, new in retrievers.items()}
+
+
+def hybrid_json(h: HybridResults) -> dict:
+    """BM25's metrics and each dim's fused metrics with the convex weight, keyed by str(dim) for JSON."""
+    fused = {
+        str(dim): {CONVEX: {**by_kind[CONVEX].metrics, "weight": h.weights[dim]}, RRF: by_kind[RRF].metrics}
+        for dim, by_kind in h.fused.items()
+    }
+    return {"bm25": h.bm25.metrics, "fused": fused, "weights_from": h.weights_from}

@@ -1,0 +1,82 @@
+"""BM25, the baseline a user of regulatory search already has: bm25s (sparse-matrix BM25) with
+PyStemmer's Snowball stemmer and bm25s's stopword list, each passage indexed as the evaluation
+embeds it ('title text').
+
+Scores follow bm25s's definition for the chosen method; for `lucene` (the default), a query q and a
+passage d of |d| tokens score sum over q's tokens t of
+    idf(t) * tf(t, d) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl)),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)),
+where tokens are lower-cased words of two or more characters, stopwords removed, then stemmed.
+A query token the corpus never holds adds nothing; a query with no known token scores 0 everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import bm25s
+import numpy as np
+import Stemmer
+
+from retrieval.settings import LexicalConfig
+
+BLOCK = 256  # queries scored at once: memory is BLOCK x corpus float32
+
+
+def tokens_of(texts: list[str], config: LexicalConfig) -> list[list[str]]:
+    """bm25s's tokenizer as configured: lower-cased words, stopwords dropped, stemmed."""
+    stemmer = Stemmer.Stemmer(config.stemmer) if config.stemmer else None
+    return bm25s.tokenize(
+        texts, stopwords=config.stopwords or [], stemmer=stemmer, return_ids=False, show_progress=False
+    )
+
+
+@dataclass
+class LexicalIndex:
+    """A BM25 index over one corpus (rows in corpus order) and the settings it was built with."""
+
+    retriever: bm25s.BM25
+    config: LexicalConfig
+    size: int  # passages
+
+    def scores(self, query_texts: list[str]) -> Iterator[tuple[slice, np.ndarray]]:
+        """(rows of the queries, (B, N) float32 BM25 scores of every passage), a block of queries at a time."""
+        for start in range(0, len(query_texts), BLOCK):
+            block = tokens_of(query_texts[start : start + BLOCK], self.config)
+            scores = np.zeros((len(block), self.size), dtype=np.float32)
+            for row, tokens in enumerate(block):
+                ids = self.retriever.get_tokens_ids(tokens)
+                if ids:
+                    scores[row] = self.retriever.get_scores_from_ids(ids)
+            yield slice(start, start + len(block)), scores
+
+
+def build_index(corpus_texts: list[str], config: LexicalConfig) -> LexicalIndex:
+    """Index `corpus_texts` (N passages) with BM25 as `config` says."""
+    retriever = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
+    retriever.index(tokens_of(corpus_texts, config), show_progress=False)
+    return LexicalIndex(retriever, config, len(corpus_texts))
+
+
+def lexical_search(index: LexicalIndex, query_texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by BM25: (Q, k) scores and corpus rows under the project's tie rule (score descending,
+    then corpus order); a query's passages scoring 0 come after every scoring one, in corpus order."""
+    k = min(k, index.size)
+    top_scores = np.empty((len(query_texts), k), dtype=np.float32)
+    top_rows = np.empty((len(query_texts), k), dtype=np.int64)
+    for rows, scores in index.scores(query_texts):
+        top_scores[rows], top_rows[rows] = top_k(scores, k)
+    return top_scores, top_rows
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, N) -> the top k of each row, (B, k) scores and column ids, score descending then id ascending."""
+    kth = np.partition(scores, scores.shape[1] - k, axis=1)[:, -k][:, None]  # (B, 1): the k-th largest
+    rows_out = np.empty((scores.shape[0], k), dtype=np.int64)
+    for row in range(scores.shape[0]):
+        above = np.flatnonzero(scores[row] > kth[row])
+        tied = np.flatnonzero(scores[row] == kth[row])[: k - above.size]  # ascending ids
+        chosen = np.concatenate([above, tied])
+        order = np.lexsort((chosen, -scores[row, chosen]))
+        rows_out[row] = chosen[order]
+    return np.take_along_axis(scores, rows_out, 1), rows_out

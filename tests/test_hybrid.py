@@ -1,0 +1,258 @@
+"""BM25 against a direct float64 computation of bm25s's formula, fusion against direct per-query
+computations on hand-made runs with ties, and the ObliQA dev BM25 baseline (skipped without ../shared)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+import Stemmer
+
+from data import IRDataset, load_beir
+from retrieval.fusion import WEIGHT_GRID, Candidates, convex, pool, ranked, reciprocal_rank
+from retrieval.hybrid import chosen_weights, evaluate_hybrid
+from retrieval.lexical import build_index, lexical_search, top_k
+from retrieval.metrics import score_ranking
+from retrieval.settings import LexicalConfig
+
+CORPUS = [
+    "The firm must keep records of client money for five years.",
+    "Client money is held on trust by the firm.",
+    "An issuer must disclose inside information promptly.",
+    "Records, records and more records: the regulator inspects records.",
+    "Nothing here matches.",
+    "The the the of of",  # stopwords only
+]
+QUERIES = ["client money records", "disclose information", "regulators inspecting", "zebra"]
+
+
+def reference_bm25(corpus: list[str], query: str, k1: float, b: float, stem: bool, stopwords: set[str]) -> list[float]:
+    """bm25s's lucene BM25, from its definition: tokens are lower-cased words of 2+ characters, minus
+    stopwords, stemmed; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); tf / (tf + k1 (1 - b + b |d| / avgdl))."""
+    stemmer = Stemmer.Stemmer("english") if stem else None
+
+    def tokens(text: str) -> list[str]:
+        words = [w for w in re.findall(r"(?u)\b\w\w+\b", text.lower()) if w not in stopwords]
+        return stemmer.stemWords(words) if stemmer else words
+
+    docs = [tokens(text) for text in corpus]
+    lengths = [len(d) for d in docs]  # a passage of stopwords only has length 0
+    avgdl = sum(lengths) / len(docs)
+    df = Counter(t for d in docs for t in set(d))
+    out = []
+    for doc, length in zip(docs, lengths):
+        tf = Counter(doc)
+        score = 0.0
+        for t in tokens(query):
+            if t in df and tf[t]:
+                idf = math.log(1 + (len(docs) - df[t] + 0.5) / (df[t] + 0.5))
+                score += idf * tf[t] / (tf[t] + k1 * (1 - b + b * length / avgdl))
+        out.append(score)
+    return out
+
+
+@pytest.mark.parametrize("stem,stopwords", [(False, None), (True, "en")])
+@pytest.mark.parametrize("k1,b", [(1.5, 0.75), (0.9, 0.4)])
+def test_bm25_scores_match_the_formula(stem, stopwords, k1, b):
+    import bm25s.stopwords
+
+    config = LexicalConfig(k1=k1, b=b, stemmer="english" if stem else None, stopwords=stopwords)
+    index = build_index(CORPUS, config)
+    ((_, scores),) = list(index.scores(QUERIES))
+    words = set(bm25s.stopwords.STOPWORDS_EN) if stopwords else set()
+    for row, query in enumerate(QUERIES):
+        want = reference_bm25(CORPUS, query, k1, b, stem, words)
+        np.testing.assert_allclose(scores[row], want, rtol=1e-5, atol=1e-6)
+    assert scores[0].max() > 0 and not scores[3].any()  # a hit somewhere; an unknown word scores nothing
+
+
+def test_lexical_search_breaks_ties_by_corpus_order():
+    index = build_index(["alpha beta", "gamma", "alpha beta", "alpha beta", "delta"], LexicalConfig(stemmer=None))
+    scores, rows = lexical_search(index, ["alpha", "omega"], 4)
+    assert rows[0].tolist() == [0, 2, 3, 1]  # three tied hits in corpus order, then the zero scores in order
+    assert scores[0][0] == scores[0][1] == scores[0][2] > 0 == scores[0][3]
+    assert rows[1].tolist() == [0, 1, 2, 3]  # nothing matches: corpus order
+
+
+def test_top_k_against_a_full_sort():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, (7, 40)).astype(np.float32)  # many ties
+    got_scores, got_rows = top_k(scores, 9)
+    for row in range(7):
+        order = sorted(range(40), key=lambda j: (-scores[row, j], j))[:9]
+        assert got_rows[row].tolist() == order
+        assert got_scores[row].tolist() == scores[row, order].tolist()
+
+
+def hand_made_candidates() -> Candidates:
+    """Two queries; dense and lexical top-3 lists over a corpus of 6 (rows), with ties."""
+    dense_rows = np.array([[4, 1, 0], [2, 3, 5]])
+    lexical_rows = np.array([[1, 5, 4], [3, 2, 0]])
+    rows, dense_rank, lexical_rank = pool(dense_rows, lexical_rows)
+    dense_all = np.array([[0.5, 0.8, 0.1, 0.0, 0.9, 0.2], [0.3, 0.0, 0.7, 0.7, 0.1, 0.6]])
+    lexical_all = np.array([[0.0, 9.0, 0.0, 0.0, 3.0, 6.0], [1.0, 0.0, 4.0, 4.0, 0.0, 0.0]])
+    safe = np.maximum(rows, 0)
+    pick = lambda table: np.where(rows >= 0, np.take_along_axis(table, safe, 1), 0.0)  # noqa: E731
+    return Candidates(rows, pick(dense_all), pick(lexical_all), dense_rank, lexical_rank)
+
+
+def test_pool_unions_both_lists_with_their_ranks():
+    c = hand_made_candidates()
+    assert c.rows.tolist() == [[0, 1, 4, 5, -1, -1], [0, 2, 3, 5, -1, -1]]
+    assert c.dense_rank.tolist() == [[3, 2, 1, 0, 0, 0], [0, 1, 2, 3, 0, 0]]
+    assert c.lexical_rank.tolist() == [[0, 1, 3, 2, 0, 0], [3, 2, 1, 0, 0, 0]]
+
+
+def direct_convex(dense: dict[int, float], lexical: dict[int, float], weight: float) -> dict[int, float]:
+    def minmax(values: dict[int, float]) -> dict[int, float]:
+        low, high = min(values.values()), max(values.values())
+        return {d: (v - low) / (high - low) if high > low else 0.0 for d, v in values.items()}
+
+    nd, nl = minmax(dense), minmax(lexical)
+    return {d: weight * nd[d] + (1 - weight) * nl[d] for d in dense}
+
+
+def direct_order(fused: dict[int, float]) -> list[int]:
+    return sorted(fused, key=lambda d: (-fused[d], d))
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.5, 1.0])
+def test_convex_fusion_against_a_direct_computation(weight):
+    c = hand_made_candidates()
+    fused = convex(c, weight, "minmax")
+    scores, rows = ranked(c, fused, 4)
+    for q in range(2):
+        valid = c.rows[q] >= 0
+        dense = dict(zip(c.rows[q][valid].tolist(), c.dense[q][valid].tolist()))
+        lexical = dict(zip(c.rows[q][valid].tolist(), c.lexical[q][valid].tolist()))
+        want = direct_convex(dense, lexical, weight)
+        assert rows[q].tolist() == direct_order(want)
+        np.testing.assert_allclose(scores[q], [want[d] for d in direct_order(want)], rtol=1e-6)
+    # query 1 at weight 0.5: rows 2 and 3 tie exactly (same dense and lexical score): corpus order
+    if weight == 0.5:
+        assert rows[1].tolist()[:2] == [2, 3]
+
+
+def test_zscore_normalisation_against_numpy():
+    c = hand_made_candidates()
+    fused = convex(c, 0.4, "zscore")
+    for q in range(2):
+        valid = c.rows[q] >= 0
+        z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+        want = 0.4 * z(c.dense[q][valid]) + 0.6 * z(c.lexical[q][valid])
+        np.testing.assert_allclose(fused[q][valid], want, rtol=1e-9)
+        assert np.isneginf(fused[q][~valid]).all()
+
+
+def test_reciprocal_rank_fusion_against_a_direct_computation():
+    c = hand_made_candidates()
+    scores, rows = ranked(c, reciprocal_rank(c, 60), 6)
+    dense_lists, lexical_lists = [[4, 1, 0], [2, 3, 5]], [[1, 5, 4], [3, 2, 0]]
+    for q in range(2):
+        want: dict[int, float] = {}
+        for listed in (dense_lists[q], lexical_lists[q]):
+            for rank, d in enumerate(listed, start=1):
+                want[d] = want.get(d, 0.0) + 1 / (60 + rank)
+        order = direct_order(want)
+        assert rows[q].tolist() == order + [-1] * (6 - len(order))
+        np.testing.assert_allclose(scores[q][: len(order)], [want[d] for d in order], rtol=1e-6)
+    assert rows[1].tolist()[:2] == [2, 3]  # 1/61 + 1/62 each: a tie, in corpus order
+
+
+def tiny_ir() -> IRDataset:
+    corpus_ids = [f"d{i}" for i in range(6)]
+    texts = [
+        "client money trust",
+        "records five years",
+        "inside information disclose",
+        "records regulator",
+        "money laundering",
+        "trust deed",
+    ]
+    queries = ["client money", "keeping records", "disclosure"]
+    qrels = {"q0": {"d0": 1}, "q1": {"d1": 1, "d3": 1}, "q2": {"d2": 1}}
+    return IRDataset(corpus_ids, texts, ["q0", "q1", "q2"], queries, qrels, name="tiny")
+
+
+def test_evaluate_hybrid_on_a_tiny_set_matches_its_parts():
+    data = tiny_ir()
+    rng = np.random.default_rng(3)
+    query_emb, corpus_emb = rng.normal(size=(3, 8)), rng.normal(size=(6, 8))
+    index = build_index(data.corpus_texts, LexicalConfig(stemmer=None, stopwords=None))
+    results = evaluate_hybrid(query_emb, corpus_emb, data, [8, 4], index)
+    qrels = [data.qrels[q] for q in data.query_ids]
+    want_bm25 = score_ranking(*lexical_search(index, data.query_texts, 100), data, qrels)
+    assert results.bm25.metrics == want_bm25.metrics
+    assert results.weights_from == "tiny" and set(results.weights) == {8, 4}
+    assert all(w in WEIGHT_GRID for w in results.weights.values())
+    # the corpus is smaller than 100: every candidate is every passage, so weight 1 is the dense ranking
+    at_one = evaluate_hybrid(query_emb, corpus_emb, data, [8], index, weights={8: 1.0}, weights_from="given")
+    from retrieval.evaluation import evaluate_embeddings
+
+    dense = evaluate_embeddings(query_emb, corpus_emb, data, [8])[8]
+    assert at_one.fused[8]["convex"].ranked_ids == dense.ranked_ids
+    at_zero = evaluate_hybrid(query_emb, corpus_emb, data, [8], index, weights={8: 0.0}, weights_from="given")
+    assert at_zero.fused[8]["convex"].metrics == results.bm25.metrics
+    # the chosen weight is the best of the grid (ties: the lower)
+    by_weight = {
+        w: evaluate_hybrid(query_emb, corpus_emb, data, [8], index, {8: w}).fused[8]["convex"] for w in WEIGHT_GRID
+    }
+    best = max(by_weight[w].metrics["ndcg@10"] for w in WEIGHT_GRID)
+    assert results.weights[8] == min(w for w in WEIGHT_GRID if by_weight[w].metrics["ndcg@10"] >= best - 1e-12)
+    assert chosen_weights(query_emb, corpus_emb, data, [8, 4], index) == results.weights
+
+
+def test_obliqa_dev_bm25_reproduces_the_published_baseline(obliqa):
+    """bm25s lucene, k1 1.5, b 0.75, English stopwords, Snowball English stemmer, 'title text'."""
+    data = load_beir(obliqa, "dev")
+    index = build_index(data.corpus_texts, LexicalConfig())
+    result = score_ranking(*lexical_search(index, data.query_texts, 100), data, [data.qrels[q] for q in data.query_ids])
+    assert result.metrics["ndcg@10"] == pytest.approx(0.6901, abs=0.002)
+    assert result.metrics["recall@10"] == pytest.approx(0.7763, abs=0.002)
+    assert result.metrics["map@10"] == pytest.approx(0.6386, abs=0.002)
+
+
+def test_evaluate_cli_reports_bm25_and_the_fused_model(tmp_path, tiny_bert):
+    import json
+
+    import evaluate
+    from helpers import tiny_beir
+
+    data_dir = tiny_beir(tmp_path / "beir")
+    (data_dir / "qrels" / "train.tsv").write_text("".join(f"q{i}\tc{i * 3}\t1\n" for i in range(8)))
+    out = tmp_path / "m.json"
+    report = evaluate.main(["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev", "--dims", "32,8",
+                            "--stemmer", "none", "--out", str(out), "--resamples", "200"])
+    lexical = json.loads(out.read_text())["lexical"]
+    data = load_beir(data_dir, "dev")
+    index = build_index(data.corpus_texts, LexicalConfig(stemmer=None))
+    want = score_ranking(*lexical_search(index, data.query_texts, 100), data, [data.qrels[q] for q in data.query_ids])
+    assert lexical["bm25"] == pytest.approx(want.metrics)
+    assert set(lexical["fused"]) == {"32", "8"} and lexical["weights_from"] == data.name
+    assert set(lexical["versus_bm25"]) == {"dense", "convex", "rrf"}
+    dense_vs = lexical["versus_bm25"]["dense"]["32"]["ndcg@10"]
+    assert dense_vs["base"] == pytest.approx(want.metrics["ndcg@10"]) and dense_vs["new"] == report["32"]["ndcg@10"]
+    given = evaluate.main(["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev", "--dims", "32",
+                           "--fusion-weight", "0.3", "--resamples", "100"])
+    assert given["lexical"]["fused"]["32"]["convex"]["weight"] == 0.3 and given["lexical"]["weights_from"] == "given"
+    elsewhere = evaluate.main(["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev", "--dims", "32",
+                               "--fusion-weight-from", "train", "--resamples", "100"])
+    assert elsewhere["lexical"]["weights_from"] == "train"
+    assert "lexical" not in evaluate.main(["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev",
+                                           "--lexical", "none"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--bm25-b", "2"], "lexical.b: 2.0 must be in"),
+    (["--fusion-weight", "0.5", "--fusion-weight-from", "train"], "give one"),
+    (["--fusion-weight-from", "dev"], "the split evaluated"),
+])
+def test_evaluate_cli_rejects_bad_lexical_flags(tmp_path, argv, message):
+    import evaluate
+    from helpers import tiny_beir
+
+    with pytest.raises(SystemExit, match=message):
+        evaluate.main(["--data", str(tiny_beir(tmp_path / "beir")), "--split", "dev", *argv])
