@@ -18,7 +18,7 @@ from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, known_relevant, load_pairs
 from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.mining import MineReport, mine
-from retrieval.settings import MineConfig, check_mine_config
+from retrieval.settings import LexicalConfig, MineConfig, check_lexical_config, check_mine_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +43,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sample", default=default.sample, help="top | random")
     parser.add_argument("--seed", type=int, default=default.seed)
     parser.add_argument("--batch-size", type=int, default=default.batch_size)
+    parser.add_argument(
+        "--source",
+        default=default.source,
+        help="rank candidates by dense (the model), bm25 (no model is run) or hybrid (both fused)",
+    )
+    parser.add_argument(
+        "--fusion-weight",
+        type=float,
+        default=None,
+        help="with --source hybrid: the dense weight of the fusion (default 0.5)",
+    )
     return parser.parse_args(argv)
 
 
@@ -65,9 +76,12 @@ def main(argv: list[str] | None = None) -> MineReport | None:
         sample=args.sample,
         seed=args.seed,
         batch_size=args.batch_size,
+        source=args.source,
     )
+    lexical = LexicalConfig(fusion_weight=args.fusion_weight)
     try:
         check_mine_config(config, key_prefix="")
+        check_lexical_config(lexical, key_prefix="lexical")
         if config.k == 0 or (args.qrels_split and not config.corpus):
             raise ValueError("--k must be > 0" if config.k == 0 else "--qrels-split needs --corpus")
         pairs = load_pairs(args.train)
@@ -75,7 +89,8 @@ def main(argv: list[str] | None = None) -> MineReport | None:
         model_name = args.model or PACKAGED_MINILM
         encoder = Encoder.from_config(ModelConfig(model_name)).to(start_processes())
         main_process = is_main_process()
-        report = mine(encoder, pairs, relevant, config, args.out, {"model": model_name}, show_progress=main_process)
+        identity = {"model": model_name} if config.source != "bm25" else {}
+        report = mine(encoder, pairs, relevant, config, args.out, identity, main_process, lexical)
     except (DataError, ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     finally:

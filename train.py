@@ -41,6 +41,8 @@ from losses import LossSpec
 from model import Encoder, ModelConfig
 from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
 from retrieval.frontier import attach_frontier
+from retrieval.hybrid import attach_hybrid, format_hybrid, lexical_index
+from retrieval.lexical import LexicalIndex
 from retrieval.metrics import DimResult, format_table
 from training.checkpoint import (
     RunState,
@@ -123,7 +125,7 @@ def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
             raise ConfigError(f"{key}: {bad} outside 1..{full}, the model's embedding size")
     weights = config.loss.weights or [1.0] * len(dims)
     eval_dims = config.eval.dims or dims
-    select_dim = config.eval.select.partition(":")[2]
+    select_dim = config.eval.select.rpartition(":")[2]
     if select_dim.isdecimal() and int(select_dim) not in eval_dims:
         raise ConfigError(f"eval.select: dim {select_dim} is not among the eval dims {eval_dims}")
     return LossSpec(dims, weights, config.loss.temperature, config.loss.symmetric), eval_dims
@@ -165,20 +167,25 @@ def make_sampler(table: TrainTable, config: Config, world_size: int) -> SpreadBa
 # ---------------------------------------------------------------- evaluate and save
 
 
-def run_eval(
-    encoder: Encoder, data: IRDataset | None, dims: list[int], config: Config, accelerator: Accelerator, label: str
-) -> dict[int, DimResult] | None:
-    """Results per dim: every process encodes a shard, the main process searches and prints."""
+def run_eval(r: Run, label: str) -> dict[int, DimResult] | None:
+    """Results per dim: every process encodes a shard, the main process searches and prints; with
+    BM25 on, each dim's result also holds BM25's and the fused model's on the same questions."""
+    data, config = r.eval_data, r.config
     if data is None:
         return None
-    query_emb, corpus_emb, _ = encode_ir(encoder, data, config.eval.batch_size, accelerator.is_main_process)
-    accelerator.wait_for_everyone()
+    query_emb, corpus_emb, _ = encode_ir(r.encoder, data, config.eval.batch_size, r.accelerator.is_main_process)
+    r.accelerator.wait_for_everyone()
     if query_emb is None:  # not the main process
         return None
-    results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
+    results = evaluate_embeddings(query_emb, corpus_emb, data, r.eval_dims)
     if config.eval.precisions != ["float32"]:  # searches only: cheap beside the encoding
         attach_frontier(results, query_emb, corpus_emb, data, config.eval.precisions, config.eval.rescore)
     print(f"\n{label} ({data.name}):\n{format_table(metrics_of(results))}", flush=True)
+    if config.lexical.retriever != "none":
+        if r.lexical is None:  # built once, on the main process: the corpus does not change
+            r.lexical = lexical_index(data, config.lexical)
+        hybrid = attach_hybrid(results, query_emb, corpus_emb, data, r.lexical)
+        print(f"\n{label}, against BM25 and fused with it:\n{format_hybrid(hybrid, results)}", flush=True)
     return results
 
 
@@ -208,6 +215,7 @@ class Run:
     eval_dims: list[int]
     out: Path
     hooks: Hooks
+    lexical: LexicalIndex | None = None  # BM25 over the eval corpus, built at the first evaluation
 
     @property
     def total_steps(self) -> int:
@@ -281,7 +289,7 @@ def after_step(r: Run, state: RunState, save: bool = True) -> None:
         and not state.selection.evaluated(state.step)
     ):
         label = f"After (step {state.step})" if state.step == r.total_steps else f"Step {state.step}"
-        results = run_eval(r.encoder, r.eval_data, r.eval_dims, r.config, r.accelerator, label)
+        results = run_eval(r, label)
         if results is not None:
             epoch = math.ceil(state.step / steps_per_epoch)
             state.selection.observe(state.step, epoch, results, r.encoder)
@@ -435,7 +443,7 @@ def fresh_state(r: Run) -> RunState:
     """A new run's state: the evaluation before training, and the selection that will keep a step."""
     before = None
     if r.config.eval.before:
-        before = run_eval(r.encoder, r.eval_data, r.eval_dims, r.config, r.accelerator, "Before")
+        before = run_eval(r, "Before")
     selection = Selection(r.config.eval.select) if r.eval_data is not None and r.config.eval.after else None
     return RunState(before=before, selection=selection)
 
@@ -488,6 +496,7 @@ def finish(r: Run, state: RunState) -> dict:
             title,
             results["frontier"]["before"],
             results["frontier"]["after"],
+            results["lexical"],
         ):
             write_atomic(r.out / "model" / "results.png", (r.out / "results.png").read_bytes())
             written.append(r.out / "results.png")

@@ -72,6 +72,12 @@ def convex(c: Candidates, weight: float, norm: str = "minmax") -> np.ndarray:
     return np.where(c.valid, fused, -np.inf)
 
 
+def convex_scores(dense: np.ndarray, lexical: np.ndarray, weight: float, norm: str = "minmax") -> np.ndarray:
+    """(C,) fused scores of one query's candidates (every one valid)."""
+    valid = np.ones((1, dense.size), dtype=bool)
+    return weight * normalized(dense[None], valid, norm)[0] + (1.0 - weight) * normalized(lexical[None], valid, norm)[0]
+
+
 def reciprocal_rank(c: Candidates, k: int = 60) -> np.ndarray:
     """(Q, C) reciprocal rank fusion scores; -inf at padding."""
     fused = sum(np.where(rank > 0, 1.0 / (k + rank), 0.0) for rank in (c.dense_rank, c.lexical_rank))

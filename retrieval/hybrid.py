@@ -121,6 +121,18 @@ def chosen_weights(
     return {dim: choose_weight(c, data, index.config.fusion_norm) for dim, c in candidates.items()}
 
 
+def attach_hybrid(
+    results: dict[int, DimResult], query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDataset, index: LexicalIndex
+) -> HybridResults:
+    """Fill each dim's `fused` (bm25, convex, rrf) and `fusion_weight`; the weight as index.config says
+    (given, or chosen on `data`)."""
+    hybrid = evaluate_hybrid(query_emb, corpus_emb, data, list(results), index)
+    for dim, result in results.items():
+        result.fused = {"bm25": hybrid.bm25, **hybrid.fused[dim]}
+        result.fusion_weight = hybrid.weights[dim]
+    return hybrid
+
+
 def format_hybrid(h: HybridResults, dense: dict[int, DimResult]) -> str:
     """Markdown: BM25, then per dim the dense model and both fusions, every metric."""
     lines = ["| dim | retriever | " + " | ".join(METRICS) + " |", "|---:|---|" + "---:|" * len(METRICS)]

@@ -57,6 +57,9 @@ class DimResult:
     # other precisions of the same dim (retrieval.frontier.attach_frontier):
     # label -> metrics, bytes_per_vector, ms_per_query
     quantized: dict[str, dict[str, float]] = field(default_factory=dict)
+    # the same questions under BM25 and fused with it (retrieval.hybrid.attach_hybrid): bm25 | convex | rrf -> result
+    fused: dict[str, DimResult] = field(default_factory=dict)
+    fusion_weight: float | None = None  # the dense weight of the convex fusion
 
 
 def score_ranking(scores: np.ndarray, rows: np.ndarray, data: IRDataset, qrels: list[dict[str, int]]) -> DimResult:

@@ -36,8 +36,10 @@ from common.processes import is_main_process, main_process_decides
 from data import DataError, PairsData, read_id_text
 from model import Encoder
 from retrieval.evaluation import encode_sharded
+from retrieval.fusion import convex_scores
+from retrieval.lexical import build_index, top_k
 from retrieval.search import exact_search, truncate_normalize
-from retrieval.settings import MineConfig, check_mine_config
+from retrieval.settings import LexicalConfig, MineConfig, check_mine_config
 
 logger = logging.getLogger(__name__)
 
@@ -243,24 +245,84 @@ def take_k(kept: list, config: MineConfig, question_index: int) -> list:
 
 
 def mine_questions(
+    ranking: Ranking, questions: list[str], corpus: list[str], relevant_to: dict[str, set[str]], config: MineConfig
+) -> list[Mined]:
+    """Select every question's negatives from its ranking (retrieval on the source's scores)."""
+    return [
+        select_negatives(ranking.rows[i], ranking.scores[i], corpus, relevant_to[q], ranking.positives[i], config, i)
+        for i, q in enumerate(questions)
+    ]
+
+
+@dataclass
+class Ranking:
+    """Each question's top rank_max corpus rows and scores under the source (best first, positives
+    included, -1 padded), and its known relevant passages' scores on the same scale."""
+
+    scores: np.ndarray  # (Q, rank_max)
+    rows: np.ndarray  # (Q, rank_max)
+    positives: list[list[float]]
+
+
+def dense_ranking(
+    query_emb: np.ndarray, passage_emb: np.ndarray, corpus_size: int, relevant_rows: list[list[int]], depth: int
+) -> Ranking:
+    """Cosine (rows are unit length) over the corpus rows of `passage_emb` (corpus, then extra passages)."""
+    scores, rows = exact_search(query_emb, passage_emb[:corpus_size], depth)  # (Q, depth) each
+    positives = [(passage_emb[r] @ query_emb[i]).tolist() for i, r in enumerate(relevant_rows)]
+    return Ranking(scores, rows, positives)
+
+
+def lexical_ranking(
+    questions: list[str],
+    passages: list[str],
+    corpus_size: int,
+    relevant_rows: list[list[int]],
+    depth: int,
+    lexical: LexicalConfig,
+) -> Ranking:
+    """BM25 over the corpus and the extra relevant passages (one index, so every positive has a score);
+    only corpus rows are candidates."""
+    index = build_index(passages, lexical)
+    depth = min(depth, corpus_size)
+    scores, rows, positives = np.empty((len(questions), depth), np.float32), np.empty((len(questions), depth), int), []
+    for block, block_scores in index.scores(questions):  # (B, N + M)
+        scores[block], rows[block] = top_k(block_scores[:, :corpus_size], depth)
+        positives += [block_scores[i, r].tolist() for i, r in enumerate(relevant_rows[block])]
+    return Ranking(scores, rows, positives)
+
+
+def hybrid_ranking(
     query_emb: np.ndarray,
     passage_emb: np.ndarray,
     questions: list[str],
-    corpus: list[str],
-    relevant_to: dict[str, set[str]],
-    passage_row: dict[str, int],
-    config: MineConfig,
-) -> list[Mined]:
-    """Search the corpus rows of `passage_emb` for every question and select its negatives."""
-    scores, rows = exact_search(query_emb, passage_emb[: len(corpus)], config.rank_max)  # (Q, rank_max) each
-    mined = []
-    for index, question in enumerate(questions):
-        relevant_rows = [passage_row[text] for text in sorted(relevant_to[question])]
-        positive_scores = (passage_emb[relevant_rows] @ query_emb[index]).tolist()  # cosine: rows are unit length
-        mined.append(
-            select_negatives(rows[index], scores[index], corpus, relevant_to[question], positive_scores, config, index)
-        )
-    return mined
+    passages: list[str],
+    corpus_size: int,
+    relevant_rows: list[list[int]],
+    depth: int,
+    lexical: LexicalConfig,
+) -> Ranking:
+    """The convex fusion (retrieval/fusion.py; dense weight lexical.fusion_weight, else 0.5) over each
+    question's pool: the dense top, the BM25 top and its relevant passages, normalised over that pool."""
+    weight = 0.5 if lexical.fusion_weight is None else lexical.fusion_weight
+    dense = dense_ranking(query_emb, passage_emb, corpus_size, relevant_rows, depth)
+    index = build_index(passages, lexical)
+    depth = min(depth, corpus_size)
+    scores = np.full((len(questions), depth), -np.inf, dtype=np.float32)
+    rows = np.full((len(questions), depth), -1, dtype=np.int64)
+    positives = []
+    for block, block_scores in index.scores(questions):  # (B, N + M)
+        bm25_rows = top_k(block_scores[:, :corpus_size], depth)[1]
+        for offset, i in enumerate(range(len(questions))[block]):
+            pool = np.union1d(np.union1d(dense.rows[i][dense.rows[i] >= 0], bm25_rows[offset]), relevant_rows[i])
+            fused = convex_scores(
+                passage_emb[pool] @ query_emb[i], block_scores[offset, pool], weight, lexical.fusion_norm
+            )  # (C,)
+            positives.append(fused[np.searchsorted(pool, relevant_rows[i])].tolist())
+            keep = pool < corpus_size  # the extra relevant passages score, but are never candidates
+            order = np.lexsort((pool[keep], -fused[keep]))[:depth]
+            rows[i, : order.size], scores[i, : order.size] = pool[keep][order], fused[keep][order]
+    return Ranking(scores, rows, positives)
 
 
 # ---------------------------------------------------------------- outputs
@@ -344,6 +406,7 @@ def mine(
     out_dir: Path,
     fingerprint_extra: dict,
     show_progress: bool = True,
+    lexical: LexicalConfig | None = None,
 ) -> MineReport | None:
     """Mine config.k negatives per question into `out_dir`, or reuse a complete identical run there.
 
@@ -351,7 +414,9 @@ def mine(
     report, the others get None (the caller waits for all). `relevant` maps a question text to every
     passage text known relevant to it (`data.known_relevant`, qrels already folded in);
     `fingerprint_extra` names the model (and e.g. the epoch) so a different one re-mines. Only the
-    encoder's `dim`, `device`, `spec` prompts and `encode` are used.
+    encoder's `dim`, `device`, `spec` prompts and `encode` are used. `config.source` ranks the
+    candidates by the model (dense), by BM25 as `lexical` says (bm25: nothing is encoded), or by
+    both fused (hybrid); the positive-aware filter compares scores on the source's own scale.
     """
     check_mine_config(config)
     if config.k == 0:
@@ -360,6 +425,8 @@ def mine(
     corpus, corpus_hash = corpus_texts(pairs, config)
     relevant_to = relevant_by_question(pairs, relevant)
     questions = list(relevant_to)
+    if config.source != "dense":  # BM25's settings decide the negatives too
+        fingerprint_extra = {**fingerprint_extra, "lexical": asdict(lexical or LexicalConfig())}
     fingerprint_hex = fingerprint(config, pairs, relevant_to, corpus_hash, fingerprint_extra)
     earlier = reusable(out_dir, fingerprint_hex) if is_main_process() else None
     if main_process_decides(earlier is not None, encoder.device):
@@ -382,11 +449,25 @@ def mine(
         len(corpus),
         len(extra),
     )
-    embedded = embed_all(encoder, questions, corpus, extra, config.batch_size, show_progress)
-    if embedded is None:
-        return None
-    passage_row = {text: row for row, text in enumerate(corpus + extra)}
-    mined = mine_questions(*embedded, questions, corpus, relevant_to, passage_row, config)
+    passages = corpus + extra
+    passage_row = {text: row for row, text in enumerate(passages)}
+    relevant_rows = [[passage_row[text] for text in sorted(relevant_to[question])] for question in questions]
+    lexical = lexical or LexicalConfig()
+    if config.source == "bm25":  # no model: the main process alone
+        if not is_main_process():
+            return None
+        ranking = lexical_ranking(questions, passages, len(corpus), relevant_rows, config.rank_max, lexical)
+    else:
+        embedded = embed_all(encoder, questions, corpus, extra, config.batch_size, show_progress)
+        if embedded is None:
+            return None
+        if config.source == "hybrid":
+            ranking = hybrid_ranking(
+                *embedded, questions, passages, len(corpus), relevant_rows, config.rank_max, lexical
+            )
+        else:
+            ranking = dense_ranking(*embedded, len(corpus), relevant_rows, config.rank_max)
+    mined = mine_questions(ranking, questions, corpus, relevant_to, config)
     rows_of = Counter(pairs.anchors)
     rows_per_question = [rows_of[question] for question in questions]
     meta = {

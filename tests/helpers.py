@@ -4,9 +4,13 @@ texts over its vocabulary, small JSONL and BEIR files, and where the repository 
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
+from collections import Counter
 from pathlib import Path
 
+import Stemmer
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,3 +59,28 @@ def tiny_beir(root, n_docs=40, n_queries=8):
     (root / "qrels").mkdir()
     (root / "qrels" / "dev.tsv").write_text("".join(f"q{i}\tc{i * 3}\t1\n" for i in range(n_queries)))
     return root
+
+
+def reference_bm25(corpus: list[str], query: str, k1: float, b: float, stem: bool, stopwords: set[str]) -> list[float]:
+    """bm25s's lucene BM25, from its definition: tokens are lower-cased words of 2+ characters, minus
+    stopwords, stemmed; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); tf / (tf + k1 (1 - b + b |d| / avgdl))."""
+    stemmer = Stemmer.Stemmer("english") if stem else None
+
+    def tokens(text: str) -> list[str]:
+        words = [w for w in re.findall(r"(?u)\b\w\w+\b", text.lower()) if w not in stopwords]
+        return stemmer.stemWords(words) if stemmer else words
+
+    docs = [tokens(text) for text in corpus]
+    lengths = [len(d) for d in docs]  # a passage of stopwords only has length 0
+    avgdl = sum(lengths) / len(docs)
+    df = Counter(t for d in docs for t in set(d))
+    out = []
+    for doc, length in zip(docs, lengths):
+        tf = Counter(doc)
+        score = 0.0
+        for t in tokens(query):
+            if t in df and tf[t]:
+                idf = math.log(1 + (len(docs) - df[t] + 0.5) / (df[t] + 0.5))
+                score += idf * tf[t] / (tf[t] + k1 * (1 - b + b * length / avgdl))
+        out.append(score)
+    return out

@@ -3,15 +3,11 @@ computations on hand-made runs with ties, and the ObliQA dev BM25 baseline (skip
 
 from __future__ import annotations
 
-import math
-import re
-from collections import Counter
-
 import numpy as np
 import pytest
-import Stemmer
 
 from data import IRDataset, load_beir
+from helpers import reference_bm25
 from retrieval.fusion import WEIGHT_GRID, Candidates, convex, pool, ranked, reciprocal_rank
 from retrieval.hybrid import chosen_weights, evaluate_hybrid
 from retrieval.lexical import build_index, lexical_search, top_k
@@ -27,31 +23,6 @@ CORPUS = [
     "The the the of of",  # stopwords only
 ]
 QUERIES = ["client money records", "disclose information", "regulators inspecting", "zebra"]
-
-
-def reference_bm25(corpus: list[str], query: str, k1: float, b: float, stem: bool, stopwords: set[str]) -> list[float]:
-    """bm25s's lucene BM25, from its definition: tokens are lower-cased words of 2+ characters, minus
-    stopwords, stemmed; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); tf / (tf + k1 (1 - b + b |d| / avgdl))."""
-    stemmer = Stemmer.Stemmer("english") if stem else None
-
-    def tokens(text: str) -> list[str]:
-        words = [w for w in re.findall(r"(?u)\b\w\w+\b", text.lower()) if w not in stopwords]
-        return stemmer.stemWords(words) if stemmer else words
-
-    docs = [tokens(text) for text in corpus]
-    lengths = [len(d) for d in docs]  # a passage of stopwords only has length 0
-    avgdl = sum(lengths) / len(docs)
-    df = Counter(t for d in docs for t in set(d))
-    out = []
-    for doc, length in zip(docs, lengths):
-        tf = Counter(doc)
-        score = 0.0
-        for t in tokens(query):
-            if t in df and tf[t]:
-                idf = math.log(1 + (len(docs) - df[t] + 0.5) / (df[t] + 0.5))
-                score += idf * tf[t] / (tf[t] + k1 * (1 - b + b * length / avgdl))
-        out.append(score)
-    return out
 
 
 @pytest.mark.parametrize("stem,stopwords", [(False, None), (True, "en")])
@@ -224,8 +195,24 @@ def test_evaluate_cli_reports_bm25_and_the_fused_model(tmp_path, tiny_bert):
     data_dir = tiny_beir(tmp_path / "beir")
     (data_dir / "qrels" / "train.tsv").write_text("".join(f"q{i}\tc{i * 3}\t1\n" for i in range(8)))
     out = tmp_path / "m.json"
-    report = evaluate.main(["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev", "--dims", "32,8",
-                            "--stemmer", "none", "--out", str(out), "--resamples", "200"])
+    report = evaluate.main(
+        [
+            "--model",
+            str(tiny_bert),
+            "--data",
+            str(data_dir),
+            "--split",
+            "dev",
+            "--dims",
+            "32,8",
+            "--stemmer",
+            "none",
+            "--out",
+            str(out),
+            "--resamples",
+            "200",
+        ]
+    )
     lexical = json.loads(out.read_text())["lexical"]
     data = load_beir(data_dir, "dev")
     index = build_index(data.corpus_texts, LexicalConfig(stemmer=None))
@@ -235,21 +222,53 @@ def test_evaluate_cli_reports_bm25_and_the_fused_model(tmp_path, tiny_bert):
     assert set(lexical["versus_bm25"]) == {"dense", "convex", "rrf"}
     dense_vs = lexical["versus_bm25"]["dense"]["32"]["ndcg@10"]
     assert dense_vs["base"] == pytest.approx(want.metrics["ndcg@10"]) and dense_vs["new"] == report["32"]["ndcg@10"]
-    given = evaluate.main(["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev", "--dims", "32",
-                           "--fusion-weight", "0.3", "--resamples", "100"])
+    given = evaluate.main(
+        [
+            "--model",
+            str(tiny_bert),
+            "--data",
+            str(data_dir),
+            "--split",
+            "dev",
+            "--dims",
+            "32",
+            "--fusion-weight",
+            "0.3",
+            "--resamples",
+            "100",
+        ]
+    )
     assert given["lexical"]["fused"]["32"]["convex"]["weight"] == 0.3 and given["lexical"]["weights_from"] == "given"
-    elsewhere = evaluate.main(["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev", "--dims", "32",
-                               "--fusion-weight-from", "train", "--resamples", "100"])
+    elsewhere = evaluate.main(
+        [
+            "--model",
+            str(tiny_bert),
+            "--data",
+            str(data_dir),
+            "--split",
+            "dev",
+            "--dims",
+            "32",
+            "--fusion-weight-from",
+            "train",
+            "--resamples",
+            "100",
+        ]
+    )
     assert elsewhere["lexical"]["weights_from"] == "train"
-    assert "lexical" not in evaluate.main(["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev",
-                                           "--lexical", "none"])
+    assert "lexical" not in evaluate.main(
+        ["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev", "--lexical", "none"]
+    )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--bm25-b", "2"], "lexical.b: 2.0 must be in"),
-    (["--fusion-weight", "0.5", "--fusion-weight-from", "train"], "give one"),
-    (["--fusion-weight-from", "dev"], "the split evaluated"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--bm25-b", "2"], "lexical.b: 2.0 must be in"),
+        (["--fusion-weight", "0.5", "--fusion-weight-from", "train"], "give one"),
+        (["--fusion-weight-from", "dev"], "the split evaluated"),
+    ],
+)
 def test_evaluate_cli_rejects_bad_lexical_flags(tmp_path, argv, message):
     import evaluate
     from helpers import tiny_beir

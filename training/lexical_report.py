@@ -1,0 +1,131 @@
+"""The run against the baseline a user already has: BM25, and the model fused with it.
+
+results.json's `lexical` section (BM25, the base and the fine-tuned model fused with it at every
+dim with the dense weight, and the paired changes that answer "did fine-tuning beat BM25, alone and
+fused, and did it beat the untouched model fused?"), results.md's table of the same, and the model
+card's one-paragraph verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from retrieval.metrics import DimResult
+from retrieval.stats import compare_per_query, format_comparison
+from training.config import Config
+
+SHOWN = ("ndcg@10", "recall@10", "map@10")  # the shared task's metrics, and ours
+# (name, new, base): each a (label, kind); kind "dense" is the model alone, "convex" fused with BM25
+CHANGES = (
+    ("after_vs_bm25", ("after", "dense"), ("bm25", None)),
+    ("after_fused_vs_bm25", ("after", "convex"), ("bm25", None)),
+    ("after_fused_vs_before_fused", ("after", "convex"), ("before", "convex")),
+    ("before_fused_vs_bm25", ("before", "convex"), ("bm25", None)),
+)
+
+
+def _bm25(before: dict[int, DimResult] | None, after: dict[int, DimResult] | None) -> DimResult | None:
+    for results in (after, before):
+        for result in (results or {}).values():
+            if "bm25" in result.fused:
+                return result.fused["bm25"]
+    return None
+
+
+def _per_query(label: str, kind: str | None, runs: dict, dims: list[int]) -> dict[int, dict] | None:
+    if label == "bm25":
+        return {dim: runs["bm25"].per_query for dim in dims}
+    results = runs[label]
+    if not results:
+        return None
+    return {dim: (results[dim] if kind == "dense" else results[dim].fused[kind]).per_query for dim in dims}
+
+
+def lexical_summary(
+    config: Config, before: dict[int, DimResult] | None, after: dict[int, DimResult] | None, resamples: int = 10000
+) -> dict | None:
+    """results.json's `lexical` section; None when BM25 was not scored."""
+    bm25 = _bm25(before, after)
+    if bm25 is None:
+        return None
+    summary: dict = {"bm25": bm25.metrics, "settings": asdict(config.lexical)}
+    for label, results in (("before", before), ("after", after)):
+        if results:
+            summary[label] = {
+                str(dim): {
+                    "convex": {**r.fused["convex"].metrics, "weight": r.fusion_weight},
+                    "rrf": r.fused["rrf"].metrics,
+                }
+                for dim, r in results.items()
+            }
+    summary["weight_chosen_on"] = (
+        "given" if config.lexical.fusion_weight is not None else "chosen on the eval split (optimistic)"
+    )
+    runs = {"bm25": bm25, "before": before, "after": after}
+    dims = list((after or before).keys())
+    summary["changes"] = {}
+    for name, new, base in CHANGES:
+        new_q, base_q = _per_query(*new, runs, dims), _per_query(*base, runs, dims)
+        if new_q is not None and base_q is not None:
+            found = compare_per_query(base_q, new_q, SHOWN, resamples)
+            summary["changes"][name] = {str(d): by_metric for d, by_metric in found.items()}
+    return summary
+
+
+def lexical_markdown(summary: dict | None) -> list[str]:
+    """NDCG@10 of BM25, the base, the base fused, the model and the model fused, per dim; the paired changes."""
+    if not summary:
+        return []
+    dims = list(summary.get("after") or summary.get("before"))
+    lines = [
+        "## Against BM25, the baseline you already have",
+        "",
+        f"BM25: NDCG@10 {summary['bm25']['ndcg@10']:.4f}, Recall@10 {summary['bm25']['recall@10']:.4f}, "
+        f"MAP@10 {summary['bm25']['map@10']:.4f}. Fused: the convex combination of per-query "
+        f"{summary['settings']['fusion_norm']}-normalised scores, the dense weight w "
+        f"{summary['weight_chosen_on']}.",
+        "",
+        "| dim | base + BM25 (w) | fine-tuned + BM25 (w) | base + BM25 RRF | fine-tuned + BM25 RRF |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for dim in dims:
+        cells = []
+        for kind in ("convex", "rrf"):
+            for label in ("before", "after"):
+                point = (summary.get(label) or {}).get(dim, {}).get(kind)
+                weight = f" ({point['weight']:.2f})" if point and kind == "convex" else ""
+                cells.append(f"{point['ndcg@10']:.4f}{weight}" if point else "")
+        lines.append(f"| {dim} | " + " | ".join([cells[0], cells[1], cells[2], cells[3]]) + " |")
+    titles = {
+        "after_vs_bm25": "The fine-tuned model alone against BM25",
+        "after_fused_vs_bm25": "The fine-tuned model fused with BM25 against BM25",
+        "after_fused_vs_before_fused": "Fused: the fine-tuned model against the base model (the value of fine-tuning "
+        "for a hybrid user)",
+        "before_fused_vs_bm25": "The base model fused with BM25 against BM25",
+    }
+    for name, by_dim in summary["changes"].items():
+        lines += ["", f"### {titles[name]}", "", format_comparison({int(d): v for d, v in by_dim.items()}, SHOWN)]
+    return lines + [""]
+
+
+def lexical_verdict(summary: dict | None) -> list[str]:
+    """The model card's paragraph: does the model beat BM25 at full size, alone and fused, with what weight."""
+    if not summary or not summary.get("after"):
+        return []
+    changes = summary["changes"]
+    full = max(summary["after"], key=int)
+
+    def said(name: str) -> str:
+        c = changes[name][full]["ndcg@10"]
+        verdict = "beats" if c["lo"] > 0 else ("falls below" if c["hi"] < 0 else "does not clearly differ from")
+        return f"{c['new']:.4f}, {c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]: {verdict}"
+
+    weight = summary["after"][full]["convex"]["weight"]
+    text = (
+        f"On the eval set BM25 scores NDCG@10 {summary['bm25']['ndcg@10']:.4f}. At {full} dims the model alone "
+        f"scores {said('after_vs_bm25')} BM25; fused with BM25 (dense weight {weight:.2f}, "
+        f"{summary['weight_chosen_on']}) {said('after_fused_vs_bm25')} BM25."
+    )
+    if "after_fused_vs_before_fused" in changes:
+        text += f" Against the base model fused the same way: {said('after_fused_vs_before_fused')} it."
+    return ["## Against BM25", "", text + " Intervals: 95% paired bootstrap over the eval questions.", ""]
