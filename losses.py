@@ -33,6 +33,7 @@ class LossSpec:
     weights: list[float] | None = None
     temperature: float = 0.05
     symmetric: bool = False
+    lexical_scale: float = 0.0  # beta: logits gain beta x the lexical prior (training for the hybrid); 0: off
 
     def dim_weights(self) -> list[float]:
         return list(self.weights) if self.weights else [1.0] * len(self.dims)
@@ -72,6 +73,7 @@ def infonce_per_dim(
     labels: torch.Tensor | None = None,
     known: torch.Tensor | None = None,
     q_all: torch.Tensor | None = None,
+    lexical: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(len(spec.dims),) InfoNCE loss of the B queries at each Matryoshka dim, float32 under any autocast.
 
@@ -80,20 +82,34 @@ def infonce_per_dim(
     module docstring). spec.symmetric averages in the document->query term: each
     query's positive against all G queries `q_all` (default q, when B = G), the G queries being
     in positive-row order. Each dim slices the full embeddings: nothing is re-run per dim.
+
+    lexical: (G, M) float32, a fixed prior per (row g's question, candidate) in [0, 1] (the
+    question's BM25 score of the candidate over its best): with spec.lexical_scale beta > 0 every
+    logit becomes cos / temperature + beta x prior, the softmax of a fused score in which only the
+    cosine has a gradient, so the model is trained where BM25 is wrong (after CLEAR, Gao et al. 2021,
+    which trains the dense model on the residual of the lexical score).
     """
     labels = torch.arange(q.shape[0], device=q.device) if labels is None else labels
     q_all = q if q_all is None else q_all  # (G, D)
     losses = []
     with torch.autocast(q.device.type, enabled=False):  # logits, softmax and the masks in float32
         masks = false_negative_masks(labels, known) if known is not None else None
+        prior = None
+        if lexical is not None and spec.lexical_scale:
+            prior = spec.lexical_scale * lexical.float()  # (G, M), no gradient: a constant of the data
         for dim in spec.dims:
             logits = infonce_logits(q, d, dim, spec.temperature)  # (B, M)
+            if prior is not None:
+                logits = logits + prior[labels]
             if masks is not None:
                 logits = logits.masked_fill(masks[0], float("-inf"))
             loss = F.cross_entropy(logits, labels)
             if spec.symmetric:
                 mask = masks[1] if masks is not None else None
-                loss = (loss + _document_to_query(q_all, d[labels], dim, spec.temperature, labels, mask)) / 2
+                to_queries = prior[:, labels].T if prior is not None else None  # (B, G)
+                loss = (
+                    loss + _document_to_query(q_all, d[labels], dim, spec.temperature, labels, mask, to_queries)
+                ) / 2
             losses.append(loss)
     return torch.stack(losses)
 
@@ -105,10 +121,14 @@ def _document_to_query(
     temperature: float,
     labels: torch.Tensor,
     mask: torch.Tensor | None,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each query's positive (B, D) against all G queries; the target is its own query, row labels[i].
-    mask: (B, G), True where positive i's text is known relevant to query g's question."""
+    mask: (B, G), True where positive i's text is known relevant to query g's question; prior: (B, G)
+    added to the logits (the lexical prior of query g and positive i)."""
     logits = infonce_logits(positives, q_all, dim, temperature)  # (B, G)
+    if prior is not None:
+        logits = logits + prior
     if mask is not None:
         logits = logits.masked_fill(mask, float("-inf"))
     return F.cross_entropy(logits, labels)

@@ -42,7 +42,7 @@ from model import Encoder, ModelConfig
 from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
 from retrieval.frontier import attach_frontier
 from retrieval.hybrid import attach_hybrid, format_hybrid, lexical_index
-from retrieval.lexical import LexicalIndex
+from retrieval.lexical import LexicalIndex, LexicalPrior
 from retrieval.metrics import DimResult, format_table
 from training.checkpoint import (
     RunState,
@@ -128,7 +128,8 @@ def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
     select_dim = config.eval.select.rpartition(":")[2]
     if select_dim.isdecimal() and int(select_dim) not in eval_dims:
         raise ConfigError(f"eval.select: dim {select_dim} is not among the eval dims {eval_dims}")
-    return LossSpec(dims, weights, config.loss.temperature, config.loss.symmetric), eval_dims
+    spec = LossSpec(dims, weights, config.loss.temperature, config.loss.symmetric, config.loss.lexical_scale)
+    return spec, eval_dims
 
 
 def make_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
@@ -216,6 +217,7 @@ class Run:
     out: Path
     hooks: Hooks
     lexical: LexicalIndex | None = None  # BM25 over the eval corpus, built at the first evaluation
+    prior: LexicalPrior | None = None  # BM25 over the table's passages (loss.lexical_scale > 0)
 
     @property
     def total_steps(self) -> int:
@@ -250,7 +252,9 @@ def logged_step(line: str) -> float:
 def train_step(r: Run, global_rows: np.ndarray, tokens: dict, step: int) -> dict:
     """One optimiser step on one global batch; returns its log record."""
     start = time.perf_counter()
-    batch = make_step_batch(r.table, tokens, global_rows, r.accelerator.process_index, r.accelerator.num_processes)
+    batch = make_step_batch(
+        r.table, tokens, global_rows, r.accelerator.process_index, r.accelerator.num_processes, r.prior
+    )
     if r.hooks.step_batch:
         r.hooks.step_batch(batch, global_rows, r.table, tokens)
     lr = lr_at(step, r.total_steps, r.config.train.lr, r.config.train.warmup_ratio, r.config.train.min_lr_ratio)
@@ -311,6 +315,7 @@ def train_loop(r: Run, state: RunState) -> None:
         if refresh and epoch and epoch % refresh == 0 and r.sampler.position == 0 and state.mined_epoch != epoch:
             r.sampler.table = r.table = load_table(r.table_source, epoch)
             tokens, state.mined_epoch = tokenize_table(r.encoder, r.table), epoch
+            r.prior = lexical_prior(r.table, r.config)
         for global_rows in r.sampler:
             start = time.perf_counter()
             record = train_step(r, global_rows, tokens, state.step)
@@ -428,8 +433,16 @@ def set_up(
         eval_dims=eval_dims,
         out=out,
         hooks=hooks,
+        prior=lexical_prior(table, config),
     )
     return r, ((checkpoint, saved) if checkpoint else None)
+
+
+def lexical_prior(table: TrainTable, config: Config) -> LexicalPrior | None:
+    """BM25 of the table's questions against its passages, for a loss trained for the hybrid."""
+    if not config.loss.lexical_scale:
+        return None
+    return LexicalPrior(table.anchor_texts, table.passage_texts, config.lexical)
 
 
 def seed_and_determinism(config: Config) -> None:

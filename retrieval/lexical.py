@@ -80,3 +80,27 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.lexsort((chosen, -scores[row, chosen]))
         rows_out[row] = chosen[order]
     return np.take_along_axis(scores, rows_out, 1), rows_out
+
+
+class LexicalPrior:
+    """Each training question's BM25 score of each training passage, over its best (in [0, 1]):
+    the fixed prior a loss trained for the hybrid adds to its logits. Computed per step for the
+    questions of the global batch only, so memory stays at (G, passages)."""
+
+    def __init__(self, questions: list[str], passages: list[str], config: LexicalConfig):
+        self.index = build_index(passages, config)
+        self.question_tokens = [self.index.retriever.get_tokens_ids(t) for t in tokens_of(questions, config)]
+
+    def scores(self, question_ids: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
+        """(G, M) float32: question question_ids[g] against passage passage_ids[m] (0 where it is -1)."""
+        out = np.zeros((len(question_ids), len(passage_ids)), dtype=np.float32)
+        valid = passage_ids >= 0
+        for row, question in enumerate(question_ids.tolist()):
+            ids = self.question_tokens[question]
+            if not ids:
+                continue
+            full = self.index.retriever.get_scores_from_ids(ids)  # (P,)
+            best = full.max()
+            if best > 0:
+                out[row, valid] = full[passage_ids[valid]] / best
+        return out

@@ -275,3 +275,20 @@ def test_evaluate_cli_rejects_bad_lexical_flags(tmp_path, argv, message):
 
     with pytest.raises(SystemExit, match=message):
         evaluate.main(["--data", str(tiny_beir(tmp_path / "beir")), "--split", "dev", *argv])
+
+
+def test_lexical_prior_is_bm25_over_the_question_best():
+    import bm25s.stopwords
+
+    from retrieval.lexical import LexicalPrior
+
+    prior = LexicalPrior(QUERIES, CORPUS, LexicalConfig())
+    passage_ids = np.array([5, 0, -1, 3, 1])
+    got = prior.scores(np.array([0, 1, 3, 0]), passage_ids)
+    words = set(bm25s.stopwords.STOPWORDS_EN)
+    for row, question in enumerate([0, 1, 3, 0]):
+        full = reference_bm25(CORPUS, QUERIES[question], 1.5, 0.75, True, words)
+        best = max(full)
+        want = [full[p] / best if best > 0 and p >= 0 else 0.0 for p in passage_ids]
+        np.testing.assert_allclose(got[row], want, rtol=1e-5, atol=1e-6)
+    assert got.max() == pytest.approx(1.0) and not got[2].any()  # the best passage is 1; "zebra" matches none

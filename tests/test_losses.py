@@ -15,13 +15,26 @@ from losses import LossSpec, false_negative_masks, infonce_per_dim, matryoshka_i
 
 
 def reference_loss(
-    q, d, dims, weights, temperature, labels, text=None, question=None, relevant=None, symmetric=False, q_all=None
+    q,
+    d,
+    dims,
+    weights,
+    temperature,
+    labels,
+    text=None,
+    question=None,
+    relevant=None,
+    symmetric=False,
+    q_all=None,
+    prior=None,
 ):
     """Plain Python loops in float64: per query row, a log-softmax over the unmasked candidates.
 
     text[j]: candidate j's text id (None: an empty slot); question[g]: row g's question id;
-    relevant: question id -> the set of text ids known relevant to it (default: none).
+    relevant: question id -> the set of text ids known relevant to it (default: none);
+    prior[g][j]: added to the logit of row g's query and candidate j (already scaled; default 0).
     """
+    extra = (lambda g, j: float(prior[g][j])) if prior is not None else (lambda g, j: 0.0)
     q_all = q if q_all is None else q_all
     groups = q_all.shape[0]
     text = text if text is not None else list(range(d.shape[0]))  # no ids: all texts distinct
@@ -44,15 +57,17 @@ def reference_loss(
         score = lambda a, b: sum(x * y for x, y in zip(a, b)) / temperature  # noqa: E731
         forward = 0.0
         for i, qi in enumerate(qs):
-            kept = [score(qi, dj) for j, dj in enumerate(ds) if not masked(i, j)]
-            forward += -(score(qi, ds[labels[i]]) - math.log(sum(math.exp(s) for s in kept)))
+            kept = [score(qi, dj) + extra(labels[i], j) for j, dj in enumerate(ds) if not masked(i, j)]
+            own = score(qi, ds[labels[i]]) + extra(labels[i], labels[i])
+            forward += -(own - math.log(sum(math.exp(s) for s in kept)))
         loss = forward / len(qs)
         if symmetric:
             backward = 0.0
             for i in range(len(qs)):
                 p = ds[labels[i]]
-                kept = [score(p, qg) for g, qg in enumerate(qa) if not masked_query(i, g)]
-                backward += -(score(p, qa[labels[i]]) - math.log(sum(math.exp(s) for s in kept)))
+                kept = [score(p, qg) + extra(g, labels[i]) for g, qg in enumerate(qa) if not masked_query(i, g)]
+                own = score(p, qa[labels[i]]) + extra(labels[i], labels[i])
+                backward += -(own - math.log(sum(math.exp(s) for s in kept)))
             loss = (loss + backward / len(qs)) / 2
         total += weight * loss
     return total
@@ -232,3 +247,52 @@ def test_float32_logits_under_bf16_autocast():
     assert seen and all(dtype == torch.float32 for dtype in seen)
     want = reference_loss(q.float(), d.float(), [16, 8], [1.0, 1.0], 0.05, list(range(6)))
     assert ours.item() == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_lexical_prior_matches_the_float64_loop_and_has_no_gradient(symmetric):
+    """Training for the hybrid: each logit gains lexical_scale x the prior of its (question, candidate)."""
+    q, d, text, question, relevant = make_case(batch=8, negatives=1, duplicates=True)
+    known = known_from(text, question, relevant)
+    prior = torch.rand(8, d.shape[0], generator=torch.Generator().manual_seed(5))  # (G, M) in [0, 1)
+    spec = LossSpec([16, 4], [1.0, 0.5], symmetric=symmetric, lexical_scale=3.0)
+    qd, dd = q.double().requires_grad_(True), d.double()
+    ours = matryoshka_infonce(infonce_per_dim(qd, dd, spec, known=known, lexical=prior), [1.0, 0.5])
+    want = reference_loss(
+        q,
+        d,
+        [16, 4],
+        [1.0, 0.5],
+        0.05,
+        list(range(8)),
+        text,
+        question,
+        relevant,
+        symmetric,
+        prior=(3.0 * prior.double()).tolist(),
+    )
+    assert ours.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
+    without = matryoshka_infonce(
+        infonce_per_dim(qd, dd, LossSpec([16, 4], symmetric=symmetric), known=known), [1.0, 0.5]
+    )
+    assert abs(ours.item() - without.item()) > 1e-3  # the prior changes the loss
+    ours.backward()
+    assert not prior.requires_grad and qd.grad is not None
+    # a shared prior share by share sums to the whole, as on several processes
+    rows = torch.arange(4, 8)
+    share = infonce_per_dim(q[rows].double(), dd, spec, labels=rows, known=known, q_all=q.double(), lexical=prior)
+    want_share = reference_loss(
+        q[rows],
+        d,
+        [16, 4],
+        [1.0, 1.0],
+        0.05,
+        rows.tolist(),
+        text,
+        question,
+        relevant,
+        symmetric,
+        q_all=q,
+        prior=(3.0 * prior.double()).tolist(),
+    )
+    assert share.sum().item() == pytest.approx(want_share, abs=1e-6, rel=1e-9)

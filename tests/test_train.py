@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -641,3 +642,29 @@ def test_mine_from_bm25_then_train(tiny_bert, tiny_task, tmp_path):
     assert all(not set(m["negatives"]) & relevant[m["anchor"]] for m in mined)
     meta = json.loads((run / "hard_negatives" / "start" / "meta.json").read_text())
     assert meta["settings"]["source"] == "bm25" and "lexical" in meta["fingerprint_extra"]
+
+
+def test_training_for_the_hybrid_feeds_the_bm25_prior_to_the_loss(tiny_bert, tiny_task, tmp_path):
+    """loss.lexical_scale > 0: each step's batch carries the BM25 prior of its questions and candidates
+    in the gathered layout, and the run trains (a different loss from the same start)."""
+    from retrieval.lexical import LexicalPrior
+    from retrieval.settings import LexicalConfig
+
+    seen = []
+
+    def step_batch(batch, global_rows, table, tokens):
+        prior = LexicalPrior(table.anchor_texts, table.passage_texts, LexicalConfig(stemmer=None))
+        candidates = np.concatenate([table.positive_ids[global_rows], table.negative_ids[global_rows].reshape(-1)])
+        seen.append(
+            torch.equal(batch.lexical, torch.from_numpy(prior.scores(table.anchor_ids[global_rows], candidates)))
+        )
+
+    extra = ("--lexical.stemmer", "null", "--eval.before", "false", "--lexical.retriever", "none")
+    hybrid = train.main(
+        tiny_args(tiny_bert, tiny_task, tmp_path / "h", "--loss.lexical_scale", "4", *extra),
+        hooks=train.Hooks(step_batch=step_batch),
+    )
+    plain = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "p", *extra))
+    assert seen == [True, True] and hybrid["steps"] == plain["steps"] == 2
+    logs = [json.loads((tmp_path / r / "train_log.jsonl").read_text().splitlines()[0])["loss"] for r in ("h", "p")]
+    assert logs[0] != logs[1]

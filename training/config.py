@@ -38,6 +38,7 @@ class LossConfig:
     weights: list[float] = field(default_factory=list)  # one per dim; []: all 1
     temperature: float = 0.05  # logits = cos / temperature (scale 20)
     symmetric: bool = False  # add the document->query term
+    lexical_scale: float = 0.0  # train for the hybrid: logits + this x the BM25 prior (lexical.*); 0: off
 
 
 @dataclass
@@ -243,6 +244,8 @@ def check_train(t: TrainConfig) -> None:
 
 
 def check_loss(loss: LossConfig) -> None:
+    if loss.lexical_scale < 0:
+        raise ConfigError(f"loss.lexical_scale: must be >= 0 (0: off), got {loss.lexical_scale}")
     if loss.temperature <= 0:
         raise ConfigError(f"loss.temperature: must be > 0, got {loss.temperature}")
     if loss.weights and len(loss.weights) != len(loss.dims):

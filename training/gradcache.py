@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from data import TrainTable
 from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import Encoder
+from retrieval.lexical import LexicalPrior
 from training.distributed import all_gather_with_grad
 
 
@@ -66,13 +67,19 @@ class StepBatch:
     share: int  # b
     labels: torch.Tensor  # (b,) rows of this share's positives among the G gathered positives
     known: torch.Tensor  # (G, G·(1+k)) bool: candidates known relevant to row g's question, or empty slots
+    lexical: torch.Tensor | None = None  # (G, G·(1+k)) float32 BM25 prior (loss.lexical_scale > 0), else None
 
 
 def make_step_batch(
-    table: TrainTable, tokens: dict[str, list[list[int]]], global_rows: np.ndarray, rank: int, world_size: int
+    table: TrainTable,
+    tokens: dict[str, list[list[int]]],
+    global_rows: np.ndarray,
+    rank: int,
+    world_size: int,
+    prior: LexicalPrior | None = None,
 ) -> StepBatch:
-    """Every process knows the whole table and global batch, so the mask of the gathered layout is
-    computed locally (no communication): equal to gathering it, and free."""
+    """Every process knows the whole table and global batch, so the mask of the gathered layout (and
+    the lexical prior, with `prior`) is computed locally (no communication): equal to gathering it, and free."""
     share = len(global_rows) // world_size
     rows = global_rows[rank * share : (rank + 1) * share]
     passage = lambda i: tokens["passage"][i] if i >= 0 else tokens["empty"]  # noqa: E731
@@ -81,11 +88,16 @@ def make_step_batch(
         + [tokens["passage"][i] for i in table.positive_ids[rows]]
         + [passage(i) for i in table.negative_ids[rows].reshape(-1)]
     )
+    lexical = None
+    if prior is not None:
+        candidates = np.concatenate([table.positive_ids[global_rows], table.negative_ids[global_rows].reshape(-1)])
+        lexical = torch.from_numpy(prior.scores(table.anchor_ids[global_rows], candidates))  # (G, M)
     return StepBatch(
         token_ids,
         share,
         torch.arange(rank * share, (rank + 1) * share),
         torch.from_numpy(table.known_mask(global_rows)),
+        lexical,
     )
 
 
@@ -134,7 +146,8 @@ def loss_and_rep_grads(
     q_all = all_gather_with_grad(q) if loss.symmetric else None  # (G, D)
     # Host-to-device copies are non_blocking: a blocking one waits for all queued GPU work.
     labels, known = (t.to(device, non_blocking=True) for t in (batch.labels, batch.known))
-    per_dim = infonce_per_dim(q, d, loss, labels, known, q_all)
+    lexical = batch.lexical.to(device, non_blocking=True) if batch.lexical is not None else None
+    per_dim = infonce_per_dim(q, d, loss, labels, known, q_all, lexical)
     total = matryoshka_infonce(per_dim, loss.dim_weights())
     (grad,) = torch.autograd.grad(total, reps)
     return total.detach(), per_dim.detach(), grad
