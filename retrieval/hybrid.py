@@ -16,7 +16,7 @@ import numpy as np
 
 from data import IRDataset
 from retrieval.fusion import WEIGHT_GRID, Candidates, convex, pool, ranked, reciprocal_rank
-from retrieval.lexical import LexicalIndex, build_index, top_k
+from retrieval.lexical import LexicalIndex, build_index, matched_top_k
 from retrieval.metrics import METRICS, TOP_K, DimResult, score_ranking
 from retrieval.search import exact_search, truncate_normalize
 from retrieval.settings import LexicalConfig
@@ -51,8 +51,8 @@ def candidates_by_dim(
         dense_rows[dim] = exact_search(*normalized[dim], k)[1]  # (Q, k)
     parts: dict[int, list] = {dim: [] for dim in dims}
     lexical_parts = []
-    for block, scores in index.scores(data.query_texts):  # scores: (B, N)
-        lexical_scores, lexical_rows = top_k(scores, k)
+    for block, scores, matched in index.scores(data.query_texts):  # scores, matched: (B, N)
+        lexical_scores, lexical_rows = matched_top_k(scores, matched, k)
         lexical_parts.append((lexical_scores, lexical_rows))
         for dim in dims:
             rows, dense_rank, lexical_rank = pool(dense_rows[dim][block], lexical_rows)  # (B, C) each

@@ -6,7 +6,9 @@ Scores follow bm25s's definition for the chosen method; for `lucene` (the defaul
 passage d of |d| tokens score sum over q's tokens t of
     idf(t) * tf(t, d) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl)),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)),
 where tokens are lower-cased words of two or more characters, stopwords removed, then stemmed.
-A query token the corpus never holds adds nothing; a query with no known token scores 0 everywhere.
+A query token the corpus never holds adds nothing. A passage that holds none of the query's tokens
+is not retrieved at all: BM25's ranked list holds only the passages that match (so a query with no
+known token retrieves nothing), and fusion and mining never take a non-matching passage from it.
 """
 
 from __future__ import annotations
@@ -39,16 +41,21 @@ class LexicalIndex:
     config: LexicalConfig
     size: int  # passages
 
-    def scores(self, query_texts: list[str]) -> Iterator[tuple[slice, np.ndarray]]:
-        """(rows of the queries, (B, N) float32 BM25 scores of every passage), a block of queries at a time."""
+    def scores(self, query_texts: list[str]) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """(rows of the queries, (B, N) float32 BM25 scores of every passage, (B, N) bool: the passage
+        holds at least one of the query's tokens), a block of queries at a time."""
+        index = self.retriever.scores  # bm25s's token-major sparse matrix: indptr by token, doc indices
         for start in range(0, len(query_texts), BLOCK):
             block = tokens_of(query_texts[start : start + BLOCK], self.config)
             scores = np.zeros((len(block), self.size), dtype=np.float32)
+            matched = np.zeros((len(block), self.size), dtype=bool)
             for row, tokens in enumerate(block):
                 ids = self.retriever.get_tokens_ids(tokens)
                 if ids:
                     scores[row] = self.retriever.get_scores_from_ids(ids)
-            yield slice(start, start + len(block)), scores
+                    for token in ids:
+                        matched[row, index["indices"][index["indptr"][token] : index["indptr"][token + 1]]] = True
+            yield slice(start, start + len(block)), scores, matched
 
 
 def build_index(corpus_texts: list[str], config: LexicalConfig) -> LexicalIndex:
@@ -60,13 +67,19 @@ def build_index(corpus_texts: list[str], config: LexicalConfig) -> LexicalIndex:
 
 def lexical_search(index: LexicalIndex, query_texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by BM25: (Q, k) scores and corpus rows under the project's tie rule (score descending,
-    then corpus order); a query's passages scoring 0 come after every scoring one, in corpus order."""
+    then corpus order), of the passages that match the query; -1 (score -inf) past them."""
     k = min(k, index.size)
     top_scores = np.empty((len(query_texts), k), dtype=np.float32)
     top_rows = np.empty((len(query_texts), k), dtype=np.int64)
-    for rows, scores in index.scores(query_texts):
-        top_scores[rows], top_rows[rows] = top_k(scores, k)
+    for rows, scores, matched in index.scores(query_texts):
+        top_scores[rows], top_rows[rows] = matched_top_k(scores, matched, k)
     return top_scores, top_rows
+
+
+def matched_top_k(scores: np.ndarray, matched: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """top_k over the matching passages only: (B, k) scores and rows, -inf and -1 past the matches."""
+    top_scores, top_rows = top_k(np.where(matched, scores, -np.inf), k)
+    return top_scores, np.where(np.isfinite(top_scores), top_rows, -1)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

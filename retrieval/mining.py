@@ -37,7 +37,7 @@ from data import DataError, PairsData, read_id_text
 from model import Encoder
 from retrieval.evaluation import encode_sharded
 from retrieval.fusion import convex_scores
-from retrieval.lexical import build_index, top_k
+from retrieval.lexical import build_index, matched_top_k
 from retrieval.search import exact_search, truncate_normalize
 from retrieval.settings import LexicalConfig, MineConfig, check_mine_config
 
@@ -212,6 +212,8 @@ def select_negatives(
 ) -> Mined:
     """Apply the four filters in order to one question's (rank_max,) ranking, then take k."""
     threshold = None if config.max_relative is None else config.max_relative * min(positive_scores)
+    if threshold is not None and config.source != "dense" and min(positive_scores) <= 0:
+        threshold = None  # a positive BM25 does not match (or the fused pool's minimum): no scale to filter by
     removed: Counter = Counter({name: 0 for name in FILTERS})
     kept, filtered = [], []
     for rank, (row, score) in enumerate(zip(ranked_rows.tolist(), ranked_scores.tolist()), start=1):
@@ -286,8 +288,8 @@ def lexical_ranking(
     index = build_index(passages, lexical)
     depth = min(depth, corpus_size)
     scores, rows, positives = np.empty((len(questions), depth), np.float32), np.empty((len(questions), depth), int), []
-    for block, block_scores in index.scores(questions):  # (B, N + M)
-        scores[block], rows[block] = top_k(block_scores[:, :corpus_size], depth)
+    for block, block_scores, matched in index.scores(questions):  # (B, N + M)
+        scores[block], rows[block] = matched_top_k(block_scores[:, :corpus_size], matched[:, :corpus_size], depth)
         positives += [block_scores[i, r].tolist() for i, r in enumerate(relevant_rows[block])]
     return Ranking(scores, rows, positives)
 
@@ -311,13 +313,13 @@ def hybrid_ranking(
     scores = np.full((len(questions), depth), -np.inf, dtype=np.float32)
     rows = np.full((len(questions), depth), -1, dtype=np.int64)
     positives = []
-    for block, block_scores in index.scores(questions):  # (B, N + M)
-        bm25_rows = top_k(block_scores[:, :corpus_size], depth)[1]
+    for block, block_scores, matched in index.scores(questions):  # (B, N + M)
+        bm25_rows = matched_top_k(block_scores[:, :corpus_size], matched[:, :corpus_size], depth)[1]
         for offset, i in enumerate(range(len(questions))[block]):
-            pool = np.union1d(np.union1d(dense.rows[i][dense.rows[i] >= 0], bm25_rows[offset]), relevant_rows[i])
-            fused = convex_scores(
-                passage_emb[pool] @ query_emb[i], block_scores[offset, pool], weight, lexical.fusion_norm
-            )  # (C,)
+            listed = np.union1d(dense.rows[i][dense.rows[i] >= 0], bm25_rows[offset][bm25_rows[offset] >= 0])
+            pool = np.union1d(listed, relevant_rows[i])
+            # min-max whatever lexical.fusion_norm says: the positive-aware filter needs scores >= 0
+            fused = convex_scores(passage_emb[pool] @ query_emb[i], block_scores[offset, pool], weight)  # (C,)
             positives.append(fused[np.searchsorted(pool, relevant_rows[i])].tolist())
             keep = pool < corpus_size  # the extra relevant passages score, but are never candidates
             order = np.lexsort((pool[keep], -fused[keep]))[:depth]

@@ -73,6 +73,9 @@ def check_mine_config(config: MineConfig, key_prefix: str = "data.hard_negatives
         ("batch_size", config.batch_size < 1, "must be >= 1"),
         ("refresh", config.refresh < 0, "must be >= 0 (0: never)"),
         ("source", config.source not in NEGATIVE_SOURCES, f"must be one of {', '.join(NEGATIVE_SOURCES)}"),
+        ("max_score", config.max_score is not None and config.source != "dense", "is a cosine: only with source dense"),
+        ("refresh", config.refresh and config.source == "bm25", "re-mines with the model: BM25 would mine the same"),
+        ("model", config.model is not None and config.source == "bm25", "is not used by source bm25: leave it null"),
     ]
     for name, bad, why in problems:
         if bad:

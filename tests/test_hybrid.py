@@ -32,20 +32,21 @@ def test_bm25_scores_match_the_formula(stem, stopwords, k1, b):
 
     config = LexicalConfig(k1=k1, b=b, stemmer="english" if stem else None, stopwords=stopwords)
     index = build_index(CORPUS, config)
-    ((_, scores),) = list(index.scores(QUERIES))
+    ((_, scores, matched),) = list(index.scores(QUERIES))
     words = set(bm25s.stopwords.STOPWORDS_EN) if stopwords else set()
     for row, query in enumerate(QUERIES):
         want = reference_bm25(CORPUS, query, k1, b, stem, words)
         np.testing.assert_allclose(scores[row], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(matched[row], np.array(want) > 0)  # lucene: a match scores above 0
     assert scores[0].max() > 0 and not scores[3].any()  # a hit somewhere; an unknown word scores nothing
 
 
 def test_lexical_search_breaks_ties_by_corpus_order():
     index = build_index(["alpha beta", "gamma", "alpha beta", "alpha beta", "delta"], LexicalConfig(stemmer=None))
     scores, rows = lexical_search(index, ["alpha", "omega"], 4)
-    assert rows[0].tolist() == [0, 2, 3, 1]  # three tied hits in corpus order, then the zero scores in order
-    assert scores[0][0] == scores[0][1] == scores[0][2] > 0 == scores[0][3]
-    assert rows[1].tolist() == [0, 1, 2, 3]  # nothing matches: corpus order
+    assert rows[0].tolist() == [0, 2, 3, -1]  # three tied hits in corpus order; a passage that does not match is
+    assert scores[0][0] == scores[0][1] == scores[0][2] > 0 and np.isneginf(scores[0][3])  # never retrieved
+    assert rows[1].tolist() == [-1, -1, -1, -1]  # nothing matches: nothing retrieved
 
 
 def test_top_k_against_a_full_sort():
@@ -166,7 +167,8 @@ def test_evaluate_hybrid_on_a_tiny_set_matches_its_parts():
     dense = evaluate_embeddings(query_emb, corpus_emb, data, [8])[8]
     assert at_one.fused[8]["convex"].ranked_ids == dense.ranked_ids
     at_zero = evaluate_hybrid(query_emb, corpus_emb, data, [8], index, weights={8: 0.0}, weights_from="given")
-    assert at_zero.fused[8]["convex"].metrics == results.bm25.metrics
+    for fused_ids, bm25_ids in zip(at_zero.fused[8]["convex"].ranked_ids, results.bm25.ranked_ids):
+        assert fused_ids[: len(bm25_ids)] == bm25_ids  # BM25's matches in its order, then what BM25 did not match
     # the chosen weight is the best of the grid (ties: the lower)
     by_weight = {
         w: evaluate_hybrid(query_emb, corpus_emb, data, [8], index, {8: w}).fused[8]["convex"] for w in WEIGHT_GRID
@@ -292,3 +294,40 @@ def test_lexical_prior_is_bm25_over_the_question_best():
         want = [full[p] / best if best > 0 and p >= 0 else 0.0 for p in passage_ids]
         np.testing.assert_allclose(got[row], want, rtol=1e-5, atol=1e-6)
     assert got.max() == pytest.approx(1.0) and not got[2].any()  # the best passage is 1; "zebra" matches none
+
+
+def test_fusion_on_a_corpus_larger_than_k_never_credits_a_passage_bm25_did_not_match():
+    """150 passages, k 100: the query's words are in 3 of them. BM25's list holds those 3 only, so
+    RRF ranks every other passage by its dense rank alone and the pool is dense top 100 plus those 3."""
+    rng = np.random.default_rng(0)
+    texts = [f"filler{i} padding{i}" for i in range(150)]
+    for row in (120, 7, 140):
+        texts[row] = f"custody assets rule {row}"
+    data = IRDataset(
+        [f"d{i}" for i in range(150)],
+        texts,
+        ["q0", "q1"],
+        ["custody assets", "nothing matches here"],
+        {"q0": {"d140": 1}, "q1": {"d3": 1}},
+        name="large",
+    )
+    query_emb, corpus_emb = rng.normal(size=(2, 8)), rng.normal(size=(150, 8))
+    index = build_index(texts, LexicalConfig(stemmer=None))
+    _, bm25_rows = lexical_search(index, data.query_texts, 100)
+    assert sorted(bm25_rows[0][bm25_rows[0] >= 0].tolist()) == [7, 120, 140] and (bm25_rows[1] == -1).all()
+    from retrieval.hybrid import candidates_by_dim
+    from retrieval.search import exact_search, truncate_normalize
+
+    candidates, _ = candidates_by_dim(query_emb, corpus_emb, data, [8], index)
+    c = candidates[8]
+    dense_rows = exact_search(truncate_normalize(query_emb, 8), truncate_normalize(corpus_emb, 8), 100)[1]
+    for q in range(2):
+        pooled = set(c.rows[q][c.rows[q] >= 0].tolist())
+        assert pooled == set(dense_rows[q].tolist()) | set(bm25_rows[q][bm25_rows[q] >= 0].tolist())
+        outside = c.rows[q] >= 0
+        outside &= ~np.isin(c.rows[q], bm25_rows[q][bm25_rows[q] >= 0])
+        assert (c.lexical_rank[q][outside] == 0).all()  # no RRF credit from BM25 for a non-matching passage
+    rrf_scores, rrf_rows = ranked(c, reciprocal_rank(c, 60), 100)
+    dense_rank = {row: rank for rank, row in enumerate(dense_rows[1].tolist(), start=1)}
+    assert rrf_rows[1].tolist() == dense_rows[1].tolist()  # nothing matched: RRF is the dense ranking
+    np.testing.assert_allclose(rrf_scores[1], [1 / (60 + dense_rank[r]) for r in rrf_rows[1]], rtol=1e-6)

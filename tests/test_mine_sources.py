@@ -123,3 +123,35 @@ def test_bm25_source_encodes_nothing(tmp_path):
     config = MineConfig(corpus=str(beir(tmp_path)), k=1, source="bm25")
     report = mine(Refusing(), pairs(), known_relevant(pairs()), config, tmp_path / "m", {}, False, LexicalConfig())
     assert report.counts["questions"] == 3
+
+
+def test_a_positive_bm25_does_not_match_turns_the_relative_filter_off_for_its_question(tmp_path):
+    """A question sharing no word with its positive would put the threshold at 0 x 0.95 and filter
+    every candidate that matches: for that question the filter is skipped, and it gets its negative."""
+    global ROWS
+    saved = ROWS
+    ROWS = [*saved, ("client money reconciled daily", CORPUS[11])]  # matches others, not its positive
+    try:
+        reports = []
+        got = mined(tmp_path, "bm25", reports, k=1, rank_min=1, rank_max=8, max_relative=0.95, source="bm25")
+    finally:
+        ROWS = saved
+    assert got[-1] == [CORPUS[2]]  # "The firm must reconcile client money records daily.": the best match
+    assert reports[0].counts["questions"] == 4
+
+
+@pytest.mark.parametrize(
+    "settings,key",
+    [
+        (dict(source="bm25", max_score=0.5), "max_score"),
+        (dict(source="hybrid", max_score=0.5), "max_score"),
+        (dict(source="bm25", refresh=1), "refresh"),
+        (dict(source="bm25", model="x"), "model"),
+        (dict(source="sparse"), "source"),
+    ],
+)
+def test_settings_that_make_no_sense_for_the_source_are_named(settings, key):
+    from retrieval.settings import check_mine_config
+
+    with pytest.raises(ValueError, match=f"data.hard_negatives.{key}"):
+        check_mine_config(MineConfig(k=1, **settings))

@@ -645,21 +645,33 @@ def test_mine_from_bm25_then_train(tiny_bert, tiny_task, tmp_path):
 
 
 def test_training_for_the_hybrid_feeds_the_bm25_prior_to_the_loss(tiny_bert, tiny_task, tmp_path):
-    """loss.lexical_scale > 0: each step's batch carries the BM25 prior of its questions and candidates
-    in the gathered layout, and the run trains (a different loss from the same start)."""
-    from retrieval.lexical import LexicalPrior
-    from retrieval.settings import LexicalConfig
+    """loss.lexical_scale > 0: each step's batch carries, for row g's question and candidate j (the G
+    positives, then the negatives), BM25 from its definition over the table's passages, divided by the
+    question's best; the run trains (a different loss from the same start)."""
+    from helpers import reference_bm25
 
     seen = []
 
     def step_batch(batch, global_rows, table, tokens):
-        prior = LexicalPrior(table.anchor_texts, table.passage_texts, LexicalConfig(stemmer=None))
-        candidates = np.concatenate([table.positive_ids[global_rows], table.negative_ids[global_rows].reshape(-1)])
-        seen.append(
-            torch.equal(batch.lexical, torch.from_numpy(prior.scores(table.anchor_ids[global_rows], candidates)))
-        )
+        candidates = [*table.positive_ids[global_rows].tolist(), *table.negative_ids[global_rows].reshape(-1).tolist()]
+        want = np.zeros(tuple(batch.lexical.shape), dtype=np.float64)
+        for g, row in enumerate(global_rows.tolist()):
+            question = table.anchor_texts[table.anchor_ids[row]]
+            scores = reference_bm25(table.passage_texts, question, 1.5, 0.75, False, set())
+            for j, passage in enumerate(candidates):
+                want[g, j] = scores[passage] / max(scores) if passage >= 0 and max(scores) > 0 else 0.0
+        seen.append(np.allclose(batch.lexical.numpy(), want, rtol=1e-5, atol=1e-6))
 
-    extra = ("--lexical.stemmer", "null", "--eval.before", "false", "--lexical.retriever", "none")
+    extra = (
+        "--lexical.stemmer",
+        "null",
+        "--lexical.stopwords",
+        "null",
+        "--eval.before",
+        "false",
+        "--lexical.retriever",
+        "none",
+    )
     hybrid = train.main(
         tiny_args(tiny_bert, tiny_task, tmp_path / "h", "--loss.lexical_scale", "4", *extra),
         hooks=train.Hooks(step_batch=step_batch),

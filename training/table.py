@@ -81,7 +81,10 @@ def with_mined_negatives(
         miner, identity = miner.to(accelerator.device), {"model": hn.model}
     # The weights as they are (a model rebuilt in place, or trained for `epoch` epochs): a file is
     # reused only when mined with the very same weights.
-    identity["weights"] = weights_digest(miner)
+    if hn.source == "bm25":  # no model ranks: the BM25 settings are fingerprinted by mine() instead
+        identity = {}
+    else:
+        identity["weights"] = weights_digest(miner)
     report = mine(miner, pairs, relevant, hn, directory, identity, accelerator.is_main_process, config.lexical)
     if report is not None:
         logger.info("%s", report.format_report())
