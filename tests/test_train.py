@@ -593,6 +593,11 @@ def test_every_run_reports_bm25_and_the_fused_model(tiny_bert, tiny_task, tmp_pa
     change = lexical["changes"]["after_fused_vs_before_fused"]["32"]["ndcg@10"]
     assert change["new"] == pytest.approx(lexical["after"]["32"]["convex"]["ndcg@10"])
     assert change["base"] == pytest.approx(lexical["before"]["32"]["convex"]["ndcg@10"])
+    per_query = json.loads((run / "per_query.json").read_text())  # for paired comparisons between runs
+    assert np.mean(per_query["after_fused"]["32"]["ndcg@10"]) == pytest.approx(
+        lexical["after"]["32"]["convex"]["ndcg@10"]
+    )
+    assert np.mean(per_query["bm25"]["ndcg@10"]) == pytest.approx(want.metrics["ndcg@10"])
     assert "## Against BM25, the baseline you already have" in (run / "results.md").read_text()
     assert "## Against BM25" in (run / "model" / "README.md").read_text()
     quiet = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "none", "--lexical.retriever", "none"))

@@ -112,6 +112,12 @@ def save_results(
             else {str(d): {m: r.per_query[m].tolist() for m in METRICS} for d, r in res.items()}
             for label, res in (("before", before), ("after", after))
         }
+        for label, res in (("before", before), ("after", after)):  # fused with BM25, when it was scored
+            if res and all("convex" in r.fused for r in res.values()):
+                per_query[f"{label}_fused"] = {
+                    str(d): {m: r.fused["convex"].per_query[m].tolist() for m in METRICS} for d, r in res.items()
+                }
+                per_query["bm25"] = {m: next(iter(res.values())).fused["bm25"].per_query[m].tolist() for m in METRICS}
         write_atomic(out / "per_query.json", [json.dumps({"query_ids": query_ids, **per_query}) + "\n"])
     write_atomic(out / "results.md", ["\n".join(lines) + "\n"])
     return results
