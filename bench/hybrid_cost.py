@@ -44,15 +44,20 @@ def main() -> None:
     rng = np.random.default_rng(0)
     query_emb = rng.normal(size=(len(data.query_ids), dims[0])).astype(np.float32)
     corpus_emb = rng.normal(size=(len(data.corpus_ids), dims[0])).astype(np.float32)
+    index = lexical_index(data, LexicalConfig())
+    given = {d: 0.4 for d in dims}
     rows = [
         ("dense exact search and metrics, every dim", lambda: evaluate_embeddings(query_emb, corpus_emb, data, dims)),
         ("BM25 index (once per run)", lambda: lexical_index(data, LexicalConfig())),
+        (
+            "BM25 + convex (weight chosen) + RRF, every dim",
+            lambda: evaluate_hybrid(query_emb, corpus_emb, data, dims, index),
+        ),
+        (
+            "the same with the weight given",
+            lambda: evaluate_hybrid(query_emb, corpus_emb, data, dims, index, given, "x"),
+        ),
     ]
-    index = lexical_index(data, LexicalConfig())
-    rows.append(("BM25 + convex (weight chosen) + RRF, every dim", lambda: evaluate_hybrid(
-        query_emb, corpus_emb, data, dims, index)))
-    rows.append(("the same with the weight given", lambda: evaluate_hybrid(
-        query_emb, corpus_emb, data, dims, index, {d: 0.4 for d in dims}, "given")))
     print(f"{data.name}: {len(data.query_ids)} queries, {len(data.corpus_ids)} passages, dims {dims}")
     print("| part | min s | median s | max s |\n|---|---:|---:|---:|")
     for name, function in rows:
