@@ -99,8 +99,16 @@ class LexicalConfig:
 
 def check_lexical_config(config: LexicalConfig, key_prefix: str = "lexical") -> None:
     """Raise ValueError naming the key of the first bad value."""
+    import Stemmer  # PyStemmer: a C extension, light to load
+
     methods = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+    stemmers = Stemmer.algorithms()
     problems = [
+        (
+            "stemmer",
+            config.stemmer is not None and config.stemmer not in stemmers,
+            f"is not a Snowball stemmer (PyStemmer has {', '.join(stemmers)}), or null for none",
+        ),
         ("retriever", config.retriever not in ("bm25", "none"), "must be bm25 or none"),
         ("method", config.method not in methods, f"must be one of {', '.join(methods)}"),
         ("k1", config.k1 < 0, "must be >= 0"),

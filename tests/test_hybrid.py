@@ -267,6 +267,7 @@ def test_evaluate_cli_reports_bm25_and_the_fused_model(tmp_path, tiny_bert):
     "argv,message",
     [
         (["--bm25-b", "2"], "lexical.b: 2.0 must be in"),
+        (["--stemmer", "klingon"], "lexical.stemmer: 'klingon' is not a Snowball stemmer"),
         (["--fusion-weight", "0.5", "--fusion-weight-from", "train"], "give one"),
         (["--fusion-weight-from", "dev"], "the split evaluated"),
     ],
