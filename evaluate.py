@@ -19,6 +19,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from common.files import write_atomic
 from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, IRDataset, load_ir
@@ -179,15 +181,6 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
         if args.baseline
         else None
     )
-    weight_data = None
-    if args.fusion_weight_from and args.lexical != "none":
-        try:
-            weight_data = load_ir(args.data, args.fusion_weight_from)
-        except DataError as err:
-            sys.exit(f"error: --fusion-weight-from: {err}")
-        if weight_data.corpus_ids != data.corpus_ids:
-            sys.exit(f"error: --fusion-weight-from {args.fusion_weight_from}: its corpus differs from {args.split}'s")
-    args.weight_data = weight_data
     full = min(model.dim for model in (encoder, baseline) if model is not None)
     dims = args.dims or default_dims(full)
     if not all(0 < dim <= full for dim in dims):
@@ -198,13 +191,26 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
     return data, encoder, baseline, dims
 
 
+def weight_split(args: argparse.Namespace, data: IRDataset) -> IRDataset | None:
+    """The split the fusion weight is chosen on (--fusion-weight-from), checked to share the corpus."""
+    if not args.fusion_weight_from or args.lexical == "none":
+        return None
+    try:
+        other = load_ir(args.data, args.fusion_weight_from)
+    except DataError as err:
+        sys.exit(f"error: --fusion-weight-from: {err}")
+    if other.corpus_ids != data.corpus_ids:
+        sys.exit(f"error: --fusion-weight-from {args.fusion_weight_from}: its corpus differs from {args.split}'s")
+    return other
+
+
 def scored_report(
     args: argparse.Namespace,
     data: IRDataset,
     dims: list[int],
     embeddings: tuple,
     base_embeddings: tuple | None,
-    weight_query_emb=None,
+    weight_on: tuple[IRDataset, np.ndarray] | None = None,
 ) -> dict:
     """Score, print and return the report: metrics per dim, the metadata, the paired comparison with
     --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds)."""
@@ -242,7 +248,7 @@ def scored_report(
     elif args.run_out:
         write_runs(results, data, args.run_out)
     if args.lexical != "none":
-        report["lexical"] = lexical_report(args, data, dims, results, query_emb, corpus_emb, weight_query_emb)
+        report["lexical"] = lexical_report(args, data, dims, results, query_emb, corpus_emb, weight_on)
     return report
 
 
@@ -253,14 +259,16 @@ def lexical_report(
     results: dict[int, DimResult],
     query_emb,
     corpus_emb,
-    weight_query_emb,
+    weight_on: tuple[IRDataset, np.ndarray] | None,
 ) -> dict:
-    """BM25 alone and fused with the model at every dim, printed, and each against BM25 paired."""
+    """BM25 alone and fused with the model at every dim, printed, and each against BM25 paired.
+    weight_on: (the split, its query embeddings) the fusion weight is chosen on, if not the evaluated one."""
     config = lexical_config(args)
     index = lexical_index(data, config)
     weights = None
-    if weight_query_emb is not None:
-        weights = chosen_weights(weight_query_emb, corpus_emb, args.weight_data, dims, index)
+    if weight_on is not None:
+        other, other_query_emb = weight_on
+        weights = chosen_weights(other_query_emb, corpus_emb, other, dims, index)
     hybrid = evaluate_hybrid(query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "")
     chosen = {"given": "given", "": ""}.get(hybrid.weights_from, f"chosen on {hybrid.weights_from}")
     print(
@@ -282,12 +290,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data, encoder, baseline, dims = load_inputs(args)
+    other = weight_split(args, data)
     device = start_processes()
     show_progress = is_main_process()
     embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)
-    weight_query_emb = None
-    if args.weight_data is not None:  # the queries of the split the fusion weight is chosen on
-        weight_query_emb = encode_queries(encoder, args.weight_data.query_texts, args.batch_size, show_progress)
+    weight_on = None
+    if other is not None:  # the queries of the split the fusion weight is chosen on
+        weight_on = (other, encode_queries(encoder, other.query_texts, args.batch_size, show_progress))
     base_embeddings = None
     if baseline is not None:
         encoder.cpu()  # one model on the device at a time
@@ -295,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     stop_processes()
     if embeddings[0] is None:  # not the main process: its shard is encoded and gathered
         return {}
-    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_query_emb)
+    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(args.out, json.dumps(report, indent=2) + "\n")

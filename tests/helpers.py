@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 from collections import Counter
@@ -16,6 +17,18 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_OBLIQA = ROOT.parent / "shared" / "data" / "obliqa"
 WORDS = [f"w{i}" for i in range(200)]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process a test starts: offline, one thread, the repository importable."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
 
 
 def make_tiny_bert(path: Path, **config_overrides) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from data import SpreadBatchSampler, index_texts, known_relevant, load_pairs
-from helpers import ROOT, make_tiny_bert, random_texts
+from helpers import ROOT, child_env, make_tiny_bert, random_texts
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
@@ -40,13 +39,7 @@ def pairs(tmp_path_factory) -> Path:
 
 
 def launch(processes: int, *args: str, script: str = WORKER) -> None:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = child_env()
     if processes == 1:  # no launcher at all: the plain, non-distributed path
         command = [sys.executable, script, *args]
     else:

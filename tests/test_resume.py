@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from helpers import ROOT, random_texts
+from helpers import ROOT, child_env, random_texts
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
@@ -76,13 +75,7 @@ def run_args(model: Path, task: Path, out: Path, *extra: str) -> list[str]:
 
 
 def launch(processes: int, out: Path, args: list[str], kill_at: int | None = None) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = child_env()
     flags = ["--kill-at", str(kill_at)] if kill_at else []
     worker = [WORKER, "train", str(out / "worker"), str(processes), *flags, "--", *args]
     if processes == 1:

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from helpers import ROOT, random_texts
+from helpers import ROOT, child_env, random_texts
 from model import ModelConfig
 from training import gradcache
 from training.config import Config, ConfigError, load_config
@@ -373,7 +373,7 @@ def test_an_existing_model_is_not_overwritten(tiny_bert, tiny_task, tmp_path):
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = child_env()
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ import torch
 
 import train
 from data import PairsData, index_texts
-from helpers import ROOT, make_tiny_bert, random_texts
+from helpers import ROOT, child_env, make_tiny_bert, random_texts
 from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import ModelConfig
 from training import gradcache
@@ -143,7 +142,7 @@ def test_two_gpus_train_like_one(tmp_path):
             capture_output=True,
             text=True,
             timeout=600,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+            env=child_env(),
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         grads[processes] = torch.load(out / "grads.pt")
