@@ -284,7 +284,7 @@ def after_step(r: Run, state: RunState, save: bool = True) -> None:
     interrupted is made again."""
     steps_per_epoch = len(r.sampler)
     if save and is_due(state.step, r.total_steps, steps_per_epoch, r.config.checkpoint.every):
-        save_checkpoint(r.accelerator, r.out, state, r.config, table_digest(r.table))
+        save_checkpoint(r.accelerator, r.out, state, r.config, table_digest(r.table), r.sampler.state_dict())
     if state.step == r.total_steps and r.accelerator.is_main_process:
         save_model(r.out, r.encoder, r.config)
     if (
@@ -417,7 +417,6 @@ def set_up(
             len(sampler) * config.train.epochs,
         )
     model, optimizer = accelerator.prepare(encoder, make_optimizer(encoder, config.train))
-    accelerator.register_for_checkpointing(sampler)
     if hooks.prepared:
         hooks.prepared(model, optimizer)
     r = Run(
@@ -464,7 +463,8 @@ def fresh_state(r: Run) -> RunState:
 def resumed_state(r: Run, checkpoint: Path, saved: dict) -> RunState:
     """The model, optimiser, sampler and RNGs restored from `checkpoint`, and the run's state in it;
     newer checkpoints (an abandoned continuation) are set aside."""
-    state = load_checkpoint(r.accelerator, checkpoint, saved, r.config, table_digest(r.table))
+    state, sampler = load_checkpoint(r.accelerator, checkpoint, saved, r.config, table_digest(r.table))
+    r.sampler.load_state_dict(sampler)
     logger.info("resumed from %s at step %d", checkpoint, state.step)
     if r.accelerator.is_main_process:
         for path in set_aside_newer(r.out, state.step):

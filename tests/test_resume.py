@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 import train
+from common.files import file_sha256
 from helpers import ROOT, child_env, random_texts
+from training.checkpoint import verify
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
@@ -103,8 +106,8 @@ def assert_same_run(resumed: Path, straight: Path) -> None:
     for name in ("model/model.safetensors", f"{last}/model.safetensors"):
         a, b = load_file(resumed / name), load_file(straight / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    opt_a = torch.load(resumed / last / "optimizer.bin", weights_only=False)
-    opt_b = torch.load(straight / last / "optimizer.bin", weights_only=False)
+    opt_a = torch.load(resumed / last / "optimizer.bin", weights_only=True)
+    opt_b = torch.load(straight / last / "optimizer.bin", weights_only=True)
     assert [g["lr"] for g in opt_a["param_groups"]] == [g["lr"] for g in opt_b["param_groups"]]
     for key, state in opt_b["state"].items():
         assert all(torch.equal(state[n], opt_a["state"][key][n]) for n in state), key
@@ -163,7 +166,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(
     copy_until(finished, run, 8)
     newest = run / "checkpoints" / "step-00000008"
     if damage == "missing_rng":
-        (newest / "random_states_0.pkl").unlink()
+        (newest / "rng_0.json").unlink()
     elif damage == "truncated_weights":
         data = (newest / "model.safetensors").read_bytes()
         (newest / "model.safetensors").write_bytes(data[: len(data) // 2])
@@ -179,8 +182,8 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(
 def test_a_damaged_checkpoint_named_explicitly_fails_loudly(tiny_bert, task, finished, tmp_path):
     run = tmp_path / "run"
     copy_until(finished, run, 6)
-    (run / "checkpoints" / "step-00000006" / "random_states_0.pkl").unlink()
-    with pytest.raises(SystemExit, match="not a complete checkpoint: random_states_0.pkl is missing"):
+    (run / "checkpoints" / "step-00000006" / "rng_0.json").unlink()
+    with pytest.raises(SystemExit, match="not a complete checkpoint: rng_0.json is missing"):
         train.main(run_args(tiny_bert, task, run, "--resume", str(run / "checkpoints" / "step-00000006")))
 
 
@@ -277,3 +280,99 @@ def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tiny_bert, task,
     assert [r["step"] for r in log_of(run)] == list(range(1, 11))
     a, b = load_file(run / "model" / "model.safetensors"), load_file(finished / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Payload:
+    """Unpickling this runs a shell command that leaves a marker file: what a hostile checkpoint does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def rewrite_manifest(checkpoint: Path, **fields) -> None:
+    """The manifest a forger would write: every file's true size and sha256, so it verifies."""
+    manifest = json.loads((checkpoint / "complete.json").read_text())
+    manifest.update(fields)
+    manifest["files"] = {
+        p.relative_to(checkpoint).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(checkpoint.rglob("*"))
+        if p.is_file() and p.name != "complete.json"
+    }
+    (checkpoint / "complete.json").write_text(json.dumps(manifest))
+
+
+def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_nothing_runs(tiny_bert, task, finished, tmp_path):
+    """The payload in optimizer.bin (the one file in pickle format), with a manifest that verifies:
+    resume refuses it with a message, and the command never runs."""
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    copy_until(finished, run, 6)
+    checkpoint = run / "checkpoints" / "step-00000006"
+    torch.save({"state": Payload(marker), "param_groups": []}, checkpoint / "optimizer.bin")
+    rewrite_manifest(checkpoint)
+    assert train.find_checkpoint(run, "latest") == checkpoint  # it verifies: the manifest cannot tell
+    with pytest.raises(SystemExit, match="optimizer.bin holds something other than tensors and numbers"):
+        train.main(run_args(tiny_bert, task, run, "--resume"))
+    assert not marker.exists()
+
+
+def test_an_older_pickled_run_state_is_never_loaded(tiny_bert, task, finished, tmp_path):
+    """An old-format checkpoint (run_state.pt, here carrying a payload) is refused by name, before
+    anything is read from it."""
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    copy_until(finished, run, 6)
+    checkpoint = run / "checkpoints" / "step-00000006"
+    (checkpoint / "run_state.json").unlink()
+    (checkpoint / "run_state.safetensors").unlink()
+    torch.save({"step": 6, "payload": Payload(marker)}, checkpoint / "run_state.pt")
+    rewrite_manifest(checkpoint, format=1)
+    with pytest.raises(SystemExit, match="written by an older train.py, whose run state is a pickle"):
+        train.main(run_args(tiny_bert, task, run, "--resume", str(checkpoint)))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ({"files": ["model.safetensors"]}, "complete.json is malformed"),
+        ({"files": {"../outside": {"size": 1, "sha256": "0"}}}, "outside the checkpoint"),
+        ({"world_size": "two"}, "complete.json is malformed"),
+    ],
+)
+def test_a_malformed_manifest_is_a_damaged_checkpoint(tiny_bert, task, finished, tmp_path, damage, reason):
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    checkpoint = run / "checkpoints" / "step-00000006"
+    manifest = json.loads((checkpoint / "complete.json").read_text())
+    manifest.update(damage)
+    (checkpoint / "complete.json").write_text(json.dumps(manifest))
+    assert reason in verify(checkpoint)
+    with pytest.raises(SystemExit, match=reason):
+        train.main(run_args(tiny_bert, task, run, "--resume", str(checkpoint)))
+
+
+def test_an_unreadable_rng_state_fails_the_resume(tiny_bert, task, finished, tmp_path):
+    """Accelerate only logs that it could not load random states; ours stops the resume."""
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    checkpoint = run / "checkpoints" / "step-00000006"
+    (checkpoint / "rng_0.json").write_text(json.dumps({"python": [3, [1, 2], None]}))
+    rewrite_manifest(checkpoint)
+    with pytest.raises(SystemExit, match="rng_0.json is not a readable RNG state"):
+        train.main(run_args(tiny_bert, task, run, "--resume"))
+
+
+def test_a_checkpoint_holds_no_pickle_but_the_optimiser(finished):
+    """Every file of a checkpoint is JSON, safetensors, or the optimiser (read with weights_only)."""
+    for checkpoint in (finished / "checkpoints").iterdir():
+        names = {p.name for p in checkpoint.iterdir()} - {"best.safetensors"}  # once an evaluation has run
+        assert names == {
+            "complete.json",
+            "model.safetensors",
+            "optimizer.bin",
+            "rng_0.json",
+            "run_state.json",
+            "run_state.safetensors",
+        }, names

@@ -2,12 +2,19 @@
 
 A checkpoint is a directory output.dir/checkpoints/step-NNNNNNNN holding everything a run needs to
 continue exactly where it stopped: the model and optimiser (Accelerate's `save_state`), every
-rank's RNG state (CPU and CUDA, one file per rank, also Accelerate's), the sampler's position
-(registered with Accelerate), and `run_state.pt`: the step, the evaluations so far, the best state
-kept, the config and a digest of the training data. It is written under `.tmp` and renamed into
-place by the main process after every rank has finished, and `complete.json` (the size and sha256
-of every file) is written last: a directory without it, or whose files do not match it, is not a
-checkpoint. Resume takes the newest one that verifies and says why it skipped any other.
+rank's RNG state (`rng_<rank>.json`: Python's, numpy's, torch's CPU and CUDA generators), and
+`run_state.json` with its arrays in `run_state.safetensors`: the step, the sampler's position, the
+evaluations so far, the best state kept, the config and a digest of the training data. It is
+written under `.tmp` and renamed into place by the main process after every rank has finished,
+and `complete.json` (the size and sha256 of every file) is written last: a directory without it,
+or whose files do not match it, is not a checkpoint. Resume takes the newest one that verifies and
+says why it skipped any other.
+
+A checkpoint is data, never code: the run state is JSON and safetensors (rebuilt by
+`common.plain`, which makes nothing but arrays and the named dataclasses), the RNG states JSON,
+and the one file in pickle format, Accelerate's `optimizer.bin`, is read with
+`torch.load(weights_only=True)`, which rebuilds tensors and plain containers and refuses anything
+else. A checkpoint of an older version (a pickled `run_state.pt`) is refused, not loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import hashlib
 import json
 import logging
 import os
+import pickle
+import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +35,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from common.files import file_sha256, replace_directory, write_atomic
+from common.plain import PlainDataError, from_plain, to_plain
 from data import TrainTable
 from retrieval.metrics import DimResult
 from training.config import Config, ConfigError
@@ -34,8 +44,11 @@ from training.selection import Selection
 logger = logging.getLogger("train")
 
 MANIFEST = "complete.json"
-RUN_STATE = "run_state.pt"
+RUN_STATE = "run_state.json"
+RUN_ARRAYS = "run_state.safetensors"
 BEST = "best.safetensors"
+FORMAT = 2  # 1: run_state.pt and the sampler as pickles (refused)
+PLAIN_TYPES = {"DimResult": DimResult}
 # Keys that may change between a run and its resumption: where and how often it writes, not what it computes.
 RESUMABLE_CHANGES = (
     "output.",
@@ -61,19 +74,26 @@ class RunState:
 # ---------------------------------------------------------------- save
 
 
-def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config: Config, data_digest: str) -> Path:
-    """Write step `state.step`'s checkpoint on every rank; the main process verifies, renames it
-    into place and prunes to checkpoint.keep. Returns its final path."""
+def save_checkpoint(
+    accelerator: Accelerator, out: Path, state: RunState, config: Config, data_digest: str, sampler: dict
+) -> Path:
+    """Write step `state.step`'s checkpoint on every rank (`sampler`: the sampler's state_dict);
+    the main process renames it into place and prunes to checkpoint.keep. Returns its final path."""
     root = out / "checkpoints"
     final = root / f"step-{state.step:08d}"
     partial = root / f"{final.name}.tmp"
     if accelerator.is_main_process and partial.exists():
         shutil.rmtree(partial)  # left by a crash
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))  # model, optimiser, sampler; each rank its own RNG file
+    accelerator.save_state(str(partial))  # model and optimiser (and Accelerate's pickled RNG file: replaced below)
+    rng_file = partial / f"rng_{accelerator.process_index}.json"
+    write_atomic(rng_file, json.dumps(rng_state()))
+    (partial / f"random_states_{accelerator.process_index}.pkl").unlink(missing_ok=True)
     if accelerator.is_main_process:
         run_state = {
+            "format": FORMAT,
             "step": state.step,
+            "sampler": sampler,
             "train_seconds": state.train_seconds,
             "mined_epoch": state.mined_epoch,
             "before": state.before,
@@ -82,7 +102,10 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config
             "data_digest": data_digest,
             "selection": state.selection.state_dict() if state.selection else None,
         }
-        torch.save(run_state, partial / RUN_STATE)
+        arrays: dict[str, torch.Tensor] = {}
+        plain = to_plain(run_state, arrays)
+        save_file(arrays, str(partial / RUN_ARRAYS))
+        write_atomic(partial / RUN_STATE, json.dumps(plain))
         if state.selection is not None and state.selection.best_state is not None and state.selection.select != "last":
             save_file({k: v.contiguous() for k, v in state.selection.best_state.items()}, str(partial / BEST))
     accelerator.wait_for_everyone()  # every rank's RNG file is on disk
@@ -94,13 +117,52 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config
     return final
 
 
+def rng_state() -> dict:
+    """This process's generators as plain data: Python's, numpy's global, torch's CPU and CUDA ones."""
+    version, words, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(words), gauss],
+        "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict, where: Path) -> None:
+    """Restore what `rng_state` saved; an unreadable state fails the resume (it would silently
+    give another run)."""
+    try:
+        version, words, gauss = state["python"]
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        python_state = (version, tuple(words), gauss)
+        numpy_state = (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
+        torch_state = torch.tensor(state["torch"], dtype=torch.uint8)
+        cuda = [torch.tensor(s, dtype=torch.uint8) for s in state.get("cuda", [])]
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ConfigError(f"--resume: {where} is not a readable RNG state ({err})") from err
+    if torch.cuda.is_available():
+        if len(cuda) != torch.cuda.device_count():
+            raise ConfigError(
+                f"--resume: {where} holds {len(cuda)} CUDA generator states, this process sees "
+                f"{torch.cuda.device_count()} devices"
+            )
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def write_manifest(directory: Path, step: int, world_size: int) -> None:
     files = {
         path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     }
-    write_atomic(directory / MANIFEST, json.dumps({"step": step, "world_size": world_size, "files": files}, indent=1))
+    manifest = {"format": FORMAT, "step": step, "world_size": world_size, "files": files}
+    write_atomic(directory / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def prune(root: Path, keep: int) -> None:
@@ -122,22 +184,39 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def verify(directory: Path, checksums: bool = True) -> str | None:
-    """None when `directory` is a complete checkpoint, else the reason it is not. Without
-    `checksums`, only that every listed file is there with its size (cheap: for pruning)."""
+    """None when `directory` is a complete checkpoint of this version, else the reason it is not.
+    Without `checksums`, only that every listed file is there with its size (cheap: for pruning)."""
     manifest = directory / MANIFEST
     if not manifest.is_file():
         return f"no {MANIFEST} (the save did not finish)"
     try:
-        listed = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-    except (ValueError, KeyError) as err:
+        written = json.loads(manifest.read_text(encoding="utf-8"))
+        listed, world_size = written["files"], written["world_size"]
+    except (ValueError, KeyError, TypeError, OSError) as err:
         return f"{MANIFEST} is unreadable ({err})"
+    if not isinstance(listed, dict) or not isinstance(world_size, int) or world_size < 1:
+        return f"{MANIFEST} is malformed (files is not a mapping, or no process count)"
+    if written.get("format") != FORMAT:
+        return (
+            f"written by an older train.py, whose run state is a pickle ({written.get('format', 1)!r} is not "
+            f"format {FORMAT}); resume does not load pickles: start the run again"
+        )
+    for name, expected in listed.items():
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not parts:
+            return f"{MANIFEST} names {name!r}, outside the checkpoint"
+        if not isinstance(expected, dict) or not isinstance(expected.get("size"), int):
+            return f"{MANIFEST} is malformed at {name!r}"
+    for name in [RUN_STATE, RUN_ARRAYS] + [f"rng_{rank}.json" for rank in range(world_size)]:
+        if name not in listed:
+            return f"{name} is missing"
     for name, expected in listed.items():
         path = directory / name
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != expected["size"]:
             return f"{name} has {path.stat().st_size} bytes, {expected['size']} were written"
-        if checksums and file_sha256(path) != expected["sha256"]:
+        if checksums and file_sha256(path) != expected.get("sha256"):
             return f"{name} does not match its checksum"
     return None
 
@@ -173,10 +252,14 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
 
 
 def read_run_state(path: Path, config: Config, world_size: int) -> dict:
-    """The checkpoint's run state, read once; a checkpoint of another config or process count is
-    refused with the reason before anything is built from it."""
-    # Our own file, written by save_checkpoint: it holds evaluation results (numpy arrays, dataclasses).
-    saved = torch.load(path / RUN_STATE, map_location="cpu", weights_only=False)
+    """The checkpoint's run state, read once as plain data; a checkpoint of another config or
+    process count is refused with the reason before anything is built from it."""
+    try:
+        plain = json.loads((path / RUN_STATE).read_text(encoding="utf-8"))
+        saved = from_plain(plain, load_file(str(path / RUN_ARRAYS)), PLAIN_TYPES)
+        saved["config"], saved["world_size"], saved["step"]
+    except (OSError, ValueError, KeyError, TypeError, PlainDataError) as err:
+        raise ConfigError(f"--resume {path}: {RUN_STATE} is unreadable ({err})") from err
     differences = config_differences(saved["config"], asdict(config))
     if differences:
         raise ConfigError(f"--resume {path}: the checkpoint was trained with another config: " + "; ".join(differences))
@@ -188,18 +271,35 @@ def read_run_state(path: Path, config: Config, world_size: int) -> dict:
     return saved
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, saved: dict, config: Config, data_digest: str) -> RunState:
-    """Refuse a checkpoint of other data; otherwise restore the model, optimiser, sampler and RNGs
-    (Accelerate) and return the run's state. `saved` is what read_run_state returned."""
+def load_checkpoint(
+    accelerator: Accelerator, path: Path, saved: dict, config: Config, data_digest: str
+) -> tuple[RunState, dict]:
+    """Refuse a checkpoint of other data; otherwise restore the model, optimiser (Accelerate, the
+    optimiser read with weights_only) and this rank's RNGs, and return the run's state and the
+    sampler's. `saved` is what read_run_state returned."""
     if saved["data_digest"] != data_digest:
         raise ConfigError(f"--resume {path}: the training data differ from the checkpoint's (rows, texts or relevance)")
-    accelerator.load_state(str(path))
+    try:
+        accelerator.load_state(str(path), load_kwargs={"weights_only": True})
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"--resume {path}: optimizer.bin holds something other than tensors and numbers; it was refused, "
+            f"not loaded ({first})"
+        ) from err
+    rng_file = path / f"rng_{accelerator.process_index}.json"
+    try:
+        rng = json.loads(rng_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--resume: {rng_file} is not a readable RNG state ({err})") from err
+    set_rng_state(rng, rng_file)
     selection = None
     if saved["selection"] is not None:
         selection = Selection(config.eval.select)
         best = load_file(str(path / BEST)) if (path / BEST).exists() else None
         selection.load_state_dict(saved["selection"], best)
-    return RunState(saved["step"], saved["train_seconds"], saved["mined_epoch"], saved["before"], selection)
+    state = RunState(saved["step"], saved["train_seconds"], saved["mined_epoch"], saved["before"], selection)
+    return state, saved["sampler"]
 
 
 def table_digest(table: TrainTable) -> str:
