@@ -20,12 +20,13 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.files import jsonl_lines, write_atomic
+from common.files import fsync_directory, jsonl_lines, replace_directory, write_atomic
 from documents.chunking import Passage, chunk_documents, load_counter
 from documents.readers import read_documents
 
@@ -111,7 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ---------------------------------------------------------------- passages
 
 
-def passages_from(args: argparse.Namespace) -> tuple[list[Passage], dict]:
+def passages_from(args: argparse.Namespace, staging: Path) -> tuple[list[Passage], dict]:
+    """The documents' passages, and the extracted text of converted ones written under `staging`."""
     documents, problems = read_documents(args.docs)
     if problems and not args.skip_unreadable:
         listed = "\n  ".join(str(p) for p in problems)
@@ -132,7 +134,7 @@ def passages_from(args: argparse.Namespace) -> tuple[list[Passage], dict]:
     print(f"{stats.summary()} ({time.perf_counter() - began:.1f} s; budget {counter.budget} tokens of {args.model})")
     for document in documents:  # the text the offsets point into, where it is not the file itself
         if document.converted:
-            target = args.out / "extracted" / f"{document.name}.txt"
+            target = staging / "extracted" / f"{document.name}.txt"
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, [document.text])
     report = {
@@ -256,16 +258,98 @@ def write_questions(out: Path, train: list[Question], dev: list[Question]) -> No
     )
 
 
+OUTPUTS = ("corpus.jsonl", "queries.jsonl", "train_pairs.jsonl", "qrels/train.tsv", "qrels/dev.tsv")
+STAGING = ".prepare-tmp-"
+
+
+def check_output(args: argparse.Namespace) -> Path:
+    """Refuse an --out that cannot be written or would be read back as a document, before any
+    work; return a fresh staging folder inside it (same filesystem: the swap is a rename)."""
+    out, docs = args.out, args.docs
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"--out {out}: exists and is not a directory")
+    if docs.is_dir() and out.resolve().is_relative_to(docs.resolve()):
+        raise PrepareError(
+            f"--out {out}: inside the documents folder {docs}; a rerun would read its own output back as documents"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(STAGING + "*"):  # left by a crashed run (its process is gone)
+            if not _process_alive(stale.name.removeprefix(STAGING)):
+                shutil.rmtree(stale, ignore_errors=True)
+        staging = out / f"{STAGING}{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as err:
+        raise PrepareError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    return staging
+
+
+def _process_alive(pid: str) -> bool:
+    if not pid.isdecimal():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_llm_inputs(args: argparse.Namespace) -> None:
+    """--questions llm: the model and the prompt file, before any document is read."""
+    from documents.questions import Endpoint, LLMConfig, check_llm_config, load_template
+
+    config = LLMConfig(base_url=args.llm_base_url, model=args.llm_model, prompt_file=args.prompt_file, api_key="")
+    check_llm_config(config)
+    Endpoint.from_config(config)
+    load_template(config)
+
+
+def publish(staging: Path, out: Path, report: dict) -> None:
+    """Move the complete new output over the old: prepare.json (the mark of a complete directory)
+    goes first, each new file is renamed into place, files the new run does not write are removed,
+    and prepare.json is written last. Everything that can fail (reading, chunking, asking, writing)
+    happened before, in `staging`, so a failure leaves the earlier output whole."""
+    (out / "prepare.json").unlink(missing_ok=True)
+    fsync_directory(out)
+    for name in OUTPUTS:
+        new, old = staging / name, out / name
+        if new.exists():
+            old.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new, old)
+        else:
+            old.unlink(missing_ok=True)
+    if (staging / "extracted").exists():
+        replace_directory(staging / "extracted", out / "extracted")
+    elif (out / "extracted").exists():
+        shutil.rmtree(out / "extracted")
+    if (out / "qrels").exists():
+        fsync_directory(out / "qrels")
+    write_atomic(out / "prepare.json", [json.dumps(report, indent=2) + "\n"])
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    # What an earlier run wrote goes first: the directory is incomplete until prepare.json is rewritten,
-    # and questions of another run never sit beside this run's corpus.
-    for stale in ("prepare.json", "queries.jsonl", "train_pairs.jsonl", "qrels/train.tsv", "qrels/dev.tsv"):
-        (args.out / stale).unlink(missing_ok=True)
-    passages, report = passages_from(args)
+    if args.questions == "llm":
+        check_llm_inputs(args)
+    if not args.docs.is_dir():
+        raise PrepareError(f"{args.docs}: not a directory")
+    staging = check_output(args)
+    try:
+        report = prepare(args, staging)
+        publish(staging, args.out, report)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {key: value for key, value in report.items() if key != "settings"}
+
+
+def prepare(args: argparse.Namespace, staging: Path) -> dict:
+    """Every output file, written under `staging`; returns what prepare.json records."""
+    passages, report = passages_from(args, staging)
     write_atomic(
-        args.out / "corpus.jsonl",
+        staging / "corpus.jsonl",
         jsonl_lines(
             {
                 "_id": p.id,
@@ -289,12 +373,11 @@ def main(argv: list[str] | None = None) -> dict:
         if not questions:
             raise PrepareError("no question survived generation and filtering: nothing to train on")
         train, dev = split_by_passage(questions, args.dev_fraction, args.seed)
-        write_questions(args.out, train, dev)
+        write_questions(staging, train, dev)
         report.update(detail, questions_train=len(train), questions_dev=len(dev))
         print(f"{len(train)} training pairs, {len(dev)} held-out questions -> {args.out}")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    write_atomic(args.out / "prepare.json", [json.dumps({"settings": settings, **report}, indent=2) + "\n"])
-    return report
+    return {"settings": settings, **report}
 
 
 if __name__ == "__main__":
@@ -305,3 +388,7 @@ if __name__ == "__main__":
     except (PrepareError, LLMError, FileNotFoundError, ValueError) as err:
         print(f"prepare.py: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # writing failed (disk full, permissions): the earlier output is untouched
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"prepare.py: error: {where}{err.strerror or err}", file=sys.stderr)
+        sys.exit(1)

@@ -199,7 +199,12 @@ def find_documents(folder: Path) -> list[Path]:
 def read_documents(folder: Path) -> tuple[list[Document], list[Problem]]:
     """The readable documents under `folder`, and a Problem for each file that is not."""
     documents, problems = [], []
+    root = folder.resolve()
     for path in find_documents(folder):
-        result = read_document(path, path.relative_to(folder).as_posix())
+        name = path.relative_to(folder).as_posix()
+        if not path.resolve().is_relative_to(root):  # a link out of the folder: never read, never sent anywhere
+            problems.append(Problem(name, f"a link to {path.resolve()}, outside {folder}: not read"))
+            continue
+        result = read_document(path, name)
         (documents if isinstance(result, Document) else problems).append(result)
     return documents, problems

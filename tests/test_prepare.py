@@ -442,3 +442,89 @@ def test_a_rerun_without_questions_leaves_no_questions_of_the_earlier_run(tmp_pa
     assert run_prepare(str(docs), "--out", str(out)).returncode == 0
     assert not (out / "train_pairs.jsonl").exists() and not (out / "queries.jsonl").exists()
     assert not (out / "qrels" / "train.tsv").exists() and (out / "prepare.json").exists()
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def earlier_run(tmp_path) -> tuple[Path, Path, dict[str, bytes]]:
+    """A complete earlier output (with questions, a dev split and extracted text) and its bytes."""
+    docs, out = tmp_path / "docs", tmp_path / "out"
+    docs.mkdir()
+    (docs / "rules.txt").write_text(RULEBOOK, encoding="utf-8")
+    (docs / "page.html").write_text("<h1>1. Scope</h1><p>These rules apply to every firm in the market.</p>")
+    done = run_prepare(str(docs), "--out", str(out), "--questions", "structure", "--dev-fraction", "0.3")
+    assert done.returncode == 0, done.stderr
+    before = tree_bytes(out)
+    assert {"corpus.jsonl", "queries.jsonl", "qrels/dev.tsv", "prepare.json", "extracted/page.html.txt"} <= set(before)
+    return docs, out, before
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        ("typo", "not a directory"),
+        ("unreadable", "cannot be used"),
+        ("no_questions", "no question survived"),
+        ("prompt", "cannot read the prompt file"),
+    ],
+)
+def test_a_failed_rerun_leaves_the_earlier_output_byte_for_byte(earlier_run, tmp_path, failure, message):
+    docs, out, before = earlier_run
+    if failure == "typo":
+        args = [str(tmp_path / "doc"), "--out", str(out)]
+    elif failure == "unreadable":
+        (docs / "latin1.txt").write_bytes("Règle 1: café".encode("latin-1"))
+        args = [str(docs), "--out", str(out), "--questions", "structure"]
+    elif failure == "no_questions":  # fails after reading and chunking everything
+        empty = tmp_path / "blank"
+        empty.mkdir()
+        (empty / "one.txt").write_text("Short.")
+        args = [str(empty), "--out", str(out), "--questions", "structure"]
+    else:
+        args = [str(docs), "--out", str(out), "--questions", "llm", "--llm-model", "m", "--prompt-file", "nosuch.txt"]
+    failed = run_prepare(*args)
+    assert failed.returncode == 2 and message in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+    if failure == "prompt":
+        assert "passages" not in failed.stdout  # refused before any document was chunked
+    assert tree_bytes(out) == before
+
+
+def test_a_successful_rerun_replaces_every_file_and_leaves_no_staging(earlier_run):
+    docs, out, before = earlier_run
+    (docs / "page.html").unlink()
+    done = run_prepare(str(docs), "--out", str(out), "--questions", "structure", "--dev-fraction", "0")
+    assert done.returncode == 0, done.stderr
+    after = tree_bytes(out)
+    assert "qrels/dev.tsv" not in after and not any(name.startswith("extracted/") for name in after)
+    assert after["corpus.jsonl"] != before["corpus.jsonl"] and "page.html" not in after["corpus.jsonl"].decode()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("where", ["file", "inside_docs"])
+def test_an_output_that_cannot_be_used_is_refused_before_any_work(tmp_path, where):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "rules.txt").write_text(RULEBOOK, encoding="utf-8")
+    out = tmp_path / "out.txt" if where == "file" else docs / "prepared"
+    if where == "file":
+        out.write_text("mine")
+    failed = run_prepare(str(docs), "--out", str(out))
+    expected = "exists and is not a directory" if where == "file" else "inside the documents folder"
+    assert failed.returncode == 2 and expected in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+    assert (out.read_text() == "mine") if where == "file" else not out.exists()
+
+
+def test_a_link_to_a_file_outside_the_folder_is_never_read(tmp_path):
+    docs, secret = tmp_path / "docs", tmp_path / "secret.txt"
+    docs.mkdir()
+    (docs / "rules.txt").write_text(RULEBOOK, encoding="utf-8")
+    secret.write_text("1. SECRET\n\nThe password is hunter2.\n")
+    (docs / "linked.txt").symlink_to(secret)
+    documents, problems = read_documents(docs)
+    assert [d.name for d in documents] == ["rules.txt"]
+    assert [p.name for p in problems] == ["linked.txt"] and "outside" in problems[0].reason
+    done = run_prepare(str(docs), "--out", str(tmp_path / "out"), "--skip-unreadable")
+    assert done.returncode == 0 and "hunter2" not in (tmp_path / "out" / "corpus.jsonl").read_text()
