@@ -10,9 +10,13 @@ passage fails or FAILURES_IN_A_ROW passages fail in a row (the server is down or
 waiting out the retries of the rest would take hours and pay for nothing).
 
 Every answer is cached on disk the moment it arrives, one JSON file per passage, keyed by
-everything that shapes the answer (passage, title, prompt template, model, question count,
-temperature, max_tokens) and written atomically, so a killed generation resumes where it stopped
-and never pays for a cached passage twice. Failed requests are not cached.
+everything that shapes the answer (passage, title, prompt template, server address, model,
+question count, temperature, max_tokens) and written atomically, so a killed generation resumes
+where it stopped and never pays for a cached passage twice. Failed requests are not cached.
+
+The HTTP layer is Python's own `http.client`: redirects are never followed (the key would go
+wherever a server points), each request has a wall-clock deadline and a bound on the reply's
+size, only http(s) addresses are accepted, and the key is blanked from every message.
 
 The filters that follow generation are in documents/filters.py.
 """
@@ -28,10 +32,11 @@ import logging
 import os
 import random
 import re
+import socket
+import sys
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -53,6 +58,9 @@ FATAL_STATUS = {  # a retry cannot fix these, and every other passage would meet
 }
 RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
 MAX_RETRY_AFTER_S = 300.0  # a server asking for longer (Retry-After: 86400) is waited on this long, then retried
+MAX_REPLY_BYTES = 8 << 20  # a chat completion is kilobytes; a reply past this is cut off and retried
+LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 
 DEFAULT_PROMPT = '''You are helping to build a search engine over regulatory text: rules, guidance and legislation.
 Below is one passage from "{title}".
@@ -123,11 +131,27 @@ class Endpoint:
     @classmethod
     def from_config(cls, config: LLMConfig) -> Endpoint:
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise LLMError(f"base URL {base_url!r}: must be an http:// or https:// address")
         model = config.model or os.environ.get("OPENAI_MODEL")
         if not model:
             raise LLMError("no model named: set the model in the LLM config or $OPENAI_MODEL")
         api_key = config.api_key if config.api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        if parts.scheme == "http" and parts.hostname not in LOOPBACK and not parts.hostname.startswith("127."):
+            print(
+                f"warning: {base_url} is plain http to another machine: the passages"
+                + (" and the API key" if api_key else "")
+                + " travel unencrypted",
+                file=sys.stderr,
+            )
         return cls(base_url.rstrip("/") + "/chat/completions", model, api_key)
+
+    def redact(self, text: str) -> str:
+        """`text` with the API key (and any bearer token) blanked: for every message and record."""
+        if self.api_key:
+            text = text.replace(self.api_key, "***")
+        return BEARER.sub(r"\1***", text)
 
 
 @dataclass
@@ -207,13 +231,15 @@ def render_prompt(template: str, passage: dict, n: int) -> str:
     return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
-def cache_key(passage: dict, template: str, model: str, config: LLMConfig) -> str:
-    """sha256 of everything that shapes the answer, so a change to any of them asks again."""
+def cache_key(passage: dict, template: str, endpoint: Endpoint, config: LLMConfig) -> str:
+    """sha256 of everything that shapes the answer (the server's address included: two servers
+    may serve different models under one name), so a change to any of them asks again."""
     parts = [
         passage["text"],
         passage.get("title") or "",
         template,
-        model,
+        endpoint.url,
+        endpoint.model,
         config.questions_per_passage,
         config.temperature,
         config.max_tokens,
@@ -262,17 +288,14 @@ def parse_questions(answer: str, n: int) -> list[str]:
 # ---------------------------------------------------------------- one request
 
 
-def _server_message(err: urllib.error.HTTPError) -> str:
+def _server_message(body: bytes, reason: str) -> str:
     """The error message an OpenAI-compatible server put in its body, else the start of the body."""
+    text = body.decode("utf-8", "replace")
     try:
-        body = err.read().decode("utf-8", "replace")
-    except OSError:
-        return err.reason or ""
-    try:
-        message = json.loads(body)["error"]
-        return str(message.get("message", message) if isinstance(message, dict) else message)
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return body.strip()[:300] or str(err.reason)
+        message = json.loads(text)["error"]
+        return str(message.get("message", message) if isinstance(message, dict) else message)[:300]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return text.strip()[:300] or reason
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -289,14 +312,75 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _http_failure(err: urllib.error.HTTPError, endpoint: Endpoint) -> Exception:
-    """The exception an HTTP error status becomes: fatal, retried, or this passage rejected."""
-    where = f"{endpoint.url} (model {endpoint.model!r}): HTTP {err.code}: {_server_message(err)}"
-    if err.code in FATAL_STATUS:
-        return LLMError(f"{where}\n{FATAL_STATUS[err.code]}")
-    if err.code in RETRY_STATUS or err.code >= 500:
-        return _Transient(where, _retry_after(err.headers.get("Retry-After") if err.headers else None))
+@dataclass
+class _Reply:
+    status: int
+    reason: str
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def _http_failure(reply: _Reply, endpoint: Endpoint) -> Exception:
+    """The exception an HTTP status other than 200 becomes: fatal, retried, or this passage rejected."""
+    where = f"{endpoint.url} (model {endpoint.model!r}): HTTP {reply.status}"
+    if 300 <= reply.status < 400:  # never followed: the key would go wherever the server points
+        location = reply.headers.get("Location", "?")
+        return LLMError(
+            endpoint.redact(
+                f"{where}: a redirect to {location}, not followed (the API key is never sent to another "
+                "address); give the base URL the server redirects to"
+            )
+        )
+    where = endpoint.redact(f"{where}: {_server_message(reply.body, reply.reason)}")
+    if reply.status in FATAL_STATUS:
+        return LLMError(f"{where}\n{FATAL_STATUS[reply.status]}")
+    if reply.status in RETRY_STATUS or reply.status >= 500:
+        return _Transient(where, _retry_after(reply.headers.get("Retry-After")))
     return _Rejected(where)
+
+
+def _exchange(endpoint: Endpoint, payload: bytes, headers: dict, timeout_s: float) -> _Reply:
+    """POST `payload` and read the whole reply, within `timeout_s` seconds of wall-clock time in
+    all (a watchdog closes the connection at the deadline: a server trickling bytes cannot hold it
+    open) and at most MAX_REPLY_BYTES. Plain http.client: redirects are never followed."""
+    parts = urllib.parse.urlsplit(endpoint.url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=timeout_s)
+    expired = threading.Event()
+
+    def abort() -> None:
+        expired.set()
+        if connection.sock is not None:
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    watchdog = threading.Timer(timeout_s, abort)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        connection.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), payload, headers)
+        response = connection.getresponse()
+        chunks, size = [], 0
+        while chunk := response.read1(1 << 16):
+            size += len(chunk)
+            if expired.is_set():
+                raise TimeoutError
+            if size > MAX_REPLY_BYTES:
+                raise _Transient(f"{endpoint.url}: the reply is over {MAX_REPLY_BYTES} bytes; cut off")
+            chunks.append(chunk)
+        if expired.is_set():
+            raise TimeoutError
+        return _Reply(response.status, response.reason, response.headers, b"".join(chunks))
+    except (OSError, http.client.HTTPException) as err:  # timeouts, refused or dropped connections
+        if expired.is_set():
+            raise _Transient(f"{endpoint.url}: no complete reply within {timeout_s:g} s") from None
+        reason = getattr(err, "reason", None) or err
+        raise _Transient(endpoint.redact(f"{endpoint.url}: {type(err).__name__}: {reason}")) from None
+    finally:
+        watchdog.cancel()
+        connection.close()
 
 
 def _post_chat(endpoint: Endpoint, prompt: str, config: LLMConfig) -> dict:
@@ -310,19 +394,14 @@ def _post_chat(endpoint: Endpoint, prompt: str, config: LLMConfig) -> dict:
     headers = {"Content-Type": "application/json"}
     if endpoint.api_key:
         headers["Authorization"] = f"Bearer {endpoint.api_key}"
-    request = urllib.request.Request(endpoint.url, json.dumps(body).encode("utf-8"), headers, method="POST")
+    reply = _exchange(endpoint, json.dumps(body).encode("utf-8"), headers, config.timeout_s)
+    if reply.status != 200:
+        raise _http_failure(reply, endpoint)
     try:
-        with urllib.request.urlopen(request, timeout=config.timeout_s) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as err:  # before URLError, its base class
-        raise _http_failure(err, endpoint) from None
-    except (OSError, http.client.HTTPException) as err:  # timeouts, refused or dropped connections
-        reason = getattr(err, "reason", None) or err
-        raise _Transient(f"{endpoint.url}: {type(err).__name__}: {reason}") from None
-    try:
-        return json.loads(raw)
+        return json.loads(reply.body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise _Transient(f"{endpoint.url}: the reply is not JSON ({err}): {raw[:200]!r}") from None
+        message = f"{endpoint.url}: the reply is not JSON ({err}): {reply.body[:200]!r}"
+        raise _Transient(endpoint.redact(message)) from None
 
 
 def _content_and_usage(reply: dict) -> tuple[str | None, int, int]:
@@ -355,7 +434,7 @@ def _ask(endpoint: Endpoint, prompt: str, config: LLMConfig, stop: threading.Eve
             if questions:
                 outcome.answer, outcome.questions = content, questions
                 return outcome
-            failure = _Transient(f"{endpoint.url}: no questions in the answer: {str(content)[:200]!r}")
+            failure = _Transient(endpoint.redact(f"{endpoint.url}: no questions in the answer: {str(content)[:200]!r}"))
         except _Transient as err:
             failure = err
         except _Rejected as err:
@@ -476,7 +555,7 @@ def generate_questions(
     cache_dir.mkdir(parents=True, exist_ok=True)
     todo: dict[str, tuple[str, list[str]]] = {}  # cache key -> (prompt, passage ids)
     for passage in passages:
-        key = cache_key(passage, template, endpoint.model, config)
+        key = cache_key(passage, template, endpoint, config)
         prompt = render_prompt(template, passage, config.questions_per_passage)
         todo.setdefault(key, (prompt, []))[1].append(passage["_id"])
     stats, found = GenerationStats(passages=len(passages)), {}

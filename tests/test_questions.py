@@ -58,6 +58,7 @@ class FakeChat:
 
     def __init__(self, script: dict[str, list[str]] | None = None, delay: float = 0.0, hang_s: float = 1.5):
         self.script, self.delay, self.hang_s = script or {}, delay, hang_s
+        self.redirect_to = ""
         self.lock = threading.Lock()
         self.requests: list[dict] = []  # passage, action, body, headers, start, end
         self.in_flight = self.max_in_flight = 0
@@ -109,6 +110,22 @@ class FakeChat:
                 record["end"] = time.monotonic()
 
     def respond(self, handler: BaseHTTPRequestHandler, action: str, passage: str, body: dict) -> None:
+        if action == "redirect":  # to self.redirect_to, as a moved API (or a hostile proxy) would answer
+            handler.send_response(307)
+            handler.send_header("Location", self.redirect_to)
+            handler.send_header("Content-Length", "0")
+            return handler.end_headers()
+        if action == "echo-key":  # a 401 whose body repeats the header it was sent
+            echoed = json.dumps({"error": {"message": f"bad header {handler.headers['Authorization']}"}})
+            return self.send(handler, 401, echoed.encode())
+        if action in ("trickle", "huge"):  # a reply one byte at a time, or one far too big
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(10**9))
+            handler.end_headers()
+            for _ in range(10**9 // 65536):
+                handler.wfile.write(b" " if action == "trickle" else b" " * 65536)
+                handler.wfile.flush()
+                time.sleep(0.2 if action == "trickle" else 0)
         if action in ("401", "404", "429", "429-retry-after", "500"):
             error = {"401": "Incorrect API key provided: sk-te***", "404": "The model `fake-model` does not exist"}
             headers = {"Retry-After": "1"} if action == "429-retry-after" else {}
@@ -456,3 +473,66 @@ def test_round_trip_filter():
     )
     assert kept == questions and counts == {"not_in_top_k": 0, "kept": 4}
     assert seen == [list(passages.values())]
+
+
+# ---------------------------------------------------------------- what the client never does
+
+
+def test_a_redirect_is_never_followed_and_the_key_never_leaves(chat, tmp_path):
+    """A 307 to another server (another port: another origin): generation stops naming the
+    redirect, and the second server never receives a request, let alone the key."""
+    first, second = chat(script={"P00": ["redirect"] * 5}), chat()
+    first.redirect_to = second.url + "/chat/completions"
+    with pytest.raises(LLMError, match="a redirect to .* not followed"):
+        generate_questions(make_passages(1), config_for(first, api_key="sk-secret-1"), tmp_path, progress=False)
+    assert first.requests[0]["headers"]["Authorization"] == "Bearer sk-secret-1"  # sent where it was meant to go
+    assert second.requests == [] and not list(tmp_path.glob("*.json"))  # nothing asked there, nothing cached
+
+
+def test_the_key_is_redacted_from_every_message(chat, tmp_path):
+    server = chat(script={"P00": ["echo-key"]})
+    with pytest.raises(LLMError) as raised:
+        generate_questions(make_passages(1), config_for(server, api_key="sk-secret-2"), tmp_path, progress=False)
+    assert "sk-secret-2" not in str(raised.value) and "bad header Bearer ***" in str(raised.value)
+
+
+def test_a_trickling_reply_is_cut_off_at_the_deadline(chat, tmp_path):
+    """One byte every 0.2 s never trips a per-read timeout; the whole request still ends at timeout_s."""
+    server = chat(script={"P00": ["trickle"]})
+    started = time.monotonic()
+    found, stats = generate_questions(
+        make_passages(2), config_for(server, timeout_s=1.0, max_retries=0), tmp_path, progress=False
+    )
+    assert time.monotonic() - started < 4.0
+    assert set(found) == {"id1"} and "no complete reply within 1 s" in stats.errors["id0"]
+
+
+def test_a_reply_past_the_size_limit_is_cut_off(chat, tmp_path, monkeypatch):
+    import documents.questions as questions
+
+    monkeypatch.setattr(questions, "MAX_REPLY_BYTES", 1 << 20)
+    server = chat(script={"P00": ["huge"]})
+    found, stats = generate_questions(make_passages(2), config_for(server, max_retries=0), tmp_path, progress=False)
+    assert set(found) == {"id1"} and "over 1048576 bytes" in stats.errors["id0"]
+
+
+@pytest.mark.parametrize("url", ["file:///etc/hostname#", "ftp://example.com/v1", "localhost:8000/v1"])
+def test_only_http_and_https_addresses_are_accepted(tmp_path, url):
+    with pytest.raises(LLMError, match="must be an http:// or https:// address"):
+        generate_questions(make_passages(1), LLMConfig(base_url=url, model="m"), tmp_path, progress=False)
+
+
+def test_plain_http_to_another_machine_is_warned_about(capsys):
+    from documents.questions import Endpoint
+
+    Endpoint.from_config(LLMConfig(base_url="http://10.1.2.3:8000/v1", model="m", api_key="k"))
+    assert "plain http to another machine: the passages and the API key travel unencrypted" in capsys.readouterr().err
+    Endpoint.from_config(LLMConfig(base_url="http://127.0.0.1:8000/v1", model="m", api_key="k"))
+    assert capsys.readouterr().err == ""
+
+
+def test_answers_of_one_server_are_not_reused_for_another(chat, tmp_path):
+    first, second = chat(), chat()
+    generate_questions(make_passages(2), config_for(first), tmp_path, progress=False)
+    _, stats = generate_questions(make_passages(2), config_for(second), tmp_path, progress=False)
+    assert stats.cached == 0 and len(second.requests) == 2  # same model name, another server: asked again
