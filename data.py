@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import looks_local
+
 PAIR_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # Accepted column names for each role, in order of preference.
 COLUMN_ALIASES = {
@@ -131,6 +133,8 @@ def read_rows(source: str | Path, split: str | None = None) -> Iterator[tuple[st
         return readers[path.suffix](path)
     if path.exists():
         raise DataError(f"{path}: expected a {', '.join(PAIR_FILE_SUFFIXES)} file or a dataset id")
+    if looks_local(str(source)):
+        raise DataError(f"{path}: no such file or directory")
     return _hub_rows(str(source), split or "train")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.files import write_atomic
+from common.files import output_problem, write_atomic
 from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, IRDataset, load_ir
 from model import PACKAGED_MINILM, Encoder, ModelConfig
@@ -155,6 +155,10 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
             raise ValueError("--fusion-weight and --fusion-weight-from: give one (a weight, or where to choose it)")
         if args.fusion_weight_from and args.fusion_weight_from == args.split:
             raise ValueError(f"--fusion-weight-from {args.split}: the split evaluated; leave it out to choose there")
+        if args.out and (problem := output_problem(args.out, directory=False)):
+            raise ValueError(f"--out {args.out}: {problem}")
+        if args.run_out and (problem := output_problem(args.run_out, directory=True)):
+            raise ValueError(f"--run-out {args.run_out}: {problem}")
     except ValueError as err:
         sys.exit(f"error: {err}")
     return args
@@ -174,13 +178,16 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
         document_prompt=args.document_prompt,
         trust_remote_code=args.trust_remote_code,
     )
-    encoder = Encoder.from_config(config)
-    # the baseline reads its own pooling, prompts and max length
-    baseline = (
-        Encoder.from_config(ModelConfig(args.baseline, trust_remote_code=args.trust_remote_code))
-        if args.baseline
-        else None
-    )
+    try:
+        encoder = Encoder.from_config(config)
+        # the baseline reads its own pooling, prompts and max length
+        baseline = (
+            Encoder.from_config(ModelConfig(args.baseline, trust_remote_code=args.trust_remote_code))
+            if args.baseline
+            else None
+        )
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
     full = min(model.dim for model in (encoder, baseline) if model is not None)
     dims = args.dims or default_dims(full)
     if not all(0 < dim <= full for dim in dims):
@@ -306,8 +313,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         return {}
     report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.out, json.dumps(report, indent=2) + "\n")
+        try:
+            write_atomic(args.out, json.dumps(report, indent=2) + "\n")
+        except OSError as err:
+            sys.exit(f"error: --out {args.out}: {err.strerror or err}")
     return report
 
 

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from common.files import output_problem
 from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, known_relevant, load_pairs
 from model import PACKAGED_MINILM, Encoder, ModelConfig
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> MineReport | None:
         check_lexical_config(lexical, key_prefix="lexical")
         if config.k == 0 or (args.qrels_split and not config.corpus):
             raise ValueError("--k must be > 0" if config.k == 0 else "--qrels-split needs --corpus")
+        if problem := output_problem(args.out, directory=True):
+            raise ValueError(f"--out {args.out}: {problem}")
         pairs = load_pairs(args.train)
         relevant = known_relevant(pairs, config.corpus if args.qrels_split else None, args.qrels_split)
         model_name = args.model or PACKAGED_MINILM
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> MineReport | None:
         report = mine(encoder, pairs, relevant, config, args.out, identity, main_process, lexical)
     except (DataError, ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
+    except OSError as err:  # a write failed (disk full): the files of an earlier run stay whole
+        sys.exit(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}")
     finally:
         stop_processes()
     if report is not None:

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from common.files import replace_directory
+from common.files import looks_local, replace_directory
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ def resolve_model_dir(name_or_path: str, revision: str | None = None) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+    if path.exists():
         raise FileNotFoundError(f"model {name_or_path!r}: not a model directory")
+    if looks_local(name_or_path):
+        raise FileNotFoundError(f"model {name_or_path!r}: no such directory")
     from huggingface_hub import snapshot_download  # only hub ids reach the network
 
     return Path(snapshot_download(name_or_path, revision=revision, ignore_patterns=HUB_IGNORE))

@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from common.files import write_atomic
+from common.files import output_problem, write_atomic
 from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
 from losses import LossSpec
 from model import Encoder, ModelConfig
@@ -339,8 +339,12 @@ def train_loop(r: Run, state: RunState) -> None:
 
 
 def prepare_output(config: Config, resuming: bool) -> Path:
-    """The run directory; refuses to clobber a finished model unless output.overwrite (or resuming)."""
+    """The run directory, checked writable; refuses to clobber a finished model unless
+    output.overwrite (or resuming)."""
     out = Path(config.output.dir)
+    problem = output_problem(out, directory=True)
+    if problem:
+        raise ConfigError(f"output.dir {out}: {problem}")
     if (out / "model").exists() and not (config.output.overwrite or resuming):
         raise ConfigError(
             f"output.dir: {out / 'model'} exists; set output.overwrite true, choose another dir, or --resume"
@@ -355,6 +359,9 @@ def prepare_output(config: Config, resuming: bool) -> Path:
 
 def dry_run(config: Config, mixed_precision: str) -> dict:
     """Check the config, every data row and the model; print what training would see; train nothing."""
+    out = Path(config.output.dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output.dir {out}: exists and is not a directory")
     encoder = load_encoder(config, mixed_precision)
     resolve_dims(config, encoder.dim)
     pairs = load_pairs(config.data.train, config.data.train_split)
@@ -554,6 +561,8 @@ def main(argv: list[str] | None = None, hooks: Hooks | None = None) -> dict:
         return run(config, accelerator, options.resume, hooks)
     except (ConfigError, DataError) as err:
         sys.exit(f"error: {err}")
+    except OSError as err:  # a write failed (disk full, removed folder): what was complete before stays so
+        sys.exit(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}")
     finally:
         accelerator.end_training()
 

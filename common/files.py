@@ -88,6 +88,39 @@ def replace_directory(complete: Path, final: Path) -> Path:
     return final
 
 
+def output_problem(path: Path, directory: bool) -> str | None:
+    """Why `path` cannot be written as an output (a file, or with `directory` a folder), or None;
+    checked before the expensive work that ends in writing it. Missing folders are created, and a
+    file is created and removed there, so a read-only filesystem is found too (as root, permission
+    bits alone would say yes)."""
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        return "exists and is not a directory"
+    if not directory and path.is_dir():
+        return "is a directory"
+    folder = path if directory else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot create the folder {err.filename or folder}: {err.strerror or err}"
+    probe = folder / f".write-test-{os.getpid()}-{threading.get_ident()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        return f"cannot write in {folder}: {err.strerror or err}"
+    return None
+
+
+def looks_local(name: str) -> bool:
+    """A path, not a hub id: it starts like one, has more than one slash, or its folder exists here
+    (runs/nosuch: a typo in a local path must not download whatever hub repo has that name)."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        return True
+    parent = Path(name).expanduser().parent
+    return parent != Path(".") and parent.is_dir()
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of the bytes of `path`, read in 1 MiB blocks."""
     digest = hashlib.sha256()

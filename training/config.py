@@ -368,6 +368,8 @@ def parse_command_line(argv: list[str] | None) -> tuple[Config, RunOptions]:
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text ({err})") from None
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"{path}: {err}") from None
     for key, value in overrides:
