@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from common.files import looks_local, replace_directory
+from common.files import MANIFEST, listed_files_problem, looks_local, read_manifest, replace_directory, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,17 @@ def resolve_model_dir(name_or_path: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download  # only hub ids reach the network
 
     return Path(snapshot_download(name_or_path, revision=revision, ignore_patterns=HUB_IGNORE))
+
+
+def check_saved_model(model_dir: Path) -> None:
+    """A model directory this project saved carries a manifest (complete.json): refuse one whose
+    files do not match it (a truncated copy, a file edited or lost). Others load as they are."""
+    if not (model_dir / MANIFEST).exists():
+        return
+    manifest, problem = read_manifest(model_dir)
+    problem = problem or listed_files_problem(model_dir, manifest["files"])
+    if problem:
+        raise ValueError(f"model {model_dir}: damaged or incomplete: {problem}")
 
 
 def _read_json(path: Path) -> dict | list | None:
@@ -206,6 +217,7 @@ class Encoder(nn.Module):
     @classmethod
     def from_config(cls, config: ModelConfig) -> Encoder:
         model_dir = resolve_model_dir(config.name_or_path, config.revision)
+        check_saved_model(model_dir)
         spec, transformer_dir = read_embedding_spec(model_dir)
         for key in ("pooling", "normalize", "max_length", "query_prompt", "document_prompt"):
             if getattr(config, key) is not None:
@@ -282,8 +294,10 @@ class Encoder(nn.Module):
     def save(self, path: str | os.PathLike, extra_files: dict[str, str] | None = None) -> Path:
         """Write a directory that `sentence_transformers.SentenceTransformer(path)` loads as this encoder.
 
-        Written beside `path` first and moved into place at the end, so an interrupted save never
-        leaves a directory that looks complete. `extra_files` maps file names to text to add.
+        Written beside `path` first, with a manifest of every file's size and sha256 written last
+        (`complete.json`, checked when the directory is loaded again), and moved into place at
+        the end, so an interrupted save never leaves a directory that looks complete.
+        `extra_files` maps file names to text to add.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,6 +306,8 @@ class Encoder(nn.Module):
         self._write_sentence_transformers(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
+        # last: the size and sha256 of every file the model computes with (the card may be edited)
+        write_manifest(tmp, exclude=["README.md"])
         return replace_directory(tmp, path)
 
     def _write_sentence_transformers(self, out: Path) -> None:

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.files import fsync_directory, jsonl_lines, replace_directory, write_atomic
+from common.files import fsync_directory, jsonl_lines, process_alive, replace_directory, write_atomic
 from documents.chunking import Passage, chunk_documents, load_counter
 from documents.readers import read_documents
 
@@ -275,7 +275,7 @@ def check_output(args: argparse.Namespace) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(STAGING + "*"):  # left by a crashed run (its process is gone)
-            if not _process_alive(stale.name.removeprefix(STAGING)):
+            if not process_alive(stale.name.removeprefix(STAGING)):
                 shutil.rmtree(stale, ignore_errors=True)
         staging = out / f"{STAGING}{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
@@ -283,18 +283,6 @@ def check_output(args: argparse.Namespace) -> Path:
     except OSError as err:
         raise PrepareError(f"--out {out}: cannot write there ({err.strerror or err})") from None
     return staging
-
-
-def _process_alive(pid: str) -> bool:
-    if not pid.isdecimal():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_llm_inputs(args: argparse.Namespace) -> None:

@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from common.files import output_problem, write_atomic
+from common.files import output_problem, remove_stale, write_atomic
 from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
 from losses import LossSpec
 from model import Encoder, ModelConfig
@@ -50,6 +50,7 @@ from training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     read_run_state,
+    remove_stale_saves,
     save_checkpoint,
     set_aside_newer,
     table_digest,
@@ -404,6 +405,8 @@ def set_up(
         out.mkdir(parents=True, exist_ok=True)
         if checkpoint is None and (out / "checkpoints").exists():  # output.overwrite: an earlier run's, not this one's
             shutil.rmtree(out / "checkpoints")
+        for path in remove_stale_saves(out) + remove_stale(out, [".model.tmp-*", ".model.old-*"]):
+            logger.info("removed %s, left by an interrupted save", path)
     eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     loss, eval_dims = resolve_dims(config, encoder.dim)

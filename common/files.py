@@ -130,6 +130,88 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+MANIFEST = "complete.json"
+
+
+def write_manifest(directory: Path, exclude: Iterable[str] = (), **fields) -> Path:
+    """`complete.json` in `directory`: `fields` and the size and sha256 of every other file under
+    it but those named in `exclude`. Written last, it is what marks the directory complete."""
+    directory = Path(directory)
+    skipped = {MANIFEST, *exclude}
+    files = {
+        path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.relative_to(directory).as_posix() not in skipped
+    }
+    return write_atomic(directory / MANIFEST, json.dumps({**fields, "files": files}, indent=1))
+
+
+def read_manifest(directory: Path) -> tuple[dict | None, str | None]:
+    """The manifest of `directory` and None, or None and why it cannot be read (absent, not JSON,
+    `files` not a mapping of names inside the directory to sizes)."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None, f"no {MANIFEST} (the save did not finish)"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        listed = manifest["files"]
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        return None, f"{MANIFEST} is unreadable ({err})"
+    if not isinstance(listed, dict):
+        return None, f"{MANIFEST} is malformed (files is not a mapping)"
+    for name, expected in listed.items():
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or not parts:
+            return None, f"{MANIFEST} names {name!r}, outside the directory"
+        if not isinstance(expected, dict) or not isinstance(expected.get("size"), int):
+            return None, f"{MANIFEST} is malformed at {name!r}"
+    return manifest, None
+
+
+def listed_files_problem(directory: Path, listed: dict, checksums: bool = True) -> str | None:
+    """None when every file a manifest lists is in `directory` with its size (and, with
+    `checksums`, its sha256), else the first that is not."""
+    for name, expected in listed.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {expected['size']} were written"
+        if checksums and file_sha256(path) != expected.get("sha256"):
+            return f"{name} does not match its checksum"
+    return None
+
+
+def process_alive(pid: str) -> bool:
+    """Whether the process `pid` (a decimal string) is running on this machine."""
+    if not pid.isdecimal():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder: Path, patterns: Iterable[str]) -> list[Path]:
+    """Remove what a crashed writer left in `folder`: entries matching `patterns` (globs whose
+    last `-`-separated part is the writer's pid, or has none) whose writer is gone."""
+    removed = []
+    for pattern in patterns:
+        for path in Path(folder).glob(pattern):
+            pid = path.name.rsplit("-", 1)[-1]
+            if pid.isdecimal() and process_alive(pid) and int(pid) != os.getpid():
+                continue  # another live writer's
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def count_lines(path: Path) -> int:
     """The number of newline characters in `path`."""
     with open(path, "rb") as handle:

@@ -149,6 +149,42 @@ def test_save_replaces_atomically_and_leaves_no_temporary(tmp_path, tiny_bert):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "edited", "lost"])
+def test_a_saved_model_whose_files_do_not_match_its_manifest_is_refused(tmp_path, tiny_bert, damage):
+    """The manifest is written last and checked on load; the model card (README.md) may be edited."""
+    target = Encoder.from_config(ModelConfig(tiny_bert)).save(tmp_path / "model")
+    listed = json.loads((target / "complete.json").read_text())["files"]
+    assert {"model.safetensors", "config.json", "modules.json", "1_Pooling/config.json"} <= set(listed)
+    (target / "README.md").write_text("my own card")
+    Encoder.from_config(ModelConfig(str(target)))  # loads: the card is not checked
+    if damage == "truncated":
+        weights = (target / "model.safetensors").read_bytes()
+        (target / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    elif damage == "edited":
+        (target / "sentence_bert_config.json").write_text('{"max_seq_length": 9, "do_lower_case": false}')
+    else:
+        (target / "tokenizer_config.json").unlink()
+    with pytest.raises(ValueError, match="damaged or incomplete: .*(bytes|checksum|missing)"):
+        Encoder.from_config(ModelConfig(str(target)))
+
+
+def test_the_next_run_removes_what_a_crashed_save_left(tmp_path):
+    """A crashed save's temporary model and checkpoint directories, and replaced copies, go at the
+    next start; those of a live process (this test's parent shell, pid 1) stay."""
+    from common.files import remove_stale
+    from training.checkpoint import remove_stale_saves
+
+    out = tmp_path / "run"
+    stale = [out / ".model.tmp-999999999", out / ".model.old-999999999", out / "checkpoints" / "step-00000004.tmp"]
+    stale.append(out / "checkpoints" / ".step-00000002.old-999999999")
+    live = out / ".model.tmp-1"
+    for path in [*stale, live]:
+        path.mkdir(parents=True)
+        (path / "model.safetensors").write_bytes(b"partial")
+    removed = remove_stale_saves(out) + remove_stale(out, [".model.tmp-*", ".model.old-*"])
+    assert sorted(removed) == sorted(stale) and not any(p.exists() for p in stale) and live.exists()
+
+
 REMOTE_CONFIG = """from transformers import BertConfig
 
 

@@ -337,7 +337,7 @@ def test_an_older_pickled_run_state_is_never_loaded(tiny_bert, task, finished, t
     "damage, reason",
     [
         ({"files": ["model.safetensors"]}, "complete.json is malformed"),
-        ({"files": {"../outside": {"size": 1, "sha256": "0"}}}, "outside the checkpoint"),
+        ({"files": {"../outside": {"size": 1, "sha256": "0"}}}, "outside the directory"),
         ({"world_size": "two"}, "complete.json is malformed"),
     ],
 )

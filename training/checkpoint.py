@@ -34,7 +34,15 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from common.files import file_sha256, replace_directory, write_atomic
+from common.files import (
+    MANIFEST,
+    listed_files_problem,
+    read_manifest,
+    remove_stale,
+    replace_directory,
+    write_atomic,
+    write_manifest,
+)
 from common.plain import PlainDataError, from_plain, to_plain
 from data import TrainTable
 from retrieval.metrics import DimResult
@@ -43,7 +51,6 @@ from training.selection import Selection
 
 logger = logging.getLogger("train")
 
-MANIFEST = "complete.json"
 RUN_STATE = "run_state.json"
 RUN_ARRAYS = "run_state.safetensors"
 BEST = "best.safetensors"
@@ -110,7 +117,7 @@ def save_checkpoint(
             save_file({k: v.contiguous() for k, v in state.selection.best_state.items()}, str(partial / BEST))
     accelerator.wait_for_everyone()  # every rank's RNG file is on disk
     if accelerator.is_main_process:
-        write_manifest(partial, state.step, accelerator.num_processes)
+        write_manifest(partial, format=FORMAT, step=state.step, world_size=accelerator.num_processes)
         replace_directory(partial, final)  # never a moment without a complete copy of this step
         prune(root, config.checkpoint.keep)
     accelerator.wait_for_everyone()
@@ -155,16 +162,6 @@ def set_rng_state(state: dict, where: Path) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def write_manifest(directory: Path, step: int, world_size: int) -> None:
-    files = {
-        path.relative_to(directory).as_posix(): {"size": path.stat().st_size, "sha256": file_sha256(path)}
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
-    manifest = {"format": FORMAT, "step": step, "world_size": world_size, "files": files}
-    write_atomic(directory / MANIFEST, json.dumps(manifest, indent=1))
-
-
 def prune(root: Path, keep: int) -> None:
     """Delete all but the newest `keep` complete checkpoints (an incomplete one is never the only one kept)."""
     complete = [path for path in list_checkpoints(root) if verify(path, checksums=False) is None]
@@ -173,6 +170,12 @@ def prune(root: Path, keep: int) -> None:
 
 
 # ---------------------------------------------------------------- find and verify
+
+
+def remove_stale_saves(out: Path) -> list[Path]:
+    """What a crash during a save left under out/checkpoints (step-N.tmp, the .old copy of a
+    replaced one): never a checkpoint, removed at the next start."""
+    return remove_stale(out / "checkpoints", ["step-*.tmp", ".step-*.old-*"])
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -186,39 +189,21 @@ def list_checkpoints(root: Path) -> list[Path]:
 def verify(directory: Path, checksums: bool = True) -> str | None:
     """None when `directory` is a complete checkpoint of this version, else the reason it is not.
     Without `checksums`, only that every listed file is there with its size (cheap: for pruning)."""
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
-        return f"no {MANIFEST} (the save did not finish)"
-    try:
-        written = json.loads(manifest.read_text(encoding="utf-8"))
-        listed, world_size = written["files"], written["world_size"]
-    except (ValueError, KeyError, TypeError, OSError) as err:
-        return f"{MANIFEST} is unreadable ({err})"
-    if not isinstance(listed, dict) or not isinstance(world_size, int) or world_size < 1:
-        return f"{MANIFEST} is malformed (files is not a mapping, or no process count)"
-    if written.get("format") != FORMAT:
+    manifest, problem = read_manifest(directory)
+    if problem:
+        return problem
+    world_size = manifest.get("world_size")
+    if not isinstance(world_size, int) or world_size < 1:
+        return f"{MANIFEST} is malformed (no process count)"
+    if manifest.get("format") != FORMAT:
         return (
-            f"written by an older train.py, whose run state is a pickle ({written.get('format', 1)!r} is not "
-            f"format {FORMAT}); resume does not load pickles: start the run again"
+            f"written by an older train.py, whose run state is a pickle (format {manifest.get('format', 1)!r}, "
+            f"not {FORMAT}); resume does not load pickles: start the run again"
         )
-    for name, expected in listed.items():
-        parts = Path(name).parts
-        if Path(name).is_absolute() or ".." in parts or not parts:
-            return f"{MANIFEST} names {name!r}, outside the checkpoint"
-        if not isinstance(expected, dict) or not isinstance(expected.get("size"), int):
-            return f"{MANIFEST} is malformed at {name!r}"
     for name in [RUN_STATE, RUN_ARRAYS] + [f"rng_{rank}.json" for rank in range(world_size)]:
-        if name not in listed:
+        if name not in manifest["files"]:
             return f"{name} is missing"
-    for name, expected in listed.items():
-        path = directory / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != expected["size"]:
-            return f"{name} has {path.stat().st_size} bytes, {expected['size']} were written"
-        if checksums and file_sha256(path) != expected.get("sha256"):
-            return f"{name} does not match its checksum"
-    return None
+    return listed_files_problem(directory, manifest["files"], checksums)
 
 
 def find_checkpoint(out: Path, requested: str) -> Path:
