@@ -213,6 +213,7 @@ class Encoder(nn.Module):
         self.tokenizer = tokenizer
         self.spec = spec
         self.config = config
+        self.source_dir: Path | None = None  # the directory it was read from (from_config)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> Encoder:
@@ -227,7 +228,9 @@ class Encoder(nn.Module):
         remote = config.trust_remote_code
         tokenizer = AutoTokenizer.from_pretrained(transformer_dir, trust_remote_code=remote)
         transformer = _load_transformer(transformer_dir, remote, pick_attn_implementation(config.attn_implementation))
-        return cls(transformer, tokenizer, spec, config)
+        encoder = cls(transformer, tokenizer, spec, config)
+        encoder.source_dir = model_dir
+        return encoder
 
     @property
     def device(self) -> torch.device:

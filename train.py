@@ -51,6 +51,7 @@ from training.checkpoint import (
     load_checkpoint,
     read_run_state,
     remove_stale_saves,
+    run_environment,
     save_checkpoint,
     set_aside_newer,
     table_digest,
@@ -219,6 +220,7 @@ class Run:
     hooks: Hooks
     lexical: LexicalIndex | None = None  # BM25 over the eval corpus, built at the first evaluation
     prior: LexicalPrior | None = None  # BM25 over the table's passages (loss.lexical_scale > 0)
+    environment: dict = field(default_factory=dict)  # checked on resume (checkpoint.run_environment)
 
     @property
     def total_steps(self) -> int:
@@ -285,7 +287,8 @@ def after_step(r: Run, state: RunState, save: bool = True) -> None:
     interrupted is made again."""
     steps_per_epoch = len(r.sampler)
     if save and is_due(state.step, r.total_steps, steps_per_epoch, r.config.checkpoint.every):
-        save_checkpoint(r.accelerator, r.out, state, r.config, table_digest(r.table), r.sampler.state_dict())
+        context = {"data_digest": table_digest(r.table), "environment": r.environment}
+        save_checkpoint(r.accelerator, r.out, state, r.config, {**context, "sampler": r.sampler.state_dict()})
     if state.step == r.total_steps and r.accelerator.is_main_process:
         save_model(r.out, r.encoder, r.config)
     if (
@@ -410,7 +413,8 @@ def set_up(
     eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     loss, eval_dims = resolve_dims(config, encoder.dim)
-    saved = read_run_state(checkpoint, config, accelerator.num_processes) if checkpoint else None
+    environment = run_environment(accelerator, encoder.source_dir, eval_data)
+    saved = read_run_state(checkpoint, config, accelerator.num_processes, environment) if checkpoint else None
     table = load_table(
         TableSource(config, encoder, accelerator, out), saved["mined_epoch"] if saved else 0, resuming=saved is not None
     )
@@ -443,6 +447,7 @@ def set_up(
         out=out,
         hooks=hooks,
         prior=lexical_prior(table, config),
+        environment=environment,
     )
     return r, ((checkpoint, saved) if checkpoint else None)
 

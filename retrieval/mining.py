@@ -44,7 +44,9 @@ from retrieval.settings import LexicalConfig, MineConfig, check_mine_config
 logger = logging.getLogger(__name__)
 
 FILTERS = ("relevant", "rank_window", "relative", "max_score")  # in the order they are applied
-NOT_FINGERPRINTED = ("refresh", "batch_size")  # change neither which negatives nor their order
+# Changes neither which negatives nor their order. The batch size does (embeddings differ in the last
+# bits with it, which can reorder near ties), so it is fingerprinted.
+NOT_FINGERPRINTED = ("refresh",)
 
 
 @dataclass

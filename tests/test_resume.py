@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -376,3 +377,46 @@ def test_a_checkpoint_holds_no_pickle_but_the_optimiser(finished):
             "run_state.json",
             "run_state.safetensors",
         }, names
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (("base_model", "files", "config.json"), "the base model differs (files config.json changed"),
+        (("precision",), "precision: 'bf16' in the checkpoint, 'no' now"),
+        (("device",), "device: 'NVIDIA H100 80GB HBM3' in the checkpoint, 'cpu' now"),
+        (("eval_data",), "eval data: "),
+        (("versions", "torch"), None),  # a warning only
+    ],
+)
+def test_resume_checks_what_the_run_depends_on(tiny_bert, task, finished, tmp_path, change, reason, caplog):
+    """The base model's files, the precision, the device and the eval data recorded at the start
+    are compared on resume; another library version only warns."""
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    checkpoint = run / "checkpoints" / "step-00000006"
+    state = json.loads((checkpoint / "run_state.json").read_text())
+    environment = state["environment"]
+    assert environment["precision"] == "no" and environment["device"] == "cpu"
+    assert "config.json" in environment["base_model"]["files"] and environment["eval_data"]
+    values = {"precision": "bf16", "device": "NVIDIA H100 80GB HBM3", "eval_data": "0" * 64}
+    target = environment
+    for key in change[:-1]:
+        target = target[key]
+    target[change[-1]] = values.get(change[-1], "0.0.1")
+    (checkpoint / "run_state.json").write_text(json.dumps(state))
+    rewrite_manifest(checkpoint)
+    if reason is None:
+        caplog.set_level(logging.WARNING, logger="train")
+        train.main(run_args(tiny_bert, task, run, "--checkpoint.keep", "5", "--resume"))
+        assert "torch" in caplog.text and "0.0.1 when the checkpoint was written" in caplog.text
+        return
+    with pytest.raises(SystemExit, match="would not continue the same run: " + re.escape(reason)):
+        train.main(run_args(tiny_bert, task, run, "--resume"))
+
+
+def test_the_eval_batch_size_is_part_of_the_run(tiny_bert, task, finished, tmp_path):
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    with pytest.raises(SystemExit, match="eval.batch_size: 64 in the checkpoint, 32 now"):
+        train.main(run_args(tiny_bert, task, run, "--resume", "--eval.batch_size", "32"))

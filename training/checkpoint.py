@@ -20,6 +20,7 @@ else. A checkpoint of an older version (a pickled `run_state.pt`) is refused, no
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from common.files import (
     MANIFEST,
+    file_sha256,
     listed_files_problem,
     read_manifest,
     remove_stale,
@@ -44,26 +46,27 @@ from common.files import (
     write_manifest,
 )
 from common.plain import PlainDataError, from_plain, to_plain
-from data import TrainTable
+from data import IRDataset, TrainTable
 from retrieval.metrics import DimResult
 from training.config import Config, ConfigError
 from training.selection import Selection
 
 logger = logging.getLogger("train")
 
+SMALL_FILE = 10 << 20  # a base model's files under this size are hashed (configs, tokenizer), its weights not
 RUN_STATE = "run_state.json"
 RUN_ARRAYS = "run_state.safetensors"
 BEST = "best.safetensors"
 FORMAT = 2  # 1: run_state.pt and the sampler as pickles (refused)
 PLAIN_TYPES = {"DimResult": DimResult}
 # Keys that may change between a run and its resumption: where and how often it writes, not what it computes.
+# (Batch sizes are not among them: they change embeddings in the last bits, so the evaluations and
+# mined negatives of a resumed run would not be those of the run it continues.)
 RESUMABLE_CHANGES = (
     "output.",
     "checkpoint.",
     "report.",
-    "eval.batch_size",
     "eval.before",
-    "data.hard_negatives.batch_size",
 )
 
 
@@ -81,11 +84,10 @@ class RunState:
 # ---------------------------------------------------------------- save
 
 
-def save_checkpoint(
-    accelerator: Accelerator, out: Path, state: RunState, config: Config, data_digest: str, sampler: dict
-) -> Path:
-    """Write step `state.step`'s checkpoint on every rank (`sampler`: the sampler's state_dict);
-    the main process renames it into place and prunes to checkpoint.keep. Returns its final path."""
+def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config: Config, context: dict) -> Path:
+    """Write step `state.step`'s checkpoint on every rank; the main process renames it into place
+    and prunes to checkpoint.keep. `context` is what the run is checked against on resume and
+    where its sampler stands: {"data_digest", "environment", "sampler"}. Returns the final path."""
     root = out / "checkpoints"
     final = root / f"step-{state.step:08d}"
     partial = root / f"{final.name}.tmp"
@@ -100,13 +102,14 @@ def save_checkpoint(
         run_state = {
             "format": FORMAT,
             "step": state.step,
-            "sampler": sampler,
+            "sampler": context["sampler"],
             "train_seconds": state.train_seconds,
             "mined_epoch": state.mined_epoch,
             "before": state.before,
             "world_size": accelerator.num_processes,
             "config": asdict(config),
-            "data_digest": data_digest,
+            "data_digest": context["data_digest"],
+            "environment": context["environment"],
             "selection": state.selection.state_dict() if state.selection else None,
         }
         arrays: dict[str, torch.Tensor] = {}
@@ -236,9 +239,10 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
     return found
 
 
-def read_run_state(path: Path, config: Config, world_size: int) -> dict:
-    """The checkpoint's run state, read once as plain data; a checkpoint of another config or
-    process count is refused with the reason before anything is built from it."""
+def read_run_state(path: Path, config: Config, world_size: int, environment: dict) -> dict:
+    """The checkpoint's run state, read once as plain data; a checkpoint of another config,
+    process count, base model, precision, device or eval data (`run_environment`) is refused
+    with the reason before anything is built from it."""
     try:
         plain = json.loads((path / RUN_STATE).read_text(encoding="utf-8"))
         saved = from_plain(plain, load_file(str(path / RUN_ARRAYS)), PLAIN_TYPES)
@@ -253,6 +257,7 @@ def read_run_state(path: Path, config: Config, world_size: int) -> dict:
             f"--resume {path}: saved by {saved['world_size']} processes, this run has "
             f"{world_size}; the batches and RNG streams would differ"
         )
+    check_environment(path, saved.get("environment"), environment)
     return saved
 
 
@@ -285,6 +290,64 @@ def load_checkpoint(
         selection.load_state_dict(saved["selection"], best)
     state = RunState(saved["step"], saved["train_seconds"], saved["mined_epoch"], saved["before"], selection)
     return state, saved["sampler"]
+
+
+def model_identity(model_dir: Path | None) -> dict:
+    """What the base model is, beyond its name: the sha256 of its small files (configs, tokenizer,
+    pooling; weights are covered by the checkpoint's own copy) and the hub revision of a snapshot."""
+    if model_dir is None:
+        return {}
+    files = {
+        path.relative_to(model_dir).as_posix(): file_sha256(path)
+        for path in sorted(Path(model_dir).rglob("*"))
+        if path.is_file() and path.stat().st_size < SMALL_FILE and path.name != "README.md" and ".git" not in path.parts
+    }
+    revision = model_dir.name if model_dir.parent.name == "snapshots" else None  # the hub cache's layout
+    return {"files": files, "revision": revision}
+
+
+def run_environment(accelerator: Accelerator, model_dir: Path | None, eval_data: IRDataset | None) -> dict:
+    """What a resumed run must share with the run it continues, beyond config and training data."""
+    device = accelerator.device
+    kind = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    eval_digest = None
+    if eval_data is not None:
+        d = eval_data
+        parts = [d.corpus_ids, d.corpus_texts, d.query_ids, d.query_texts, d.qrels]
+        eval_digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
+    return {
+        "base_model": model_identity(model_dir),
+        "precision": accelerator.mixed_precision,
+        "device": kind,
+        "eval_data": eval_digest,
+        "versions": {name: importlib.metadata.version(name) for name in ("torch", "transformers", "accelerate")},
+    }
+
+
+def check_environment(path: Path, saved: dict | None, current: dict) -> None:
+    """Refuse a resume whose base model, precision, device or eval data differ from the run's;
+    warn when only library versions do (the numbers may differ in their last bits)."""
+    if saved is None:
+        return
+    refusals = []
+    if saved["base_model"] != current["base_model"]:
+        was, now = saved["base_model"].get("files", {}), current["base_model"].get("files", {})
+        changed = sorted(name for name in set(was) | set(now) if was.get(name) != now.get(name))
+        what = f"files {', '.join(changed[:5])}" if changed else "hub revision"
+        refusals.append(f"the base model differs ({what} changed since the run started)")
+    for key, meaning in (("precision", "precision"), ("device", "device"), ("eval_data", "eval data")):
+        if saved[key] != current[key]:
+            refusals.append(f"{meaning}: {saved[key]!r} in the checkpoint, {current[key]!r} now")
+    if refusals:
+        raise ConfigError(f"--resume {path}: would not continue the same run: " + "; ".join(refusals))
+    for name, version in saved["versions"].items():
+        if current["versions"].get(name) != version:
+            logger.warning(
+                "resume: %s %s now, %s when the checkpoint was written: later steps may differ in their last bits",
+                name,
+                current["versions"].get(name),
+                version,
+            )
 
 
 def table_digest(table: TrainTable) -> str:
