@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="e.g. 384,128,64 (default: full and powers of two down to 32)",
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("auto", "bf16", "no"),
+        default="auto",
+        help="encode in bf16 (auto: on CUDA) or full precision; flash-attn (attention auto) only with bf16",
+    )
     parser.add_argument("--out", type=Path, help="write metrics JSON here")
     parser.add_argument("--run-out", type=Path, help="write TREC runs and per-query metrics to this directory")
     parser.add_argument("--max-length", type=int)
@@ -179,10 +185,12 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
         trust_remote_code=args.trust_remote_code,
     )
     try:
-        encoder = Encoder.from_config(config)
+        encoder = Encoder.from_config(config, args.mixed_precision)
         # the baseline reads its own pooling, prompts and max length
         baseline = (
-            Encoder.from_config(ModelConfig(args.baseline, trust_remote_code=args.trust_remote_code))
+            Encoder.from_config(
+                ModelConfig(args.baseline, trust_remote_code=args.trust_remote_code), args.mixed_precision
+            )
             if args.baseline
             else None
         )

@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=default.seed)
     parser.add_argument("--batch-size", type=int, default=default.batch_size)
     parser.add_argument(
+        "--mixed-precision",
+        choices=("auto", "bf16", "no"),
+        default="auto",
+        help="encode in bf16 (auto: on CUDA) or full precision; flash-attn (attention auto) only with bf16",
+    )
+    parser.add_argument(
         "--source",
         default=default.source,
         help="rank candidates by dense (the model), bm25 (no model is run) or hybrid (both fused)",
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> MineReport | None:
         pairs = load_pairs(args.train)
         relevant = known_relevant(pairs, config.corpus if args.qrels_split else None, args.qrels_split)
         model_name = args.model or PACKAGED_MINILM
-        encoder = Encoder.from_config(ModelConfig(model_name)).to(start_processes())
+        encoder = Encoder.from_config(ModelConfig(model_name), args.mixed_precision).to(start_processes())
         main_process = is_main_process()
         identity = {"model": model_name} if config.source != "bm25" else {}
         report = mine(encoder, pairs, relevant, config, args.out, identity, main_process, lexical)

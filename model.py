@@ -177,11 +177,20 @@ def _max_length(transformer_dir: Path, st_config: dict) -> int:
     return int(min(length, positions))
 
 
-def pick_attn_implementation(requested: str) -> str:
-    """flash_attention_2 when flash-attn is importable on CUDA, else PyTorch SDPA (without importing flash_attn)."""
+def resolve_bf16(mixed_precision: str) -> bool:
+    """Whether to autocast to bf16: `bf16`, `no`, or `auto` (bf16 on CUDA, full precision elsewhere)."""
+    if mixed_precision not in ("auto", "bf16", "no"):
+        raise ValueError(f"mixed precision {mixed_precision!r}: one of auto, bf16, no")
+    return mixed_precision == "bf16" or (mixed_precision == "auto" and torch.cuda.is_available())
+
+
+def pick_attn_implementation(requested: str, bf16: bool | None = None) -> str:
+    """flash_attention_2 when flash-attn is importable on CUDA and the activations are bf16 (it
+    needs them: `bf16` None means auto, bf16 on CUDA), else PyTorch SDPA (without importing flash_attn)."""
     if requested != "auto":
         return requested
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+    bf16 = torch.cuda.is_available() if bf16 is None else bf16
+    if bf16 and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
 
@@ -214,9 +223,13 @@ class Encoder(nn.Module):
         self.spec = spec
         self.config = config
         self.source_dir: Path | None = None  # the directory it was read from (from_config)
+        self.bf16 = torch.cuda.is_available()  # encode autocasts to bf16: the run's precision (from_config)
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> Encoder:
+    def from_config(cls, config: ModelConfig, mixed_precision: str = "auto") -> Encoder:
+        """Load `config`'s model; `encode` runs at `mixed_precision` (auto: bf16 on CUDA), and an
+        `auto` attention picks flash-attn only when that is bf16."""
+        bf16 = resolve_bf16(mixed_precision)
         model_dir = resolve_model_dir(config.name_or_path, config.revision)
         check_saved_model(model_dir)
         spec, transformer_dir = read_embedding_spec(model_dir)
@@ -227,9 +240,10 @@ class Encoder(nn.Module):
             raise ValueError(f"model.pooling: {spec.pooling!r} is not one of {', '.join(POOLING_MODES)}")
         remote = config.trust_remote_code
         tokenizer = AutoTokenizer.from_pretrained(transformer_dir, trust_remote_code=remote)
-        transformer = _load_transformer(transformer_dir, remote, pick_attn_implementation(config.attn_implementation))
+        attention = pick_attn_implementation(config.attn_implementation, bf16)
+        transformer = _load_transformer(transformer_dir, remote, attention)
         encoder = cls(transformer, tokenizer, spec, config)
-        encoder.source_dir = model_dir
+        encoder.source_dir, encoder.bf16 = model_dir, bf16
         return encoder
 
     @property
@@ -271,8 +285,8 @@ class Encoder(nn.Module):
     ) -> torch.Tensor:
         """Embed `texts` -> (N, H) float32 on the CPU, in input order, normalised if the model says so.
 
-        Texts are sorted by token length so each batch pads only to its own longest text; bf16
-        autocast on CUDA, full precision elsewhere.
+        Texts are sorted by token length so each batch pads only to its own longest text; autocast
+        to bf16 when `self.bf16` (the run's precision; by default on CUDA), full precision otherwise.
         """
         ids = self.tokenize(list(texts), prompt)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: memory peaks early
@@ -283,7 +297,7 @@ class Encoder(nn.Module):
         for start in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress):
             rows = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in self.pad([ids[i] for i in rows]).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 out[rows] = self(**batch).float().cpu()
         self.train(was_training)
         return F.normalize(out, dim=-1) if self.spec.normalize else out

@@ -17,6 +17,7 @@ model.py, the data data.py; evaluation at every dim and precision is retrieval/ 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 from common.files import output_problem, remove_stale, write_atomic
 from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
 from losses import LossSpec
-from model import Encoder, ModelConfig
+from model import Encoder
 from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
 from retrieval.frontier import attach_frontier
 from retrieval.hybrid import attach_hybrid, format_hybrid, lexical_index
@@ -101,12 +102,10 @@ def load_encoder(config: Config, mixed_precision: str) -> Encoder:
         raise ConfigError(
             "model.attn_implementation: flash_attention_2 needs train.mixed_precision bf16 (or auto on CUDA)"
         )
-    if model_config.attn_implementation == "auto" and mixed_precision != "bf16":
-        model_config = ModelConfig(**{**asdict(model_config), "attn_implementation": "sdpa"})
     if config.train.deterministic:
         os.environ.setdefault("FLASH_ATTENTION_DETERMINISTIC", "1")  # flash-attn's backward reads it
     try:
-        encoder = Encoder.from_config(model_config)
+        encoder = Encoder.from_config(model_config, "bf16" if mixed_precision == "bf16" else "no")
     except (OSError, ValueError) as err:
         raise ConfigError(f"model.name_or_path {model_config.name_or_path!r}: {err}") from None
     pooler = getattr(encoder.transformer, "pooler", None)
@@ -460,10 +459,35 @@ def lexical_prior(table: TrainTable, config: Config) -> LexicalPrior | None:
 
 
 def seed_and_determinism(config: Config) -> None:
+    """Seed every generator; with train.deterministic, deterministic algorithms for everything the
+    run computes (training, and the evaluations and mining inside it), cuDNN autotuning off."""
     if config.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     set_seed(config.train.seed, device_specific=True)  # dropout differs per rank; data order does not use it
+
+
+@contextlib.contextmanager
+def determinism_restored():
+    """Give back the process's determinism settings after a run (train.run called from a script
+    or a test must not leave them changed for whatever runs next)."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+        if saved[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4]
 
 
 def fresh_state(r: Run) -> RunState:
@@ -492,14 +516,15 @@ def run(config: Config, accelerator: Accelerator, resume: str | None = None, hoo
     """Set up, start (evaluating before) or resume, train (evaluating and checkpointing as
     configured), keep the selected state, save and report. Returns what results.json holds (on the
     main process; the others get the step count)."""
-    r, checkpoint = set_up(config, accelerator, resume, hooks or Hooks())
-    state = resumed_state(r, *checkpoint) if checkpoint else fresh_state(r)
-    if config.report.report_to:
-        accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(config))
-        if state.before and not state.step:
-            accelerator.log(eval_scalars(state.before), step=0)
-    train_loop(r, state)
-    return finish(r, state)
+    with determinism_restored():
+        r, checkpoint = set_up(config, accelerator, resume, hooks or Hooks())
+        state = resumed_state(r, *checkpoint) if checkpoint else fresh_state(r)
+        if config.report.report_to:
+            accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(config))
+            if state.before and not state.step:
+                accelerator.log(eval_scalars(state.before), step=0)
+        train_loop(r, state)
+        return finish(r, state)
 
 
 def finish(r: Run, state: RunState) -> dict:

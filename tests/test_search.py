@@ -75,3 +75,60 @@ def test_small_corpus_never_counts_missing_ids(tiny_bert):
     assert result.metrics["recall@100"] == pytest.approx(0.5)  # "zzz" is never found, "c" once
     assert result.metrics["mrr@10"] == pytest.approx(1 / rank)
     assert result.metrics["map@100"] == pytest.approx(1 / rank / 2)
+
+
+class FakeGpuIndex:
+    """Stands in for faiss-gpu on a CPU machine: refuses k past 2,048 as faiss-gpu does, breaks
+    ties in the worst order for the tie rule (highest corpus row first), and can run out of memory."""
+
+    def __init__(self, docs: np.ndarray, fail: bool = False):
+        self.docs, self.fail, self.calls = docs, fail, []
+
+    def search(self, queries: np.ndarray, k: int):
+        from retrieval.search import GPU_MAX_K
+
+        self.calls.append(k)
+        assert k <= GPU_MAX_K, "faiss-gpu cannot search past k 2048"
+        if self.fail:
+            raise RuntimeError("Error in faiss::gpu::StandardGpuResourcesImpl::allocMemory: out of memory")
+        scores = queries @ self.docs.T
+        order = np.lexsort((-np.arange(self.docs.shape[0])[None].repeat(len(queries), 0), -scores), axis=1)[:, :k]
+        return np.take_along_axis(scores, order, 1).astype(np.float32), order.astype(np.int64)
+
+
+def gpu_backed(docs: np.ndarray, fail: bool = False):
+    from retrieval.search import ExactIndex
+
+    index = ExactIndex(docs)
+    index._gpu = FakeGpuIndex(docs, fail)
+    return index
+
+
+def test_ties_past_the_gpu_limit_resolve_as_on_the_cpu():
+    """3,000 equal passages: the GPU's 2,048 deepest holds none of the first ten by the tie rule;
+    the rows left unresolved at the GPU's limit are searched on the CPU, giving rows 0-9."""
+    from retrieval.search import ranked_search
+
+    docs = np.ones((3000, 8), dtype=np.float32) / np.sqrt(8)
+    queries = truncate_normalize(np.random.default_rng(0).standard_normal((3, 8)), 8)
+    index = gpu_backed(docs)
+    scores, ids = ranked_search(index, index.ntotal, queries, 10)
+    np.testing.assert_array_equal(ids, np.tile(np.arange(10), (3, 1)))
+    assert max(index._gpu.calls) <= 2048 and index._cpu is not None  # the GPU as deep as it can, then the CPU
+
+
+def test_a_k_past_the_gpu_limit_and_a_gpu_failure_run_on_the_cpu():
+    from retrieval.search import ranked_search
+
+    rng = np.random.default_rng(1)
+    docs = truncate_normalize(rng.standard_normal((3000, 16)), 16)
+    queries = truncate_normalize(rng.standard_normal((5, 16)), 16)
+    _, want_ids = exact_search(queries, docs, 2500)  # the CPU search (this machine has no GPU)
+    deep = gpu_backed(docs)
+    _, ids = ranked_search(deep, deep.ntotal, queries, 2500)
+    np.testing.assert_array_equal(ids, want_ids)
+    assert deep._gpu.calls == []  # past the GPU's limit from the start: the CPU
+    failing = gpu_backed(docs, fail=True)
+    _, ids = ranked_search(failing, failing.ntotal, queries, 10)
+    np.testing.assert_array_equal(ids, want_ids[:, :10])
+    assert not failing.on_gpu  # after an out-of-memory error, the CPU from then on

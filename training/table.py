@@ -77,7 +77,8 @@ def with_mined_negatives(
         return merged_negatives(pairs, read_mined(directory, config), config)
     miner, identity = source.encoder, {"model": asdict(config.model)}
     if hn.model and epoch == 0:  # another model, read from its own files
-        miner = Encoder.from_config(ModelConfig(hn.model, trust_remote_code=config.model.trust_remote_code))
+        precision = "bf16" if accelerator.mixed_precision == "bf16" else "no"  # the run's, as its own model
+        miner = Encoder.from_config(ModelConfig(hn.model, trust_remote_code=config.model.trust_remote_code), precision)
         miner, identity = miner.to(accelerator.device), {"model": hn.model}
     # The weights as they are (a model rebuilt in place, or trained for `epoch` epochs): a file is
     # reused only when mined with the very same weights.

@@ -3,7 +3,8 @@
     python -m pytest -q tests/gpu
 
 bf16 gradient caching against plain backprop under the same CUDA RNG (SDPA and flash-attn),
-faiss-gpu search against CPU search, and two GPUs (NCCL) against one.
+faiss-gpu search against CPU search (ties and k past 2,048 included), encoding at the run's
+precision, resume on CUDA (its RNG restored), and two GPUs (NCCL) against one.
 """
 
 from __future__ import annotations
@@ -149,3 +150,65 @@ def test_two_gpus_train_like_one(tmp_path):
     scale = max(g.abs().max() for g in grads[1].values())
     for name, grad in grads[1].items():
         torch.testing.assert_close(grads[2][name].cpu(), grad.cpu(), rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_bf16_evaluation_and_mining_follow_the_runs_precision(tiny_bert):
+    """On CUDA, `no` encodes in float32 (equal to the CPU's within float32 noise) and `bf16`
+    autocasts (within bf16's rounding); mining and evaluation encode through the same call."""
+    from model import Encoder
+
+    texts = random_texts(32, seed=7)
+    cpu = Encoder.from_config(ModelConfig(str(tiny_bert)), "no").encode(texts)
+    full = Encoder.from_config(ModelConfig(str(tiny_bert)), "no").cuda().encode(texts)
+    half = Encoder.from_config(ModelConfig(str(tiny_bert)), "bf16").cuda().encode(texts)
+    assert torch.allclose(full, cpu, atol=1e-5)
+    assert not torch.equal(half, full) and torch.allclose(half, full, atol=3e-2)
+
+
+def test_faiss_gpu_ties_resolve_as_on_the_cpu():
+    """3,000 equal passages: the first ten by corpus order, as the CPU search gives, even though
+    faiss-gpu stops at k 2,048; and k past 2,048 is served (by the CPU copy)."""
+    import faiss
+
+    from retrieval.search import ExactIndex, exact_search
+
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        pytest.skip("faiss has no GPU support here (pip install -r requirements-gpu.txt)")
+    docs = np.ones((3000, 16), dtype=np.float32) / 4
+    queries = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    assert ExactIndex(docs).on_gpu
+    _, ids = exact_search(queries, docs, 10)
+    np.testing.assert_array_equal(ids, np.tile(np.arange(10), (4, 1)))
+    _, deep = exact_search(queries, docs, 2500)
+    np.testing.assert_array_equal(deep, np.tile(np.arange(2500), (4, 1)))
+
+
+def test_resume_on_cuda_restores_the_cuda_rng(tmp_path):
+    """Killed after step 3 of 6 and resumed: the same weights as a run never stopped, with dropout
+    on (the CUDA generator is restored from rng_0.json, not reseeded)."""
+    from safetensors.torch import load_file
+
+    model_dir = make_tiny_bert(tmp_path / "bert")
+    pairs = tmp_path / "pairs.jsonl"
+    questions, passages = random_texts(24, seed=1, max_words=8), random_texts(24, seed=2)
+    pairs.write_text("".join(json.dumps({"anchor": q, "positive": p}) + "\n" for q, p in zip(questions, passages)))
+    base = ["--model.name_or_path", str(model_dir), "--data.train", str(pairs), "--train.global_batch", "8"]
+    base += ["--train.epochs", "2", "--checkpoint.every", "3", "--report.report_to", "[]", "--loss.dims", "32"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train.main([*base, "--output.dir", str(straight)])
+    stop = {"at": 4}  # step_end runs before step 4's checkpoint: the newest is step 3's
+
+    class Stop(Exception):
+        pass
+
+    def step_end(record):
+        if record["step"] == stop["at"]:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train.main([*base, "--output.dir", str(resumed)], train.Hooks(step_end=step_end))
+    state = json.loads((resumed / "checkpoints" / "step-00000003" / "rng_0.json").read_text())
+    assert state["cuda"], "the CUDA generator is saved"
+    train.main([*base, "--output.dir", str(resumed), "--resume"])
+    a, b = load_file(resumed / "model" / "model.safetensors"), load_file(straight / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
