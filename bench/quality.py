@@ -1,35 +1,39 @@
-"""Issue 9's quality bench: the base model, sentence-transformers' trainer twice, and ours addition by
-addition, on ObliQA dev, 3 seeds a row, with paired statistics.
+"""The quality bench: is fine-tuning worth it, against BM25 and against sentence-transformers?
 
     python -m bench.quality                                   # every row; hours on a 2-core CPU
-    python -m bench.quality --rows st-ours,ours-recipe --seeds 42
+    python -m bench.quality --rows bm25,base                  # the rows without training (minutes)
     python -m bench.quality --report-only                     # the table from what exists
 
-The rows are ROWS below, in order; each training row runs once per seed, in its own subprocess (so
-memory is freed and a crash costs only that run) with its output in <out>/<row>/seed<S>.log, and
-leaves <out>/<row>/seed<S>.json (written atomically): the mean metrics and each dev question's
-metrics at every dim, the question ids, the training seconds and steps. A run whose json exists is
-skipped, so the bench resumes where it stopped. Ours is `train.py --config CONFIG` with the row's
-overrides, the seed, `--eval.before false` and the bench's eval set; its per_query.json gives the
-per-question metrics (the saved model is scored here when it lacks a dim). The sentence-transformers
-rows are `python -m bench.st_train --no-eval`, scored here with our evaluate.py, as the base model is.
+The rows (ROWS below, in order): BM25 alone; the packaged model untouched; sentence-transformers'
+trainer with our recipe's settings (one seed: a fair peer); and ours, CONFIG as it is (two seeds).
+Every model row is scored alone and fused with BM25 (the convex combination of per-query min-max
+normalised scores, `retrieval/hybrid.py`), the dense weight chosen per dim on the **train**
+questions of the same corpus (`--weight-split`), never on the split reported.
+
+Each training run is its own subprocess (memory freed, a crash costs only that run), logged to
+<out>/<row>/seed<S>.log, and leaves <out>/<row>/seed<S>.json (written atomically): each dev
+question's metrics at every dim, alone and fused, the fusion weights, the question ids, the
+training seconds and steps. A run whose json exists is skipped, so the bench resumes where it
+stopped. Ours is `train.py --config CONFIG` with the seed, `--eval.before false` and the bench's
+eval set; every trained model is scored here, by the same code as the base model.
 
 `st-ours` reads our recipe from CONFIG at run time (see st_recipe): epochs, batch, lr, warm-up,
 cosine floor, weight decay, clipping, scale = 1 / temperature, dims and weights, the symmetric term,
 max length, drop_last (with it ST's no-duplicates sampler yields rows // batch full batches, as ours
 does, refilling from a reshuffle when duplicates leave it short), and when data.hard_negatives.k > 0
 sentence-transformers' own mine_hard_negatives with the base model and the same window, margin and
-k (range_min = rank_min - 1: it skips that many candidates after setting the positives aside;
-relative_margin = 1 - max_relative; max_score; top or random). What does not carry over:
-table-wide false-negative masking, qrels as known positives, mined-negative refresh, prompts, Adam
-betas/eps (ST's defaults are ours), bf16 (st_train.py is fp32) and the choice of the best checkpoint
-on dev (ST trains to the end); ST drops the rows it mined fewer than k negatives for, ours keeps them.
+k (range_min = rank_min - 1; relative_margin = 1 - max_relative; max_score; top or random): ST
+mines with the dense model only, whatever CONFIG's `source` (it has no BM25 or fused miner). What
+does not carry over: table-wide false-negative masking, qrels as known positives, BM25 or hybrid
+mining, mined-negative refresh, prompts, bf16 (st_train.py is fp32) and the choice of a
+checkpoint on dev (ST trains to the end); ST drops the rows it mined fewer than k negatives for.
 
-The report (printed and written to <out>/report.md): NDCG@10 per dim as mean ± sd over seeds; the
-change against the row above on the seed-averaged per-question NDCG@10 with a 95% paired bootstrap
-interval and a paired randomization p-value (retrieval/stats.py, 10,000 resamples); the `--headline` row
-(default ours-recipe, CONFIG as it is) against every sentence-transformers row and the base model;
-and the headline row at each dim against the base model at full size.
+The report (printed and written to <out>/report.md): NDCG@10 per dim, Recall@10 and MAP@10 (the
+shared task's metrics) at 384 and 64, as mean ± sd over seeds, for BM25, base, base + BM25,
+st-ours, st-ours + BM25, ours, ours + BM25; then the paired changes that answer the question (on
+the seed-averaged per-question NDCG@10: mean [95% bootstrap interval], randomization p; 10,000
+resamples): ours + BM25 against BM25 and against base + BM25, ours alone against BM25, ours
+against st-ours alone and fused; and the issue's targets, met or not.
 """
 
 from __future__ import annotations
@@ -60,42 +64,33 @@ from retrieval.stats import paired_bootstrap, paired_randomization  # noqa: E402
 class Row(NamedTuple):
     name: str
     description: str
-    runner: str  # base (scored as is) | st (bench/st_train.py) | st-config (st_train.py + st_recipe(CONFIG)) | ours
+    runner: str  # bm25 | base (scored as is) | st-config (bench/st_train.py + st_recipe(CONFIG)) | ours
     overrides: tuple[str, ...]  # appended flags: st_train.py's, or train.py's `--a.b value`
 
 
-ST_STUDY = ("--epochs", "4", "--per-device-batch", "512", "--lr", "2e-5", "--scale", "20", "--warmup", "0.1")
 ROWS = [
-    Row("base", "the packaged model, not fine-tuned (no seeds)", "base", ()),
     Row(
-        "st-study",
-        "sentence-transformers trainer, the study's recipe: 4 epochs, batch 512, lr 2e-5, scale 20, "
-        "10% warm-up, cosine",
-        "st",
-        ST_STUDY,
+        "bm25",
+        "BM25 (bm25s lucene, k1 1.5, b 0.75, English stopwords, Snowball stemmer; title + text): no training",
+        "bm25",
+        (),
     ),
+    Row("base", "the packaged model, not fine-tuned (no seeds)", "base", ()),
     Row(
         "st-ours",
         "sentence-transformers trainer with our recipe's settings from CONFIG, and its own "
-        "mine_hard_negatives when CONFIG mines",
+        "(dense) mine_hard_negatives when CONFIG mines; one seed",
         "st-config",
         (),
     ),
-    Row("ours-recipe", "ours, CONFIG as it is: in-batch negatives, table-wide masking", "ours", ()),
-    Row(
-        "ours+hardneg",
-        "+ 1 mined hard negative per question (ranks 1-100, max_relative 0.95)",
-        "ours",
-        ("--data.hard_negatives.k", "1"),
-    ),
-    Row(
-        "ours+select",
-        "+ the best epoch on the reported split (optimistic: selected on what is measured)",
-        "ours",
-        ("--data.hard_negatives.k", "1", "--eval.select", "ndcg@10:mean"),
-    ),
+    Row("ours", "ours, CONFIG as it is", "ours", ()),
 ]
 METRIC = "ndcg@10"
+REPORTED = ("ndcg@10", "recall@10", "map@10")  # the shared task's metrics, with NDCG@10 first
+TARGETS = {  # issue 19: what the fused model must beat, by how much, at 384 and 64 dims
+    "ours + BM25 − BM25": 0.05,
+    "ours + BM25 − base + BM25": 0.03,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,11 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/obliqa", help="BEIR directory scored")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--dims", type=lambda s: [int(d) for d in s.split(",")], default=[384, 256, 128, 64, 32])
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[42, 43, 44])
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[42, 43])
+    parser.add_argument("--weight-split", default="train", help="the split the fusion weight is chosen on")
     parser.add_argument("--rows", type=lambda s: s.split(","), help="comma-separated row names (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "runs/quality", help="bench directory")
     parser.add_argument("--report-only", action="store_true", help="print the report from the results that exist")
-    parser.add_argument("--headline", default="ours-recipe", help="the row compared with base and every ST row")
     parser.add_argument("--eval-batch", type=int, default=64)
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap and randomization resamples")
     parser.add_argument(
@@ -240,43 +235,57 @@ def ours_command(row: Row, seed: int, run_dir: Path, args: argparse.Namespace) -
     ]
 
 
-def score_model(model_dir: Path | str, data, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
-    """{dim: {metric: per-question values}} of the model in `model_dir`, scored with our evaluate.py."""
-    import torch
+class Scorer:
+    """Scores every row the same way: the eval split and the split the fusion weight is chosen on
+    (same corpus), and the BM25 index over that corpus, built once."""
 
-    from model import Encoder, ModelConfig
-    from retrieval.evaluation import evaluate
+    def __init__(self, args: argparse.Namespace):
+        from data import load_ir
+        from retrieval.hybrid import lexical_index
+        from retrieval.settings import LexicalConfig
 
-    encoder = Encoder.from_config(ModelConfig(str(model_dir))).to("cuda" if torch.cuda.is_available() else "cpu")
-    results = evaluate(encoder, data, args.dims, batch_size=args.eval_batch)
-    return {
-        str(dim): {metric: values.tolist() for metric, values in result.per_query.items()}
-        for dim, result in results.items()
-    }
+        self.args = args
+        self.data = load_ir(args.data, args.split)
+        self.weight_data = load_ir(args.data, args.weight_split)
+        if self.weight_data.corpus_ids != self.data.corpus_ids:
+            raise SystemExit(f"--weight-split {args.weight_split}: its corpus differs from {args.split}'s")
+        self.index = lexical_index(self.data, LexicalConfig())
+
+    def bm25(self) -> dict:
+        from retrieval.hybrid import evaluate_hybrid
+
+        queries = np.zeros((len(self.data.query_ids), 1), dtype=np.float32)  # no dims: BM25 alone
+        corpus = np.zeros((len(self.data.corpus_ids), 1), dtype=np.float32)
+        return {"bm25": per_query_lists(evaluate_hybrid(queries, corpus, self.data, [], self.index).bm25)}
+
+    def model(self, model_dir: Path | str) -> dict:
+        """Per-question metrics of the model alone and fused with BM25 at every dim, and the weights."""
+        import torch
+
+        from model import Encoder, ModelConfig
+        from retrieval.evaluation import encode_ir, encode_queries, evaluate_embeddings
+        from retrieval.hybrid import chosen_weights, evaluate_hybrid
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        encoder = Encoder.from_config(ModelConfig(str(model_dir))).to(device)
+        queries, corpus, _ = encode_ir(encoder, self.data, self.args.eval_batch, show_progress=False)
+        weight_queries = encode_queries(encoder, self.weight_data.query_texts, self.args.eval_batch, False)
+        dims = self.args.dims
+        dense = evaluate_embeddings(queries, corpus, self.data, dims)
+        weights = chosen_weights(weight_queries, corpus, self.weight_data, dims, self.index)
+        hybrid = evaluate_hybrid(queries, corpus, self.data, dims, self.index, weights, self.args.weight_split)
+        return {
+            "per_query": {str(dim): per_query_lists(result) for dim, result in dense.items()},
+            "fused": {str(dim): per_query_lists(hybrid.fused[dim]["convex"]) for dim in dims},
+            "weights": {str(dim): weights[dim] for dim in dims},
+        }
 
 
-def ours_per_query(run_dir: Path, data, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
-    """The after-training per-question metrics train.py wrote, reordered to the bench's question
-    order; the saved model scored here when the file is missing or lacks a dim."""
-    path = run_dir / "per_query.json"
-    if path.is_file():
-        written = json.loads(path.read_text(encoding="utf-8"))
-        after = written.get("after") or {}
-        if all(str(dim) in after for dim in args.dims) and sorted(written["query_ids"]) == sorted(data.query_ids):
-            order = (
-                [written["query_ids"].index(qid) for qid in data.query_ids]
-                if written["query_ids"] != data.query_ids
-                else None
-            )
-            return {
-                str(dim): {m: v if order is None else [v[i] for i in order] for m, v in after[str(dim)].items()}
-                for dim in args.dims
-            }
-    print(f"  {path} missing or incomplete: scoring {run_dir / 'model'} here", flush=True)
-    return score_model(run_dir / "model", data, args)
+def per_query_lists(result) -> dict[str, list[float]]:
+    return {metric: values.tolist() for metric, values in result.per_query.items()}
 
 
-def train_run(row: Row, seed: int, data, args: argparse.Namespace, config) -> dict | None:
+def train_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace, config) -> dict | None:
     """Train one (row, seed) in a subprocess and score it; None if the subprocess failed."""
     run_dir, log = args.out / row.name / f"seed{seed}", args.out / row.name / f"seed{seed}.log"
     st = row.runner.startswith("st")
@@ -287,57 +296,58 @@ def train_run(row: Row, seed: int, data, args: argparse.Namespace, config) -> di
         print(f"  FAILED (exit {status}) after {wall:.0f} s; see {log}", flush=True)
         return None
     trained = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    per_query = score_model(run_dir / "model", data, args) if st else ours_per_query(run_dir, data, args)
     return {
         "train_seconds": trained["train_seconds"],
         "steps": trained["steps"],
         "process_seconds": wall,
         "command": command,
         "log": str(log),
-        "per_query": per_query,
+        **scorer.model(run_dir / "model"),
     }
 
 
-def run_row(row: Row, data, args: argparse.Namespace, config) -> None:
+def seeds_of(row: Row, args: argparse.Namespace) -> list[int | None]:
+    if row.runner in ("bm25", "base"):
+        return [None]
+    return args.seeds[:1] if row.runner.startswith("st") else args.seeds
+
+
+def run_row(row: Row, scorer: Scorer, args: argparse.Namespace, config) -> None:
     """Every missing seed of `row`; a failed seed is reported and left for the next invocation."""
-    for seed in [None] if row.runner == "base" else args.seeds:
+    for seed in seeds_of(row, args):
         path = result_path(args.out, row, seed)
         if path.is_file():
             print(f"{row.name}{'' if seed is None else f' seed {seed}'}: done ({path})", flush=True)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
         try:
-            if row.runner == "base":
-                start = time.perf_counter()
-                result = {
-                    "train_seconds": 0.0,
-                    "steps": 0,
-                    "model": config.model.name_or_path,
-                    "per_query": score_model(resolve_base(config), data, args),
-                }
-                result["process_seconds"] = time.perf_counter() - start
+            if row.runner == "bm25":
+                result = {"train_seconds": 0.0, "steps": 0, "per_query": scorer.bm25()}
+            elif row.runner == "base":
+                model = config.model.name_or_path
+                result = {"train_seconds": 0.0, "steps": 0, "model": model, **scorer.model(resolve_base(config))}
             else:
-                result = train_run(row, seed, data, args, config)
+                result = train_run(row, seed, scorer, args, config)
         except Exception:  # a row's scoring error must not stop the rows after it
             traceback.print_exc()
             result = None
         if result is None:
             continue
-        means = {
-            dim: {m: float(np.mean(v)) for m, v in by_metric.items()} for dim, by_metric in result["per_query"].items()
-        }
+        result.setdefault("process_seconds", time.perf_counter() - start)
         result = {
             "row": row.name,
             "description": row.description,
             "seed": seed,
             "data": f"{args.data} ({args.split})",
+            "weight_split": args.weight_split,
             "config_sha256": config_sha256(args.config),
-            "query_ids": data.query_ids,
-            "metrics": means,
+            "query_ids": scorer.data.query_ids,
             **result,
         }
         write_atomic(path, json.dumps(result) + "\n")
-        print(f"  {METRIC}: " + "  ".join(f"{dim} {means[str(dim)][METRIC]:.4f}" for dim in args.dims), flush=True)
+        first = next(iter(result["per_query"].values()))[METRIC]
+        print(f"  {row.name}: {METRIC} {np.mean(first):.4f} (first dim)", flush=True)
 
 
 def resolve_base(config) -> str:
@@ -353,35 +363,44 @@ def config_sha256(path: Path) -> str | None:
 # ---------------------------------------------------------------- the report
 
 
-class RowResults(NamedTuple):
+class Line(NamedTuple):
+    """One line of the report: a row alone or fused, with each seed's per-question metrics."""
+
+    label: str
     row: Row
-    runs: list[dict]  # one per seed present
-    ndcg: dict[int, np.ndarray]  # dim -> (Q,) seed-averaged per-question NDCG@10, in the bench's question order
+    runs: list[dict]  # the row's result files present (one per seed)
+    values: list[dict[int, dict[str, np.ndarray]]]  # per seed: dim -> metric -> (Q,) in the bench's question order
+
+    def mean(self, dim: int, metric: str = METRIC) -> np.ndarray:
+        """(Q,) seed-averaged per-question values."""
+        return np.mean([seed[dim][metric] for seed in self.values], axis=0)
 
 
-def collect(args: argparse.Namespace, rows: list[Row]) -> list[RowResults]:
-    """The results present for each row (the seeds asked for), aligned on one question order."""
-    collected, query_ids = [], None
+def collect(args: argparse.Namespace, rows: list[Row]) -> dict[str, Line]:
+    """The report's lines (bm25, base, base + BM25, ...) from the results present, aligned on one
+    question order."""
+    lines, query_ids = {}, None
     for row in rows:
-        paths = [result_path(args.out, row, seed) for seed in ([None] if row.runner == "base" else args.seeds)]
-        runs = [json.loads(path.read_text(encoding="utf-8")) for path in paths if path.is_file()]
+        paths = [result_path(args.out, row, seed) for seed in seeds_of(row, args)]
+        runs = [json.loads(path.read_text("utf-8")) for path in paths if path.is_file()]
         if not runs:
             continue
         query_ids = query_ids or runs[0]["query_ids"]
-        per_seed = []
         for run in runs:
             if sorted(run["query_ids"]) != sorted(query_ids):
-                raise SystemExit(f"{row.name} seed {run['seed']}: scored on other questions than {rows[0].name}")
-            order = [run["query_ids"].index(qid) for qid in query_ids] if run["query_ids"] != query_ids else None
-            per_seed.append(
-                {
-                    dim: np.asarray(run["per_query"][str(dim)][METRIC])[order if order else slice(None)]
-                    for dim in args.dims
-                }
-            )
-        ndcg = {dim: np.mean([values[dim] for values in per_seed], axis=0) for dim in args.dims}
-        collected.append(RowResults(row, runs, ndcg))
-    return collected
+                raise SystemExit(f"{row.name} seed {run['seed']}: scored on other questions than the rows before")
+        kinds = [("per_query", row.name)] + ([] if row.runner == "bm25" else [("fused", f"{row.name} + BM25")])
+        for key, label in kinds:
+            per_seed = []
+            for run in runs:
+                order = [run["query_ids"].index(q) for q in query_ids] if run["query_ids"] != query_ids else None
+                by_dim = {}
+                for dim in args.dims:
+                    source = run[key]["bm25"] if row.runner == "bm25" else run[key][str(dim)]
+                    by_dim[dim] = {m: np.asarray(v)[order if order else slice(None)] for m, v in source.items()}
+                per_seed.append(by_dim)
+            lines[label] = Line(label, row, runs, per_seed)
+    return lines
 
 
 def mean_sd(values: list[float]) -> str:
@@ -390,133 +409,148 @@ def mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
-def change(base: np.ndarray, new: np.ndarray, resamples: int) -> str:
-    """new - base per question: mean change [95% paired bootstrap interval] and randomization p."""
+def change(base: np.ndarray, new: np.ndarray, resamples: int) -> tuple[float, float, float, float]:
+    """new - base per question: mean change, its 95% paired bootstrap interval, randomization p."""
     diff, lo, hi = paired_bootstrap(base, new, resamples=resamples, seed=0)
-    p = paired_randomization(base, new, resamples=resamples, seed=0)
-    return f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}] p={p:.3g}"
+    return diff, lo, hi, paired_randomization(base, new, resamples=resamples, seed=0)
 
 
-def summary_table(results: list[RowResults], dims: list[int], seeds: int) -> list[str]:
-    lines = [
-        f"| row | seeds | {' | '.join(map(str, dims))} | train s | process s | steps |",
-        "|---|---:|" + "---:|" * (len(dims) + 3),
-    ]
-    for r in results:
-        runs, of = r.runs, "" if r.row.runner == "base" else f"/{seeds}"
-        cells = [mean_sd([run["metrics"][str(d)][METRIC] for run in runs]) for d in dims]
-        means = [np.mean([run[key] for run in runs]) for key in ("train_seconds", "process_seconds", "steps")]
-        lines.append(
-            f"| {r.row.name} | {len(runs)}{of} | " + " | ".join(cells) + "".join(f" | {m:.0f}" for m in means) + " |"
-        )
-    return lines
+def metric_table(lines: dict[str, Line], dims: list[int]) -> list[str]:
+    table = [f"| retriever | seeds | {' | '.join(map(str, dims))} | train s | steps |"]
+    table.append("|---|---:|" + "---:|" * (len(dims) + 2))
+    for line in lines.values():
+        cells = [mean_sd([float(seed[d][METRIC].mean()) for seed in line.values]) for d in dims]
+        train_s, steps = (np.mean([run[key] for run in line.runs]) for key in ("train_seconds", "steps"))
+        table.append(f"| {line.label} | {len(line.runs)} | {' | '.join(cells)} | {train_s:.0f} | {steps:.0f} |")
+    return table
 
 
-def change_table(pairs: list[tuple[RowResults, RowResults]], dims: list[int], resamples: int) -> list[str]:
-    """One line per (baseline, new) pair: the change at every dim."""
-    lines = [f"| row | against | {' | '.join(map(str, dims))} |", "|---|---|" + "---|" * len(dims)]
-    for base, new in pairs:
-        lines.append(
-            f"| {new.row.name} | {base.row.name} | "
-            + " | ".join(change(base.ndcg[d], new.ndcg[d], resamples) for d in dims)
-            + " |"
-        )
-    return lines
+def shared_task_table(lines: dict[str, Line], dims: list[int]) -> list[str]:
+    shown = [d for d in (max(dims), 64) if d in dims]
+    heads = [f"{m} @{d}" for d in shown for m in REPORTED]
+    table = [f"| retriever | {' | '.join(heads)} |", "|---|" + "---:|" * len(heads)]
+    for line in lines.values():
+        cells = [mean_sd([float(seed[d][m].mean()) for seed in line.values]) for d in shown for m in REPORTED]
+        table.append(f"| {line.label} | " + " | ".join(cells) + " |")
+    return table
 
 
-def against_full_size(last: RowResults, base: RowResults, dims: list[int], resamples: int) -> list[str]:
-    """`last` truncated to each dim against the base model at full size."""
-    full = max(dims)
-    lines = [f"| {last.row.name} dim | {last.row.name} | base@{full} | change |", "|---:|---:|---:|---|"]
-    return lines + [
-        f"| {d} | {last.ndcg[d].mean():.4f} | {base.ndcg[full].mean():.4f} | "
-        f"{change(base.ndcg[full], last.ndcg[d], resamples)} |"
-        for d in dims
-    ]
+COMPARISONS = [  # (new, against): the questions the bench answers
+    ("ours + BM25", "bm25"),
+    ("ours + BM25", "base + BM25"),
+    ("ours", "bm25"),
+    ("ours", "base"),
+    ("ours", "st-ours"),
+    ("ours + BM25", "st-ours + BM25"),
+    ("base + BM25", "bm25"),
+]
 
 
-def notes(results: list[RowResults], rows: list[Row], args: argparse.Namespace) -> list[str]:
+def comparison_table(lines: dict[str, Line], dims: list[int], resamples: int) -> tuple[list[str], dict]:
+    table = [f"| change | {' | '.join(map(str, dims))} |", "|---|" + "---|" * len(dims)]
+    found = {}
+    for new, against in COMPARISONS:
+        if new not in lines or against not in lines:
+            continue
+        cells = []
+        for d in dims:
+            found[(new, against, d)] = c = change(lines[against].mean(d), lines[new].mean(d), resamples)
+            cells.append(f"{c[0]:+.4f} [{c[1]:+.4f}, {c[2]:+.4f}] p={c[3]:.2g}")
+        table.append(f"| {new} − {against} | " + " | ".join(cells) + " |")
+    return table, found
+
+
+def targets(found: dict, dims: list[int]) -> list[str]:
+    """The issue's targets: each fused margin at 384 and 64 dims (mean and lower interval bound),
+    and ours alone above BM25 at 384."""
+    out = []
+    for name, margin in TARGETS.items():
+        new, against = (part.strip() for part in name.split("−"))
+        against = "bm25" if against == "BM25" else against
+        for d in (max(dims), 64):
+            c = found.get((new, against, d))
+            if c is None:
+                continue
+            verdict = "met" if c[0] >= margin and c[1] > 0 else "NOT met"
+            out.append(f"- {name} at {d} dims ≥ {margin}: {c[0]:+.4f} [{c[1]:+.4f}, {c[2]:+.4f}]: {verdict}")
+    c = found.get(("ours", "bm25", max(dims)))
+    if c is not None:
+        verdict = "met" if c[1] > 0 else "NOT met"
+        out.append(f"- ours alone above BM25 at {max(dims)} dims: {c[0]:+.4f} [{c[1]:+.4f}, {c[2]:+.4f}]: {verdict}")
+    return out
+
+
+def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> list[str]:
     """Runs that are missing, and runs trained from another version of the config."""
-    done, lines = {r.row.name: len(r.runs) for r in results}, []
-    wanted = {row.name: 1 if row.runner == "base" else len(args.seeds) for row in rows}
+    done = {line.row.name: len(line.runs) for line in lines.values()}
+    wanted = {row.name: len(seeds_of(row, args)) for row in rows}
     missing = [f"{name} ({done.get(name, 0)} of {n})" for name, n in wanted.items() if done.get(name, 0) < n]
-    if missing:
-        lines += ["", f"Missing runs (failed, or not run yet): {', '.join(missing)}."]
+    out = ["", f"Missing runs (failed, or not run yet): {', '.join(missing)}."] if missing else []
     current = config_sha256(args.config)
-    stale = [
-        f"{r.row.name} seed {run['seed']}"
-        for r in results
-        for run in r.runs
-        if current and r.row.runner != "base" and run["config_sha256"] != current
-    ]
+    stale = sorted(
+        {
+            f"{line.row.name} seed {run['seed']}"
+            for line in lines.values()
+            for run in line.runs
+            if current and line.row.runner in ("ours", "st-config") and run["config_sha256"] != current
+        }
+    )
     if stale:
-        lines += ["", f"Warning: trained with another version of {args.config}: {', '.join(stale)}."]
-    return lines
+        out += ["", f"Warning: trained with another version of {args.config}: {', '.join(stale)}."]
+    return out
 
 
 def report(args: argparse.Namespace, rows: list[Row]) -> str:
-    results = collect(args, rows)
-    if not results:
+    lines = collect(args, rows)
+    if not lines:
         return f"no results under {args.out}"
-    dims = args.dims
-    last = next((r for r in results if r.row.name == args.headline), results[-1])  # the recipe we recommend
-    lines = [
-        f"# Quality bench: {last.runs[0]['data']}, {len(last.ndcg[dims[0]])} questions",
+    dims, first = args.dims, next(iter(lines.values()))
+    questions = len(first.values[0][dims[0]][METRIC])
+    comparisons, found = comparison_table(lines, dims, args.resamples)
+    text = [
+        f"# Quality bench: {first.runs[0]['data']}, {questions} questions",
         "",
-        f"Config: {args.config}. Seeds: {', '.join(map(str, args.seeds))}.",
+        f"Config: {args.config}. Seeds: {', '.join(map(str, args.seeds))} (st-ours: the first). "
+        f"Fused: convex combination, the dense weight chosen per dim on the {args.weight_split} questions.",
         "",
-    ]
-    lines += [f"- `{r.row.name}`: {r.row.description}" for r in results]
-    lines += [
+        *[f"- `{row.name}`: {row.description}" for row in rows if any(line.row is row for line in lines.values())],
         "",
         "## NDCG@10, mean ± sd over seeds",
         "",
-        *summary_table(results, dims, len(args.seeds)),
+        *metric_table(lines, dims),
         "",
-        "train s: the training loop alone, mining excluded (for ours it includes the evaluations that "
-        "eval.every asks for); process s: the whole training command.",
+        "## The shared task's metrics",
         "",
-        "## Change in NDCG@10 against the row above",
+        *shared_task_table(lines, dims),
+        "",
+        "## Paired changes in NDCG@10",
         "",
         "On the seed-averaged per-question NDCG@10: mean change [95% paired bootstrap interval], "
         "paired randomization p.",
         "",
-        *change_table(list(zip(results, results[1:])), dims, args.resamples),
+        *comparisons,
+        "",
+        "## The targets",
+        "",
+        *(targets(found, dims) or ["- not measured yet"]),
     ]
-    baselines = [r for r in results if r.row.runner != "ours"]
-    if baselines:
-        lines += [
-            "",
-            f"## {last.row.name} against the base model and each sentence-transformers row",
-            "",
-            *change_table([(b, last) for b in baselines], dims, args.resamples),
-        ]
-    base = next((r for r in results if r.row.runner == "base"), None)
-    if base is not None and last is not base:
-        lines += [
-            "",
-            f"## {last.row.name} at each dim against the base model at {max(dims)}",
-            "",
-            *against_full_size(last, base, dims, args.resamples),
-        ]
-    return "\n".join(lines + notes(results, rows, args)) + "\n"
+    return "\n".join(text + notes(lines, rows, args)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rows = [row for row in ROWS if not args.rows or row.name in args.rows]
     if not args.report_only:
-        from data import load_ir
         from training.config import ConfigError, load_config
 
         try:
             config = load_config(["--config", str(args.config)])  # read now: it may be newer than this script
         except ConfigError as err:
             sys.exit(f"error: {err}")
-        data = load_ir(args.data, args.split)
+        scorer = Scorer(args)
         args.out.mkdir(parents=True, exist_ok=True)
         for row in rows:
-            run_row(row, data, args, config)
+            run_row(row, scorer, args, config)
     text = report(args, rows)
     print("\n" + text)
     if args.out.is_dir():
