@@ -34,6 +34,8 @@ class LossSpec:
     temperature: float = 0.05
     symmetric: bool = False
     lexical_scale: float = 0.0  # beta: logits gain beta x the lexical prior (training for the hybrid); 0: off
+    distill: float = 0.0  # lambda: + lambda x KL(teacher || model) over each question's candidates; 0: off
+    distill_temperature: float = 0.05  # the teacher's distribution is softmax(teacher score / this)
 
     def dim_weights(self) -> list[float]:
         return list(self.weights) if self.weights else [1.0] * len(self.dims)
@@ -74,6 +76,7 @@ def infonce_per_dim(
     known: torch.Tensor | None = None,
     q_all: torch.Tensor | None = None,
     lexical: torch.Tensor | None = None,
+    teacher: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(len(spec.dims),) InfoNCE loss of the B queries at each Matryoshka dim, float32 under any autocast.
 
@@ -88,6 +91,11 @@ def infonce_per_dim(
     logit becomes cos / temperature + beta x prior, the softmax of a fused score in which only the
     cosine has a gradient, so the model is trained where BM25 is wrong (after CLEAR, Gao et al. 2021,
     which trains the dense model on the residual of the lexical score).
+
+    teacher: (G, M) float32, a teacher's score per (row g's question, candidate) (the base model
+    fused with BM25: training/teacher.py): with spec.distill lambda > 0, each dim's loss adds
+    lambda x KL(softmax(teacher / distill_temperature) || the model's softmax) over the same
+    candidates, masked alike (a listwise distillation of the fused ranking).
     """
     labels = torch.arange(q.shape[0], device=q.device) if labels is None else labels
     q_all = q if q_all is None else q_all  # (G, D)
@@ -104,6 +112,9 @@ def infonce_per_dim(
             if masks is not None:
                 logits = logits.masked_fill(masks[0], float("-inf"))
             loss = F.cross_entropy(logits, labels)
+            if teacher is not None and spec.distill:
+                target = teacher.to(logits.dtype)[labels] / spec.distill_temperature  # (B, M)
+                loss = loss + spec.distill * _listwise_kl(logits, target, masks[0] if masks is not None else None)
             if spec.symmetric:
                 mask = masks[1] if masks is not None else None
                 to_queries = prior[:, labels].T if prior is not None else None  # (B, G)
@@ -112,6 +123,19 @@ def infonce_per_dim(
                 ) / 2
             losses.append(loss)
     return torch.stack(losses)
+
+
+def _listwise_kl(logits: torch.Tensor, target_logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over rows of KL(softmax(target_logits) || softmax(logits)), masked candidates left out
+    of both distributions. The target carries no gradient."""
+    target_logits = target_logits.detach()
+    if mask is not None:
+        target_logits = target_logits.masked_fill(mask, float("-inf"))
+    log_target = F.log_softmax(target_logits, dim=-1)
+    log_model = F.log_softmax(logits, dim=-1)
+    inside = torch.isfinite(log_target)  # masked candidates: probability 0 in both, no term
+    terms = torch.where(inside, log_target.exp() * (log_target - log_model), torch.zeros_like(log_model))
+    return terms.sum(-1).mean()
 
 
 def _document_to_query(

@@ -74,6 +74,7 @@ from training.report import (
 from training.schedule import is_due, lr_at
 from training.selection import Selection
 from training.table import TableSource, load_table, relevance_map
+from training.teacher import FusedTeacher
 
 logger = logging.getLogger("train")
 TRACKER_PROJECT = "tensorboard"  # TensorBoard writes under output.dir/tensorboard; wandb's project name
@@ -129,7 +130,10 @@ def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
     select_dim = config.eval.select.rpartition(":")[2]
     if select_dim.isdecimal() and int(select_dim) not in eval_dims:
         raise ConfigError(f"eval.select: dim {select_dim} is not among the eval dims {eval_dims}")
-    spec = LossSpec(dims, weights, config.loss.temperature, config.loss.symmetric, config.loss.lexical_scale)
+    loss = config.loss
+    spec = LossSpec(
+        dims, weights, loss.temperature, loss.symmetric, loss.lexical_scale, loss.distill, loss.distill_temperature
+    )
     return spec, eval_dims
 
 
@@ -219,6 +223,7 @@ class Run:
     hooks: Hooks
     lexical: LexicalIndex | None = None  # BM25 over the eval corpus, built at the first evaluation
     prior: LexicalPrior | None = None  # BM25 over the table's passages (loss.lexical_scale > 0)
+    teacher: FusedTeacher | None = None  # the base model fused with BM25 (loss.distill > 0)
     environment: dict = field(default_factory=dict)  # checked on resume (checkpoint.run_environment)
 
     @property
@@ -429,6 +434,12 @@ def set_up(
             config.train.micro_batch,
             len(sampler) * config.train.epochs,
         )
+    prior = lexical_prior(table, config)
+    teacher = None
+    if config.loss.distill:  # the model as it is now, before any step (also when resuming: weights load later)
+        prior = prior or LexicalPrior(table.anchor_texts, table.passage_texts, config.lexical)
+        teacher = FusedTeacher.from_model(encoder, table, prior, config.loss.distill_weight, config.eval.batch_size)
+        prior = prior if config.loss.lexical_scale else None
     model, optimizer = accelerator.prepare(encoder, make_optimizer(encoder, config.train))
     if hooks.prepared:
         hooks.prepared(model, optimizer)
@@ -445,7 +456,8 @@ def set_up(
         eval_dims=eval_dims,
         out=out,
         hooks=hooks,
-        prior=lexical_prior(table, config),
+        prior=prior,
+        teacher=teacher,
         environment=environment,
     )
     return r, ((checkpoint, saved) if checkpoint else None)

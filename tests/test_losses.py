@@ -296,3 +296,43 @@ def test_lexical_prior_matches_the_float64_loop_and_has_no_gradient(symmetric):
         prior=(3.0 * prior.double()).tolist(),
     )
     assert share.sum().item() == pytest.approx(want_share, abs=1e-6, rel=1e-9)
+
+
+def reference_kl(q, d, dim, temperature, teacher, distill_temperature, labels, masked) -> float:
+    """Mean over queries of KL(softmax(teacher / tau_t) || softmax(cos / tau)), float64 loops over
+    the candidates each query keeps (`masked[i]`: the candidates it leaves out)."""
+    q, d, teacher = q.double().numpy(), d.double().numpy(), teacher.double().numpy()
+    total = 0.0
+    for i, label in enumerate(labels):
+        keep = [j for j in range(d.shape[0]) if j not in masked[i]]
+        qi = q[i, :dim] / np.linalg.norm(q[i, :dim])
+        cos = [float(qi @ (d[j, :dim] / np.linalg.norm(d[j, :dim]))) / temperature for j in keep]
+        t = [teacher[label, j] / distill_temperature for j in keep]
+        log_p_model = np.array(cos) - math.log(sum(math.exp(c) for c in cos))
+        log_p_teacher = np.array(t) - math.log(sum(math.exp(x) for x in t))
+        total += float(np.sum(np.exp(log_p_teacher) * (log_p_teacher - log_p_model)))
+    return total / len(labels)
+
+
+def test_listwise_distillation_adds_lambda_times_the_kl_of_a_float64_loop():
+    """loss.distill: each dim's loss is InfoNCE plus lambda x KL(teacher || model) over the same
+    candidates, the masked ones left out of both; the teacher has no gradient."""
+    q, d, text, question, relevant = make_case(batch=8, negatives=1, duplicates=True)
+    known = known_from(text, question, relevant)
+    teacher = torch.rand(8, d.shape[0], generator=torch.Generator().manual_seed(9))  # (G, M) in [0, 1)
+    spec = LossSpec([16, 4], distill=0.7, distill_temperature=0.1)
+    qd, dd = q.double().requires_grad_(True), d.double()
+    ours = infonce_per_dim(qd, dd, spec, known=known, teacher=teacher)
+    plain = infonce_per_dim(qd, dd, LossSpec([16, 4]), known=known)
+    masks, _ = false_negative_masks(torch.arange(8), known)
+    masked = [set(torch.nonzero(row).flatten().tolist()) for row in masks]
+    assert any(masked)  # the case has false negatives to leave out
+    for index, dim in enumerate([16, 4]):
+        kl = reference_kl(q, d, dim, 0.05, teacher, 0.1, list(range(8)), masked)
+        assert (ours[index] - plain[index]).item() == pytest.approx(0.7 * kl, abs=1e-9, rel=1e-9)
+    ours.sum().backward()
+    assert torch.isfinite(qd.grad).all() and not teacher.requires_grad
+    # a teacher equal to the model's own logits (same temperature) adds nothing
+    logits = F.normalize(q[:, :16], dim=-1) @ F.normalize(d[:, :16], dim=-1).T
+    same = infonce_per_dim(q, d, LossSpec([16], distill=1.0), known=known, teacher=logits)
+    assert same.item() == pytest.approx(infonce_per_dim(q, d, LossSpec([16]), known=known).item(), abs=1e-5)

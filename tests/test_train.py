@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from helpers import ROOT, child_env, random_texts
+from helpers import ROOT, child_env, random_texts, reference_bm25
 from model import ModelConfig
 from training import gradcache
 from training.config import Config, ConfigError, load_config
@@ -685,3 +685,56 @@ def test_training_for_the_hybrid_feeds_the_bm25_prior_to_the_loss(tiny_bert, tin
     assert seen == [True, True] and hybrid["steps"] == plain["steps"] == 2
     logs = [json.loads((tmp_path / r / "train_log.jsonl").read_text().splitlines()[0])["loss"] for r in ("h", "p")]
     assert logs[0] != logs[1]
+
+
+def test_the_distillation_teacher_is_the_base_model_fused_with_bm25(tiny_bert, tiny_task):
+    """FusedTeacher.scores against a direct computation: per question, the base model's cosine
+    and bm25s's score, each min-max normalised over the candidates, mixed by the weight."""
+    import bm25s
+
+    from data import index_texts, load_pairs
+    from model import Encoder
+    from retrieval.lexical import LexicalPrior
+    from retrieval.settings import LexicalConfig
+    from training.teacher import FusedTeacher
+
+    table = index_texts(load_pairs(tiny_task / "pairs.jsonl"))
+    encoder = Encoder.from_config(ModelConfig(str(tiny_bert)))
+    prior = LexicalPrior(table.anchor_texts, table.passage_texts, LexicalConfig())
+    teacher = FusedTeacher.from_model(encoder, table, prior, 0.3, batch_size=8)
+    rows = np.arange(6)
+    candidates = np.concatenate([table.positive_ids[rows], table.negative_ids[rows].reshape(-1)])
+    got = teacher.scores(table.anchor_ids[rows], candidates)
+    questions = torch.nn.functional.normalize(encoder.encode(table.anchor_texts), dim=-1).numpy().astype(np.float64)
+    passages = torch.nn.functional.normalize(encoder.encode(table.passage_texts), dim=-1).numpy().astype(np.float64)
+    stopwords = set(bm25s.stopwords.STOPWORDS_EN)
+
+    def scaled(x):
+        return (x - x.min()) / (x.max() - x.min()) if x.max() > x.min() else np.zeros_like(x)
+
+    for g, question in enumerate(table.anchor_ids[rows]):
+        dense = np.array([questions[question] @ passages[c] for c in candidates])
+        bm25 = reference_bm25(table.passage_texts, table.anchor_texts[question], 1.5, 0.75, True, stopwords)
+        lexical = np.array(bm25)[candidates]
+        np.testing.assert_allclose(got[g], 0.3 * scaled(dense) + 0.7 * scaled(lexical), atol=1e-5)
+
+
+def test_a_run_with_distillation_trains(tiny_bert, tiny_task, tmp_path):
+    result = train.main(
+        [
+            "--model.name_or_path",
+            str(tiny_bert),
+            "--data.train",
+            str(tiny_task / "pairs.jsonl"),
+            "--train.global_batch",
+            "8",
+            "--loss.distill",
+            "1.0",
+            "--report.report_to",
+            "[]",
+            "--output.dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert result["steps"] == len(log) and all(math.isfinite(r["loss"]) for r in log)

@@ -39,6 +39,9 @@ class LossConfig:
     temperature: float = 0.05  # logits = cos / temperature (scale 20)
     symmetric: bool = False  # add the document->query term
     lexical_scale: float = 0.0  # train for the hybrid: logits + this x the BM25 prior (lexical.*); 0: off
+    distill: float = 0.0  # + this x KL(fused teacher || model): distil base + BM25's ranking into the model; 0: off
+    distill_weight: float = 0.45  # the teacher's dense weight (the base model's), the rest BM25's
+    distill_temperature: float = 0.05  # the teacher's distribution: softmax(fused score / this)
 
 
 @dataclass
@@ -213,6 +216,8 @@ def check_config(config: Config) -> None:
     check_outputs(config)
     if config.data.hard_negatives.refresh and not config.data.hard_negatives.k:
         raise ConfigError("data.hard_negatives.refresh: re-mining needs data.hard_negatives.k > 0")
+    if config.data.hard_negatives.refresh and config.loss.distill:
+        raise ConfigError("loss.distill with data.hard_negatives.refresh: the teacher scores the table it started with")
     try:
         check_precision_flags(config.eval.precisions, config.eval.rescore, keys=("eval.precisions", "eval.rescore"))
         check_mine_config(config.data.hard_negatives, "data.hard_negatives")
@@ -246,6 +251,12 @@ def check_train(t: TrainConfig) -> None:
 def check_loss(loss: LossConfig) -> None:
     if loss.lexical_scale < 0:
         raise ConfigError(f"loss.lexical_scale: must be >= 0 (0: off), got {loss.lexical_scale}")
+    if loss.distill < 0:
+        raise ConfigError(f"loss.distill: must be >= 0 (0: off), got {loss.distill}")
+    if not 0 <= loss.distill_weight <= 1:
+        raise ConfigError(f"loss.distill_weight: must be in [0, 1], got {loss.distill_weight}")
+    if loss.distill_temperature <= 0:
+        raise ConfigError(f"loss.distill_temperature: must be > 0, got {loss.distill_temperature}")
     if loss.temperature <= 0:
         raise ConfigError(f"loss.temperature: must be > 0, got {loss.temperature}")
     if loss.weights and len(loss.weights) != len(loss.dims):

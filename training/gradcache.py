@@ -22,6 +22,7 @@ from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import Encoder
 from retrieval.lexical import LexicalPrior
 from training.distributed import all_gather_with_grad
+from training.teacher import FusedTeacher, teacher_tensor
 
 
 @dataclass
@@ -68,6 +69,7 @@ class StepBatch:
     labels: torch.Tensor  # (b,) rows of this share's positives among the G gathered positives
     known: torch.Tensor  # (G, G·(1+k)) bool: candidates known relevant to row g's question, or empty slots
     lexical: torch.Tensor | None = None  # (G, G·(1+k)) float32 BM25 prior (loss.lexical_scale > 0), else None
+    teacher: torch.Tensor | None = None  # (G, G·(1+k)) float32 fused teacher scores (loss.distill > 0), else None
 
 
 def make_step_batch(
@@ -77,9 +79,11 @@ def make_step_batch(
     rank: int,
     world_size: int,
     prior: LexicalPrior | None = None,
+    teacher: FusedTeacher | None = None,
 ) -> StepBatch:
     """Every process knows the whole table and global batch, so the mask of the gathered layout (and
-    the lexical prior, with `prior`) is computed locally (no communication): equal to gathering it, and free."""
+    the lexical prior, with `prior`, and the teacher's scores, with `teacher`) is computed locally
+    (no communication): equal to gathering it, and free."""
     share = len(global_rows) // world_size
     rows = global_rows[rank * share : (rank + 1) * share]
     passage = lambda i: tokens["passage"][i] if i >= 0 else tokens["empty"]  # noqa: E731
@@ -98,6 +102,7 @@ def make_step_batch(
         torch.arange(rank * share, (rank + 1) * share),
         torch.from_numpy(table.known_mask(global_rows)),
         lexical,
+        teacher_tensor(teacher, table, global_rows),
     )
 
 
@@ -146,8 +151,8 @@ def loss_and_rep_grads(
     q_all = all_gather_with_grad(q) if loss.symmetric else None  # (G, D)
     # Host-to-device copies are non_blocking: a blocking one waits for all queued GPU work.
     labels, known = (t.to(device, non_blocking=True) for t in (batch.labels, batch.known))
-    lexical = batch.lexical.to(device, non_blocking=True) if batch.lexical is not None else None
-    per_dim = infonce_per_dim(q, d, loss, labels, known, q_all, lexical)
+    lexical, teacher = (None if t is None else t.to(device, non_blocking=True) for t in (batch.lexical, batch.teacher))
+    per_dim = infonce_per_dim(q, d, loss, labels, known, q_all, lexical, teacher)
     total = matryoshka_infonce(per_dim, loss.dim_weights())
     (grad,) = torch.autograd.grad(total, reps)
     return total.detach(), per_dim.detach(), grad

@@ -1,0 +1,60 @@
+"""The teacher of the listwise distillation (loss.distill): the untouched model fused with BM25,
+scored on each global batch's candidates, whose ranking the model learns to reproduce alone.
+
+The fused score is the evaluation's convex combination (retrieval/fusion.py): per question, the
+dense cosine and the BM25 score are each min-max normalised over the candidates scored, then
+`weight` x dense + (1 - weight) x BM25. The dense side is the model as it was before training,
+encoded once at the start over the table's questions and passages; BM25 is the table's
+LexicalPrior. Nothing here has a gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from data import TrainTable
+from model import Encoder
+from retrieval.lexical import LexicalPrior
+from retrieval.search import truncate_normalize
+
+
+class FusedTeacher:
+    def __init__(self, questions: np.ndarray, passages: np.ndarray, prior: LexicalPrior, weight: float):
+        self.questions, self.passages = questions, passages  # (Q, D), (P, D) unit rows, float32
+        self.prior, self.weight = prior, weight
+
+    @classmethod
+    def from_model(
+        cls, encoder: Encoder, table: TrainTable, prior: LexicalPrior, weight: float, batch_size: int
+    ) -> FusedTeacher:
+        """Encode the table's questions and passages with `encoder` as it is now (before training)."""
+        questions = encoder.encode_queries(table.anchor_texts, batch_size=batch_size, show_progress=True).numpy()
+        passages = encoder.encode_documents(table.passage_texts, batch_size=batch_size, show_progress=True).numpy()
+        full = questions.shape[1]
+        return cls(truncate_normalize(questions, full), truncate_normalize(passages, full), prior, weight)
+
+    def scores(self, question_ids: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
+        """(G, M) float32 fused scores in [0, 1]: question question_ids[g] against passage
+        passage_ids[m]; an empty slot (-1) scores 0 and is masked by the loss anyway."""
+        valid = passage_ids >= 0
+        dense = self.questions[question_ids] @ self.passages[np.maximum(passage_ids, 0)].T  # (G, M)
+        lexical = self.prior.scores(question_ids, passage_ids)  # (G, M)
+        fused = self.weight * min_max(dense, valid) + (1 - self.weight) * min_max(lexical, valid)
+        return np.where(valid[None], fused, 0.0).astype(np.float32)
+
+
+def min_max(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Each row scaled to [0, 1] over its valid columns (a constant row: all 0)."""
+    low = np.where(valid[None], scores, np.inf).min(1, keepdims=True)
+    high = np.where(valid[None], scores, -np.inf).max(1, keepdims=True)
+    span = high - low
+    return np.where(span > 0, (scores - low) / np.where(span > 0, span, 1.0), 0.0)
+
+
+def teacher_tensor(teacher: FusedTeacher | None, table: TrainTable, global_rows: np.ndarray) -> torch.Tensor | None:
+    """The teacher's (G, M) scores for a global batch in the loss's candidate layout, or None."""
+    if teacher is None:
+        return None
+    candidates = np.concatenate([table.positive_ids[global_rows], table.negative_ids[global_rows].reshape(-1)])
+    return torch.from_numpy(teacher.scores(table.anchor_ids[global_rows], candidates))
