@@ -259,9 +259,8 @@ def logged_step(line: str) -> float:
 def train_step(r: Run, global_rows: np.ndarray, tokens: dict, step: int) -> dict:
     """One optimiser step on one global batch; returns its log record."""
     start = time.perf_counter()
-    batch = make_step_batch(
-        r.table, tokens, global_rows, r.accelerator.process_index, r.accelerator.num_processes, r.prior
-    )
+    rank, processes = r.accelerator.process_index, r.accelerator.num_processes
+    batch = make_step_batch(r.table, tokens, global_rows, rank, processes, r.prior, r.teacher)
     if r.hooks.step_batch:
         r.hooks.step_batch(batch, global_rows, r.table, tokens)
     lr = lr_at(step, r.total_steps, r.config.train.lr, r.config.train.warmup_ratio, r.config.train.min_lr_ratio)
