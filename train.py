@@ -36,7 +36,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from common.files import output_problem, remove_stale, write_atomic
+from common.files import output_problem, recover_replaced, remove_stale, write_atomic
 from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
 from losses import LossSpec
 from model import Encoder
@@ -405,6 +405,9 @@ def set_up(
     (None for a fresh run). A checkpoint of another config or process count is refused before the
     table is built; mining at start-up may reuse a complete earlier file."""
     seed_and_determinism(config)
+    if accelerator.is_main_process and recover_replaced(Path(config.output.dir) / "model"):
+        logger.warning("restored %s, whose replacement was interrupted", Path(config.output.dir) / "model")
+    accelerator.wait_for_everyone()  # every rank decides on the same directory
     out = prepare_output(config, resume is not None)
     checkpoint = find_checkpoint(out, resume) if resume else None
     if accelerator.is_main_process:

@@ -195,6 +195,22 @@ def process_alive(pid: str) -> bool:
     return True
 
 
+def recover_replaced(final: Path) -> Path | None:
+    """Undo a `replace_directory(complete, final)` cut between its two renames: `final` is missing
+    and `.<name>.old-<pid>` (its writer gone) holds the previous complete copy, which is put back.
+    Returns the restored path, or None when there was nothing to restore. Call it before
+    `remove_stale`, which would otherwise delete that only copy."""
+    final = Path(final)
+    if final.exists():
+        return None
+    olds = [p for p in final.parent.glob(f".{final.name}.old-*") if not process_alive(p.name.rsplit("-", 1)[-1])]
+    if not olds:
+        return None
+    os.replace(max(olds, key=lambda p: p.stat().st_mtime), final)
+    fsync_directory(final.parent)
+    return final
+
+
 def remove_stale(folder: Path, patterns: Iterable[str]) -> list[Path]:
     """Remove what a crashed writer left in `folder`: entries matching `patterns` (globs whose
     last `-`-separated part is the writer's pid, or has none) whose writer is gone."""

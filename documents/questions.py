@@ -345,7 +345,8 @@ def _exchange(endpoint: Endpoint, payload: bytes, headers: dict, timeout_s: floa
     open) and at most MAX_REPLY_BYTES. Plain http.client: redirects are never followed."""
     parts = urllib.parse.urlsplit(endpoint.url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = kind(parts.hostname, parts.port, timeout=timeout_s)
+    port = parts.port or (443 if parts.scheme == "https" else 80)  # explicit: an IPv6 host has colons
+    connection = kind(parts.hostname, port, timeout=timeout_s)
     expired = threading.Event()
 
     def abort() -> None:

@@ -235,3 +235,23 @@ def test_pad_pads_only_to_the_longest_in_the_batch(tiny_bert):
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
     encoder.tokenizer.padding_side = "left"
     assert encoder.pad([[2, 9, 10, 3], [2, 9, 3]])["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 1, 1, 1]]
+
+
+def test_a_replacement_cut_between_its_renames_is_undone_not_deleted(tmp_path):
+    """The old copy renamed aside, the new one not yet in place: the old one is the only complete
+    copy, and the next start puts it back before cleaning (model and checkpoint alike)."""
+    from common.files import recover_replaced, remove_stale
+    from training.checkpoint import remove_stale_saves
+
+    out = tmp_path / "run"
+    old_model, new_model = out / ".model.old-999999999", out / ".model.tmp-999999999"
+    old_step = out / "checkpoints" / ".step-00000004.old-999999999"
+    for path in (old_model, new_model, old_step):
+        path.mkdir(parents=True)
+        (path / "model.safetensors").write_bytes(b"complete" if path != new_model else b"part")
+    assert recover_replaced(out / "model") == out / "model"
+    remove_stale(out, [".model.tmp-*", ".model.old-*"])
+    assert (out / "model" / "model.safetensors").read_bytes() == b"complete" and not new_model.exists()
+    remove_stale_saves(out)
+    assert (out / "checkpoints" / "step-00000004" / "model.safetensors").read_bytes() == b"complete"
+    assert not old_step.exists() and recover_replaced(out / "model") is None  # nothing left to restore

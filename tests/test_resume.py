@@ -420,3 +420,24 @@ def test_the_eval_batch_size_is_part_of_the_run(tiny_bert, task, finished, tmp_p
     copy_until(finished, run, 6)
     with pytest.raises(SystemExit, match="eval.batch_size: 64 in the checkpoint, 32 now"):
         train.main(run_args(tiny_bert, task, run, "--resume", "--eval.batch_size", "32"))
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda state: state.pop("sampler"), "run_state.json is unreadable (no sampler)"),
+        (lambda state: state.update(step="six"), "run_state.json is unreadable (config is not a mapping or step"),
+        (lambda state: state.update(environment=[]), "does not say what the run depends on"),
+        (lambda state: state.update(selection={"curve": []}), "run_state.json is unreadable (KeyError"),
+    ],
+)
+def test_a_forged_run_state_is_one_error_line(tiny_bert, task, finished, tmp_path, damage, reason):
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    checkpoint = run / "checkpoints" / "step-00000006"
+    state = json.loads((checkpoint / "run_state.json").read_text())
+    damage(state)
+    (checkpoint / "run_state.json").write_text(json.dumps(state))
+    rewrite_manifest(checkpoint)
+    with pytest.raises(SystemExit, match=re.escape(reason)):
+        train.main(run_args(tiny_bert, task, run, "--resume"))

@@ -40,6 +40,7 @@ from common.files import (
     file_sha256,
     listed_files_problem,
     read_manifest,
+    recover_replaced,
     remove_stale,
     replace_directory,
     write_atomic,
@@ -59,6 +60,19 @@ RUN_ARRAYS = "run_state.safetensors"
 BEST = "best.safetensors"
 FORMAT = 2  # 1: run_state.pt and the sampler as pickles (refused)
 PLAIN_TYPES = {"DimResult": DimResult}
+RUN_STATE_KEYS = (
+    "format",
+    "step",
+    "sampler",
+    "train_seconds",
+    "mined_epoch",
+    "before",
+    "world_size",
+    "config",
+    "data_digest",
+    "environment",
+    "selection",
+)
 # Keys that may change between a run and its resumption: where and how often it writes, not what it computes.
 # (Batch sizes are not among them: they change embeddings in the last bits, so the evaluations and
 # mined negatives of a resumed run would not be those of the run it continues.)
@@ -151,18 +165,16 @@ def set_rng_state(state: dict, where: Path) -> None:
         numpy_state = (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
         torch_state = torch.tensor(state["torch"], dtype=torch.uint8)
         cuda = [torch.tensor(s, dtype=torch.uint8) for s in state.get("cuda", [])]
+        if torch.cuda.is_available() and len(cuda) != torch.cuda.device_count():
+            devices = torch.cuda.device_count()
+            raise ValueError(f"{len(cuda)} CUDA generator states, this process sees {devices} devices")
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         torch.set_rng_state(torch_state)
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as err:
         raise ConfigError(f"--resume: {where} is not a readable RNG state ({err})") from err
-    if torch.cuda.is_available():
-        if len(cuda) != torch.cuda.device_count():
-            raise ConfigError(
-                f"--resume: {where} holds {len(cuda)} CUDA generator states, this process sees "
-                f"{torch.cuda.device_count()} devices"
-            )
-        torch.cuda.set_rng_state_all(cuda)
 
 
 def prune(root: Path, keep: int) -> None:
@@ -176,9 +188,15 @@ def prune(root: Path, keep: int) -> None:
 
 
 def remove_stale_saves(out: Path) -> list[Path]:
-    """What a crash during a save left under out/checkpoints (step-N.tmp, the .old copy of a
-    replaced one): never a checkpoint, removed at the next start."""
-    return remove_stale(out / "checkpoints", ["step-*.tmp", ".step-*.old-*"])
+    """What a crash during a save left under out/checkpoints: a checkpoint replaced by a re-save
+    of its step and not yet renamed back is restored from its .old copy; step-N.tmp and the other
+    .old copies are never checkpoints and are removed."""
+    root = out / "checkpoints"
+    for old in sorted(root.glob(".step-*.old-*")) if root.is_dir() else []:
+        name = old.name[1:].rsplit(".old-", 1)[0]
+        if recover_replaced(root / name):
+            logger.warning("restored %s, whose re-save was interrupted", root / name)
+    return remove_stale(root, ["step-*.tmp", ".step-*.old-*"])
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -246,7 +264,11 @@ def read_run_state(path: Path, config: Config, world_size: int, environment: dic
     try:
         plain = json.loads((path / RUN_STATE).read_text(encoding="utf-8"))
         saved = from_plain(plain, load_file(str(path / RUN_ARRAYS)), PLAIN_TYPES)
-        saved["config"], saved["world_size"], saved["step"]
+        missing = [key for key in RUN_STATE_KEYS if key not in saved]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        if not isinstance(saved["config"], dict) or not isinstance(saved["step"], int):
+            raise TypeError("config is not a mapping or step is not a number")
     except (OSError, ValueError, KeyError, TypeError, PlainDataError) as err:
         raise ConfigError(f"--resume {path}: {RUN_STATE} is unreadable ({err})") from err
     differences = config_differences(saved["config"], asdict(config))
@@ -283,12 +305,15 @@ def load_checkpoint(
     except (OSError, ValueError) as err:
         raise ConfigError(f"--resume: {rng_file} is not a readable RNG state ({err})") from err
     set_rng_state(rng, rng_file)
-    selection = None
-    if saved["selection"] is not None:
-        selection = Selection(config.eval.select)
-        best = load_file(str(path / BEST)) if (path / BEST).exists() else None
-        selection.load_state_dict(saved["selection"], best)
-    state = RunState(saved["step"], saved["train_seconds"], saved["mined_epoch"], saved["before"], selection)
+    try:
+        selection = None
+        if saved["selection"] is not None:
+            selection = Selection(config.eval.select)
+            best = load_file(str(path / BEST)) if (path / BEST).exists() else None
+            selection.load_state_dict(saved["selection"], best)
+        state = RunState(saved["step"], saved["train_seconds"], saved["mined_epoch"], saved["before"], selection)
+    except (KeyError, TypeError, ValueError, OSError) as err:
+        raise ConfigError(f"--resume {path}: {RUN_STATE} is unreadable ({type(err).__name__}: {err})") from err
     return state, saved["sampler"]
 
 
@@ -300,7 +325,10 @@ def model_identity(model_dir: Path | None) -> dict:
     files = {
         path.relative_to(model_dir).as_posix(): file_sha256(path)
         for path in sorted(Path(model_dir).rglob("*"))
-        if path.is_file() and path.stat().st_size < SMALL_FILE and path.name != "README.md" and ".git" not in path.parts
+        if path.is_file()
+        and path.stat().st_size < SMALL_FILE
+        and path.name != "README.md"
+        and not any(part.startswith(".") for part in path.relative_to(model_dir).parts)  # .git, .cache
     }
     revision = model_dir.name if model_dir.parent.name == "snapshots" else None  # the hub cache's layout
     return {"files": files, "revision": revision}
@@ -311,10 +339,14 @@ def run_environment(accelerator: Accelerator, model_dir: Path | None, eval_data:
     device = accelerator.device
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     eval_digest = None
-    if eval_data is not None:
-        d = eval_data
-        parts = [d.corpus_ids, d.corpus_texts, d.query_ids, d.query_texts, d.qrels]
-        eval_digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
+    if eval_data is not None:  # hashed text by text: no copy of the corpus in memory
+        digest = hashlib.sha256()
+        for texts in (eval_data.corpus_ids, eval_data.corpus_texts, eval_data.query_ids, eval_data.query_texts):
+            for text in texts:
+                digest.update(text.encode("utf-8") + b"\0")
+            digest.update(b"\1")
+        digest.update(json.dumps(eval_data.qrels, sort_keys=True).encode("utf-8"))
+        eval_digest = digest.hexdigest()
     return {
         "base_model": model_identity(model_dir),
         "precision": accelerator.mixed_precision,
@@ -327,11 +359,12 @@ def run_environment(accelerator: Accelerator, model_dir: Path | None, eval_data:
 def check_environment(path: Path, saved: dict | None, current: dict) -> None:
     """Refuse a resume whose base model, precision, device or eval data differ from the run's;
     warn when only library versions do (the numbers may differ in their last bits)."""
-    if saved is None:
-        return
+    if not isinstance(saved, dict) or not all(key in saved for key in current):
+        raise ConfigError(f"--resume {path}: {RUN_STATE} does not say what the run depends on (environment)")
     refusals = []
     if saved["base_model"] != current["base_model"]:
-        was, now = saved["base_model"].get("files", {}), current["base_model"].get("files", {})
+        was = saved["base_model"].get("files", {}) if isinstance(saved["base_model"], dict) else {}
+        now = current["base_model"].get("files", {})
         changed = sorted(name for name in set(was) | set(now) if was.get(name) != now.get(name))
         what = f"files {', '.join(changed[:5])}" if changed else "hub revision"
         refusals.append(f"the base model differs ({what} changed since the run started)")
@@ -340,7 +373,7 @@ def check_environment(path: Path, saved: dict | None, current: dict) -> None:
             refusals.append(f"{meaning}: {saved[key]!r} in the checkpoint, {current[key]!r} now")
     if refusals:
         raise ConfigError(f"--resume {path}: would not continue the same run: " + "; ".join(refusals))
-    for name, version in saved["versions"].items():
+    for name, version in (saved["versions"] if isinstance(saved["versions"], dict) else {}).items():
         if current["versions"].get(name) != version:
             logger.warning(
                 "resume: %s %s now, %s when the checkpoint was written: later steps may differ in their last bits",
