@@ -364,6 +364,15 @@ def prepare_output(config: Config, resuming: bool) -> Path:
     return out
 
 
+def recover_interrupted_saves(out: Path) -> None:
+    """Before anything looks at the run directory: a model or checkpoint replacement that a crash
+    cut between its renames is put back, and what crashed saves left is removed."""
+    if recover_replaced(out / "model"):
+        logger.warning("restored %s, whose replacement was interrupted", out / "model")
+    for path in remove_stale_saves(out) + remove_stale(out, [".model.tmp-*", ".model.old-*"]):
+        logger.info("removed %s, left by an interrupted save", path)
+
+
 def dry_run(config: Config, mixed_precision: str) -> dict:
     """Check the config, every data row and the model; print what training would see; train nothing."""
     out = Path(config.output.dir)
@@ -405,8 +414,8 @@ def set_up(
     (None for a fresh run). A checkpoint of another config or process count is refused before the
     table is built; mining at start-up may reuse a complete earlier file."""
     seed_and_determinism(config)
-    if accelerator.is_main_process and recover_replaced(Path(config.output.dir) / "model"):
-        logger.warning("restored %s, whose replacement was interrupted", Path(config.output.dir) / "model")
+    if accelerator.is_main_process:
+        recover_interrupted_saves(Path(config.output.dir))
     accelerator.wait_for_everyone()  # every rank decides on the same directory
     out = prepare_output(config, resume is not None)
     checkpoint = find_checkpoint(out, resume) if resume else None
@@ -414,8 +423,6 @@ def set_up(
         out.mkdir(parents=True, exist_ok=True)
         if checkpoint is None and (out / "checkpoints").exists():  # output.overwrite: an earlier run's, not this one's
             shutil.rmtree(out / "checkpoints")
-        for path in remove_stale_saves(out) + remove_stale(out, [".model.tmp-*", ".model.old-*"]):
-            logger.info("removed %s, left by an interrupted save", path)
     eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     loss, eval_dims = resolve_dims(config, encoder.dim)

@@ -178,6 +178,8 @@ def test_the_next_run_removes_what_a_crashed_save_left(tmp_path):
     stale = [out / ".model.tmp-999999999", out / ".model.old-999999999", out / "checkpoints" / "step-00000004.tmp"]
     stale.append(out / "checkpoints" / ".step-00000002.old-999999999")
     live = out / ".model.tmp-1"
+    (out / "model").mkdir(parents=True)  # the replacements finished: the .old copies are leftovers
+    (out / "checkpoints" / "step-00000002").mkdir(parents=True)
     for path in [*stale, live]:
         path.mkdir(parents=True)
         (path / "model.safetensors").write_bytes(b"partial")
