@@ -42,7 +42,7 @@ from losses import LossSpec
 from model import Encoder
 from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
 from retrieval.frontier import attach_frontier
-from retrieval.hybrid import attach_hybrid, format_hybrid, lexical_index
+from retrieval.hybrid import attach_fused_frontier, attach_hybrid, format_hybrid, lexical_index
 from retrieval.lexical import LexicalIndex, LexicalPrior
 from retrieval.metrics import DimResult, format_table
 from training.checkpoint import (
@@ -192,6 +192,8 @@ def run_eval(r: Run, label: str) -> dict[int, DimResult] | None:
             r.lexical = lexical_index(data, config.lexical)
         hybrid = attach_hybrid(results, query_emb, corpus_emb, data, r.lexical)
         print(f"\n{label}, against BM25 and fused with it:\n{format_hybrid(hybrid, results)}", flush=True)
+        if config.eval.precisions != ["float32"]:  # the storage frontier of the fused retriever too
+            attach_fused_frontier(results, query_emb, corpus_emb, data, r.lexical, config.eval.precisions)
     return results
 
 

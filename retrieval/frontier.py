@@ -158,15 +158,20 @@ def frontier_of(results: dict[int, DimResult] | None) -> dict[str, dict[str, dic
 
 
 def cheapest_within(
-    frontier: dict[str, dict[str, dict[str, float]]], reference: float, tolerance: float = 0.01, metric: str = "ndcg@10"
+    frontier: dict[str, dict[str, dict[str, float]]],
+    reference: float,
+    tolerance: float = 0.01,
+    metric: str = "ndcg@10",
+    fused: bool = False,
 ) -> tuple[str, str, dict] | None:
     """The setting with the fewest bytes per vector whose metric is within `tolerance` of `reference`
-    (ties: the higher metric); None when none is."""
+    (ties: the higher metric), among the dense settings, or with `fused` among those fused with
+    BM25 (labels ending "+bm25"); None when none is."""
     found = [
         (point["bytes_per_vector"], -point[metric], dim, label, point)
         for dim, by_label in frontier.items()
         for label, point in by_label.items()
-        if point[metric] >= reference - tolerance
+        if point[metric] >= reference - tolerance and label.endswith("+bm25") == fused
     ]
     if not found:
         return None

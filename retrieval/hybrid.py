@@ -10,6 +10,7 @@ SPLIT` chooses it on another split instead.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ from data import IRDataset
 from retrieval.fusion import WEIGHT_GRID, Candidates, convex, pool, ranked, reciprocal_rank
 from retrieval.lexical import LexicalIndex, build_index, matched_top_k
 from retrieval.metrics import METRICS, TOP_K, DimResult, score_ranking
+from retrieval.quantize import bytes_per_vector, dequantize_int8, int8_ranges, quantize_int8
 from retrieval.search import exact_search, truncate_normalize
 from retrieval.settings import LexicalConfig
 from retrieval.stats import compare_per_query
@@ -40,14 +42,22 @@ def lexical_index(data: IRDataset, config: LexicalConfig) -> LexicalIndex:
 
 
 def candidates_by_dim(
-    query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDataset, dims: list[int], index: LexicalIndex
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    data: IRDataset,
+    dims: list[int],
+    index: LexicalIndex,
+    docs_by_dim: dict[int, np.ndarray] | None = None,
 ) -> tuple[dict[int, Candidates], tuple[np.ndarray, np.ndarray]]:
     """Every dim's pooled candidates with both exact scores, and BM25's own top k (scores, rows).
-    BM25 scores every passage once per query block, shared by all dims."""
+    BM25 scores every passage once per query block, shared by all dims. `docs_by_dim`: the stored
+    passage vectors the dense side searches and scores with at a dim (say, int8 dequantized),
+    instead of the corpus embeddings truncated and normalised."""
     k = min(TOP_K, len(data.corpus_ids))
     dense_rows, normalized = {}, {}
     for dim in dims:
-        normalized[dim] = (truncate_normalize(query_emb, dim), truncate_normalize(corpus_emb, dim))
+        docs = docs_by_dim[dim] if docs_by_dim else truncate_normalize(corpus_emb, dim)
+        normalized[dim] = (truncate_normalize(query_emb, dim), docs)
         dense_rows[dim] = exact_search(*normalized[dim], k)[1]  # (Q, k)
     parts: dict[int, list] = {dim: [] for dim in dims}
     lexical_parts = []
@@ -131,6 +141,44 @@ def attach_hybrid(
         result.fused = {"bm25": hybrid.bm25, **hybrid.fused[dim]}
         result.fusion_weight = hybrid.weights[dim]
     return hybrid
+
+
+FUSED_PRECISIONS = ("float32", "int8")  # what the fused frontier stores the dense side as
+FUSED_SUFFIX = "+bm25"  # its labels in DimResult.quantized: float32+bm25, int8+bm25
+
+
+def attach_fused_frontier(
+    results: dict[int, DimResult],
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    data: IRDataset,
+    index: LexicalIndex,
+    precisions: list[str],
+) -> None:
+    """The fused retriever at every dim and storage precision (float32, int8 of `precisions`):
+    each dim's `quantized[f"{precision}+bm25"]` gets the convex fusion's metrics at the dim's
+    fusion weight (attach_hybrid's), the dense side searched and scored with the stored vectors,
+    with its bytes per vector (BM25's index is not counted) and ms per query."""
+    dims = [dim for dim, result in results.items() if result.fusion_weight is not None]
+    qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
+    for precision in [p for p in precisions if p in FUSED_PRECISIONS]:
+        stored = {}
+        for dim in dims:
+            docs = truncate_normalize(corpus_emb, dim)
+            if precision == "int8":
+                ranges = int8_ranges(docs)
+                docs = dequantize_int8(quantize_int8(docs, ranges), ranges)
+            stored[dim] = docs
+        start = time.perf_counter()
+        candidates, _ = candidates_by_dim(query_emb, corpus_emb, data, dims, index, stored)
+        for dim, c in candidates.items():
+            fused = convex(c, results[dim].fusion_weight, index.config.fusion_norm)
+            ranking = score_ranking(*ranked(c, fused, TOP_K), data, qrels)
+            results[dim].quantized[precision + FUSED_SUFFIX] = {
+                **ranking.metrics,
+                "bytes_per_vector": bytes_per_vector(dim, precision),
+                "ms_per_query": 1000 * (time.perf_counter() - start) / max(1, len(data.query_ids) * len(dims)),
+            }
 
 
 def format_hybrid(h: HybridResults, dense: dict[int, DimResult]) -> str:

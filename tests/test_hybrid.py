@@ -332,3 +332,41 @@ def test_fusion_on_a_corpus_larger_than_k_never_credits_a_passage_bm25_did_not_m
     dense_rank = {row: rank for rank, row in enumerate(dense_rows[1].tolist(), start=1)}
     assert rrf_rows[1].tolist() == dense_rows[1].tolist()  # nothing matched: RRF is the dense ranking
     np.testing.assert_allclose(rrf_scores[1], [1 / (60 + dense_rank[r]) for r in rrf_rows[1]], rtol=1e-6)
+
+
+def test_the_fused_frontier_at_int8_against_a_direct_computation():
+    """int8 + BM25: the dense side scores with the stored (int8, dequantized) vectors; against a
+    direct min-max fusion of those scores with bm25s's own, ranked by the tie rule."""
+    from retrieval.evaluation import evaluate_embeddings
+    from retrieval.hybrid import attach_fused_frontier, attach_hybrid
+    from retrieval.lexical import lexical_search
+    from retrieval.quantize import dequantize_int8, int8_ranges, quantize_int8
+    from retrieval.search import truncate_normalize
+
+    data = tiny_ir()
+    rng = np.random.default_rng(4)
+    query_emb, corpus_emb = rng.normal(size=(3, 8)), rng.normal(size=(6, 8))
+    index = build_index(data.corpus_texts, LexicalConfig(stemmer=None, stopwords=None))
+    results = evaluate_embeddings(query_emb, corpus_emb, data, [8, 4])
+    attach_hybrid(results, query_emb, corpus_emb, data, index)
+    attach_fused_frontier(results, query_emb, corpus_emb, data, index, ["float32", "int8", "binary"])
+    assert set(results[4].quantized) == {"float32+bm25", "int8+bm25"}  # binary is not a fused setting
+    assert results[8].quantized["float32+bm25"]["ndcg@10"] == results[8].fused["convex"].metrics["ndcg@10"]
+    bm25_scores, bm25_rows = lexical_search(index, data.query_texts, 100)
+    for dim in (8, 4):
+        docs = truncate_normalize(corpus_emb, dim)
+        stored = dequantize_int8(quantize_int8(docs, int8_ranges(docs)), int8_ranges(docs))
+        queries = truncate_normalize(query_emb, dim)
+        weight, ndcgs = results[dim].fusion_weight, []
+        for q in range(3):
+            dense = {d: float(queries[q] @ stored[d]) for d in range(6)}  # a corpus under 100: all of it
+            lexical = dict.fromkeys(range(6), 0.0)
+            lexical.update({int(r): float(s) for r, s in zip(bm25_rows[q], bm25_scores[q]) if r >= 0})
+            order = direct_order(direct_convex(dense, lexical, weight))
+            relevant = data.qrels[data.query_ids[q]]
+            gains = [1.0 if data.corpus_ids[d] in relevant else 0.0 for d in order[:10]]
+            dcg = sum(g / np.log2(i + 2) for i, g in enumerate(gains))
+            ideal = sum(1 / np.log2(i + 2) for i in range(min(len(relevant), 10)))
+            ndcgs.append(dcg / ideal)
+        assert results[dim].quantized["int8+bm25"]["ndcg@10"] == pytest.approx(np.mean(ndcgs), abs=1e-12)
+        assert results[dim].quantized["int8+bm25"]["bytes_per_vector"] == dim

@@ -300,9 +300,13 @@ def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
     assert saved["after"]["32"]["ndcg@10"] == pytest.approx(result["after"][32]["ndcg@10"])
     assert "| 32 |" in (tmp_path / "run" / "results.md").read_text()
     model_dir = tmp_path / "run" / "model"
-    assert set(saved["frontier"]["after"]["32"]) == {"float32", "int8", "binary"}  # eval.precisions' default
-    assert saved["frontier"]["after"]["16"]["binary"]["bytes_per_vector"] == 2
-    assert saved["frontier"]["after"]["32"]["float32"]["ndcg@10"] == saved["after"]["32"]["ndcg@10"]
+    frontier = saved["frontier"]["after"]
+    # eval.precisions' default, and the fused retriever stored at float32 and int8 (lexical.retriever bm25)
+    assert set(frontier["32"]) == {"float32", "int8", "binary", "float32+bm25", "int8+bm25"}
+    assert frontier["16"]["binary"]["bytes_per_vector"] == 2 and frontier["16"]["int8+bm25"]["bytes_per_vector"] == 16
+    assert frontier["32"]["float32"]["ndcg@10"] == saved["after"]["32"]["ndcg@10"]
+    for dim in ("32", "16"):  # float32 + BM25 is the fused result of the run's own report, to the bit
+        assert frontier[dim]["float32+bm25"]["ndcg@10"] == saved["lexical"]["after"][dim]["convex"]["ndcg@10"]
     assert "## Storage and quality: every dim at every precision" in (tmp_path / "run" / "results.md").read_text()
     png = (tmp_path / "run" / "results.png").read_bytes()
     assert png.startswith(b"\x89PNG") and (model_dir / "results.png").read_bytes() == png
