@@ -16,7 +16,6 @@ import torch
 from data import TrainTable
 from model import Encoder
 from retrieval.lexical import LexicalPrior
-from retrieval.search import truncate_normalize
 
 
 class FusedTeacher:
@@ -29,10 +28,10 @@ class FusedTeacher:
         cls, encoder: Encoder, table: TrainTable, prior: LexicalPrior, weight: float, batch_size: int
     ) -> FusedTeacher:
         """Encode the table's questions and passages with `encoder` as it is now (before training)."""
-        questions = encoder.encode_queries(table.anchor_texts, batch_size=batch_size, show_progress=True).numpy()
-        passages = encoder.encode_documents(table.passage_texts, batch_size=batch_size, show_progress=True).numpy()
-        full = questions.shape[1]
-        return cls(truncate_normalize(questions, full), truncate_normalize(passages, full), prior, weight)
+        questions = encoder.encode_queries(table.anchor_texts, batch_size=batch_size, show_progress=True)
+        passages = encoder.encode_documents(table.passage_texts, batch_size=batch_size, show_progress=True)
+        unit = lambda x: torch.nn.functional.normalize(x.float(), dim=-1).numpy()  # noqa: E731 (no FAISS import here)
+        return cls(unit(questions), unit(passages), prior, weight)
 
     def scores(self, question_ids: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
         """(G, M) float32 fused scores in [0, 1]: question question_ids[g] against passage
