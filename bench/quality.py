@@ -91,9 +91,9 @@ ROWS = [
 METRIC = "ndcg@10"
 CROSS = "cross"  # --weight-split: two-fold cross-fitting on the reported split
 REPORTED = ("ndcg@10", "recall@10", "map@10")  # the shared task's metrics, with NDCG@10 first
-TARGETS = {  # issue 19: what the fused model must beat, by how much, at 384 and 64 dims
-    "ours + BM25 − BM25": 0.05,
-    "ours + BM25 − base + BM25": 0.03,
+TARGETS = {  # issue 19: what the fused model must beat, by how much, at the full size and at 64 dims
+    "ours + BM25 − BM25": (0.05, 0.03),
+    "ours + BM25 − base + BM25": (0.03, 0.03),
 }
 
 
@@ -518,10 +518,10 @@ def targets(found: dict, dims: list[int]) -> list[str]:
     """The issue's targets: each fused margin at 384 and 64 dims (mean and lower interval bound),
     and ours alone above BM25 at 384."""
     out = []
-    for name, margin in TARGETS.items():
+    for name, margins in TARGETS.items():
         new, against = (part.strip() for part in name.split("−"))
         against = "bm25" if against == "BM25" else against
-        for d in (max(dims), 64):
+        for d, margin in zip((max(dims), 64), margins):
             c = found.get((new, against, d))
             if c is None:
                 continue
