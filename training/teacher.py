@@ -1,7 +1,7 @@
 """The teacher of the listwise distillation (loss.distill): the untouched model fused with BM25,
 scored on each global batch's candidates, whose ranking the model learns to reproduce alone.
 
-The fused score is the evaluation's convex combination (retrieval/fusion.py): per question, the
+The fused score is the evaluation's convex combination (retrieval/fusion.py's `normalized`): per question, the
 dense cosine and the BM25 score are each min-max normalised over the candidates scored, then
 `weight` x dense + (1 - weight) x BM25. The dense side is the model as it was before training,
 encoded once at the start over the table's questions and passages; BM25 is the table's
@@ -15,6 +15,7 @@ import torch
 
 from data import TrainTable
 from model import Encoder
+from retrieval.fusion import normalized
 from retrieval.lexical import LexicalPrior
 
 
@@ -36,19 +37,12 @@ class FusedTeacher:
     def scores(self, question_ids: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
         """(G, M) float32 fused scores in [0, 1]: question question_ids[g] against passage
         passage_ids[m]; an empty slot (-1) scores 0 and is masked by the loss anyway."""
-        valid = passage_ids >= 0
+        valid = np.broadcast_to(passage_ids >= 0, (len(question_ids), len(passage_ids)))
         dense = self.questions[question_ids] @ self.passages[np.maximum(passage_ids, 0)].T  # (G, M)
         lexical = self.prior.scores(question_ids, passage_ids)  # (G, M)
-        fused = self.weight * min_max(dense, valid) + (1 - self.weight) * min_max(lexical, valid)
-        return np.where(valid[None], fused, 0.0).astype(np.float32)
-
-
-def min_max(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Each row scaled to [0, 1] over its valid columns (a constant row: all 0)."""
-    low = np.where(valid[None], scores, np.inf).min(1, keepdims=True)
-    high = np.where(valid[None], scores, -np.inf).max(1, keepdims=True)
-    span = high - low
-    return np.where(span > 0, (scores - low) / np.where(span > 0, span, 1.0), 0.0)
+        w = self.weight
+        fused = w * normalized(dense, valid, "minmax") + (1 - w) * normalized(lexical, valid, "minmax")
+        return fused.astype(np.float32)  # 0 at empty slots: normalized leaves them 0
 
 
 def teacher_tensor(teacher: FusedTeacher | None, table: TrainTable, global_rows: np.ndarray) -> torch.Tensor | None:
