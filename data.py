@@ -11,7 +11,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ class IRDataset:
     query_texts: list[str]
     qrels: dict[str, dict[str, int]]  # query id -> {corpus id: relevance > 0}
     name: str = ""
+    corpus_groups: list[str] | None = None  # each passage's source document (a BEIR corpus's doc_id), if given
 
 
 # ---------------------------------------------------------------- rows from files
@@ -248,10 +249,13 @@ def ir_from_pairs(splits: dict[str, PairsData], eval_split: str) -> IRDataset:
 # ---------------------------------------------------------------- BEIR
 
 
-def read_id_text(path: Path, title: bool) -> dict[str, str]:
-    """`_id` -> text of a BEIR corpus or queries file; corpus titles are prepended ('title text')."""
+def read_id_text(path: Path, title: bool, groups: list[str] | None = None) -> dict[str, str]:
+    """`_id` -> text of a BEIR corpus or queries file; corpus titles are prepended ('title text').
+    groups: a list that gets each row's `doc_id` (its source document; "" when it has none)."""
     texts: dict[str, str] = {}
     for where, row in _jsonl_rows(path):
+        if groups is not None:
+            groups.append("" if row.get("doc_id") is None else str(row["doc_id"]))
         doc_id = row.get("_id")
         if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool) or str(doc_id) == "":
             raise DataError(f"{where}: missing or empty '_id'")
@@ -307,7 +311,8 @@ def load_beir(directory: str | Path, split: str) -> IRDataset:
     for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (directory / needed).is_file():
             raise DataError(f"{directory / needed}: no such file (expected a BEIR directory)")
-    corpus = read_id_text(directory / "corpus.jsonl", title=True)
+    groups: list[str] = []
+    corpus = read_id_text(directory / "corpus.jsonl", title=True, groups=groups)
     queries = read_id_text(directory / "queries.jsonl", title=False)
     judged = _read_qrels(directory / "qrels" / f"{split}.tsv", queries, corpus)
     qrels = {qid: {d: r for d, r in docs.items() if r > 0} for qid, docs in judged.items()}
@@ -321,6 +326,7 @@ def load_beir(directory: str | Path, split: str) -> IRDataset:
         query_texts=[queries[qid] for qid in query_ids],
         qrels={qid: qrels[qid] for qid in query_ids},
         name=f"{directory} ({split})",
+        corpus_groups=groups if any(groups) else None,
     )
 
 
@@ -366,6 +372,7 @@ class TrainTable:
     anchor_texts: list[str]
     passage_texts: list[str]  # positives and negatives share one id space: both are candidates
     relevant_keys: np.ndarray  # sorted anchor_id * len(passage_texts) + passage_id of every known relevant pair
+    source_rows: list[int] = field(default_factory=list)  # rows per source, in order (data.train, then data.mix)
 
     def __len__(self) -> int:
         return len(self.anchor_ids)
@@ -393,12 +400,16 @@ class TrainTable:
         return mask
 
 
-def index_texts(pairs: PairsData, relevant: dict[str, set[str]] | None = None) -> TrainTable:
+def index_texts(
+    pairs: PairsData, relevant: dict[str, set[str]] | None = None, source_rows: list[int] | None = None
+) -> TrainTable:
     """Give every distinct anchor and passage text an id. Rows may have fewer negatives than the
     most any row has (mined files): their empty slots are -1, and the loss masks them.
 
     relevant: question text -> passage texts known relevant to it (`known_relevant`); default,
-    the positives of every row that asks the question.
+    the positives of every row that asks the question. source_rows: the rows of each source when
+    `pairs` joins several (data.train first, then each data.mix source); one id space for all, so a
+    passage known relevant to a question is masked whichever source brought it into the batch.
     """
     relevant = known_relevant(pairs) if relevant is None else relevant
     anchors: dict[str, int] = {}
@@ -423,6 +434,7 @@ def index_texts(pairs: PairsData, relevant: dict[str, set[str]] | None = None) -
         anchor_texts=list(anchors),
         passage_texts=list(passages),
         relevant_keys=np.unique(np.array(keys, dtype=np.int64)),
+        source_rows=list(source_rows or []),
     )
 
 
@@ -468,19 +480,43 @@ def spread_batches(
     return [rng.permutation(np.array(batches[b], dtype=np.int64)) for b in batch_order]
 
 
+def drawn_rows(size: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` rows of a source of `size`, without repeats until every row was drawn: shuffled
+    passes over the source, concatenated."""
+    passes = [rng.permutation(size) for _ in range(-(-count // size))]
+    return np.concatenate(passes)[:count] if passes else np.zeros(0, dtype=np.int64)
+
+
 class SpreadBatchSampler:
     """Yields the global batches (row indices) of each epoch; each process then takes its own
     contiguous share. Every process holds the same sampler and agrees on the batches, which come
     from `spread_batches` seeded by (seed, epoch).
 
+    With mix_rows (data.mix), every global batch holds mix_rows[s] rows of the table's source s + 1
+    (`table.source_rows`) and data.train's rows fill the rest: an epoch is one pass over data.train,
+    cut by `spread_batches`; each mixed source's rows are drawn seeded by (seed, epoch, s + 1),
+    without repeats within an epoch unless the epoch needs more rows than the source holds (then
+    every row is drawn once before any is drawn again), and each batch is shuffled.
+
     The length is exact and the same on every process. The state (epoch, position) goes into
     checkpoints: `load_state_dict` resumes at the first batch not yet trained on.
     """
 
-    def __init__(self, table: TrainTable, global_batch: int, seed: int, drop_last: bool = True, world_size: int = 1):
+    def __init__(
+        self,
+        table: TrainTable,
+        global_batch: int,
+        seed: int,
+        drop_last: bool = True,
+        world_size: int = 1,
+        mix_rows: list[int] | None = None,
+    ):
+        self.mix_rows = list(mix_rows or [])
         if global_batch % world_size:
             raise ValueError(f"train.global_batch {global_batch} does not divide over {world_size} processes")
-        if len(table) < global_batch and drop_last:
+        if self.mix_rows:
+            check_mix(table, global_batch, self.mix_rows, drop_last)
+        elif len(table) < global_batch and drop_last:
             raise ValueError(
                 f"{len(table)} training rows are fewer than train.global_batch {global_batch}; "
                 "lower it or set train.drop_last false"
@@ -494,10 +530,34 @@ class SpreadBatchSampler:
 
     def __len__(self) -> int:
         """Batches per epoch: the full ones, plus the short one when drop_last is off."""
+        if self.mix_rows:
+            return self.table.source_rows[0] // (self.global_batch - sum(self.mix_rows))
         full, rest = divmod(len(self.table), self.global_batch)
         return full + int(not self.drop_last and rest >= self.world_size)
 
+    def mixed_batches(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's batches with each data.mix source's share (see the class docstring)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        own = self.global_batch - sum(self.mix_rows)
+        main = self.table.source_rows[0]
+        batches = spread_batches(self.table.anchor_ids[:main], self.table.positive_ids[:main], own, rng)[: len(self)]
+        offsets = np.cumsum(self.table.source_rows)[:-1]
+        shares = [
+            offset + drawn_rows(size, rows * len(self), np.random.default_rng([self.seed, epoch, s + 1]))
+            for s, (offset, size, rows) in enumerate(zip(offsets, self.table.source_rows[1:], self.mix_rows))
+        ]
+        return [
+            rng.permutation(
+                np.concatenate(
+                    [batch] + [share[b * rows : (b + 1) * rows] for share, rows in zip(shares, self.mix_rows)]
+                )
+            )
+            for b, batch in enumerate(batches)
+        ]
+
     def global_batches(self, epoch: int) -> list[np.ndarray]:
+        if self.mix_rows and (self._cached is None or self._cached[0] != epoch):
+            self._cached = (epoch, self.mixed_batches(epoch))
         if self._cached is None or self._cached[0] != epoch:
             rng = np.random.default_rng([self.seed, epoch])
             batches = spread_batches(self.table.anchor_ids, self.table.positive_ids, self.global_batch, rng)
@@ -520,3 +580,19 @@ class SpreadBatchSampler:
         if state["seed"] != self.seed:
             raise ValueError(f"the checkpoint was trained with seed {state['seed']}, the config says {self.seed}")
         self.epoch, self.position = state["epoch"], state["position"]
+
+
+def check_mix(table: TrainTable, global_batch: int, mix_rows: list[int], drop_last: bool) -> None:
+    """The table has data.train plus one source per mix share, and data.train a batch's worth of rows."""
+    if len(table.source_rows) != 1 + len(mix_rows) or sum(table.source_rows) != len(table):
+        raise ValueError(f"the table holds sources of {table.source_rows} rows, not data.train and {len(mix_rows)}")
+    own = global_batch - sum(mix_rows)
+    if not drop_last or own < 1 or min(mix_rows) < 1:
+        raise ValueError(
+            f"data.mix: {mix_rows} rows of a batch of {global_batch} leave data.train {own}, with drop_last"
+        )
+    if table.source_rows[0] < own:
+        raise ValueError(
+            f"{table.source_rows[0]} data.train rows are fewer than the {own} of each global batch "
+            "that data.mix leaves it"
+        )

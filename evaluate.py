@@ -8,6 +8,8 @@ runs exact inner-product search (`IndexFlatIP`, on the GPU when faiss has GPU su
 is present). Ties in score are broken by one rule: score descending, then corpus order.
 Metrics follow trec_eval: NDCG@10 with the judged relevance as gain, MRR@10, Recall@10,
 Recall@100, and MAP@100 (average precision over the top 100, divided by all relevant documents).
+The embedding space is described at every dim too (retrieval/diagnostics.py: alignment,
+uniformity, anisotropy, effective rank, on a fixed sample of passages): "space" in --out.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from common.files import output_problem, write_atomic
 from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, IRDataset, load_ir
 from model import PACKAGED_MINILM, Encoder, ModelConfig
+from retrieval.diagnostics import SAMPLE, format_space, space_diagnostics
 from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings, write_runs
 from retrieval.frontier import evaluate_frontier, frontier_report, write_frontier_runs
 from retrieval.hybrid import chosen_weights, evaluate_hybrid, format_hybrid, hybrid_json, lexical_index, versus_bm25
@@ -247,6 +250,10 @@ def scored_report(
     if base_embeddings is not None:
         print(f"model {args.model}:")
     print(format_table({dim: result.metrics for dim, result in results.items()}))
+    space = space_diagnostics(query_emb, corpus_emb, data, dims)
+    report["space"] = {str(dim): values for dim, values in space.items()}
+    print(f"\nthe embedding space (a fixed sample of {min(SAMPLE, len(data.corpus_ids))} passages):")
+    print(format_space(None, space))
     if base_embeddings is not None:
         report["comparison"] = _compare(results, evaluate_embeddings(*base_embeddings, data, dims), args)
         report["meta"].update(baseline=args.baseline, resamples=args.resamples, seed=args.seed)
@@ -258,6 +265,7 @@ def scored_report(
         )
         if comparison is not None:
             report["comparison"] = comparison
+        report["space"] = {str(dim): values for dim, values in space.items()}
         if args.run_out:
             write_frontier_runs(points, data, args.run_out)
     elif args.run_out:

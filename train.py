@@ -37,9 +37,10 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from common.files import output_problem, recover_replaced, remove_stale, write_atomic
-from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, index_texts, load_ir, load_pairs
+from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, load_ir, load_pairs
 from losses import LossSpec
 from model import Encoder
+from retrieval.diagnostics import attach_space, format_space, map_problem
 from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
 from retrieval.frontier import attach_frontier
 from retrieval.hybrid import attach_fused_frontier, attach_hybrid, format_hybrid, lexical_index
@@ -57,7 +58,7 @@ from training.checkpoint import (
     set_aside_newer,
     table_digest,
 )
-from training.config import Config, ConfigError, parse_command_line
+from training.config import Config, ConfigError, eval_sets, mix_rows, parse_command_line
 from training.distributed import gathered_step_stats, make_accelerator
 from training.gradcache import Embedder, StepBatch, gradcache_step_accumulating, make_step_batch
 from training.report import (
@@ -73,7 +74,8 @@ from training.report import (
 )
 from training.schedule import is_due, lr_at
 from training.selection import Selection
-from training.table import TableSource, load_table, relevance_map
+from training.space_report import plot_map, space_of
+from training.table import TableSource, load_table, mixed_table, relevance_map
 from training.teacher import FusedTeacher
 
 logger = logging.getLogger("train")
@@ -164,7 +166,7 @@ def tokenize_table(encoder: Encoder, table: TrainTable) -> dict[str, list[list[i
 def make_sampler(table: TrainTable, config: Config, world_size: int) -> SpreadBatchSampler:
     try:
         return SpreadBatchSampler(
-            table, config.train.global_batch, config.train.seed, config.train.drop_last, world_size
+            table, config.train.global_batch, config.train.seed, config.train.drop_last, world_size, mix_rows(config)
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -173,12 +175,25 @@ def make_sampler(table: TrainTable, config: Config, world_size: int) -> SpreadBa
 # ---------------------------------------------------------------- evaluate and save
 
 
-def run_eval(r: Run, label: str) -> dict[int, DimResult] | None:
-    """Results per dim: every process encodes a shard, the main process searches and prints; with
-    BM25 on, each dim's result also holds BM25's and the fused model's on the same questions."""
-    data, config = r.eval_data, r.config
-    if data is None:
-        return None
+def run_eval(r: Run, label: str) -> tuple[dict[int, DimResult] | None, dict[str, dict[int, DimResult]]]:
+    """Every data.eval set scored at every dim: the one eval.select scores (with BM25 and the
+    fused model, and the map's sample), then the others by name. Every process encodes a shard;
+    the main process searches and prints and gets the results, the others (None, {})."""
+    if r.eval_data is None:
+        return None, {}
+    results = evaluate_set(r, r.eval_data, label, selected=True)
+    others = {
+        name: evaluate_set(r, data, f"{label}, eval set {name}", selected=False) for name, data in r.other_sets.items()
+    }
+    if results is None:  # not the main process
+        return None, {}
+    return results, others
+
+
+def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[int, DimResult] | None:
+    """One eval set at every dim and precision, with the embedding space's numbers; the selected
+    set also against BM25 and fused with it, and with the map's sample kept (report.map)."""
+    config = r.config
     query_emb, corpus_emb, _ = encode_ir(r.encoder, data, config.eval.batch_size, r.accelerator.is_main_process)
     r.accelerator.wait_for_everyone()
     if query_emb is None:  # not the main process
@@ -186,8 +201,13 @@ def run_eval(r: Run, label: str) -> dict[int, DimResult] | None:
     results = evaluate_embeddings(query_emb, corpus_emb, data, r.eval_dims)
     if config.eval.precisions != ["float32"]:  # searches only: cheap beside the encoding
         attach_frontier(results, query_emb, corpus_emb, data, config.eval.precisions, config.eval.rescore)
+    start = time.perf_counter()
+    keep_sample = selected and config.report.map and map_problem(len(data.corpus_ids)) is None
+    attach_space(results, query_emb, corpus_emb, data, keep_sample)
     print(f"\n{label} ({data.name}):\n{format_table(metrics_of(results))}", flush=True)
-    if config.lexical.retriever != "none":
+    seconds = time.perf_counter() - start
+    print(f"\n{label}, the embedding space ({seconds:.1f} s):\n{format_space(None, space_of(results))}", flush=True)
+    if selected and config.lexical.retriever != "none":
         if r.lexical is None:  # built once, on the main process: the corpus does not change
             r.lexical = lexical_index(data, config.lexical)
         hybrid = attach_hybrid(results, query_emb, corpus_emb, data, r.lexical)
@@ -219,7 +239,7 @@ class Run:
     sampler: SpreadBatchSampler
     table: TrainTable
     loss: LossSpec
-    eval_data: IRDataset | None
+    eval_data: IRDataset | None  # the data.eval set eval.select scores
     eval_dims: list[int]
     out: Path
     hooks: Hooks
@@ -227,6 +247,8 @@ class Run:
     prior: LexicalPrior | None = None  # BM25 over the table's passages (loss.lexical_scale > 0)
     teacher: FusedTeacher | None = None  # the base model fused with BM25 (loss.distill > 0)
     environment: dict = field(default_factory=dict)  # checked on resume (checkpoint.run_environment)
+    eval_name: str = ""  # eval_data's name in data.eval
+    other_sets: dict[str, IRDataset] = field(default_factory=dict)  # the other data.eval sets, by name
 
     @property
     def total_steps(self) -> int:
@@ -302,10 +324,10 @@ def after_step(r: Run, state: RunState, save: bool = True) -> None:
         and not state.selection.evaluated(state.step)
     ):
         label = f"After (step {state.step})" if state.step == r.total_steps else f"Step {state.step}"
-        results = run_eval(r, label)
+        results, other_sets = run_eval(r, label)
         if results is not None:
             epoch = math.ceil(state.step / steps_per_epoch)
-            state.selection.observe(state.step, epoch, results, r.encoder)
+            state.selection.observe(state.step, epoch, results, r.encoder, other_sets)
             r.accelerator.log(eval_scalars(results), step=state.step)
     r.model.train()
 
@@ -383,9 +405,9 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
     encoder = load_encoder(config, mixed_precision)
     resolve_dims(config, encoder.dim)
     pairs = load_pairs(config.data.train, config.data.train_split)
-    table = index_texts(pairs, relevance_map(config, pairs))
+    table = mixed_table(config, pairs, relevance_map(config, pairs), log=True)
     sampler = make_sampler(table, config, 1)
-    eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
+    sets = load_eval_sets(config)
 
     def lengths(texts: list[str], prompt: str) -> np.ndarray:  # before truncation, prompt included
         ids = encoder.tokenizer([prompt + t for t in texts], truncation=False, verbose=False)["input_ids"]
@@ -404,8 +426,13 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
     )
     if config.data.hard_negatives.k:
         print(f"hard negatives: {config.data.hard_negatives.k} per question would be mined before training")
-    if eval_data is not None:
-        print(f"eval: {eval_data.name}: {len(eval_data.query_ids)} questions, {len(eval_data.corpus_ids)} passages")
+    if config.data.mix:
+        own = config.train.global_batch - sum(mix_rows(config))
+        shares = ", ".join(f"{rows} from {source.path}" for source, rows in zip(config.data.mix, mix_rows(config)))
+        print(f"each global batch of {config.train.global_batch}: {own} from {config.data.train}, {shares}")
+    for name, data in sets.items():
+        chosen = " (eval.select scores this one)" if name == selected_set(config) else ""
+        print(f"eval set {name}: {data.name}: {len(data.query_ids)} questions, {len(data.corpus_ids)} passages{chosen}")
     return {"rows": len(table), "steps_per_epoch": len(sampler)}
 
 
@@ -425,10 +452,12 @@ def set_up(
         out.mkdir(parents=True, exist_ok=True)
         if checkpoint is None and (out / "checkpoints").exists():  # output.overwrite: an earlier run's, not this one's
             shutil.rmtree(out / "checkpoints")
-    eval_data = load_ir(config.data.eval, config.data.eval_split) if config.data.eval else None
+    sets = load_eval_sets(config)
+    eval_name = selected_set(config)
+    eval_data = sets.get(eval_name)
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     loss, eval_dims = resolve_dims(config, encoder.dim)
-    environment = run_environment(accelerator, encoder.source_dir, eval_data)
+    environment = run_environment(accelerator, encoder.source_dir, list(sets.values()))
     saved = read_run_state(checkpoint, config, accelerator.num_processes, environment) if checkpoint else None
     table = load_table(
         TableSource(config, encoder, accelerator, out), saved["mined_epoch"] if saved else 0, resuming=saved is not None
@@ -470,8 +499,21 @@ def set_up(
         prior=prior,
         teacher=teacher,
         environment=environment,
+        eval_name=eval_name,
+        other_sets={name: data for name, data in sets.items() if name != eval_name},
     )
     return r, ((checkpoint, saved) if checkpoint else None)
+
+
+def load_eval_sets(config: Config) -> dict[str, IRDataset]:
+    """Every data.eval set by name, in the config's order, read and checked before any work."""
+    return {entry.name: load_ir(entry.path, entry.split) for entry in eval_sets(config.data)}
+
+
+def selected_set(config: Config) -> str:
+    """The name of the data.eval set that eval.select scores ("" without evaluation)."""
+    sets = eval_sets(config.data)
+    return config.eval.select_set or (sets[0].name if sets else "")
 
 
 def lexical_prior(table: TrainTable, config: Config) -> LexicalPrior | None:
@@ -515,11 +557,9 @@ def determinism_restored():
 
 def fresh_state(r: Run) -> RunState:
     """A new run's state: the evaluation before training, and the selection that will keep a step."""
-    before = None
-    if r.config.eval.before:
-        before = run_eval(r, "Before")
+    before, before_sets = run_eval(r, "Before") if r.config.eval.before else (None, {})
     selection = Selection(r.config.eval.select) if r.eval_data is not None and r.config.eval.after else None
-    return RunState(before=before, selection=selection)
+    return RunState(before=before, selection=selection, before_sets=before_sets)
 
 
 def resumed_state(r: Run, checkpoint: Path, saved: dict) -> RunState:
@@ -560,9 +600,21 @@ def finish(r: Run, state: RunState) -> dict:
             r.encoder.load_state_dict(selection.best_state)
             if r.accelerator.is_main_process:
                 save_model(r.out, r.encoder, r.config)
+    after_sets = selection.best_sets if selection is not None else {}
     results = {"steps": state.step, "train_seconds": state.train_seconds}
     if r.accelerator.is_main_process:
-        results = save_results(r.out, r.config, state, after, r.eval_data.query_ids if r.eval_data else [])
+        sets = {}
+        for entry in eval_sets(r.config.data):  # the config's order
+            if entry.name == r.eval_name:
+                sets[entry.name] = (r.eval_data, state.before, after)
+            else:
+                sets[entry.name] = (
+                    r.other_sets[entry.name],
+                    state.before_sets.get(entry.name),
+                    after_sets.get(entry.name),
+                )
+        query_ids = r.eval_data.query_ids if r.eval_data else []
+        results = save_results(r.out, r.config, state, after, query_ids, sets, r.eval_name)
         written = [r.out / "model", r.out / "results.md"]
         title = f"{r.config.model.name_or_path} on {r.eval_data.name if r.eval_data else ''}"
         if r.config.report.plot and plot_results(
@@ -576,8 +628,11 @@ def finish(r: Run, state: RunState) -> dict:
         ):
             write_atomic(r.out / "model" / "results.png", (r.out / "results.png").read_bytes())
             written.append(r.out / "results.png")
+        drawn = draw_map(r, state.before, after, title)
+        if drawn:
+            written.append(drawn)
         if r.config.report.model_card:
-            card = model_card(r.config, results, state.step, state.train_seconds, len(r.table))
+            card = model_card(r.config, results, state.step, state.train_seconds, len(r.table), drawn is not None)
             write_atomic(r.out / "model" / "README.md", card)
             written.append(r.out / "model" / "README.md")
         if "tensorboard" in r.config.report.report_to:
@@ -590,6 +645,24 @@ def finish(r: Run, state: RunState) -> dict:
         )
     r.accelerator.wait_for_everyone()
     return results
+
+
+def draw_map(r: Run, before: dict | None, after: dict | None, title: str) -> Path | None:
+    """results_map.png (also into model/), or one line saying why there is none; None then."""
+    if not r.config.report.map or r.eval_data is None:
+        return None
+    problem = map_problem(len(r.eval_data.corpus_ids))
+    if problem:
+        print(f"no results_map.png: {problem} (report.map false turns it off)", flush=True)
+        return None
+    start = time.perf_counter()
+    positives = {r.table.passage_texts[i] for i in np.unique(r.table.positive_ids)}
+    path = plot_map(r.out / "results_map.png", before, after, r.eval_data, positives, title)
+    if path is None:
+        return None
+    write_atomic(r.out / "model" / "results_map.png", path.read_bytes())
+    logger.info("results_map.png: %.1f s", time.perf_counter() - start)
+    return path
 
 
 def main(argv: list[str] | None = None, hooks: Hooks | None = None) -> dict:

@@ -60,6 +60,10 @@ class DimResult:
     # the same questions under BM25 and fused with it (retrieval.hybrid.attach_hybrid): bm25 | convex | rrf -> result
     fused: dict[str, DimResult] = field(default_factory=dict)
     fusion_weight: float | None = None  # the dense weight of the convex fusion
+    # the embedding space at this dim (retrieval.diagnostics): alignment, uniformity, anisotropy, effective_rank
+    space: dict[str, float] = field(default_factory=dict)
+    # (S, D) full-size float32 embeddings of retrieval.diagnostics.corpus_sample, kept for the map (largest dim only)
+    space_sample: np.ndarray | None = None
 
 
 def score_ranking(scores: np.ndarray, rows: np.ndarray, data: IRDataset, qrels: list[dict[str, int]]) -> DimResult:

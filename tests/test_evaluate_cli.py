@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import pytrec_eval
 
@@ -50,12 +51,22 @@ def test_main_writes_table_json_and_runs(tmp_path, tiny_bert, capsys):
     per_query = [json.loads(line) for line in (tmp_path / "runs" / "per_query.32.jsonl").read_text().splitlines()]
     assert len(per_query) == 8
     assert sum(r["ndcg@10"] for r in per_query) / 8 == pytest.approx(report["32"]["ndcg@10"])
+    # the embedding space: the whole 40-passage corpus is the sample; its mean cosine, by a direct computation
+    from model import Encoder, ModelConfig
+
+    texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    emb = Encoder.from_config(ModelConfig(str(tiny_bert))).encode(texts).double().numpy()
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cosines = emb @ emb.T
+    assert written["space"]["32"]["anisotropy"] == pytest.approx((cosines.sum() - 40) / (40 * 39), abs=1e-5)
+    assert "the embedding space (a fixed sample of 40 passages)" in printed
 
 
 def test_dims_flag(tmp_path, tiny_bert):
     data = tiny_beir(tmp_path / "beir")
     report = evaluate.main(["--model", str(tiny_bert), "--data", str(data), "--split", "dev", "--dims", "32,8"])
-    assert [k for k in report if k not in ("meta", "lexical")] == ["32", "8"]
+    assert [k for k in report if k not in ("meta", "lexical", "space")] == ["32", "8"]
+    assert list(report["space"]) == ["32", "8"]
 
 
 def test_bad_data_exits_nonzero_naming_file_and_line(tmp_path):

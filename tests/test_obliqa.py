@@ -69,3 +69,26 @@ def test_minilm_metrics_match_sentence_transformers(obliqa, minilm_dir):
                 name,
             )  # measured: < 5e-7
     assert 0.2 < ours[384].metrics["ndcg@10"] < 1  # a real model on real data: neither broken nor trivial
+
+
+def test_the_guarded_recipe_is_the_best_one_plus_a_second_eval_set_and_a_mix(obliqa, capsys):
+    """configs/obliqa-general.yaml: obliqa-best.yaml's recipe key for key, plus two eval sets and a
+    mix; it dry-runs on the real data."""
+    from dataclasses import asdict
+
+    import train
+    from training.config import eval_sets, load_config
+
+    best = asdict(load_config(["--config", "configs/obliqa-best.yaml"]))
+    guarded = load_config(["--config", "configs/obliqa-general.yaml"])
+    plain = asdict(guarded)
+    for section in ("model", "loss", "train", "lexical"):
+        assert plain[section] == best[section], section
+    assert {k: v for k, v in plain["data"].items() if k not in ("eval", "mix")} == {
+        k: v for k, v in best["data"].items() if k not in ("eval", "mix")
+    }
+    assert [s.name for s in eval_sets(guarded.data)] == ["obliqa", "quickstart"]
+    found = train.main(["--config", "configs/obliqa-general.yaml", "--dry-run"])
+    printed = capsys.readouterr().out
+    assert found["steps_per_epoch"] == 3317 // (128 - 13)
+    assert "each global batch of 128: 115 from" in printed and "13 from samples/quickstart/train_pairs.jsonl" in printed

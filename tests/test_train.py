@@ -229,7 +229,7 @@ def test_dry_run_checks_everything_and_trains_nothing(tiny_bert, tiny_task, tmp_
     passages |= {json.loads(line)["negative"] for line in (tiny_task / "pairs.jsonl").read_text().splitlines()}
     long = sum(len(p.split()) + 2 > 8 for p in passages)
     assert "passages: tokens p50" in printed and f"{long} of {len(passages)} truncated at max_length 8" in printed
-    assert "2 steps per epoch" in printed and "eval: " in printed
+    assert "2 steps per epoch" in printed and "eval set beir: " in printed
 
 
 def test_a_bad_row_fails_the_dry_run_with_its_line(tiny_bert, tmp_path):

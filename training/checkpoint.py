@@ -27,7 +27,7 @@ import os
 import pickle
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,7 @@ class RunState:
     mined_epoch: int = 0  # the epoch whose mined negatives are in the table (0: mined before training)
     before: dict[int, DimResult] | None = None
     selection: Selection | None = None
+    before_sets: dict[str, dict[int, DimResult]] = field(default_factory=dict)  # the other data.eval sets
 
 
 # ---------------------------------------------------------------- save
@@ -120,6 +121,7 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: RunState, config
             "train_seconds": state.train_seconds,
             "mined_epoch": state.mined_epoch,
             "before": state.before,
+            "before_sets": state.before_sets,
             "world_size": accelerator.num_processes,
             "config": asdict(config),
             "data_digest": context["data_digest"],
@@ -311,7 +313,14 @@ def load_checkpoint(
             selection = Selection(config.eval.select)
             best = load_file(str(path / BEST)) if (path / BEST).exists() else None
             selection.load_state_dict(saved["selection"], best)
-        state = RunState(saved["step"], saved["train_seconds"], saved["mined_epoch"], saved["before"], selection)
+        state = RunState(
+            saved["step"],
+            saved["train_seconds"],
+            saved["mined_epoch"],
+            saved["before"],
+            selection,
+            saved.get("before_sets", {}),
+        )
     except (KeyError, TypeError, ValueError, OSError) as err:
         raise ConfigError(f"--resume {path}: {RUN_STATE} is unreadable ({type(err).__name__}: {err})") from err
     return state, saved["sampler"]
@@ -334,18 +343,21 @@ def model_identity(model_dir: Path | None) -> dict:
     return {"files": files, "revision": revision}
 
 
-def run_environment(accelerator: Accelerator, model_dir: Path | None, eval_data: IRDataset | None) -> dict:
-    """What a resumed run must share with the run it continues, beyond config and training data."""
+def run_environment(accelerator: Accelerator, model_dir: Path | None, eval_sets: list[IRDataset]) -> dict:
+    """What a resumed run must share with the run it continues, beyond config and training data
+    (eval_sets: every data.eval set, in order)."""
     device = accelerator.device
     kind = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     eval_digest = None
-    if eval_data is not None:  # hashed text by text: no copy of the corpus in memory
+    if eval_sets:  # hashed text by text: no copy of the corpus in memory
         digest = hashlib.sha256()
-        for texts in (eval_data.corpus_ids, eval_data.corpus_texts, eval_data.query_ids, eval_data.query_texts):
-            for text in texts:
-                digest.update(text.encode("utf-8") + b"\0")
-            digest.update(b"\1")
-        digest.update(json.dumps(eval_data.qrels, sort_keys=True).encode("utf-8"))
+        for number, eval_data in enumerate(eval_sets):
+            digest.update(b"\2" if number else b"")  # one set hashes as it did before there were several
+            for texts in (eval_data.corpus_ids, eval_data.corpus_texts, eval_data.query_ids, eval_data.query_texts):
+                for text in texts:
+                    digest.update(text.encode("utf-8") + b"\0")
+                digest.update(b"\1")
+            digest.update(json.dumps(eval_data.qrels, sort_keys=True).encode("utf-8"))
         eval_digest = digest.hexdigest()
     return {
         "base_model": model_identity(model_dir),

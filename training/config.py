@@ -22,11 +22,28 @@ from retrieval.settings import LexicalConfig, MineConfig, check_lexical_config, 
 
 
 @dataclass
+class EvalSetConfig:
+    name: str = ""  # shown in the results; "": the directory's name
+    path: str = ""  # BEIR directory or pairs dataset with a held-out split
+    split: str = ""  # "": data.eval_split
+
+
+@dataclass
+class MixSourceConfig:
+    path: str = ""  # pairs/triplets file or hub dataset id, read like data.train
+    split: str | None = None  # split of a hub dataset
+    weight: float = 0.0  # this share of every global batch (data.train gets what the sources leave)
+
+
+@dataclass
 class DataConfig:
     train: str = ""  # pairs/triplets: .jsonl/.csv/.parquet file or hub dataset id
     train_split: str | None = None  # split of a hub dataset (e.g. "train")
-    eval: str | None = None  # BEIR directory or pairs dataset with a held-out split; null: no evaluation
+    # BEIR directory or pairs dataset with a held-out split, or a list of named sets
+    # [{name, path, split}], each scored at every evaluation; null: no evaluation
+    eval: str | list[EvalSetConfig] | None = None
     eval_split: str = "dev"
+    mix: list[MixSourceConfig] = field(default_factory=list)  # [{path, weight}]: their shares of every batch
     qrels: str | None = None  # BEIR directory whose qrels/<qrels_split>.tsv adds known relevant passages
     qrels_split: str = "train"
     hard_negatives: MineConfig = field(default_factory=MineConfig)  # k > 0: mine before training
@@ -72,6 +89,7 @@ class EvalConfig:
     dims: list[int] = field(default_factory=list)  # []: loss.dims
     every: str = "end"  # end | epoch | N: evaluate every N optimiser steps (and at the end)
     select: str = "ndcg@10:mean"  # the evaluated checkpoint kept: METRIC:DIM, METRIC:mean (over dims), or last
+    select_set: str = ""  # the data.eval set eval.select scores (and BM25 is fused on); "": the first
     precisions: list[str] = field(
         default_factory=lambda: ["float32", "int8", "binary"]
     )  # the storage frontier; [float32]: off
@@ -88,6 +106,7 @@ class CheckpointConfig:
 class ReportConfig:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard | wandb | []: none
     plot: bool = True  # results.png: NDCG@10 against dimension, before and after
+    map: bool = True  # results_map.png: a UMAP of 2,000 passages before and after (needs umap-learn)
     model_card: bool = True  # README.md in the saved model (Hugging Face format)
 
 
@@ -117,7 +136,7 @@ class ConfigError(ValueError):
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
     if get_origin(hint) in (Union, UnionType) and NoneType in get_args(hint):
         rest = [arg for arg in get_args(hint) if arg is not NoneType]
-        return rest[0], True
+        return (rest[0] if len(rest) == 1 else Union[tuple(rest)]), True
     return hint, False
 
 
@@ -128,12 +147,23 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if optional:
             return None
         raise ConfigError(f"{key}: may not be null")
+    if get_origin(hint) in (Union, UnionType):  # str | list[...]: a list, or text that is not one
+        text, listed = get_args(hint)
+        is_list = isinstance(value, list) or (isinstance(value, str) and value.strip().startswith("["))
+        return coerce(value, listed if is_list else text, key)
     if get_origin(hint) is list:
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            try:
+                listed = value.strip().startswith("[") or is_dataclass(get_args(hint)[0])
+                value = yaml.safe_load(value) if listed else [v for v in value.split(",") if v]
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{key}: not a YAML list ({str(err).splitlines()[0]})") from None
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [coerce(item, get_args(hint)[0], f"{key}[{i}]") for i, item in enumerate(value)]
+        item_hint = get_args(hint)[0]
+        if is_dataclass(item_hint):
+            return [build_config(item_hint, item, f"{key}[{i}].") for i, item in enumerate(value)]
+        return [coerce(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value)]
     if hint is bool:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
@@ -213,6 +243,7 @@ def check_config(config: Config) -> None:
     check_train(config.train)
     check_loss(config.loss)
     check_eval(config)
+    check_data_sources(config)
     check_outputs(config)
     if config.data.hard_negatives.refresh and not config.data.hard_negatives.k:
         raise ConfigError("data.hard_negatives.refresh: re-mining needs data.hard_negatives.k > 0")
@@ -286,6 +317,57 @@ def check_eval(config: Config) -> None:
         )
     if every != "end" and not (config.eval.after and config.data.eval):
         raise ConfigError(f"eval.every: {every!r} needs data.eval and eval.after true")
+
+
+def eval_sets(data: DataConfig) -> list[EvalSetConfig]:
+    """data.eval as named sets, names and splits filled in: a single path is one set named after
+    its directory; [] without evaluation."""
+    if not data.eval:
+        return []
+    listed = [EvalSetConfig(path=data.eval)] if isinstance(data.eval, str) else data.eval
+    return [
+        EvalSetConfig(
+            name=entry.name or Path(entry.path.rstrip("/")).name or entry.path,
+            path=entry.path,
+            split=entry.split or data.eval_split,
+        )
+        for entry in listed
+    ]
+
+
+def mix_rows(config: Config) -> list[int]:
+    """Rows of every global batch drawn from each data.mix source, in order (data.train gets the rest)."""
+    return [round(source.weight * config.train.global_batch) for source in config.data.mix]
+
+
+def check_data_sources(config: Config) -> None:
+    """data.eval's sets and eval.select_set; data.mix's sources and their shares of a batch."""
+    sets = eval_sets(config.data)
+    names = [entry.name for entry in sets]
+    for i, entry in enumerate(sets):
+        if not entry.path:
+            raise ConfigError(f"data.eval[{i}].path: required (a BEIR directory or pairs dataset)")
+        if entry.name in names[:i]:
+            raise ConfigError(f"data.eval[{i}].name: {entry.name!r} names two sets; give each its own name")
+    if config.eval.select_set and config.eval.select_set not in names:
+        raise ConfigError(
+            f"eval.select_set: {config.eval.select_set!r} is not a data.eval set (sets: {', '.join(names) or 'none'})"
+        )
+    if not config.data.mix:
+        return
+    for i, source in enumerate(config.data.mix):
+        if not source.path:
+            raise ConfigError(f"data.mix[{i}].path: required (a pairs file or hub dataset id)")
+        if not 0 < source.weight < 1:
+            raise ConfigError(f"data.mix[{i}].weight: a share of every batch in (0, 1), got {source.weight}")
+    rows = mix_rows(config)
+    if any(count < 1 for count in rows) or sum(rows) >= config.train.global_batch:
+        raise ConfigError(
+            f"data.mix: weights {[s.weight for s in config.data.mix]} give {rows} rows of each global batch of "
+            f"{config.train.global_batch}; each source needs at least 1 and data.train at least 1"
+        )
+    if not config.train.drop_last:
+        raise ConfigError("data.mix: needs train.drop_last true (every batch holds each source's share)")
 
 
 def check_outputs(config: Config) -> None:

