@@ -193,7 +193,7 @@ def run_eval(r: Run, label: str) -> tuple[dict[int, DimResult] | None, dict[str,
 def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[int, DimResult] | None:
     """One eval set at every dim and precision, with the embedding space's numbers; the selected
     set also against BM25 and fused with it, and with the map's sample kept (report.map)."""
-    config = r.config
+    config, began = r.config, time.perf_counter()
     query_emb, corpus_emb, _ = encode_ir(r.encoder, data, config.eval.batch_size, r.accelerator.is_main_process)
     r.accelerator.wait_for_everyone()
     if query_emb is None:  # not the main process
@@ -214,6 +214,9 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
         print(f"\n{label}, against BM25 and fused with it:\n{format_hybrid(hybrid, results)}", flush=True)
         if config.eval.precisions != ["float32"]:  # the storage frontier of the fused retriever too
             attach_fused_frontier(results, query_emb, corpus_emb, data, r.lexical, config.eval.precisions)
+    logger.info(
+        "%s: evaluated in %.1f s, of which the embedding space %.1f s", label, time.perf_counter() - began, seconds
+    )
     return results
 
 
