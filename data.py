@@ -55,7 +55,7 @@ class IRDataset:
     query_texts: list[str]
     qrels: dict[str, dict[str, int]]  # query id -> {corpus id: relevance > 0}
     name: str = ""
-    corpus_groups: list[str] | None = None  # each passage's source document (a BEIR corpus's doc_id), if given
+    corpus_groups: list[str] | None = None  # each passage's source document (doc_id or source), if given
 
 
 # ---------------------------------------------------------------- rows from files
@@ -251,11 +251,13 @@ def ir_from_pairs(splits: dict[str, PairsData], eval_split: str) -> IRDataset:
 
 def read_id_text(path: Path, title: bool, groups: list[str] | None = None) -> dict[str, str]:
     """`_id` -> text of a BEIR corpus or queries file; corpus titles are prepended ('title text').
-    groups: a list that gets each row's `doc_id` (its source document; "" when it has none)."""
+    groups: a list that gets each row's source document: its `doc_id`, else its `source` (what
+    prepare.py writes), else ""."""
     texts: dict[str, str] = {}
     for where, row in _jsonl_rows(path):
         if groups is not None:
-            groups.append("" if row.get("doc_id") is None else str(row["doc_id"]))
+            group = row.get("doc_id", row.get("source"))  # BEIR's doc_id, or prepare.py's source file
+            groups.append("" if group is None else str(group))
         doc_id = row.get("_id")
         if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool) or str(doc_id) == "":
             raise DataError(f"{where}: missing or empty '_id'")
@@ -480,11 +482,25 @@ def spread_batches(
     return [rng.permutation(np.array(batches[b], dtype=np.int64)) for b in batch_order]
 
 
-def drawn_rows(size: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` rows of a source of `size`, without repeats until every row was drawn: shuffled
-    passes over the source, concatenated."""
-    passes = [rng.permutation(size) for _ in range(-(-count // size))]
-    return np.concatenate(passes)[:count] if passes else np.zeros(0, dtype=np.int64)
+def mixed_draws(size: int, per_batch: int, batches: int, epoch: int, seed: list[int]) -> np.ndarray:
+    """(batches, per_batch) rows of a mixed source of `size` rows for `epoch`'s batches: one stream
+    of shuffled passes over the source, seeded by `seed` and continued from epoch to epoch, so every
+    row is drawn once before any is drawn again; where a pass ends inside a batch, the next pass
+    puts that batch's rows last, so no row is twice in a batch (per_batch <= size)."""
+    rng = np.random.default_rng(seed)
+    stream: list[int] = []
+    position, drawn = 0, []
+    for index in range((epoch + 1) * batches):  # the epochs before this one, replayed: cheap
+        batch: list[int] = []
+        while len(batch) < per_batch:
+            if position == len(stream):
+                order, taken = rng.permutation(size).tolist(), set(batch)
+                stream, position = [r for r in order if r not in taken] + [r for r in order if r in taken], 0
+            batch.append(stream[position])
+            position += 1
+        if index >= epoch * batches:
+            drawn.append(batch)
+    return np.array(drawn, dtype=np.int64).reshape(batches, per_batch)
 
 
 class SpreadBatchSampler:
@@ -494,9 +510,9 @@ class SpreadBatchSampler:
 
     With mix_rows (data.mix), every global batch holds mix_rows[s] rows of the table's source s + 1
     (`table.source_rows`) and data.train's rows fill the rest: an epoch is one pass over data.train,
-    cut by `spread_batches`; each mixed source's rows are drawn seeded by (seed, epoch, s + 1),
-    without repeats within an epoch unless the epoch needs more rows than the source holds (then
-    every row is drawn once before any is drawn again), and each batch is shuffled.
+    cut by `spread_batches`; each mixed source's rows come from its own stream of shuffled passes
+    (`mixed_draws`, seeded by (seed, s + 1), continued across epochs: every row is drawn once
+    before any is drawn again, and none twice in a batch), and each batch is shuffled.
 
     The length is exact and the same on every process. The state (epoch, position) goes into
     checkpoints: `load_state_dict` resumes at the first batch not yet trained on.
@@ -542,17 +558,12 @@ class SpreadBatchSampler:
         main = self.table.source_rows[0]
         batches = spread_batches(self.table.anchor_ids[:main], self.table.positive_ids[:main], own, rng)[: len(self)]
         offsets = np.cumsum(self.table.source_rows)[:-1]
-        shares = [
-            offset + drawn_rows(size, rows * len(self), np.random.default_rng([self.seed, epoch, s + 1]))
+        shares = [  # each (batches, rows)
+            offset + mixed_draws(size, rows, len(self), epoch, [self.seed, s + 1])
             for s, (offset, size, rows) in enumerate(zip(offsets, self.table.source_rows[1:], self.mix_rows))
         ]
         return [
-            rng.permutation(
-                np.concatenate(
-                    [batch] + [share[b * rows : (b + 1) * rows] for share, rows in zip(shares, self.mix_rows)]
-                )
-            )
-            for b, batch in enumerate(batches)
+            rng.permutation(np.concatenate([batch] + [share[b] for share in shares])) for b, batch in enumerate(batches)
         ]
 
     def global_batches(self, epoch: int) -> list[np.ndarray]:
@@ -591,6 +602,9 @@ def check_mix(table: TrainTable, global_batch: int, mix_rows: list[int], drop_la
         raise ValueError(
             f"data.mix: {mix_rows} rows of a batch of {global_batch} leave data.train {own}, with drop_last"
         )
+    for s, (size, rows) in enumerate(zip(table.source_rows[1:], mix_rows)):
+        if size < rows:
+            raise ValueError(f"data.mix[{s}]: {size} rows, fewer than the {rows} of every global batch drawn from it")
     if table.source_rows[0] < own:
         raise ValueError(
             f"{table.source_rows[0]} data.train rows are fewer than the {own} of each global batch "

@@ -331,7 +331,7 @@ def after_step(r: Run, state: RunState, save: bool = True) -> None:
         if results is not None:
             epoch = math.ceil(state.step / steps_per_epoch)
             state.selection.observe(state.step, epoch, results, r.encoder, other_sets)
-            r.accelerator.log(eval_scalars(results), step=state.step)
+            r.accelerator.log(eval_scalars(results, other_sets), step=state.step)
     r.model.train()
 
 
@@ -588,7 +588,7 @@ def run(config: Config, accelerator: Accelerator, resume: str | None = None, hoo
         if config.report.report_to:
             accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(config))
             if state.before and not state.step:
-                accelerator.log(eval_scalars(state.before), step=0)
+                accelerator.log(eval_scalars(state.before, state.before_sets), step=0)
         train_loop(r, state)
         return finish(r, state)
 
@@ -635,7 +635,8 @@ def finish(r: Run, state: RunState) -> dict:
         if drawn:
             written.append(drawn)
         if r.config.report.model_card:
-            card = model_card(r.config, results, state.step, state.train_seconds, len(r.table), drawn is not None)
+            rows = r.table.source_rows or [len(r.table)]
+            card = model_card(r.config, results, state.step, state.train_seconds, rows, drawn is not None)
             write_atomic(r.out / "model" / "README.md", card)
             written.append(r.out / "model" / "README.md")
         if "tensorboard" in r.config.report.report_to:
@@ -660,7 +661,11 @@ def draw_map(r: Run, before: dict | None, after: dict | None, title: str) -> Pat
         return None
     start = time.perf_counter()
     positives = {r.table.passage_texts[i] for i in np.unique(r.table.positive_ids)}
-    path = plot_map(r.out / "results_map.png", before, after, r.eval_data, positives, title)
+    try:
+        path = plot_map(r.out / "results_map.png", before, after, r.eval_data, positives, title)
+    except Exception as err:  # umap-learn and numba raise many types: the run's results stand without the map
+        print(f"no results_map.png: drawing it failed ({type(err).__name__}: {err})", flush=True)
+        return None
     if path is None:
         return None
     write_atomic(r.out / "model" / "results_map.png", path.read_bytes())

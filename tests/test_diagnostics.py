@@ -96,5 +96,20 @@ def test_the_sample_is_fixed_and_independent_of_anything_but_the_corpus_size():
     assert np.array_equal(corpus_sample(40), np.arange(40))
 
 
-def test_no_map_for_a_small_corpus():
-    assert "at least 50 passages" in map_problem(49) or "umap-learn" in map_problem(49)
+def test_the_map_needs_umap_and_50_passages():
+    import importlib.util
+
+    if importlib.util.find_spec("umap") is None:
+        assert "needs umap-learn" in map_problem(5000)
+        return
+    assert map_problem(50) is None and map_problem(13012) is None
+    assert map_problem(49) == "the embedding map needs at least 50 passages, the corpus has 49"
+
+
+def test_the_map_is_seeded():
+    pytest.importorskip("umap")
+    from retrieval.diagnostics import space_map
+
+    x = unit_rows(np.random.default_rng(3), 80, 12).astype(np.float32)
+    first, again = space_map(x), space_map(x)
+    assert first.shape == (80, 2) and first.dtype == np.float32 and np.array_equal(first, again)

@@ -47,14 +47,26 @@ def test_every_batch_holds_each_sources_share_without_repeats_within_an_epoch():
     assert not np.array_equal(np.concatenate(list(sampler)), drawn)  # the next epoch draws anew
 
 
-def test_a_source_smaller_than_an_epoch_needs_is_drawn_whole_before_any_row_repeats():
-    sizes = [64, 5]  # 8 steps of 2 rows from a source of 5: 16 draws
-    sampler = SpreadBatchSampler(table_of_sources(sizes), 10, seed=1, mix_rows=[2])
-    drawn = np.concatenate(list(sampler))
-    small = drawn[source_of(drawn, sizes) == 1] - 64
-    assert len(small) == 16
-    for start in (0, 5, 10):  # every pass over the source draws each row once
-        assert sorted(small[start : start + 5].tolist()) == [0, 1, 2, 3, 4]
+def test_a_small_source_is_drawn_whole_before_any_row_repeats_and_never_twice_in_a_batch():
+    from data import mixed_draws
+
+    for seed in range(20):  # 8 batches of 2 from a source of 5: passes end inside batches
+        stream = np.concatenate([mixed_draws(5, 2, 8, epoch, [seed, 1]) for epoch in range(3)])  # (24, 2)
+        assert all(a != b for a, b in stream.tolist())
+        flat = stream.reshape(-1).tolist()  # the stream goes on across epochs
+        for start in range(0, 45, 5):  # every pass over the source draws each row once
+            assert sorted(flat[start : start + 5]) == [0, 1, 2, 3, 4], (seed, start)
+        sampler = SpreadBatchSampler(table_of_sources([64, 5]), 10, seed=seed, mix_rows=[2])
+        drawn = [list(sampler) for _ in range(3)]
+        assert np.array_equal(
+            np.stack([np.sort(b[b >= 64]) for epoch in drawn for b in epoch]) - 64, np.sort(stream, 1)
+        )
+        assert all(len(set(b.tolist())) == 10 for epoch in drawn for b in epoch)
+
+
+def test_a_source_smaller_than_its_share_is_refused():
+    with pytest.raises(ValueError, match=r"data.mix\[0\]: 3 rows, fewer than the 5 of every global batch"):
+        SpreadBatchSampler(table_of_sources([40, 3]), 10, seed=0, mix_rows=[5])
 
 
 def test_mixed_batches_are_deterministic_and_resume_mid_epoch():
@@ -73,9 +85,13 @@ def test_mixed_batches_are_deterministic_and_resume_mid_epoch():
 
 
 def test_an_unmixed_sampler_is_unchanged_by_the_mixing_code():
+    """Without data.mix the batches are spread_batches' with the (seed, epoch) generator, as before."""
+    from data import spread_batches
+
     table = table_of_sources([40])
     plain = [b.tolist() for b in SpreadBatchSampler(table, 8, 5)]
-    assert sorted(sum(plain, [])) == list(range(40)) and len(plain) == 5
+    expected = spread_batches(table.anchor_ids, table.positive_ids, 8, np.random.default_rng([5, 0]))
+    assert plain == [b.tolist() for b in expected]
 
 
 def test_a_mixed_source_and_the_main_one_share_one_relevance_table(tmp_path):
@@ -86,8 +102,8 @@ def test_a_mixed_source_and_the_main_one_share_one_relevance_table(tmp_path):
     )
     extra = write_jsonl(
         tmp_path / "extra.jsonl",
-        [{"anchor": "general q0", "positive": "passage 3"}]
-        + [{"anchor": f"general q{i}", "positive": f"g{i}"} for i in range(1, 4)],
+        [{"anchor": "general q0", "positive": "passage 3", "negative": "n0"}]
+        + [{"anchor": f"general q{i}", "positive": f"g{i}", "negative": f"n{i}"} for i in range(1, 4)],
     )
     config = load_config(
         ["--data.train", str(main), "--data.mix", f"[{{path: {extra}, weight: 0.25}}]", "--train.global_batch", "8"]
@@ -97,6 +113,7 @@ def test_a_mixed_source_and_the_main_one_share_one_relevance_table(tmp_path):
 
     pairs = load_pairs(main)
     table = mixed_table(config, pairs, relevance_map(config, pairs))
+    assert table.negative_ids.shape == (10, 0)  # data.train has no negatives: the mixed rows bring none
     assert table.source_rows == [6, 4] and len(table) == 10
     rows = np.array([3, 6, 0])  # main q3 (positive passage 3), general q0 (the same passage), main q0
     mask = table.known_mask(rows)  # (3, 3): candidates are the 3 rows' positives
@@ -212,7 +229,9 @@ def test_every_eval_set_is_reported_before_and_after_with_the_paired_change(tiny
     assert sets["domain"]["after"] == best["sets"]["domain"]  # the other set at the step kept
     md = (out / "results.md").read_text()
     assert "## Every eval set" in md and "### domain:" in md and "### general:" in md
-    assert "## Every eval set" in (out / "model" / "README.md").read_text()
+    card = (out / "model" / "README.md").read_text()
+    assert "## Every eval set" in card and "on 40 training rows" in card
+    assert f"mixed with 24 rows of `{two_tasks / 'general' / 'pairs.jsonl'}` (2 of every 8)" in card
 
 
 def test_a_mixed_run_with_two_eval_sets_resumes_after_a_sigkill_bitwise(tiny_bert, two_tasks, tmp_path):

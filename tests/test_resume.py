@@ -441,3 +441,28 @@ def test_a_forged_run_state_is_one_error_line(tiny_bert, task, finished, tmp_pat
     rewrite_manifest(checkpoint)
     with pytest.raises(SystemExit, match=re.escape(reason)):
         train.main(run_args(tiny_bert, task, run, "--resume"))
+
+
+def test_a_checkpoint_written_before_the_newer_keys_resumes(tiny_bert, task, finished, tmp_path):
+    """A checkpoint of the version before data.mix, data.eval sets, eval.select_set and report.map
+    existed (its config lacks those keys, its run state has no before_sets) resumes when the run
+    leaves them at their defaults, and ends as the uninterrupted run did."""
+    run = tmp_path / "run"
+    copy_until(finished, run, 6)
+    checkpoint = run / "checkpoints" / "step-00000006"
+    state = json.loads((checkpoint / "run_state.json").read_text())
+    del state["config"]["data"]["mix"], state["config"]["eval"]["select_set"], state["config"]["report"]["map"]
+    del state["before_sets"]
+    (checkpoint / "run_state.json").write_text(json.dumps(state))
+    rewrite_manifest(checkpoint)
+    train.main(run_args(tiny_bert, task, run, "--resume"))
+    a, b = load_file(run / "model" / "model.safetensors"), load_file(finished / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    other = tmp_path / "other"
+    copy_until(finished, other, 6)
+    checkpoint = other / "checkpoints" / "step-00000006"
+    state["config"]["train"]["lr"] = 0.5  # a key that exists in both still counts
+    (checkpoint / "run_state.json").write_text(json.dumps(state))
+    rewrite_manifest(checkpoint)
+    with pytest.raises(SystemExit, match="train.lr: 0.5 in the checkpoint"):
+        train.main(run_args(tiny_bert, task, other, "--resume"))

@@ -246,14 +246,19 @@ def find_checkpoint(out: Path, requested: str) -> Path:
     raise ConfigError(f"--resume: no complete checkpoint under {out / 'checkpoints'}")
 
 
-def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, except those a resumed run may change."""
+def config_differences(saved: dict, current: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """Dotted keys whose values differ, except those a resumed run may change. A key the
+    checkpoint does not have (written before the key existed) differs only when the current value
+    is not its default (`defaults`: the default config, nested like `current`)."""
+    defaults = asdict(Config()) if defaults is None else defaults
     found = []
     for key in sorted(set(saved) | set(current)):
         name = prefix + key
         a, b = saved.get(key), current.get(key)
+        if key not in saved and key in defaults and b == defaults[key]:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
-            found += config_differences(a, b, name + ".")
+            found += config_differences(a, b, name + ".", defaults.get(key) or {})
         elif a != b and not name.startswith(RESUMABLE_CHANGES):
             found.append(f"{name}: {a!r} in the checkpoint, {b!r} now")
     return found

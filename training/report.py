@@ -23,7 +23,7 @@ from retrieval.frontier import cheapest_within, frontier_of
 from retrieval.metrics import METRICS, DimResult, format_table
 from retrieval.stats import compare_per_query, format_comparison
 from training.checkpoint import RunState
-from training.config import Config
+from training.config import Config, mix_rows
 from training.lexical_report import lexical_markdown, lexical_summary, lexical_verdict
 from training.selection import Selection
 from training.space_report import eval_sets_markdown, eval_sets_summary, space_json, space_markdown
@@ -363,8 +363,19 @@ def base_model_id(name_or_path: str) -> str | None:
     return None if Path(name_or_path).exists() or name_or_path.count("/") != 1 else name_or_path
 
 
-def model_card(config: Config, results: dict, steps: int, seconds: float, rows: int, map_drawn: bool = False) -> str:
-    """README.md for the saved model, in the Hugging Face format, so the directory can be pushed as it is."""
+def sources_line(config: Config, rows: list[int]) -> str:
+    """What the model trained on: data.train's rows, then each data.mix source's with its share."""
+    text = f"{rows[0]} training rows (`{config.data.train}`)"
+    for source, count, share in zip(config.data.mix, rows[1:], mix_rows(config)):
+        text += f", mixed with {count} rows of `{source.path}` ({share} of every {config.train.global_batch})"
+    return text
+
+
+def model_card(
+    config: Config, results: dict, steps: int, seconds: float, rows: list[int], map_drawn: bool = False
+) -> str:
+    """README.md for the saved model, in the Hugging Face format, so the directory can be pushed as it
+    is. rows: the training rows of data.train, then of each data.mix source."""
     base = base_model_id(config.model.name_or_path)
     meta = {
         "library_name": "sentence-transformers",
@@ -381,9 +392,8 @@ def model_card(config: Config, results: dict, steps: int, seconds: float, rows: 
         "",
         f"# {name}, fine-tuned for retrieval on {Path(config.data.train).name}",
         "",
-        f"Fine-tuned from `{name}` with Matryoshka InfoNCE on {rows} training rows "
-        f"(`{config.data.train}`). Embeddings can be truncated to any of the trained dims "
-        f"({', '.join(map(str, loss.dims))}) and re-normalised.",
+        f"Fine-tuned from `{name}` with Matryoshka InfoNCE on {sources_line(config, rows)}. Embeddings can be "
+        f"truncated to any of the trained dims ({', '.join(map(str, loss.dims))}) and re-normalised.",
         "",
         "```python",
         "from sentence_transformers import SentenceTransformer",
@@ -449,10 +459,13 @@ def step_scalars(record: dict) -> dict[str, float]:
     return scalars
 
 
-def eval_scalars(results: dict[int, DimResult]) -> dict[str, float]:
-    return {
-        f"eval/{metric}/dim{dim}": value for dim, result in results.items() for metric, value in result.metrics.items()
-    }
+def eval_scalars(results: dict[int, DimResult], other_sets: dict[str, dict] | None = None) -> dict[str, float]:
+    """eval/METRIC/dimD for the selected set, eval_NAME/METRIC/dimD for each other data.eval set."""
+    scalars = {}
+    for prefix, by_dim in [("eval", results)] + [(f"eval_{name}", res) for name, res in (other_sets or {}).items()]:
+        for dim, result in by_dim.items():
+            scalars.update({f"{prefix}/{metric}/dim{dim}": value for metric, value in result.metrics.items()})
+    return scalars
 
 
 # ---------------------------------------------------------------- the dry run

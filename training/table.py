@@ -65,20 +65,30 @@ def load_table(source: TableSource, epoch: int = 0, resuming: bool = False) -> T
 
 
 def mixed_table(config: Config, pairs: PairsData, relevant: dict[str, set[str]], log: bool = False) -> TrainTable:
-    """data.train's rows, then each data.mix source's (their own negatives; nothing is mined for
-    them), in one table: each source's own relevance (every row's positive, for every row asking
-    the question) joins data.train's, so masking holds across sources."""
+    """data.train's rows, then each data.mix source's (their own negatives, at most as many per row
+    as data.train's rows have: every slot is encoded at every step; nothing is mined for them), in
+    one table: each source's own relevance (every row's positive, for every row asking the
+    question) joins data.train's, so masking holds across sources."""
     if not config.data.mix:
         return index_texts(pairs, relevant)
     sizes, joined, relevant = [len(pairs)], [pairs], {q: set(texts) for q, texts in relevant.items()}
+    width = max(len(negatives) for negatives in pairs.negatives)  # data.train's negatives per row
     for source, rows in zip(config.data.mix, mix_rows(config)):
         extra = load_pairs(source.path, source.split)
         for question, texts in known_relevant(extra).items():
             relevant.setdefault(question, set()).update(texts)
+        dropped = sum(max(len(negatives) - width, 0) for negatives in extra.negatives)
+        extra.negatives = [negatives[:width] for negatives in extra.negatives]  # every slot is encoded each step
         sizes.append(len(extra))
         joined.append(extra)
         if log:
-            logger.info("data.mix: %s, %d rows: %d of every global batch", source.path, len(extra), rows)
+            logger.info(
+                "data.mix: %s, %d rows: %d of every global batch%s",
+                source.path,
+                len(extra),
+                rows,
+                f"; {dropped} negatives past data.train's {width} per row left out" if dropped else "",
+            )
     together = PairsData(
         [a for part in joined for a in part.anchors],
         [p for part in joined for p in part.positives],
