@@ -14,11 +14,13 @@ chosen on itself, and no row's weight is chosen on questions it was trained on (
 questions would favour the dense side of a model trained on them).
 
 Each training run is its own subprocess (memory freed, a crash costs only that run), logged to
-<out>/<row>/seed<S>.log, and leaves <out>/<row>/seed<S>.json (written atomically): each dev
+<out>/<row>/seed<S>.log, and leaves <results>/<row>/seed<S>.json (written atomically): each dev
 question's metrics at every dim, alone and fused, the fusion weights, the question ids, the
 training seconds and steps. A run whose json exists is skipped, so the bench resumes where it
-stopped. Ours is `train.py --config CONFIG` with the seed, `--eval.before false` and the bench's
-eval set; every trained model is scored here, by the same code as the base model.
+stopped. <results> is --out unless `--results DIR` keeps the jsons and report.md apart from the
+models and logs: the jsons under bench/results/quality are committed, so the bench resumes on a
+machine without runs/. Ours is `train.py --config CONFIG` with the seed, `--eval.before false`
+and the bench's eval set; every trained model is scored here, by the same code as the base model.
 
 `st-ours` reads our recipe from CONFIG at run time (see st_recipe): epochs, batch, lr, warm-up,
 cosine floor, weight decay, clipping, scale = 1 / temperature, dims and weights, the symmetric term,
@@ -113,7 +115,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "half) or a split of the same corpus (the train questions favour a model trained on them)",
     )
     parser.add_argument("--rows", type=lambda s: s.split(","), help="comma-separated row names (default: all)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs/quality", help="bench directory")
+    parser.add_argument("--out", type=Path, default=REPO / "runs/quality", help="bench directory: models and logs")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="where each row's result json and report.md go (default: --out); a directory kept apart from the "
+        "models, say under version control (bench/results/quality), lets the bench resume on another machine",
+    )
     parser.add_argument("--report-only", action="store_true", help="print the report from the results that exist")
     parser.add_argument("--eval-batch", type=int, default=64)
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap and randomization resamples")
@@ -126,6 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--rows: unknown {unknown}; the rows are {', '.join(row.name for row in ROWS)}")
     args.config, args.data, args.out = args.config.resolve(), args.data.resolve(), args.out.resolve()
+    args.results = (args.results or args.out).resolve()
     return args
 
 
@@ -342,6 +351,7 @@ def per_query_lists(result) -> dict[str, list[float]]:
 def train_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace, config) -> dict | None:
     """Train one (row, seed) in a subprocess and score it; None if the subprocess failed."""
     run_dir, log = args.out / row.name / f"seed{seed}", args.out / row.name / f"seed{seed}.log"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     st = row.runner.startswith("st")
     command = st_command(row, seed, run_dir, args, config) if st else ours_command(row, seed, run_dir, args)
     print(f"{row.name} seed {seed}: {shlex.join(command[1:])}\n  log: {log}", flush=True)
@@ -369,7 +379,7 @@ def seeds_of(row: Row, args: argparse.Namespace) -> list[int | None]:
 def run_row(row: Row, scorer: Scorer, args: argparse.Namespace, config) -> None:
     """Every missing seed of `row`; a failed seed is reported and left for the next invocation."""
     for seed in seeds_of(row, args):
-        path = result_path(args.out, row, seed)
+        path = result_path(args.results, row, seed)
         if path.is_file():
             print(f"{row.name}{'' if seed is None else f' seed {seed}'}: done ({path})", flush=True)
             continue
@@ -435,7 +445,7 @@ def collect(args: argparse.Namespace, rows: list[Row]) -> dict[str, Line]:
     question order."""
     lines, query_ids = {}, None
     for row in rows:
-        paths = [result_path(args.out, row, seed) for seed in seeds_of(row, args)]
+        paths = [result_path(args.results, row, seed) for seed in seeds_of(row, args)]
         runs = [json.loads(path.read_text("utf-8")) for path in paths if path.is_file()]
         if not runs:
             continue
@@ -557,7 +567,7 @@ def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> 
 def report(args: argparse.Namespace, rows: list[Row]) -> str:
     lines = collect(args, rows)
     if not lines:
-        return f"no results under {args.out}"
+        return f"no results under {args.results}"
     dims, first = args.dims, next(iter(lines.values()))
     questions = len(first.values[0][dims[0]][METRIC])
     comparisons, found = comparison_table(lines, dims, args.resamples)
@@ -609,8 +619,8 @@ def main(argv: list[str] | None = None) -> int:
             run_row(row, scorer, args, config)
     text = report(args, rows)
     print("\n" + text)
-    if args.out.is_dir():
-        write_atomic(args.out / "report.md", text)
+    if args.results.is_dir():
+        write_atomic(args.results / "report.md", text)
     return 0
 
 
