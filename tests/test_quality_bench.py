@@ -39,3 +39,27 @@ def test_results_land_apart_from_the_models_and_a_present_row_is_skipped(tmp_pat
 
     assert quality.main(["--report-only", "--rows", "bm25", "--out", str(tmp_path / "none")]) == 0
     assert "no results under" in capsys.readouterr().out
+
+
+def _line(label: str, row: quality.Row, per_seed: list[list[float]]) -> quality.Line:
+    values = [{384: {"ndcg@10": np.asarray(v)}, 64: {"ndcg@10": np.asarray(v)}} for v in per_seed]
+    return quality.Line(label, row, [{}] * len(per_seed), values)
+
+
+def test_what_a_model_adds_to_bm25_is_counted_per_question_on_the_seed_mean():
+    bm25_row, ours_row = (next(r for r in quality.ROWS if r.name == name) for name in ("bm25", "ours"))
+    # Five questions. BM25 misses questions 0, 1 and 4. Alone, seed 1 finds question 0, and seed 2
+    # finds question 4; neither finds question 1. The seed mean is [0.25, 0, 0.5, 1, 0.25]: above
+    # BM25 on questions 0, 3 and 4, below it on question 2, tied on question 1.
+    lines = {
+        "bm25": _line("bm25", bm25_row, [[0.0, 0.0, 1.0, 0.5, 0.0]]),
+        "ours": _line("ours", ours_row, [[0.5, 0.0, 0.5, 1.0, 0.0], [0.0, 0.0, 0.5, 1.0, 0.5]]),
+        "ours + BM25": _line("ours + BM25", ours_row, [[0.5, 0.0, 1.0, 1.0, 0.0], [0.5, 0.0, 1.0, 1.0, 1.0]]),
+    }
+    table = quality.complement_table(lines, [384, 64])
+    # best of the two per question: [0.25, 0, 1, 1, 0.25] -> 2.5 / 5 = 0.5; fused: [0.5, 0, 1, 1, 0.5] -> 0.6
+    assert table[2:] == [
+        "| ours | 384 | 2 of 3 | 3 | 1 | 0.5000 | 0.6000 | +0.1000 |",
+        "| ours | 64 | 2 of 3 | 3 | 1 | 0.5000 | 0.6000 | +0.1000 |",
+    ]
+    assert quality.complement_table({k: v for k, v in lines.items() if k != "bm25"}, [384, 64]) == []

@@ -1,0 +1,80 @@
+"""Pair two of the quality bench's result jsons: a recipe lever against the recipe, question by question.
+
+    python -m bench.quality --rows ours --seeds 42 --train-args "--loss.temperature 0.02" \
+        --out runs/lever_t002 --results runs/lever_t002
+    python -m bench.pair_results bench/results/quality/ours/seed42.json runs/lever_t002/ours/seed42.json
+
+Both files must score the same questions (bench/quality.py writes each question's metrics at every
+dim, alone and fused, in `per_query` and `fused`); they are aligned by question id. Prints, per dim,
+each file's mean NDCG@10 (or --metric) alone and fused, and the change of the second against the
+first with its 95% paired bootstrap interval and paired randomization p (10,000 resamples, seed 0),
+the same statistics as the bench's report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.stats import paired_bootstrap, paired_randomization
+
+
+def load(path: Path) -> dict:
+    try:
+        run = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"error: {path}: {err}") from None
+    missing = [key for key in ("query_ids", "per_query", "fused") if key not in run]
+    if missing:
+        raise SystemExit(f"error: {path}: not a quality-bench model result (no {', '.join(missing)})")
+    return run
+
+
+def aligned(first: dict, second: dict, where: tuple[Path, Path]) -> list[int]:
+    """The index into second's questions of each of first's."""
+    if sorted(first["query_ids"]) != sorted(second["query_ids"]):
+        raise SystemExit(f"error: {where[0]} and {where[1]} score different questions")
+    position = {q: i for i, q in enumerate(second["query_ids"])}
+    return [position[q] for q in first["query_ids"]]
+
+
+def table(first: dict, second: dict, order: list[int], metric: str, resamples: int) -> list[str]:
+    out = [
+        f"| dim | kind | first {metric} | second | change [95% CI] | p |",
+        "|---:|---|---:|---:|---|---:|",
+    ]
+    dims = sorted((int(d) for d in first["per_query"] if d in second["per_query"]), reverse=True)
+    for dim in dims:
+        for kind, key in (("alone", "per_query"), ("fused", "fused")):
+            a = np.asarray(first[key][str(dim)][metric], dtype=np.float64)
+            b = np.asarray(second[key][str(dim)][metric], dtype=np.float64)[order]
+            diff, lo, hi = paired_bootstrap(a, b, resamples=resamples, seed=0)
+            p = paired_randomization(a, b, resamples=resamples, seed=0)
+            out.append(
+                f"| {dim} | {kind} | {a.mean():.4f} | {b.mean():.4f} | {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] | {p:.2g} |"
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("first", type=Path, help="the reference result json (say the recipe's)")
+    parser.add_argument("second", type=Path, help="the result json compared with it (say a lever's)")
+    parser.add_argument("--metric", default="ndcg@10")
+    parser.add_argument("--resamples", type=int, default=10000)
+    args = parser.parse_args(argv)
+    first, second = load(args.first), load(args.second)
+    order = aligned(first, second, (args.first, args.second))
+    if args.metric not in first["per_query"][next(iter(first["per_query"]))]:
+        raise SystemExit(f"error: {args.first}: no metric {args.metric!r}")
+    print(f"first: {args.first}\nsecond: {args.second}\n")
+    print("\n".join(table(first, second, order, args.metric, args.resamples)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

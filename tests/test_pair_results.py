@@ -1,0 +1,39 @@
+"""bench/pair_results.py pairs two quality-bench results by question id, not by position."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import pair_results
+
+
+def _result(path, ids, alone, fused):
+    body = {
+        "query_ids": ids,
+        "per_query": {"384": {"ndcg@10": alone}},
+        "fused": {"384": {"ndcg@10": fused}},
+    }
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
+
+
+def test_questions_are_paired_by_id_whatever_their_order(tmp_path, capsys):
+    first = _result(tmp_path / "a.json", ["q1", "q2", "q3", "q4"], [1.0, 0.0, 0.5, 0.5], [1.0, 0.5, 0.5, 0.5])
+    # the same questions in another order: q1 +0, q2 +1, q3 -0.5, q4 +0.5 alone; every fused one +0
+    second = _result(tmp_path / "b.json", ["q3", "q1", "q4", "q2"], [0.0, 1.0, 1.0, 1.0], [0.5, 1.0, 0.5, 0.5])
+    assert pair_results.main([str(first), str(second), "--resamples", "200"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384")]
+    assert rows[0].startswith("| 384 | alone | 0.5000 | 0.7500 | +0.2500 [")
+    assert rows[1].startswith("| 384 | fused | 0.6250 | 0.6250 | +0.0000 [+0.0000, +0.0000] |")
+
+
+def test_other_questions_or_another_file_is_one_clear_error(tmp_path):
+    first = _result(tmp_path / "a.json", ["q1", "q2"], [1.0, 0.0], [1.0, 0.0])
+    other = _result(tmp_path / "b.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
+    with pytest.raises(SystemExit, match="score different questions"):
+        pair_results.main([str(first), str(other)])
+    (tmp_path / "c.json").write_text('{"row": "bm25"}', encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"c\.json: not a quality-bench model result"):
+        pair_results.main([str(first), str(tmp_path / "c.json")])
