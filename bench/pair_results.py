@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.stats import paired_bootstrap, paired_randomization
+from bench.quality import change
 
 
 def load(path: Path) -> dict:
@@ -52,8 +52,7 @@ def table(first: dict, second: dict, order: list[int], metric: str, resamples: i
         for kind, key in (("alone", "per_query"), ("fused", "fused")):
             a = np.asarray(first[key][str(dim)][metric], dtype=np.float64)
             b = np.asarray(second[key][str(dim)][metric], dtype=np.float64)[order]
-            diff, lo, hi = paired_bootstrap(a, b, resamples=resamples, seed=0)
-            p = paired_randomization(a, b, resamples=resamples, seed=0)
+            diff, lo, hi, p = change(a, b, resamples)
             out.append(
                 f"| {dim} | {kind} | {a.mean():.4f} | {b.mean():.4f} | {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] | {p:.2g} |"
             )
