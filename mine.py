@@ -56,6 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="rank candidates by dense (the model), bm25 (no model is run) or hybrid (both fused)",
     )
     parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="a folder runs share: the mined files are kept there under their fingerprint, and a later "
+        "run with the same model, data and settings copies them instead of mining",
+    )
+    parser.add_argument(
         "--fusion-weight",
         type=float,
         default=None,
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> MineReport | None:
         seed=args.seed,
         batch_size=args.batch_size,
         source=args.source,
+        cache=str(args.cache) if args.cache else None,
     )
     lexical = LexicalConfig(fusion_weight=args.fusion_weight)
     try:
@@ -93,6 +101,8 @@ def main(argv: list[str] | None = None) -> MineReport | None:
             raise ValueError("--k must be > 0" if config.k == 0 else "--qrels-split needs --corpus")
         if problem := output_problem(args.out, directory=True):
             raise ValueError(f"--out {args.out}: {problem}")
+        if args.cache and (problem := output_problem(args.cache, directory=True)):
+            raise ValueError(f"--cache {args.cache}: {problem}")
         pairs = load_pairs(args.train)
         relevant = known_relevant(pairs, config.corpus if args.qrels_split else None, args.qrels_split)
         model_name = args.model or PACKAGED_MINILM

@@ -379,6 +379,9 @@ def prepare_output(config: Config, resuming: bool) -> Path:
     problem = output_problem(out, directory=True)
     if problem:
         raise ConfigError(f"output.dir {out}: {problem}")
+    cache = config.data.hard_negatives.cache
+    if config.data.hard_negatives.k and cache and (problem := output_problem(Path(cache), directory=True)):
+        raise ConfigError(f"data.hard_negatives.cache {cache}: {problem}")
     if (out / "model").exists() and not (config.output.overwrite or resuming):
         raise ConfigError(
             f"output.dir: {out / 'model'} exists; set output.overwrite true, choose another dir, or --resume"

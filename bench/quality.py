@@ -21,6 +21,8 @@ stopped. <results> is --out unless `--results DIR` keeps the jsons and report.md
 models and logs: the jsons under bench/results/quality are committed, so the bench resumes on a
 machine without runs/. Ours is `train.py --config CONFIG` with the seed, `--eval.before false`
 and the bench's eval set; every trained model is scored here, by the same code as the base model.
+Its runs share <out>/mining_cache (`data.hard_negatives.cache`): the base model mines the same
+negatives for every seed, so the second seed copies the first's instead of mining again.
 
 `st-ours` reads our recipe from CONFIG at run time (see st_recipe): epochs, batch, lr, warm-up,
 cosine floor, weight decay, clipping, scale = 1 / temperature, dims and weights, the symmetric term,
@@ -250,6 +252,8 @@ def ours_command(row: Row, seed: int, run_dir: Path, args: argparse.Namespace) -
         str(seed),
         "--output.dir",
         str(run_dir),
+        "--data.hard_negatives.cache",  # the seeds mine the same negatives (the miner is the base model): once
+        str(args.out / "mining_cache"),
         *args.train_args,
     ]
 

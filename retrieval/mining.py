@@ -15,7 +15,9 @@ Written to the output directory, each file under a temporary name moved into pla
 last: triplets.jsonl (one line per training row, in order), scores.jsonl (per question: its
 positives' scores, each negative's rank and score), filtered.jsonl (what filter 3 removed) and
 meta.json (fingerprint, settings, counts, checksum). A later call with the same model, data and
-settings reuses a complete set instead of encoding again.
+settings reuses a complete set instead of encoding again. With a cache folder (`cache`), a complete
+set is also kept there as `<fingerprint>/`, and a run in another output folder that would mine the
+same copies it instead (seeds of one recipe, levers that change only the training).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.files import count_lines, file_sha256, jsonl_lines, write_atomic
+from common.files import count_lines, file_sha256, jsonl_lines, output_problem, replace_directory, write_atomic
 from common.processes import is_main_process, main_process_decides
 from data import DataError, PairsData, read_id_text
 from model import Encoder
@@ -46,7 +50,7 @@ logger = logging.getLogger(__name__)
 FILTERS = ("relevant", "rank_window", "relative", "max_score")  # in the order they are applied
 # Changes neither which negatives nor their order. The batch size does (embeddings differ in the last
 # bits with it, which can reorder near ties), so it is fingerprinted.
-NOT_FINGERPRINTED = ("refresh",)
+NOT_FINGERPRINTED = ("refresh", "cache")
 
 
 @dataclass
@@ -136,6 +140,41 @@ def fingerprint(
 def output_paths(out_dir: Path) -> dict[str, Path]:
     names = {"triplets": "triplets.jsonl", "scores": "scores.jsonl", "filtered": "filtered.jsonl", "meta": "meta.json"}
     return {key: out_dir / name for key, name in names.items()}
+
+
+def from_cache(cache: Path, out_dir: Path, fingerprint_hex: str) -> MineReport | None:
+    """Copy a complete set with this fingerprint from the cache into out_dir, meta.json last (so a
+    copy cut short is never taken for complete); None when the cache has none."""
+    entry = cache / fingerprint_hex
+    if reusable(entry, fingerprint_hex) is None:
+        return None
+    source, paths = output_paths(entry), output_paths(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths["meta"].unlink(missing_ok=True)
+    for key in ("triplets", "scores", "filtered", "meta"):
+        write_atomic(paths[key], source[key].read_bytes())
+    return reusable(out_dir, fingerprint_hex)
+
+
+def to_cache(cache: Path, out_dir: Path, fingerprint_hex: str) -> None:
+    """Keep a complete set in the cache under its fingerprint: built beside its final name and
+    renamed into place, so a reader sees the whole set or none. A failure here loses nothing the run
+    needs (its own copy is in out_dir), so it is logged, not raised."""
+    entry = cache / fingerprint_hex
+    if reusable(entry, fingerprint_hex) is not None:
+        return
+    building = cache / f".{fingerprint_hex}.{os.getpid()}.tmp"
+    try:
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir(parents=True)
+        for path in output_paths(out_dir).values():
+            shutil.copyfile(path, building / path.name)
+        replace_directory(building, entry)
+        logger.info("kept the mined files in the cache: %s", entry)
+    except OSError as err:
+        logger.warning("could not keep the mined files in the cache %s: %s", cache, err)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
 def reusable(out_dir: Path, fingerprint_hex: str) -> MineReport | None:
@@ -432,10 +471,17 @@ def mine(
     if config.source != "dense":  # BM25's settings decide the negatives too
         fingerprint_extra = {**fingerprint_extra, "lexical": asdict(lexical or LexicalConfig())}
     fingerprint_hex = fingerprint(config, pairs, relevant_to, corpus_hash, fingerprint_extra)
+    cache = Path(config.cache) if config.cache else None
+    if cache is not None and (problem := output_problem(cache, directory=True)) is not None:  # on every process
+        raise DataError(f"data.hard_negatives.cache: {cache} {problem}")
     earlier = reusable(out_dir, fingerprint_hex) if is_main_process() else None
-    if main_process_decides(earlier is not None, encoder.device):
+    if earlier is not None:
+        logger.info("reusing hard negatives in %s (same model, data and settings)", out_dir)
+    elif cache is not None and is_main_process():
+        earlier = from_cache(cache, out_dir, fingerprint_hex)
         if earlier is not None:
-            logger.info("reusing hard negatives in %s (same model, data and settings)", out_dir)
+            logger.info("hard negatives copied from the cache %s (same model, data and settings)", cache)
+    if main_process_decides(earlier is not None, encoder.device):
         return earlier
     corpus_set = set(corpus)
     extra = sorted({text for texts in relevant_to.values() for text in texts if text not in corpus_set})
@@ -480,4 +526,7 @@ def mine(
         "fingerprint_extra": fingerprint_extra,
         "counts": count(mined, rows_per_question, config.k, len(corpus)),
     }
-    return write_outputs(out_dir, pairs, questions, corpus, mined, meta)
+    report = write_outputs(out_dir, pairs, questions, corpus, mined, meta)
+    if cache is not None:
+        to_cache(cache, out_dir, fingerprint_hex)
+    return report

@@ -49,6 +49,9 @@ class MineConfig:
     batch_size: int = 64
     refresh: int = 0  # re-mine with the current model every N epochs; 0: never (the trainer does it)
     source: str = "dense"  # rank candidates by: dense (the model) | bm25 | hybrid (both, fused as lexical.* says)
+    cache: str | None = (
+        None  # a folder runs share: mined files kept under their fingerprint, copied to a run that mines the same
+    )
 
 
 def check_mine_config(config: MineConfig, key_prefix: str = "data.hard_negatives") -> None:

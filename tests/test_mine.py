@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import PairsData, known_relevant
+from data import DataError, PairsData, known_relevant
 from helpers import random_texts
 from mine import main
 from model import Encoder, ModelConfig
@@ -312,6 +312,52 @@ def test_partial_or_different_run_is_mined_again(beir, tmp_path, damage):
     assert {path.name for path in out.iterdir()} == OUTPUT_FILES  # nothing partial or temporary left
 
 
+def test_cache_shares_a_complete_set_across_output_folders(beir, tmp_path):
+    """A run in one folder keeps its set in the cache; a run elsewhere with the same model, data and
+    settings copies it byte for byte without encoding; other settings or another model mine again."""
+    cache = tmp_path / "cache"
+    first, triplets = run(beir, tmp_path / "a", k=2, rank_max=6, cache=str(cache))
+    assert not first.reused
+    entries = [path for path in cache.iterdir()]
+    assert len(entries) == 1 and {path.name for path in entries[0].iterdir()} == OUTPUT_FILES
+    assert entries[0].name == json.loads((tmp_path / "a" / "meta.json").read_text())["fingerprint"]
+    encoder = TableEncoder()
+    copied, again = run(beir, tmp_path / "b", encoder=encoder, k=2, rank_max=6, cache=str(cache / "."))
+    assert copied.reused and encoder.encoded == [] and again == triplets and copied.counts == first.counts
+    for name in OUTPUT_FILES:
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    other = TableEncoder()
+    changed, _ = run(beir, tmp_path / "c", encoder=other, k=1, rank_max=6, cache=str(cache))
+    assert not changed.reused and other.encoded
+    model = TableEncoder()
+    another_model, _ = run(
+        beir, tmp_path / "d", encoder=model, extra={"model": "other"}, k=2, rank_max=6, cache=str(cache)
+    )
+    assert not another_model.reused and model.encoded
+    assert len(list(cache.iterdir())) == 3 and not list(cache.glob(".*"))  # nothing temporary left
+
+
+def test_a_damaged_cache_entry_is_mined_again_and_replaced(beir, tmp_path):
+    cache = tmp_path / "cache"
+    _, expected = run(beir, tmp_path / "a", k=2, rank_max=6, cache=str(cache))
+    (entry,) = cache.iterdir()
+    lines = (entry / "triplets.jsonl").read_text().splitlines(keepends=True)
+    (entry / "triplets.jsonl").write_text("".join(lines[:-1]))  # a copy cut short
+    encoder = TableEncoder()
+    report, triplets = run(beir, tmp_path / "b", encoder=encoder, k=2, rank_max=6, cache=str(cache))
+    assert not report.reused and encoder.encoded and triplets == expected
+    assert (entry / "triplets.jsonl").read_bytes() == (tmp_path / "a" / "triplets.jsonl").read_bytes()
+
+
+def test_an_unwritable_cache_is_refused_before_encoding(beir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    encoder = TableEncoder()
+    with pytest.raises(DataError, match=r"data.hard_negatives.cache: .*file exists and is not a directory"):
+        run(beir, tmp_path / "a", encoder=encoder, k=2, rank_max=6, cache=str(blocker))
+    assert encoder.encoded == []
+
+
 def test_outputs_leave_no_temporary_files(beir, tmp_path):
     out = tmp_path / "nested" / "out"
     for k in (1, 2):
@@ -379,6 +425,21 @@ def test_cli_with_a_real_encoder_matches_numpy(tiny_bert, tmp_path, capsys):
     assert all(row["negatives"] == expected[row["anchor"]] for row in triplets)
     in_top = sum((q, passages[j]) in set(rows) for i, q in enumerate(questions) for j in order[i])
     assert report.counts["removed_relevant"] == in_top
+
+
+def test_cli_cache_reuses_a_set_mined_for_another_folder(tiny_bert, tmp_path, capsys):
+    texts = random_texts(12, seed=5)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"anchor": t[:30], "positive": t}) + "\n" for t in texts))
+    common = ["--train", str(train), "--model", str(tiny_bert), "--k", "1", "--rank-max", "4", "--cache"]
+    main(common + [str(tmp_path / "cache"), "--out", str(tmp_path / "a")])
+    assert "Hard negatives mined" in capsys.readouterr().out
+    main(common + [str(tmp_path / "cache"), "--out", str(tmp_path / "b")])
+    assert "Hard negatives reused" in capsys.readouterr().out
+    assert (tmp_path / "b" / "triplets.jsonl").read_bytes() == (tmp_path / "a" / "triplets.jsonl").read_bytes()
+    (tmp_path / "blocker").write_text("")
+    with pytest.raises(SystemExit, match=r"^error: --cache .*blocker: exists and is not a directory"):
+        main(common + [str(tmp_path / "blocker"), "--out", str(tmp_path / "c")])
 
 
 @pytest.mark.parametrize(

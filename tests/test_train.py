@@ -354,6 +354,18 @@ def test_non_finite_loss_stops_before_the_optimizer_step_and_saves_nothing(tiny_
     assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").iterdir())
 
 
+def test_an_unusable_mining_cache_is_refused_before_the_model_loads(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    (tmp_path / "blocker").write_text("")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad cache was named")
+
+    monkeypatch.setattr(train, "load_encoder", no_model)
+    argv = ["--data.hard_negatives.k", "1", "--data.hard_negatives.cache", str(tmp_path / "blocker")]
+    with pytest.raises(SystemExit, match=r"data.hard_negatives.cache .*blocker: exists and is not a directory"):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", *argv))
+
+
 def test_an_existing_model_is_not_overwritten(tiny_bert, tiny_task, tmp_path):
     (tmp_path / "run" / "model").mkdir(parents=True)
     (tmp_path / "run" / "train_log.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # an earlier run's
@@ -507,12 +519,15 @@ def test_bad_eval_schedule_is_named(argv, message):
         load_config(["--config", str(ROOT / "configs" / "obliqa.yaml"), *argv])
 
 
-def test_mine_then_train_in_one_command(tiny_bert, tiny_task, tmp_path):
+def test_mine_then_train_in_one_command(tiny_bert, tiny_task, tmp_path, monkeypatch):
     """data.hard_negatives: mined with the model being trained before step 1, appended to each row's own
     negative, never a passage known relevant to the row's question; re-mined each epoch with refresh 1;
-    a second run over the same output reuses the complete mined file."""
-    run = tmp_path / "run"
+    a second run over the same output reuses the complete mined file, and a run in another folder
+    copies it from data.hard_negatives.cache (which keeps the start's set, not the refresh's)."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
     mining = [
+        "--data.hard_negatives.cache",
+        str(cache),
         "--data.hard_negatives.k",
         "2",
         "--data.hard_negatives.corpus",
@@ -544,6 +559,16 @@ def test_mine_then_train_in_one_command(tiny_bert, tiny_task, tmp_path):
     stamp = triplets.stat().st_mtime_ns
     train.main(tiny_args(tiny_bert, tiny_task, run, *mining, "--output.overwrite", "true"))
     assert triplets.stat().st_mtime_ns == stamp  # reused, not rewritten
+    (entry,) = cache.iterdir()
+    assert (entry / "triplets.jsonl").read_bytes() == triplets.read_bytes()
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("mined again: the cache was not used")
+
+    monkeypatch.setattr("retrieval.mining.embed_all", no_encoding)
+    elsewhere = tmp_path / "elsewhere"
+    train.main(tiny_args(tiny_bert, tiny_task, elsewhere, *mining))
+    assert (elsewhere / "hard_negatives" / "start" / "triplets.jsonl").read_bytes() == triplets.read_bytes()
 
 
 def test_missing_negative_slots_are_masked_and_add_no_gradient(tiny_bert):

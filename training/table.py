@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -120,6 +120,8 @@ def with_mined_negatives(
         identity = {}
     else:
         identity["weights"] = weights_digest(miner)
+    if epoch:  # a refresh mines with weights no other run has: nothing to share
+        hn = replace(hn, cache=None)
     report = mine(miner, pairs, relevant, hn, directory, identity, accelerator.is_main_process, config.lexical)
     if report is not None:
         logger.info("%s", report.format_report())
