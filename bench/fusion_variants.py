@@ -14,13 +14,11 @@ on train by bench/bm25_settings.py), never on the reported split.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
-from bench.quality import Scorer
+from bench.quality import Scorer, encode_model, model_bench_parser
 from retrieval.hybrid import lexical_index
 from retrieval.settings import LexicalConfig
 from retrieval.stats import paired_bootstrap
@@ -39,34 +37,20 @@ def variant(text: str) -> tuple[str, LexicalConfig]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=lambda s: s.split(","), required=True)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--split", default="dev")
-    parser.add_argument("--dims", type=lambda s: [int(d) for d in s.split(",")], default=[384, 64])
+    parser = model_bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--variants", type=lambda s: [variant(v) for v in s.split(",")], default=None)
-    parser.add_argument("--eval-batch", type=int, default=64)
-    parser.add_argument("--resamples", type=int, default=10000)
     args = parser.parse_args()
     variants = args.variants or [variant(v) for v in ("minmax", "zscore", "minmax:k1=0.6:b=0.9", "zscore:k1=0.6:b=0.9")]
     args.weight_split = "cross"
     scorer = Scorer(args)
     indexes = {name: lexical_index(scorer.data, config) for name, config in variants}
-    import torch
-
-    from model import Encoder, ModelConfig, resolve_model_dir
-    from retrieval.evaluation import encode_ir
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     print(
         f"| model | variant | BM25 alone | {' | '.join(f'fused {d}' for d in args.dims)} | "
         f"{' | '.join(f'change {d} [95% CI]' for d in args.dims)} |"
     )
     print("|---|---|---:|" + "---:|" * (2 * len(args.dims)))
     for name in args.models:
-        path = name if Path(name).is_dir() else str(resolve_model_dir(name, None))
-        encoder = Encoder.from_config(ModelConfig(path)).to(device)
-        queries, corpus, _ = encode_ir(encoder, scorer.data, args.eval_batch, show_progress=False)
+        queries, corpus = encode_model(name, scorer)
         first = None
         for label, _config in variants:
             scorer.index = indexes[label]

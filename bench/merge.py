@@ -16,14 +16,13 @@ must share one architecture and tokenizer.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.quality import CROSS, Scorer
+from bench.quality import CROSS, Scorer, model_bench_parser
 from model import Encoder, ModelConfig
 from retrieval.stats import paired_bootstrap
 
@@ -51,15 +50,9 @@ def merged_state(states: list[dict[str, torch.Tensor]], weights: list[float]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=lambda s: s.split(","), required=True)
+    parser = model_bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--alphas", type=lambda s: [float(a) for a in s.split(",")], default=None)
     parser.add_argument("--soup", action="store_true", help="the uniform average of every model")
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--split", default="dev")
-    parser.add_argument("--dims", type=lambda s: [int(d) for d in s.split(",")], default=[384, 64])
-    parser.add_argument("--eval-batch", type=int, default=64)
-    parser.add_argument("--resamples", type=int, default=10000)
     args = parser.parse_args(argv)
     if args.soup == (args.alphas is not None):
         raise SystemExit("give exactly one of --alphas (two models) or --soup")

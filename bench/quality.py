@@ -320,8 +320,7 @@ class Scorer:
         from retrieval.hybrid import chosen_weights, evaluate_hybrid
 
         dims, n = self.args.dims, len(self.data.query_ids)
-        order = np.random.default_rng(0).permutation(n)
-        halves = [np.sort(order[: n // 2]), np.sort(order[n // 2 :])]
+        halves = cross_halves(n)
         fused = {dim: {} for dim in dims}
         weights = {dim: [] for dim in dims}
         for half, other in (halves, halves[::-1]):
@@ -332,6 +331,38 @@ class Scorer:
                 for metric, values in hybrid.fused[dim]["convex"].per_query.items():
                     fused[dim].setdefault(metric, np.zeros(n))[half] = values
         return {dim: {m: v.tolist() for m, v in by_metric.items()} for dim, by_metric in fused.items()}, weights
+
+
+def model_bench_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a bench that scores --models as this bench scores a row."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", type=lambda s: s.split(","), required=True, help="directories or packaged ids")
+    parser.add_argument("--data", type=Path, required=True, help="BEIR directory scored")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--dims", type=lambda s: [int(d) for d in s.split(",")], default=[384, 64])
+    parser.add_argument("--eval-batch", type=int, default=64)
+    parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples")
+    return parser
+
+
+def encode_model(name: str, scorer: Scorer) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, D) questions and (N, D) passages of the scorer's split, encoded by `name` (a directory or
+    a packaged id), full size."""
+    import torch
+
+    from model import Encoder, ModelConfig, resolve_model_dir
+    from retrieval.evaluation import encode_ir
+
+    path = name if Path(name).is_dir() else str(resolve_model_dir(name, None))
+    encoder = Encoder.from_config(ModelConfig(path)).to("cuda" if torch.cuda.is_available() else "cpu")
+    queries, corpus, _ = encode_ir(encoder, scorer.data, scorer.args.eval_batch, show_progress=False)
+    return queries, corpus
+
+
+def cross_halves(n: int) -> list[np.ndarray]:
+    """The two seeded halves of n questions that every cross-fitted figure uses (sorted rows)."""
+    order = np.random.default_rng(0).permutation(n)
+    return [np.sort(order[: n // 2]), np.sort(order[n // 2 :])]
 
 
 def subset(data, rows: np.ndarray):
