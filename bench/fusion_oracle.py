@@ -46,14 +46,15 @@ def features(c: Candidates) -> dict[str, np.ndarray]:
     dense = -np.sort(-np.where(c.valid, c.dense, -np.inf), axis=1)  # (Q, C) descending
     lexical = -np.sort(-np.where(c.valid, c.lexical, -np.inf), axis=1)
     in_top10 = (c.dense_rank >= 1) & (c.dense_rank <= 10) & (c.lexical_rank >= 1) & (c.lexical_rank <= 10)
-    top1 = np.argmax(np.where(c.valid, c.dense, -np.inf), 1) == np.argmax(np.where(c.valid, c.lexical, -np.inf), 1)
+    same_top = np.argmax(np.where(c.valid, c.dense, -np.inf), 1) == np.argmax(np.where(c.valid, c.lexical, -np.inf), 1)
+    same_top &= lexical[:, 0] > 0  # no passage matches the question: BM25 has no first passage
     return {
         "bm25 margin (1st - 2nd) / 1st": (lexical[:, 0] - lexical[:, 1]) / np.maximum(lexical[:, 0], 1e-9),
         "bm25 top score": lexical[:, 0],
         "dense margin 1st - 2nd": dense[:, 0] - dense[:, 1],
         "dense top cosine": dense[:, 0],
         "top-10 overlap": in_top10.sum(1).astype(np.float64),
-        "same top passage": top1.astype(np.float64),
+        "same top passage": same_top.astype(np.float64),
     }
 
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args.weight_split = CROSS
     scorer = Scorer(args)
     for name in args.models:
-        queries, corpus = encode_model(name, scorer)
+        queries, corpus, _ = encode_model(name, scorer)
         candidates, _ = candidates_by_dim(queries, corpus, scorer.data, args.dims, scorer.index)
         for dim, c in candidates.items():
             print(f"\n{name}, {dim} dims, {args.split} ({len(scorer.data.query_ids)} questions), NDCG@10:")

@@ -50,7 +50,7 @@ def main() -> None:
     )
     print("|---|---|---:|" + "---:|" * (2 * len(args.dims)))
     for name in args.models:
-        queries, corpus = encode_model(name, scorer)
+        queries, corpus, _ = encode_model(name, scorer)
         first = None
         for label, _config in variants:
             scorer.index = indexes[label]

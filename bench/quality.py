@@ -283,14 +283,9 @@ class Scorer:
 
     def model(self, model_dir: Path | str) -> dict:
         """Per-question metrics of the model alone and fused with BM25 at every dim, and the weights."""
-        import torch
+        from retrieval.evaluation import encode_queries, evaluate_embeddings
 
-        from model import Encoder, ModelConfig
-        from retrieval.evaluation import encode_ir, encode_queries, evaluate_embeddings
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        encoder = Encoder.from_config(ModelConfig(str(model_dir))).to(device)
-        queries, corpus, _ = encode_ir(encoder, self.data, self.args.eval_batch, show_progress=False)
+        queries, corpus, encoder = encode_model(model_dir, self)
         dims = self.args.dims
         dense = evaluate_embeddings(queries, corpus, self.data, dims)
         if self.args.weight_split == CROSS:
@@ -345,18 +340,17 @@ def model_bench_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def encode_model(name: str, scorer: Scorer) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, D) questions and (N, D) passages of the scorer's split, encoded by `name` (a directory or
-    a packaged id), full size."""
+def encode_model(name: str | Path, scorer: Scorer):
+    """(Q, D) questions and (N, D) passages of the scorer's split, encoded full size by `name` (a
+    directory or a packaged id), and the encoder."""
     import torch
 
-    from model import Encoder, ModelConfig, resolve_model_dir
+    from model import Encoder, ModelConfig
     from retrieval.evaluation import encode_ir
 
-    path = name if Path(name).is_dir() else str(resolve_model_dir(name, None))
-    encoder = Encoder.from_config(ModelConfig(path)).to("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = Encoder.from_config(ModelConfig(str(name))).to("cuda" if torch.cuda.is_available() else "cpu")
     queries, corpus, _ = encode_ir(encoder, scorer.data, scorer.args.eval_batch, show_progress=False)
-    return queries, corpus
+    return queries, corpus, encoder
 
 
 def cross_halves(n: int) -> list[np.ndarray]:
