@@ -340,6 +340,20 @@ def load_ir(source: str | Path, split: str) -> IRDataset:
     return ir_from_pairs(load_pair_splits(source), split)
 
 
+def question_subset(data: IRDataset, rows, label: str) -> IRDataset:
+    """The questions at `rows` of `data` (in that order), over the same corpus, named `data.name (label)`."""
+    query_ids = [data.query_ids[i] for i in rows]
+    return IRDataset(
+        data.corpus_ids,
+        data.corpus_texts,
+        query_ids,
+        [data.query_texts[i] for i in rows],
+        {qid: data.qrels[qid] for qid in query_ids},
+        name=f"{data.name} ({label})",
+        corpus_groups=data.corpus_groups,
+    )
+
+
 def known_relevant(
     pairs: PairsData, beir_dir: str | Path | None = None, split: str | None = None
 ) -> dict[str, set[str]]:

@@ -30,8 +30,19 @@ from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.diagnostics import SAMPLE, format_space, space_diagnostics
 from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings, write_runs
 from retrieval.frontier import evaluate_frontier, frontier_report, write_frontier_runs
-from retrieval.hybrid import chosen_weights, evaluate_hybrid, format_hybrid, hybrid_json, lexical_index, versus_bm25
-from retrieval.metrics import METRICS, DimResult, format_table
+from retrieval.hybrid import (
+    CONVEX,
+    HybridResults,
+    candidates_by_dim,
+    chosen_weights,
+    evaluate_hybrid,
+    format_hybrid,
+    hybrid_json,
+    lexical_index,
+    versus_bm25,
+)
+from retrieval.metrics import METRICS, TOP_K, DimResult, format_table
+from retrieval.rerank import CrossEncoder, evaluate_reranked, saved_problem
 from retrieval.settings import LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
 
@@ -113,6 +124,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="choose the fusion weight per dim on this split (default: on --split itself, which is optimistic)",
     )
     lexical.add_argument("--rrf-k", type=int, default=default.rrf_k)
+    rerank = parser.add_argument_group("a cross-encoder re-ranker over the fused top k (train_reranker.py)")
+    rerank.add_argument("--rerank", type=Path, metavar="DIR", help="re-rank each dim's fused ranking with this")
+    rerank.add_argument("--rerank-depth", type=int, help="how much of the fused top it orders (default: its own)")
+    rerank.add_argument(
+        "--rerank-weight",
+        type=float,
+        help="the cross-encoder's weight against the fused score, in [0, 1] (default: the one train_reranker.py "
+        "chose on its held-out questions, else chosen as the fusion weight is)",
+    )
     return parser.parse_args(argv)
 
 
@@ -164,6 +184,7 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
             raise ValueError("--fusion-weight and --fusion-weight-from: give one (a weight, or where to choose it)")
         if args.fusion_weight_from and args.fusion_weight_from == args.split:
             raise ValueError(f"--fusion-weight-from {args.split}: the split evaluated; leave it out to choose there")
+        check_rerank_flags(args)
         if args.out and (problem := output_problem(args.out, directory=False)):
             raise ValueError(f"--out {args.out}: {problem}")
         if args.run_out and (problem := output_problem(args.run_out, directory=True)):
@@ -171,6 +192,21 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError as err:
         sys.exit(f"error: {err}")
     return args
+
+
+def check_rerank_flags(args: argparse.Namespace) -> None:
+    if args.rerank is None:
+        if args.rerank_depth is not None or args.rerank_weight is not None:
+            raise ValueError("--rerank-depth and --rerank-weight need --rerank DIR")
+        return
+    if args.lexical == "none":
+        raise ValueError("--rerank re-ranks the fused ranking: it needs --lexical bm25")
+    if args.rerank_depth is not None and not 1 <= args.rerank_depth <= TOP_K:
+        raise ValueError(f"--rerank-depth {args.rerank_depth}: must be in 1..{TOP_K}")
+    if args.rerank_weight is not None and not 0 <= args.rerank_weight <= 1:
+        raise ValueError(f"--rerank-weight {args.rerank_weight}: must be in [0, 1]")
+    if problem := saved_problem(args.rerank):
+        raise ValueError(f"--rerank {args.rerank}: {problem}")
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder | None, list[int]]:
@@ -209,6 +245,16 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
     return data, encoder, baseline, dims
 
 
+def load_reranker(args: argparse.Namespace) -> CrossEncoder | None:
+    """The --rerank cross-encoder (checked by checked_args), loaded before anything is encoded."""
+    if args.rerank is None:
+        return None
+    try:
+        return CrossEncoder.load(args.rerank)
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: --rerank {args.rerank}: {err}")
+
+
 def weight_split(args: argparse.Namespace, data: IRDataset) -> IRDataset | None:
     """The split the fusion weight is chosen on (--fusion-weight-from), checked to share the corpus."""
     if not args.fusion_weight_from or args.lexical == "none":
@@ -229,6 +275,7 @@ def scored_report(
     embeddings: tuple,
     base_embeddings: tuple | None,
     weight_on: tuple[IRDataset, np.ndarray] | None = None,
+    reranker: CrossEncoder | None = None,
 ) -> dict:
     """Score, print and return the report: metrics per dim, the metadata, the paired comparison with
     --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds)."""
@@ -271,7 +318,7 @@ def scored_report(
     elif args.run_out:
         write_runs(results, data, args.run_out)
     if args.lexical != "none":
-        report["lexical"] = lexical_report(args, data, dims, results, query_emb, corpus_emb, weight_on)
+        report["lexical"] = lexical_report(args, data, dims, results, query_emb, corpus_emb, weight_on, reranker)
     return report
 
 
@@ -283,8 +330,10 @@ def lexical_report(
     query_emb,
     corpus_emb,
     weight_on: tuple[IRDataset, np.ndarray] | None,
+    reranker: CrossEncoder | None = None,
 ) -> dict:
-    """BM25 alone and fused with the model at every dim, printed, and each against BM25 paired.
+    """BM25 alone and fused with the model at every dim, printed, and each against BM25 paired; with
+    a re-ranker, the fused ranking re-ranked too, against BM25 and against the fusion.
     weight_on: (the split, its query embeddings) the fusion weight is chosen on, if not the evaluated one."""
     config = lexical_config(args)
     index = lexical_index(data, config)
@@ -305,7 +354,53 @@ def lexical_report(
         print(f"\n{name} against BM25, paired over the same questions:")
         print(format_comparison(by_dim, ("ndcg@10", "recall@10", "map@10")))
     as_json = {name: {str(dim): by_metric for dim, by_metric in by_dim.items()} for name, by_dim in comparison.items()}
-    return {**hybrid_json(hybrid), "settings": asdict(config), "versus_bm25": as_json}
+    report = {**hybrid_json(hybrid), "settings": asdict(config), "versus_bm25": as_json}
+    if reranker is not None:
+        report["reranked"] = reranked_report(args, data, hybrid, reranker, weight_on, corpus_emb)
+    return report
+
+
+def reranked_report(
+    args: argparse.Namespace,
+    data: IRDataset,
+    hybrid: HybridResults,
+    reranker: CrossEncoder,
+    weight_on: tuple[IRDataset, np.ndarray] | None,
+    corpus_emb: np.ndarray,
+) -> dict:
+    """Each dim's fused ranking re-ranked by `reranker`, printed, and paired against BM25 and the fusion."""
+    depth = args.rerank_depth or reranker.depth
+    weight, weight_from, other = args.rerank_weight, "given", None
+    if weight is None and "held_out" in reranker.settings:  # chosen when it was trained, on questions it never saw
+        weight, weight_from = reranker.settings["held_out"]["weight"], reranker.settings["held_out"]["weight_from"]
+    if weight is None and weight_on is not None:
+        other_data, other_query_emb = weight_on
+        index = lexical_index(data, lexical_config(args))
+        other_candidates = candidates_by_dim(other_query_emb, corpus_emb, other_data, list(hybrid.fused), index)[0]
+        other = (other_data, other_candidates, hybrid.weights)  # the fusion weights were chosen there too
+    reranked = evaluate_reranked(
+        reranker, data, hybrid.candidates, hybrid.weights, args.fusion_norm, depth, weight, other, weight_from
+    )
+    chosen = "given" if reranked.weights_from == "given" else f"chosen on {reranked.weights_from}"
+    print(f"\nthe fused top {depth} re-ranked by {args.rerank} (cross-encoder weight {chosen}):")
+    print(format_table({f"{dim} (w {reranked.weights[dim]:.2f})": r.metrics for dim, r in reranked.results.items()}))
+    new = {dim: r.per_query for dim, r in reranked.results.items()}
+    versus = {
+        "bm25": compare_per_query({dim: hybrid.bm25.per_query for dim in new}, new, METRICS, args.resamples, args.seed),
+        "fused": compare_per_query(
+            {dim: hybrid.fused[dim][CONVEX].per_query for dim in new}, new, METRICS, args.resamples, args.seed
+        ),
+    }
+    for name, by_dim in versus.items():
+        print(f"\nre-ranked against {'BM25' if name == 'bm25' else 'the fusion'}, paired over the same questions:")
+        print(format_comparison(by_dim, ("ndcg@10", "recall@10", "map@10")))
+    return {
+        "depth": depth,
+        "weights_from": reranked.weights_from,
+        "settings": reranker.settings,
+        **{str(dim): {**r.metrics, "weight": reranked.weights[dim]} for dim, r in reranked.results.items()},
+        "versus": {name: {str(dim): v for dim, v in by_dim.items()} for name, by_dim in versus.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -313,6 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data, encoder, baseline, dims = load_inputs(args)
+    reranker = load_reranker(args)
     other = weight_split(args, data)
     device = start_processes()
     show_progress = is_main_process()
@@ -327,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     stop_processes()
     if embeddings[0] is None:  # not the main process: its shard is encoded and gathered
         return {}
-    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on)
+    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on, reranker)
     if args.out:
         try:
             write_atomic(args.out, json.dumps(report, indent=2) + "\n")

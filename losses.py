@@ -163,3 +163,10 @@ def matryoshka_infonce(per_dim: torch.Tensor, weights: list[float]) -> torch.Ten
     # An elementwise product, not a matmul, so autocast cannot round it to bf16.
     weights_t = torch.tensor(weights, dtype=per_dim.dtype).to(per_dim.device, non_blocking=True)  # no host sync
     return (per_dim * weights_t).sum()
+
+
+def listwise_rerank_loss(scores: torch.Tensor) -> torch.Tensor:
+    """The cross-encoder re-ranker's loss. scores: (G, 1 + n) logits of each group's positive (first)
+    and its n negatives, -inf in a short group's empty slots (they take no probability).
+    Mean over groups of −log softmax(row)[0]."""
+    return F.cross_entropy(scores.float(), torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device))

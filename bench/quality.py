@@ -361,17 +361,9 @@ def cross_halves(n: int) -> list[np.ndarray]:
 
 def subset(data, rows: np.ndarray):
     """The questions `rows` of `data`, over the same corpus."""
-    from data import IRDataset
+    from data import question_subset
 
-    query_ids = [data.query_ids[i] for i in rows]
-    return IRDataset(
-        data.corpus_ids,
-        data.corpus_texts,
-        query_ids,
-        [data.query_texts[i] for i in rows],
-        {qid: data.qrels[qid] for qid in query_ids},
-        name=f"{data.name} (a half)",
-    )
+    return question_subset(data, rows, "a half")
 
 
 def per_query_lists(result) -> dict[str, list[float]]:

@@ -36,6 +36,12 @@ class Candidates:
     def valid(self) -> np.ndarray:
         return self.rows >= 0
 
+    def take(self, questions: np.ndarray) -> Candidates:
+        """The candidates of the questions at `questions` (rows of Q), in that order."""
+        return Candidates(
+            *(getattr(self, f)[questions] for f in ("rows", "dense", "lexical", "dense_rank", "lexical_rank"))
+        )
+
 
 def pool(dense_rows: np.ndarray, lexical_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(Q, C) pooled rows (ascending, -1 padded) and each one's 1-based rank in either list (0: absent)."""

@@ -35,6 +35,7 @@ class HybridResults:
     fused: dict[int, dict[str, DimResult]] = field(default_factory=dict)  # dim -> convex | rrf -> result
     weights: dict[int, float] = field(default_factory=dict)  # dim -> dense weight of the convex fusion
     weights_from: str = ""  # where the weights came from: given | the split they were chosen on
+    candidates: dict[int, Candidates] = field(default_factory=dict, repr=False)  # dim -> pooled (a re-ranker's input)
 
 
 def lexical_index(data: IRDataset, config: LexicalConfig) -> LexicalIndex:
@@ -107,7 +108,7 @@ def evaluate_hybrid(
     config = index.config
     qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
     candidates, (bm25_scores, bm25_rows) = candidates_by_dim(query_emb, corpus_emb, data, dims, index)
-    results = HybridResults(score_ranking(bm25_scores, bm25_rows, data, qrels))
+    results = HybridResults(score_ranking(bm25_scores, bm25_rows, data, qrels), candidates=candidates)
     for dim, c in candidates.items():
         if weights is not None:
             weight, results.weights_from = weights[dim], weights_from

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("retrieval", ("retrieval",)),  # search, metrics, evaluation, quantization, frontier, stats, mining
     ("documents", ("documents",)),  # documents to training data
     ("training", ("training",)),  # the machinery train.py wires
-    ("commands", ("train", "evaluate", "mine", "prepare")),  # the command lines: nothing imports them
+    ("commands", ("train", "evaluate", "mine", "prepare", "train_reranker")),  # the command lines: nothing imports them
 ]
 PACKAGES = ("common", "retrieval", "documents", "training")
 

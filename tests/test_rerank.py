@@ -1,6 +1,8 @@
-"""bench/rerank.py: the listwise loss against a float64 loop, the training groups and the re-ordering
-on hand-made cases, the chunked cross-encoder against one pair at a time, and a tiny run end to end
-whose fused rows are the quality bench's."""
+"""The re-ranker (retrieval/rerank.py, training/reranker.py, losses.listwise_rerank_loss) and its bench
+(bench/rerank.py): the listwise loss against a float64 loop, the training groups and the re-ordering
+on hand-made cases, the chunked cross-encoder against one pair at a time, and a tiny bench run end to
+end whose fused rows are the quality bench's. The commands (train_reranker.py, evaluate.py --rerank)
+are tested in tests/test_rerank_commands.py."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import torch
 from bench import rerank
 from bench.quality import CROSS, Scorer, cross_halves, subset
 from data import IRDataset
+from losses import listwise_rerank_loss
 from retrieval.fusion import Candidates
 from retrieval.hybrid import choose_weight
+from retrieval.rerank import CrossEncoder, reorder_top
 from tests.helpers import make_tiny_bert, random_texts, tiny_beir
+from training.reranker import RerankTraining, train_cross_encoder, training_groups
 
 
 def test_listwise_loss_against_a_float64_loop():
@@ -25,9 +30,9 @@ def test_listwise_loss_against_a_float64_loop():
     for row in scores.tolist():
         kept = [s for s in row if s != float("-inf")]  # a short group's padding takes no probability
         expected += -(kept[0] - math.log(sum(math.exp(s) for s in kept)))
-    assert rerank.listwise_loss(scores).item() == pytest.approx(expected / len(scores), rel=1e-6)
+    assert listwise_rerank_loss(scores).item() == pytest.approx(expected / len(scores), rel=1e-6)
     scores.requires_grad_(True)
-    rerank.listwise_loss(scores).backward()
+    listwise_rerank_loss(scores).backward()
     assert torch.isfinite(scores.grad).all() and (scores.grad[1, 2:] == 0).all()
 
 
@@ -45,27 +50,27 @@ def _data() -> IRDataset:
 def test_training_groups_never_take_a_relevant_passage_or_its_text():
     data = _data()
     ranking = np.array([[0, 2, 1, 3, 4, -1], [5, 4, 1, -1, -1, -1]])  # (Q, pool), -1 padding
-    groups = rerank.training_groups(data, ranking, negatives=5, seed=0)
+    groups = training_groups(data, ranking, negatives=5, seed=0)
     # q0: one group per relevant passage (c0, c3); allowed negatives: c1, c4 only (c2 copies c0's text)
     assert [(q, p) for q, p, _ in groups] == [("first?", "rule a"), ("first?", "rule c"), ("second?", "rule e")]
     assert [sorted(n) for _, _, n in groups] == [["rule b", "rule d"], ["rule b", "rule d"], ["rule b", "rule d"]]
     only_relevant = np.array([[0, 2, 3, -1, -1, -1], [5, 4, 1, -1, -1, -1]])  # q0: nothing left to draw
-    assert [q for q, _, _ in rerank.training_groups(data, only_relevant, 5, 0)] == ["second?"]
-    drawn = rerank.training_groups(data, ranking, negatives=1, seed=3)
+    assert [q for q, _, _ in training_groups(data, only_relevant, 5, 0)] == ["second?"]
+    drawn = training_groups(data, ranking, negatives=1, seed=3)
     assert all(len(n) == 1 and n[0] in ("rule b", "rule d") for _, _, n in drawn)
-    assert drawn == rerank.training_groups(data, ranking, negatives=1, seed=3)  # seeded
+    assert drawn == training_groups(data, ranking, negatives=1, seed=3)  # seeded
 
 
 def test_reorder_top_orders_the_top_by_the_new_score_and_keeps_the_rest():
     rows = np.array([[10, 11, 12, 13, 14], [20, 21, -1, -1, -1]])
     new = np.array([[0.1, 0.5, 0.5, -1.0], [0.0, 2.0, -np.inf, -np.inf]])  # depth 4; a tie keeps 11 before 12
-    ranks, out = rerank.reorder_top(rows, new, depth=4)
+    ranks, out = reorder_top(rows, new, depth=4)
     np.testing.assert_array_equal(out, [[11, 12, 10, 13, 14], [21, 20, -1, -1, -1]])
     np.testing.assert_array_equal(ranks, [[5, 4, 3, 2, 1], [5, 4, -np.inf, -np.inf, -np.inf]])
 
 
 def test_chunked_logits_equal_one_pair_at_a_time(tmp_path):
-    ce = rerank.CrossEncoder(make_tiny_bert(tmp_path / "m"), max_length=32)
+    ce = CrossEncoder(make_tiny_bert(tmp_path / "m"), max_length=32)
     ce.model.eval()
     texts = random_texts(14, seed=2, max_words=30)
     pairs = list(zip(texts[:7], texts[7:]))
@@ -111,16 +116,13 @@ def test_a_tiny_run_end_to_end(tmp_path, capsys):
 def test_training_moves_the_positive_up(tmp_path):
     """Two fixed groups, replayed: if the loss's gradient reaches the weights through the chunked,
     re-ordered logits, the positives come to outscore their negatives."""
-    from argparse import Namespace
-
     torch.manual_seed(0)  # the fresh head
-    ce = rerank.CrossEncoder(make_tiny_bert(tmp_path / "m"), max_length=48)
+    ce = CrossEncoder(make_tiny_bert(tmp_path / "m"), max_length=48)
     texts = random_texts(10, seed=5, max_words=12)
     groups = [(texts[0], texts[1], texts[2:5]), (texts[5], texts[6], texts[7:10])]
     pairs = [(q, p) for q, pos, negs in groups for p in (pos, *negs)]
     before = ce.score(pairs).reshape(2, 4)
-    args = Namespace(epochs=40, batch=2, chunk=3, lr=5e-3, warmup=0.1, seed=0)
-    trained = rerank.train_cross_encoder(ce, groups, args)
+    trained = train_cross_encoder(ce, groups, RerankTraining(epochs=40, batch=2, chunk=3, lr=5e-3, warmup=0.1))
     after = ce.score(pairs).reshape(2, 4)
     assert trained["steps"] == 40 and trained["pairs"] == 40 * 8
     assert trained["last_loss"] < 0.5 * math.log(4)
@@ -170,4 +172,23 @@ def test_a_perfect_cross_encoder_puts_the_relevant_passage_first():
     assert weights["cross-encoder"] == [0.55, 0.55]
     halves = cross_halves(4)
     for half_weight, other in zip(weights["fusion"], (halves[1], halves[0])):  # each from the other half
-        assert half_weight == choose_weight(rerank.part(c, other), subset(data, other), "minmax")
+        assert half_weight == choose_weight(c.take(other), subset(data, other), "minmax")
+
+
+def test_the_component_chooses_the_weight_worked_out_by_hand():
+    """evaluate.py's path (retrieval/rerank.py) on the hand-made candidates: the oracle needs
+    w > 1 - w, so 0.55, and then puts every relevant passage first; with the relevant passage
+    below the re-ranked depth nothing helps (0, ties: the lower); a scorer that tells nothing
+    chooses 0 and gives the fusion's own result."""
+    from retrieval.rerank import choose_rerank_weight, rerank_result
+
+    c, data = _hand_candidates()
+    oracle = lambda rows: (rows == np.arange(4)[:, None]).astype(float)  # noqa: E731
+    assert choose_rerank_weight(c, 0.5, "minmax", oracle, data, depth=6) == 0.55
+    perfect = rerank_result(c, 0.5, "minmax", oracle, data, depth=6, weight=0.55)
+    np.testing.assert_array_equal(perfect.per_query["ndcg@10"], np.ones(4))
+    assert choose_rerank_weight(c, 0.5, "minmax", oracle, data, depth=3) == 0.0  # the relevant row is ranked 6th
+    flat = lambda rows: np.zeros(rows.shape)  # noqa: E731
+    assert choose_rerank_weight(c, 0.5, "minmax", flat, data, depth=6) == 0.0
+    unchanged = rerank_result(c, 0.5, "minmax", flat, data, depth=6, weight=1.0)
+    np.testing.assert_allclose(unchanged.per_query["ndcg@10"], 1 / np.log2(7))  # last of 6, as fused

@@ -1,0 +1,234 @@
+"""A cross-encoder re-ranker over the fused top k: question and passage read together by one
+transformer that gives the pair one logit.
+
+The re-ranked + fused ranking of a question is its fused ranking (dense + BM25, convex) with the
+first `depth` passages ordered by w * minmax(cross-encoder logit) + (1 - w) * minmax(fused score),
+both normalised over those `depth` passages; the rest keep their fused order after them. w = 1 is
+the cross-encoder alone over the top `depth`, w = 0 the fusion unchanged. Ties keep the fused order.
+
+A re-ranker directory is transformers' sequence classifier with one label (what
+`sentence_transformers.CrossEncoder(path)` loads too), its tokenizer, `reranker.json` (the
+max length and depth it was trained for, how it was trained) and the project's manifest
+(`complete.json`, written last), moved into place whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.files import listed_files_problem, read_manifest, replace_directory, write_atomic, write_manifest
+from data import IRDataset
+from retrieval.fusion import WEIGHT_GRID, Candidates, convex, normalized, ranked
+from retrieval.metrics import TOP_K, DimResult, score_ranking
+
+SETTINGS_FILE = "reranker.json"
+DEPTH = 20  # the fused top a re-ranker orders, unless its reranker.json or the caller says otherwise
+
+Scorer = Callable[[np.ndarray], np.ndarray]  # (Q, depth) corpus rows (-1 padding) -> (Q, depth) logits
+
+
+class CrossEncoder:
+    """A transformers sequence classifier with one logit: logit(question, passage)."""
+
+    def __init__(self, path: str | Path, max_length: int = 256, settings: dict | None = None):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        self.model.to("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = next(self.model.parameters()).device
+        self.max_length = max_length
+        self.settings = settings or {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> CrossEncoder:
+        """A re-ranker this project saved; ValueError naming what is wrong with `path` otherwise."""
+        path = Path(path)
+        problem = saved_problem(path)
+        if problem:
+            raise ValueError(f"re-ranker {path}: {problem}")
+        settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
+        return cls(path, int(settings["max_length"]), settings)
+
+    @property
+    def depth(self) -> int:
+        return int(self.settings.get("depth", DEPTH))
+
+    def _logits(self, pairs: list[tuple[str, str]]) -> torch.Tensor:
+        questions, passages = zip(*pairs)
+        batch = self.tokenizer(
+            list(questions),
+            list(passages),
+            truncation="longest_first",
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        return self.model(**batch).logits[:, 0]  # (B,)
+
+    def logits(self, pairs: list[tuple[str, str]], chunk: int) -> torch.Tensor:
+        """(len(pairs),) logits with grad, in the pairs' order; computed in chunks of similar length
+        so each pads only to its own longest."""
+        lengths = [len(q) + len(p) for q, p in pairs]
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        parts = [(idx, self._logits([pairs[i] for i in idx])) for idx in np.array_split(order, -(-len(pairs) // chunk))]
+        index = torch.from_numpy(np.concatenate([idx for idx, _ in parts])).to(self.device)
+        values = torch.cat([logit for _, logit in parts])
+        return torch.empty(len(pairs), device=self.device).index_put((index,), values)
+
+    @torch.no_grad()
+    def score(self, pairs: list[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
+        """(len(pairs),) float32 logits, in eval mode."""
+        self.model.eval()
+        return self.logits(pairs, batch_size).float().cpu().numpy() if pairs else np.zeros(0, dtype=np.float32)
+
+    def save(self, path: Path, settings: dict) -> Path:
+        """Written beside `path`, manifest last, then moved into place: an interrupted save never
+        leaves a directory that looks complete, and a failed one leaves an earlier `path` whole."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        self.settings = {**settings, "max_length": self.max_length}
+        write_atomic(tmp / SETTINGS_FILE, json.dumps(self.settings, indent=1) + "\n")
+        write_manifest(tmp)
+        return replace_directory(tmp, path)
+
+
+def saved_problem(path: Path) -> str | None:
+    """None when `path` holds a complete re-ranker this project saved, else why not."""
+    if not path.is_dir():
+        return "no such directory"
+    if not (path / SETTINGS_FILE).is_file():
+        return f"no {SETTINGS_FILE}: not a re-ranker train_reranker.py saved"
+    manifest, problem = read_manifest(path)
+    problem = problem or listed_files_problem(path, manifest["files"])
+    if problem:
+        return f"damaged or incomplete: {problem}"
+    try:
+        settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
+        int(settings["max_length"])
+    except (ValueError, KeyError, TypeError) as err:
+        return f"{SETTINGS_FILE} is unreadable ({err!r})"
+    return None
+
+
+def cached_scorer(ce: CrossEncoder, data: IRDataset, batch_size: int = 64) -> Scorer:
+    """rows (Q, depth) of `data`'s questions -> (Q, depth) logits (0 at padding); each (question,
+    passage) pair is scored once however many rankings (dims, weights) ask for it."""
+    cache: dict[tuple[int, int], float] = {}
+
+    def scores(rows: np.ndarray) -> np.ndarray:
+        wanted = sorted({(q, r) for q, line in enumerate(rows.tolist()) for r in line if r >= 0} - cache.keys())
+        found = ce.score([(data.query_texts[q], data.corpus_texts[r]) for q, r in wanted], batch_size)
+        cache.update(zip(wanted, found.tolist()))
+        return np.array([[cache.get((q, r), 0.0) for r in line] for q, line in enumerate(rows.tolist())])
+
+    return scores
+
+
+def reorder_top(rows: np.ndarray, new: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """rows: (Q, k) a ranking, -1 padded; new: (Q, depth) scores of its first `depth` rows (-inf at
+    padding). Each query's first `depth` rows ordered by `new` descending (ties: the ranking's own
+    order), the rest after as they were. Returns (Q, k) scores that keep this order (k down to 1,
+    -inf at padding; only the order matters) and rows."""
+    order = np.argsort(-new, axis=1, kind="stable")  # (Q, depth)
+    rows = np.concatenate([np.take_along_axis(rows[:, :depth], order, 1), rows[:, depth:]], 1)
+    ranks = np.broadcast_to(np.arange(rows.shape[1], 0, -1, dtype=np.float32), rows.shape)
+    return np.where(rows >= 0, ranks, -np.inf).astype(np.float32), rows
+
+
+def mixed(logits: np.ndarray, fused: np.ndarray, valid: np.ndarray, weight: float) -> np.ndarray:
+    """(Q, depth) w * minmax(logits) + (1 - w) * minmax(fused), -inf at padding."""
+    mix = weight * normalized(logits, valid, "minmax") + (1 - weight) * normalized(fused, valid, "minmax")
+    return np.where(valid, mix, -np.inf)
+
+
+def reranked_rankings(
+    c: Candidates, fusion_weight: float, norm: str, scorer: Scorer, depth: int, weights=WEIGHT_GRID
+) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """The fused top 100 at `fusion_weight`, its top `depth` re-ranked at each cross-encoder weight:
+    {weight: ((Q, 100) scores, rows)}."""
+    scores, rows = ranked(c, convex(c, fusion_weight, norm), TOP_K)  # (Q, 100) each
+    valid = rows[:, :depth] >= 0
+    logits = scorer(rows[:, :depth])  # (Q, depth)
+    return {w: reorder_top(rows, mixed(logits, scores[:, :depth], valid, w), depth) for w in weights}
+
+
+def choose_rerank_weight(
+    c: Candidates, fusion_weight: float, norm: str, scorer: Scorer, data: IRDataset, depth: int
+) -> float:
+    """The cross-encoder weight of WEIGHT_GRID with the best mean NDCG@10 on `data` (ties: the lower)."""
+    qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
+    by_weight = reranked_rankings(c, fusion_weight, norm, scorer, depth)
+    ndcg = {w: score_ranking(*ranking, data, qrels).metrics["ndcg@10"] for w, ranking in by_weight.items()}
+    best = max(ndcg.values())
+    return min(w for w, value in ndcg.items() if value >= best - 1e-12)
+
+
+def rerank_result(
+    c: Candidates, fusion_weight: float, norm: str, scorer: Scorer, data: IRDataset, depth: int, weight: float
+) -> DimResult:
+    """The re-ranked + fused ranking of `data`'s questions at cross-encoder weight `weight`, scored."""
+    qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
+    (ranking,) = reranked_rankings(c, fusion_weight, norm, scorer, depth, (weight,)).values()
+    return score_ranking(*ranking, data, qrels)
+
+
+@dataclass
+class Reranked:
+    """Per dim, the re-ranked + fused result and the cross-encoder weight it used."""
+
+    results: dict[int, DimResult]
+    weights: dict[int, float]
+    weights_from: str  # given | the split they were chosen on
+    depth: int
+
+
+def evaluate_reranked(
+    ce: CrossEncoder,
+    data: IRDataset,
+    candidates: dict[int, Candidates],
+    fusion_weights: dict[int, float],
+    norm: str,
+    depth: int,
+    weight: float | None = None,
+    weight_on: tuple[IRDataset, dict[int, Candidates], dict[int, float]] | None = None,
+    weight_from: str = "given",
+) -> Reranked:
+    """Each dim's fused ranking (its candidates and dense weight) re-ranked over its top `depth`.
+    The cross-encoder weight: `weight` when given (`weight_from` says where it came from), else
+    chosen per dim on `weight_on` (another split: its data, candidates and fusion weights), else on
+    `data` itself (optimistic)."""
+    scorer = cached_scorer(ce, data)
+    if weight is not None:
+        weights, source = {dim: weight for dim in candidates}, weight_from
+    elif weight_on is not None:
+        other, other_candidates, other_fusion = weight_on
+        other_scorer = cached_scorer(ce, other)
+        weights = {
+            dim: choose_rerank_weight(other_candidates[dim], other_fusion[dim], norm, other_scorer, other, depth)
+            for dim in candidates
+        }
+        source = other.name
+    else:
+        weights = {
+            dim: choose_rerank_weight(c, fusion_weights[dim], norm, scorer, data, depth)
+            for dim, c in candidates.items()
+        }
+        source = data.name
+    results = {
+        dim: rerank_result(c, fusion_weights[dim], norm, scorer, data, depth, weights[dim])
+        for dim, c in candidates.items()
+    }
+    return Reranked(results, weights, source, depth)

@@ -1,0 +1,195 @@
+"""train_reranker.py and evaluate.py --rerank end to end on a tiny BEIR set: the saved re-ranker loads
+in sentence-transformers with the same logits, a damaged one is refused, weight 0 leaves the fusion
+as it was, weight 1 orders the fused top k by sentence-transformers' own scores, and bad flags stop
+with one line before anything is encoded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+import train_reranker
+from data import load_ir
+from retrieval.evaluation import encode_ir
+from retrieval.fusion import WEIGHT_GRID, convex, ranked
+from retrieval.hybrid import evaluate_hybrid, lexical_index
+from retrieval.metrics import TOP_K, score_ranking
+from retrieval.rerank import CrossEncoder
+from retrieval.settings import LexicalConfig
+from tests.helpers import make_tiny_bert, tiny_beir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny BERT, a tiny BEIR set with 12 train questions beside its 12 dev ones, and a re-ranker
+    trained on train."""
+    root = tmp_path_factory.mktemp("rerank")
+    model, data = make_tiny_bert(root / "model"), tiny_beir(root / "beir", n_docs=60, n_queries=12)
+    texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    with open(data / "queries.jsonl", "a") as queries:  # train questions, on other passages than dev's
+        queries.writelines(json.dumps({"_id": f"t{i}", "text": texts[i * 3 + 1][:25]}) + "\n" for i in range(12))
+    (data / "qrels" / "train.tsv").write_text("".join(f"t{i}\tc{i * 3 + 1}\t1\n" for i in range(12)))
+    out = root / "reranker"
+    argv = f"--data {data} --out {out} --first-stage {model} --init {model} --pool 10 --negatives 3"
+    settings = train_reranker.main([*argv.split(), *"--max-length 48 --depth 8 --batch 4 --holdout 0.25".split()])
+    return model, data, out, settings
+
+
+def test_the_saved_reranker_says_how_it_was_trained(trained):
+    _, _, out, settings = trained
+    assert settings["groups"] == 9 and settings["trained"]["steps"] == 3  # 12 questions, 3 held out; 4 groups a step
+    assert settings["trained"]["pairs"] == 9 * 4 and settings["depth"] == 8 and settings["max_length"] == 48
+    held = settings["held_out"]
+    assert held["questions"] == 3 and held["weight"] in WEIGHT_GRID and held["weight_from"].endswith("(held out)")
+    assert held["reranked"] >= held["fused"]  # weight 0 is the fusion itself, and the weight is chosen there
+    assert json.loads((out / "reranker.json").read_text()) == settings
+    assert (out / "complete.json").is_file() and (out / "model.safetensors").is_file()
+    assert not list(out.parent.glob(".reranker.tmp-*"))  # nothing half-written left beside it
+
+
+def test_sentence_transformers_loads_it_with_the_same_logits(trained):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    _, data, out, _ = trained
+    ours = CrossEncoder.load(out)
+    theirs = STCrossEncoder(str(out), max_length=48, activation_fn=torch.nn.Identity(), device="cpu")
+    ir = load_ir(data, "dev")
+    pairs = [(ir.query_texts[q], ir.corpus_texts[r]) for q in range(6) for r in range(0, 60, 7)]
+    np.testing.assert_allclose(ours.score(pairs, 5), theirs.predict(pairs, batch_size=7), atol=1e-5)
+
+
+def test_a_damaged_reranker_is_refused(trained, tmp_path):
+    import shutil
+
+    _, _, out, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "model.safetensors", "r+b") as weights:
+        weights.seek(-8, 2)
+        weights.write(b"\0" * 8)
+    with pytest.raises(ValueError, match="model.safetensors does not match its checksum"):
+        CrossEncoder.load(copy)
+    (copy / "reranker.json").unlink()
+    with pytest.raises(ValueError, match="no reranker.json"):
+        CrossEncoder.load(copy)
+
+
+def _fused_rows(model, data):
+    """The dev fusion at 32 dims as evaluate.py makes it (weight chosen on dev): (Q, 100) rows."""
+    from model import Encoder, ModelConfig
+
+    ir = load_ir(data, "dev")
+    query_emb, corpus_emb, _ = encode_ir(Encoder.from_config(ModelConfig(str(model)), "no"), ir, 64, False)
+    hybrid = evaluate_hybrid(query_emb, corpus_emb, ir, [32], lexical_index(ir, LexicalConfig()))
+    c = hybrid.candidates[32]
+    return ir, hybrid, ranked(c, convex(c, hybrid.weights[32]), TOP_K)
+
+
+def test_evaluate_reranks_the_fusion(trained, tmp_path):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    model, data, out, _ = trained
+    common = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank {out}".split()
+    unchanged = evaluate.main([*common, "--rerank-weight", "0"])["lexical"]
+    assert unchanged["reranked"]["32"]["ndcg@10"] == unchanged["fused"]["32"]["convex"]["ndcg@10"]
+    assert unchanged["reranked"]["32"]["map@100"] == unchanged["fused"]["32"]["convex"]["map@100"]
+    assert unchanged["reranked"]["depth"] == 8 and unchanged["reranked"]["weights_from"] == "given"
+
+    alone = evaluate.main([*common, "--rerank-weight", "1", "--rerank-depth", "5"])["lexical"]["reranked"]
+    ir, _, (scores, rows) = _fused_rows(model, data)
+    theirs = STCrossEncoder(str(out), max_length=48, activation_fn=torch.nn.Identity(), device="cpu")
+    logits = np.array(
+        [theirs.predict([(ir.query_texts[q], ir.corpus_texts[r]) for r in line[:5]]) for q, line in enumerate(rows)]
+    )
+    order = np.argsort(-logits, axis=1, kind="stable")  # (Q, 5): sentence-transformers' order of the top 5
+    expected_rows = np.concatenate([np.take_along_axis(rows[:, :5], order, 1), rows[:, 5:]], 1)
+    qrels = [ir.qrels[qid] for qid in ir.query_ids]
+    expected = score_ranking(
+        np.where(expected_rows >= 0, -np.arange(TOP_K, dtype=float), -np.inf), expected_rows, ir, qrels
+    )
+    assert alone["32"]["ndcg@10"] == pytest.approx(expected.metrics["ndcg@10"], abs=1e-12)
+    assert alone["32"]["recall@100"] == pytest.approx(expected.metrics["recall@100"], abs=1e-12)
+    assert alone["32"]["ndcg@10"] < unchanged["reranked"]["32"]["ndcg@10"]  # the order did change
+
+    saved = evaluate.main([*common, "--fusion-weight-from", "train", "--out", str(tmp_path / "m.json")])
+    reranked = saved["lexical"]["reranked"]
+    assert reranked["weights_from"].endswith("(held out)")  # the re-ranker's own weight comes first
+    assert reranked["32"]["weight"] == json.loads((out / "reranker.json").read_text())["held_out"]["weight"]
+    assert set(reranked["versus"]) == {"bm25", "fused"}
+    assert json.loads((tmp_path / "m.json").read_text())["lexical"]["reranked"]["32"] == reranked["32"]
+
+
+def test_a_reranker_with_no_held_out_weight_gets_one_chosen(trained, tmp_path):
+    model, data, _, _ = trained
+    out = tmp_path / "no_holdout"
+    argv = f"--data {data} --out {out} --first-stage {model} --init {model} --pool 10 --max-length 48 --holdout 0"
+    assert "held_out" not in train_reranker.main(argv.split())
+    common = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank {out}".split()
+    on_train = evaluate.main([*common, "--fusion-weight-from", "train"])["lexical"]["reranked"]
+    assert on_train["weights_from"].endswith("(train)") and on_train["32"]["weight"] in WEIGHT_GRID
+    on_dev = evaluate.main(common)["lexical"]["reranked"]
+    assert on_dev["weights_from"].endswith("(dev)")
+    assert (
+        on_dev["32"]["ndcg@10"]
+        >= evaluate.main([*common, "--rerank-weight", "0"])["lexical"]["reranked"]["32"]["ndcg@10"]
+    )
+
+
+def test_held_out_questions_are_seeded_and_disjoint():
+    trained_on, held = train_reranker.held_out(40, 0.1, seed=3)
+    assert len(held) == 4 and len(trained_on) == 36 and not set(held) & set(trained_on)
+    assert sorted([*held, *trained_on]) == list(range(40))
+    again = train_reranker.held_out(40, 0.1, seed=3)
+    assert (again[1] == held).all() and not (train_reranker.held_out(40, 0.1, seed=4)[1] == held).all()
+    assert len(train_reranker.held_out(5, 0.01, seed=0)[1]) == 1 and len(train_reranker.held_out(5, 0, 0)[1]) == 0
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--rerank-weight 0.5", "--rerank-depth and --rerank-weight need --rerank DIR"),
+        ("--rerank {out} --lexical none", "it needs --lexical bm25"),
+        ("--rerank {out} --rerank-weight 1.5", "--rerank-weight 1.5: must be in"),
+        ("--rerank {out} --rerank-depth 0", "--rerank-depth 0: must be in 1..100"),
+        ("--rerank {missing}", "no such directory"),
+        ("--rerank {model}", "no reranker.json"),
+    ],
+)
+def test_evaluate_rejects_bad_rerank_flags(trained, tmp_path, capsys, flags, message):
+    model, data, out, _ = trained
+    argv = f"--model {model} --data {data} --split dev " + flags.format(out=out, model=model, missing=tmp_path / "x")
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(argv.split())
+    assert message in str(stop.value) and str(stop.value).startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--negatives 0", "--negatives 0: must be at least 1"),
+        ("--lr 0", "--lr 0.0: must be > 0"),
+        ("--warmup 1", "--warmup 1.0: must be in [0, 1)"),
+        ("--split test", "qrels/test.tsv"),
+        ("--init {missing}", "no such directory"),
+        ("--holdout 0.6", "--holdout 0.6: must be in [0, 0.5]"),
+    ],
+)
+def test_train_reranker_rejects_bad_input(trained, tmp_path, flags, message):
+    model, data, _, _ = trained
+    argv = f"--data {data} --out {tmp_path / 'new'} --first-stage {model} " + flags.format(missing=tmp_path / "x")
+    with pytest.raises(SystemExit) as stop:
+        train_reranker.main(argv.split())
+    assert message in str(stop.value) and str(stop.value).startswith("error: ")
+    assert not (tmp_path / "new").exists()
+
+
+def test_train_reranker_never_overwrites(trained):
+    model, data, out, _ = trained
+    before = (out / "complete.json").read_bytes()
+    with pytest.raises(SystemExit, match="exists; give a new directory"):
+        train_reranker.main(f"--data {data} --out {out} --first-stage {model}".split())
+    assert (out / "complete.json").read_bytes() == before

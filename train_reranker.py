@@ -1,0 +1,176 @@
+"""Train a cross-encoder re-ranker for the fused top k (retrieval/rerank.py, training/reranker.py).
+
+    python train_reranker.py --data BEIR_DIR --split train --out runs/reranker
+    python evaluate.py --model MODEL --data BEIR_DIR --split dev --rerank runs/reranker
+
+The groups come from --split's judged questions: each relevant passage, and --negatives others
+drawn from the question's top --pool of --first-stage fused with BM25 (its dense weight chosen on
+--split). The cross-encoder starts from --init with a fresh one-logit head. --holdout of the
+questions (default 0.1, seeded) are kept out of training: the weight of the cross-encoder against
+the fused score is chosen on them and saved with the model, and evaluate.py --rerank uses it.
+Train it on a split you do not evaluate on: evaluate.py scores it on another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.files import output_problem
+from data import DataError, IRDataset, load_ir, question_subset
+from model import PACKAGED_MINILM, Encoder, ModelConfig, resolve_model_dir
+from retrieval.evaluation import encode_ir
+from retrieval.fusion import Candidates, convex, ranked
+from retrieval.hybrid import candidates_by_dim, choose_weight, lexical_index
+from retrieval.rerank import DEPTH, CrossEncoder, cached_scorer, choose_rerank_weight, rerank_result
+from retrieval.settings import LexicalConfig
+from training.reranker import RerankTraining, train_cross_encoder, training_groups
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", required=True, help="BEIR directory, or pairs (directory of <split> files)")
+    parser.add_argument("--split", default="train", help="the judged split the groups come from (default train)")
+    parser.add_argument("--out", required=True, type=Path, help="the re-ranker's directory (must not exist)")
+    parser.add_argument("--first-stage", default=PACKAGED_MINILM, help="dense model fused with BM25 to draw negatives")
+    parser.add_argument("--init", default=PACKAGED_MINILM, help="weights the cross-encoder starts from")
+    parser.add_argument("--pool", type=int, default=30, help="negatives are drawn from this fused top (default 30)")
+    parser.add_argument("--negatives", type=int, default=3, help="per group (default 3)")
+    parser.add_argument("--max-length", type=int, default=192, help="tokens of question + passage (default 192)")
+    parser.add_argument("--depth", type=int, default=DEPTH, help=f"the fused top it re-ranks (default {DEPTH})")
+    parser.add_argument("--batch-size", type=int, default=64, help="encoding batch of the first stage")
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.1,
+        help="questions kept out of training to choose the cross-encoder's weight on (default 0.1; 0: none)",
+    )
+    default = RerankTraining()
+    for field in fields(RerankTraining):
+        parser.add_argument(f"--{field.name}", type=type(getattr(default, field.name)), default=field.default)
+    return parser.parse_args(argv)
+
+
+def checked_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed flags; a bad one exits with one error line before anything is loaded."""
+    args = parse_args(argv)
+    positive = ("pool", "negatives", "max_length", "depth", "batch_size", "epochs", "batch", "chunk")
+    problems = [
+        f"--{n.replace('_', '-')} {getattr(args, n)}: must be at least 1" for n in positive if getattr(args, n) < 1
+    ]
+    if not 0 <= args.holdout <= 0.5:
+        problems.append(f"--holdout {args.holdout}: must be in [0, 0.5]")
+    if not args.lr > 0:
+        problems.append(f"--lr {args.lr}: must be > 0")
+    if not 0 <= args.warmup < 1:
+        problems.append(f"--warmup {args.warmup}: must be in [0, 1)")
+    if args.out.exists():
+        problems.append(f"--out {args.out}: exists; give a new directory (a re-ranker is never overwritten)")
+    elif problem := output_problem(args.out.parent, directory=True):  # written beside, then moved into place
+        problems.append(f"--out {args.out}: {problem}")
+    if problems:
+        sys.exit(f"error: {problems[0]}")
+    return args
+
+
+def first_stage(args: argparse.Namespace, data: IRDataset) -> tuple[Candidates, float]:
+    """Each question's candidates under --first-stage and BM25 at the model's full size, and the
+    dense weight of their fusion (chosen on the split itself: it only draws negatives and ranks the
+    held-out questions the mixing weight is chosen on)."""
+    try:
+        encoder = Encoder.from_config(ModelConfig(args.first_stage), "auto")
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: --first-stage: {err}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    query_emb, corpus_emb, _ = encode_ir(encoder.to(device), data, args.batch_size, True)
+    full = corpus_emb.shape[1]
+    c = candidates_by_dim(query_emb, corpus_emb, data, [full], lexical_index(data, LexicalConfig()))[0][full]
+    return c, choose_weight(c, data, "minmax")
+
+
+def held_out(n_questions: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(trained on, held out): question rows, a seeded `fraction` held out (at least one when > 0)."""
+    order = np.random.default_rng(seed).permutation(n_questions)
+    n_held = max(1, round(fraction * n_questions)) if fraction > 0 else 0
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def mixing_weight(ce: CrossEncoder, data: IRDataset, c: Candidates, fusion_weight: float, depth: int) -> dict:
+    """The cross-encoder weight chosen on the held-out questions `data` (candidates `c`), with the
+    fusion's NDCG@10 there and the re-ranked + fused one at that weight (chosen there: optimistic)."""
+    scorer = cached_scorer(ce, data)
+    weight = choose_rerank_weight(c, fusion_weight, "minmax", scorer, data, depth)
+    fused = rerank_result(c, fusion_weight, "minmax", scorer, data, depth, 0.0).metrics["ndcg@10"]
+    mixed = rerank_result(c, fusion_weight, "minmax", scorer, data, depth, weight).metrics["ndcg@10"]
+    return {
+        "weight": weight,
+        "weight_from": data.name,
+        "questions": len(data.query_ids),
+        "fused": fused,
+        "reranked": mixed,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train and save the re-ranker; returns the settings saved in its reranker.json."""
+    args = checked_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        data = load_ir(args.data, args.split)
+        init = resolve_model_dir(args.init)
+    except (DataError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+    trained_on, held = held_out(len(data.query_ids), args.holdout, args.seed)
+    if len(trained_on) == 0:
+        sys.exit(f"error: --holdout {args.holdout}: holds out all {len(data.query_ids)} questions of {data.name}")
+    c, fusion_weight = first_stage(args, data)
+    train_data = question_subset(data, trained_on, "trained on")
+    rows = ranked(c.take(trained_on), convex(c.take(trained_on), fusion_weight), args.pool)[1]  # (Q, pool)
+    settings = RerankTraining(**{f.name: getattr(args, f.name) for f in fields(RerankTraining)})
+    groups = training_groups(train_data, rows, args.negatives, settings.seed)
+    if not groups:
+        sys.exit(f"error: --data {args.data} --split {args.split}: no question has a passage to draw a negative from")
+    print(
+        f"{len(groups)} groups from {len(trained_on)} questions of {data.name} ({len(held)} held out); negatives "
+        f"from the top {args.pool} of {args.first_stage} + BM25 (dense weight {fusion_weight}): "
+        f"{sum(len(g[2]) for g in groups)}"
+    )
+    torch.manual_seed(settings.seed)  # the fresh head's weights, and dropout
+    ce = CrossEncoder(init, args.max_length)
+    trained = train_cross_encoder(ce, groups, settings, show_progress=True)
+    saved = {
+        "depth": args.depth,
+        "init": args.init,
+        "data": data.name,
+        "first_stage": args.first_stage,
+        "first_stage_weight": fusion_weight,
+        "pool": args.pool,
+        "negatives": args.negatives,
+        "groups": len(groups),
+        "training": asdict(settings),
+        "trained": trained,
+    }
+    if len(held):
+        saved["held_out"] = mixing_weight(
+            ce, question_subset(data, held, "held out"), c.take(held), fusion_weight, args.depth
+        )
+        h = saved["held_out"]
+        print(
+            f"on {h['questions']} held-out questions: fused NDCG@10 {h['fused']:.4f}, re-ranked + fused "
+            f"{h['reranked']:.4f} at cross-encoder weight {h['weight']} (chosen there; evaluate.py uses it)"
+        )
+    ce.save(args.out, saved)
+    print(f"re-ranker saved to {args.out}: {trained['steps']} steps in {trained['seconds']:.0f} s")
+    return ce.settings
+
+
+if __name__ == "__main__":
+    main()

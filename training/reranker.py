@@ -1,0 +1,120 @@
+"""Training the cross-encoder re-ranker (retrieval/rerank.py) on (question, positive, negatives) groups.
+
+The groups come from a split with judgements: for each question and each of its relevant passages,
+that passage and `negatives` others drawn (seeded) from the question's top `pool` of a first stage
+(a dense model fused with BM25). A passage relevant to the question, or with the text of one, is
+never a negative. The loop: the listwise loss (losses.listwise_rerank_loss) over `batch` groups a
+step, AdamW (no decay on biases and LayerNorm), the project's cosine schedule (`lr_at`) after a
+linear warm-up, gradients clipped at 1, a stop on a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from data import IRDataset
+from losses import listwise_rerank_loss
+from retrieval.rerank import CrossEncoder
+from training.schedule import lr_at
+
+Group = tuple[str, str, list[str]]  # (question, positive passage, negative passages)
+
+
+@dataclass
+class RerankTraining:
+    """How the re-ranker is trained: the loop's settings, saved in its reranker.json."""
+
+    epochs: int = 1
+    batch: int = 8  # groups a step
+    chunk: int = 16  # pairs a forward pass (memory, not the result)
+    lr: float = 4e-5
+    warmup: float = 0.1  # of the steps
+    seed: int = 0  # the groups' order and negatives, the fresh head, dropout
+
+
+def training_groups(data: IRDataset, ranking_rows: np.ndarray, negatives: int, seed: int) -> list[Group]:
+    """(question, positive, negatives) for each relevant passage of each question of `data`;
+    negatives drawn from the question's first-stage rows `ranking_rows` (Q, pool), -1 padding
+    ignored; never a passage relevant to the question, nor one with a relevant passage's text.
+    A question with fewer candidates than `negatives` gets all it has; one with none gives no
+    group (its positive alone would add no loss)."""
+    rng = random.Random(seed)
+    row_of = {cid: i for i, cid in enumerate(data.corpus_ids)}
+    groups = []
+    for q, qid in enumerate(data.query_ids):
+        relevant = [row_of[cid] for cid, grade in sorted(data.qrels.get(qid, {}).items()) if grade > 0]
+        relevant_texts = {data.corpus_texts[r] for r in relevant}
+        allowed = [
+            r
+            for r in ranking_rows[q].tolist()
+            if r >= 0 and r not in relevant and data.corpus_texts[r] not in relevant_texts
+        ]
+        for positive in relevant if allowed else []:
+            drawn = rng.sample(allowed, min(negatives, len(allowed)))
+            groups.append((data.query_texts[q], data.corpus_texts[positive], [data.corpus_texts[r] for r in drawn]))
+    return groups
+
+
+def group_scores(ce: CrossEncoder, groups: list[Group], chunk: int) -> torch.Tensor:
+    """(G, 1 + n) logits of each group's positive then negatives, -inf where a group is short."""
+    width = 1 + max(len(negs) for _, _, negs in groups)
+    pairs, slots = [], []  # slots: (group, position) of each pair
+    for g, (question, positive, negs) in enumerate(groups):
+        for position, passage in enumerate([positive, *negs]):
+            pairs.append((question, passage))
+            slots.append((g, position))
+    rows, cols = (torch.tensor(s, device=ce.device) for s in zip(*slots))
+    empty = torch.full((len(groups), width), float("-inf"), device=ce.device)
+    return empty.index_put((rows, cols), ce.logits(pairs, chunk))
+
+
+def optimizer_for(model: torch.nn.Module) -> torch.optim.AdamW:
+    """AdamW, weight decay 0.01 but on biases and LayerNorm weights."""
+    named = list(model.named_parameters())
+    plain = lambda name: name.endswith("bias") or "LayerNorm" in name  # noqa: E731
+    return torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if not plain(n)], "weight_decay": 0.01},
+            {"params": [p for n, p in named if plain(n)], "weight_decay": 0.0},
+        ]
+    )
+
+
+def train_cross_encoder(
+    ce: CrossEncoder, groups: list[Group], settings: RerankTraining, show_progress: bool = False
+) -> dict:
+    """settings.epochs over `groups` (seeded order), settings.batch groups a step. Returns what the
+    run did: steps, seconds, pairs seen and the mean loss of the last 50 steps."""
+    order = list(range(len(groups)))
+    random.Random(settings.seed).shuffle(order)
+    batches = [order[i : i + settings.batch] for i in range(0, len(order), settings.batch)] * settings.epochs
+    optimizer = optimizer_for(ce.model)
+    ce.model.train()
+    start, losses = time.perf_counter(), []
+    bar = tqdm(batches, desc="re-ranker", disable=not show_progress)
+    for step, batch in enumerate(bar):
+        loss = listwise_rerank_loss(group_scores(ce, [groups[g] for g in batch], settings.chunk))
+        value = loss.item()  # the step's one host sync: the log and the stop need the number
+        if not math.isfinite(value):
+            raise FloatingPointError(f"re-ranker step {step + 1}: the loss is {value}; stopping")
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, len(batches), settings.lr, settings.warmup)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ce.model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(value)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)
+    return {
+        "steps": len(batches),
+        "seconds": round(time.perf_counter() - start, 1),
+        "pairs": sum(1 + len(groups[g][2]) for batch in batches for g in batch),
+        "last_loss": float(np.mean(losses[-50:])),
+    }
