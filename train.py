@@ -46,6 +46,7 @@ from retrieval.frontier import attach_frontier
 from retrieval.hybrid import attach_fused_frontier, attach_hybrid, format_hybrid, lexical_index
 from retrieval.lexical import LexicalIndex, LexicalPrior
 from retrieval.metrics import DimResult, format_table
+from retrieval.rerank import CrossEncoder, attach_reranked
 from training.checkpoint import (
     RunState,
     find_checkpoint,
@@ -212,6 +213,12 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
             r.lexical = lexical_index(data, config.lexical)
         hybrid = attach_hybrid(results, query_emb, corpus_emb, data, r.lexical)
         print(f"\n{label}, against BM25 and fused with it:\n{format_hybrid(hybrid, results)}", flush=True)
+        if config.eval.rerank:
+            if r.reranker is None:  # loaded once, on the main process
+                r.reranker = CrossEncoder.load(config.eval.rerank)
+            reranked = attach_reranked(results, hybrid, data, r.reranker, config.lexical.fusion_norm)
+            table = {f"{dim} (w {reranked.weights[dim]:.2f})": x.metrics for dim, x in reranked.results.items()}
+            print(f"\n{label}, fused and re-ranked:\n{format_table(table)}", flush=True)
         if config.eval.precisions != ["float32"]:  # the storage frontier of the fused retriever too
             attach_fused_frontier(results, query_emb, corpus_emb, data, r.lexical, config.eval.precisions)
     logger.info(
@@ -247,6 +254,7 @@ class Run:
     out: Path
     hooks: Hooks
     lexical: LexicalIndex | None = None  # BM25 over the eval corpus, built at the first evaluation
+    reranker: CrossEncoder | None = None  # eval.rerank's cross-encoder, loaded at the first evaluation
     prior: LexicalPrior | None = None  # BM25 over the table's passages (loss.lexical_scale > 0)
     teacher: FusedTeacher | None = None  # the base model fused with BM25 (loss.distill > 0)
     environment: dict = field(default_factory=dict)  # checked on resume (checkpoint.run_environment)

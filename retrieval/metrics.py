@@ -57,9 +57,11 @@ class DimResult:
     # other precisions of the same dim (retrieval.frontier.attach_frontier):
     # label -> metrics, bytes_per_vector, ms_per_query
     quantized: dict[str, dict[str, float]] = field(default_factory=dict)
-    # the same questions under BM25 and fused with it (retrieval.hybrid.attach_hybrid): bm25 | convex | rrf -> result
+    # the same questions under BM25 and fused with it (retrieval.hybrid.attach_hybrid): bm25 | convex | rrf -> result,
+    # and the convex fusion's top k re-ranked by a cross-encoder (retrieval.rerank.attach_reranked): reranked -> result
     fused: dict[str, DimResult] = field(default_factory=dict)
     fusion_weight: float | None = None  # the dense weight of the convex fusion
+    rerank_weight: float | None = None  # the cross-encoder's weight against the fused score
     # the embedding space at this dim (retrieval.diagnostics): alignment, uniformity, anisotropy, effective_rank
     space: dict[str, float] = field(default_factory=dict)
     # (S, D) full-size float32 embeddings of retrieval.diagnostics.corpus_sample, kept for the map (largest dim only)

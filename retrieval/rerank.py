@@ -232,3 +232,16 @@ def evaluate_reranked(
         for dim, c in candidates.items()
     }
     return Reranked(results, weights, source, depth)
+
+
+def attach_reranked(results: dict[int, DimResult], hybrid, data: IRDataset, ce: CrossEncoder, norm: str) -> Reranked:
+    """Each dim's `fused["reranked"]` and `rerank_weight`: the convex fusion of `hybrid`
+    (retrieval.hybrid.HybridResults, the same questions) re-ranked over the re-ranker's depth, at the
+    weight it saved (chosen on its held-out questions), else one chosen on `data` (optimistic)."""
+    held = ce.settings.get("held_out")
+    weight, source = (held["weight"], held["weight_from"]) if held else (None, "")
+    reranked = evaluate_reranked(ce, data, hybrid.candidates, hybrid.weights, norm, ce.depth, weight, None, source)
+    for dim, result in results.items():
+        result.fused["reranked"] = reranked.results[dim]
+        result.rerank_weight = reranked.weights[dim]
+    return reranked

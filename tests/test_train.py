@@ -633,6 +633,45 @@ def test_every_run_reports_bm25_and_the_fused_model(tiny_bert, tiny_task, tmp_pa
     assert json.loads((tmp_path / "none" / "results.json").read_text())["lexical"] is None and quiet["steps"] == 2
 
 
+def test_a_run_reranks_the_fused_model_with_eval_rerank(tiny_bert, tiny_task, tmp_path):
+    """eval.rerank: results.json, results.md and the card carry the fused top k re-ranked; at the
+    saved weight 0 it is the fusion itself, and a weight chosen on the eval set is never below it."""
+    from retrieval.rerank import CrossEncoder
+
+    zero, chosen = tmp_path / "rr_zero", tmp_path / "rr_chosen"
+    CrossEncoder(tiny_bert, max_length=32).save(zero, {"depth": 5, "held_out": {"weight": 0.0, "weight_from": "x"}})
+    CrossEncoder(tiny_bert, max_length=32).save(chosen, {"depth": 5})
+    run = tmp_path / "run"
+    train.main(tiny_args(tiny_bert, tiny_task, run, "--eval.rerank", str(zero)))
+    lexical = json.loads((run / "results.json").read_text())["lexical"]
+    for label in ("before", "after"):
+        for dim in ("32", "16"):
+            point = lexical[label][dim]
+            assert point["reranked"]["weight"] == 0.0
+            assert point["reranked"]["ndcg@10"] == pytest.approx(point["convex"]["ndcg@10"], abs=1e-12)
+    assert {"after_reranked_vs_bm25", "after_reranked_vs_after_fused", "after_reranked_vs_before_reranked"} <= set(
+        lexical["changes"]
+    )
+    assert lexical["changes"]["after_reranked_vs_after_fused"]["32"]["ndcg@10"]["diff"] == pytest.approx(0, abs=1e-12)
+    assert "fine-tuned + BM25, re-ranked (w)" in (run / "results.md").read_text()
+    assert "Fused and re-ranked by the cross-encoder (weight 0.00)" in (run / "model" / "README.md").read_text()
+
+    train.main(
+        tiny_args(tiny_bert, tiny_task, tmp_path / "run2", "--eval.rerank", str(chosen), "--eval.before", "false")
+    )
+    point = json.loads((tmp_path / "run2" / "results.json").read_text())["lexical"]["after"]["32"]
+    assert point["reranked"]["ndcg@10"] >= point["convex"]["ndcg@10"] - 1e-12
+    with pytest.raises(SystemExit, match="eval.rerank: .*no such directory"):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run3", "--eval.rerank", str(tmp_path / "missing")))
+    with pytest.raises(SystemExit, match="eval.rerank: re-ranks the model fused with BM25"):
+        train.main(
+            tiny_args(
+                tiny_bert, tiny_task, tmp_path / "run3", "--eval.rerank", str(zero), "--lexical.retriever", "none"
+            )
+        )
+    assert not (tmp_path / "run3").exists()
+
+
 def test_selection_on_the_fused_metric(tiny_bert, tiny_task, tmp_path):
     run = tmp_path / "run"
     args = ["--train.epochs", "2", "--eval.every", "1", "--eval.before", "false", "--train.lr", "5e-2"]

@@ -94,6 +94,7 @@ class EvalConfig:
         default_factory=lambda: ["float32", "int8", "binary"]
     )  # the storage frontier; [float32]: off
     rescore: int = 0  # also rescore the top N (>= 100) binary candidates with the float32 query; 0: no
+    rerank: str = ""  # a re-ranker train_reranker.py saved: each dim's fused top k re-ranked in the report too
 
 
 @dataclass
@@ -317,6 +318,13 @@ def check_eval(config: Config) -> None:
         )
     if every != "end" and not (config.eval.after and config.data.eval):
         raise ConfigError(f"eval.every: {every!r} needs data.eval and eval.after true")
+    if config.eval.rerank:
+        from retrieval.rerank import saved_problem  # here: loading a config imports no torch model code
+
+        if config.lexical.retriever == "none":
+            raise ConfigError("eval.rerank: re-ranks the model fused with BM25: needs lexical.retriever bm25")
+        if problem := saved_problem(Path(config.eval.rerank)):
+            raise ConfigError(f"eval.rerank: {config.eval.rerank}: {problem}")
 
 
 def eval_sets(data: DataConfig) -> list[EvalSetConfig]:

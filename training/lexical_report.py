@@ -21,6 +21,10 @@ CHANGES = (
     ("after_fused_vs_bm25", ("after", "convex"), ("bm25", None)),
     ("after_fused_vs_before_fused", ("after", "convex"), ("before", "convex")),
     ("before_fused_vs_bm25", ("before", "convex"), ("bm25", None)),
+    # with eval.rerank: "reranked" is the convex fusion's top k re-ranked by the cross-encoder
+    ("after_reranked_vs_bm25", ("after", "reranked"), ("bm25", None)),
+    ("after_reranked_vs_after_fused", ("after", "reranked"), ("after", "convex")),
+    ("after_reranked_vs_before_reranked", ("after", "reranked"), ("before", "reranked")),
 )
 
 
@@ -36,9 +40,18 @@ def _per_query(label: str, kind: str | None, runs: dict, dims: list[int]) -> dic
     if label == "bm25":
         return {dim: runs["bm25"].per_query for dim in dims}
     results = runs[label]
-    if not results:
+    if not results or (kind != "dense" and any(kind not in results[dim].fused for dim in dims)):
         return None
     return {dim: (results[dim] if kind == "dense" else results[dim].fused[kind]).per_query for dim in dims}
+
+
+def fused_points(r: DimResult) -> dict:
+    """One dim's fused metrics: convex (with the dense weight), rrf, and reranked (with the
+    cross-encoder's weight) when eval.rerank re-ranked it."""
+    points = {"convex": {**r.fused["convex"].metrics, "weight": r.fusion_weight}, "rrf": r.fused["rrf"].metrics}
+    if "reranked" in r.fused:
+        points["reranked"] = {**r.fused["reranked"].metrics, "weight": r.rerank_weight}
+    return points
 
 
 def lexical_summary(
@@ -51,13 +64,7 @@ def lexical_summary(
     summary: dict = {"bm25": bm25.metrics, "settings": asdict(config.lexical)}
     for label, results in (("before", before), ("after", after)):
         if results:
-            summary[label] = {
-                str(dim): {
-                    "convex": {**r.fused["convex"].metrics, "weight": r.fusion_weight},
-                    "rrf": r.fused["rrf"].metrics,
-                }
-                for dim, r in results.items()
-            }
+            summary[label] = {str(dim): fused_points(r) for dim, r in results.items()}
     summary["weight_chosen_on"] = (
         "given" if config.lexical.fusion_weight is not None else "chosen on the eval split (optimistic)"
     )
@@ -98,16 +105,40 @@ def lexical_markdown(summary: dict | None) -> list[str]:
                 weight = f" ({point['weight']:.2f})" if point and kind == "convex" else ""
                 cells.append(f"{point['ndcg@10']:.4f}{weight}" if point else "")
         lines.append(f"| {dim} | " + " | ".join([cells[0], cells[1], cells[2], cells[3]]) + " |")
+    lines += reranked_markdown(summary, dims)
     titles = {
         "after_vs_bm25": "The fine-tuned model alone against BM25",
         "after_fused_vs_bm25": "The fine-tuned model fused with BM25 against BM25",
         "after_fused_vs_before_fused": "Fused: the fine-tuned model against the base model (the value of fine-tuning "
         "for a hybrid user)",
         "before_fused_vs_bm25": "The base model fused with BM25 against BM25",
+        "after_reranked_vs_bm25": "The fine-tuned model fused with BM25 and re-ranked, against BM25",
+        "after_reranked_vs_after_fused": "Re-ranked against fused (the value of the re-ranker)",
+        "after_reranked_vs_before_reranked": "Fused and re-ranked: the fine-tuned model against the base model",
     }
     for name, by_dim in summary["changes"].items():
         lines += ["", f"### {titles[name]}", "", format_comparison({int(d): v for d, v in by_dim.items()}, SHOWN)]
     return lines + [""]
+
+
+def reranked_markdown(summary: dict, dims: list[str]) -> list[str]:
+    """With eval.rerank: NDCG@10 of each fusion re-ranked, per dim, with the cross-encoder's weight."""
+    rows = []
+    for dim in dims:
+        points = [(summary.get(label) or {}).get(dim, {}).get("reranked") for label in ("before", "after")]
+        if any(points):
+            cells = [f"{p['ndcg@10']:.4f} ({p['weight']:.2f})" if p else "" for p in points]
+            rows.append(f"| {dim} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "NDCG@10 of the fused top k re-ranked by eval.rerank's cross-encoder (w: its weight against the fused score):",
+        "",
+        "| dim | base + BM25, re-ranked (w) | fine-tuned + BM25, re-ranked (w) |",
+        "|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def lexical_verdict(summary: dict | None) -> list[str]:
@@ -134,4 +165,9 @@ def lexical_verdict(summary: dict | None) -> list[str]:
     )
     if "after_fused_vs_before_fused" in changes:
         text += f" Against the base model fused the same way: {said('after_fused_vs_before_fused')} it."
+    if "after_reranked_vs_after_fused" in changes:
+        text += (
+            f" Fused and re-ranked by the cross-encoder (weight {summary['after'][full]['reranked']['weight']:.2f}): "
+            f"{said('after_reranked_vs_bm25')} BM25, and {said('after_reranked_vs_after_fused')} the fusion alone."
+        )
     return ["## Against BM25", "", text + " Intervals: 95% paired bootstrap over the eval questions.", ""]
