@@ -332,6 +332,12 @@ def load_beir(directory: str | Path, split: str) -> IRDataset:
     )
 
 
+def data_path(source: str | Path) -> str:
+    """One spelling of a data source, to tell whether two name the same: a local path resolved, a hub id as given."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else str(source)
+
+
 def load_ir(source: str | Path, split: str) -> IRDataset:
     """A BEIR directory, or a pairs dataset (directory of split files or hub id) with a held-out split."""
     path = Path(source)

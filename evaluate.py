@@ -25,7 +25,7 @@ import numpy as np
 
 from common.files import output_problem, write_atomic
 from common.processes import is_main_process, start_processes, stop_processes
-from data import DataError, IRDataset, load_ir
+from data import DataError, IRDataset, data_path, load_ir
 from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.diagnostics import SAMPLE, format_space, space_diagnostics
 from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings, write_runs
@@ -34,7 +34,7 @@ from retrieval.hybrid import (
     CONVEX,
     HybridResults,
     candidates_by_dim,
-    chosen_weights,
+    choose_weight,
     evaluate_hybrid,
     format_hybrid,
     hybrid_json,
@@ -42,7 +42,7 @@ from retrieval.hybrid import (
     versus_bm25,
 )
 from retrieval.metrics import METRICS, TOP_K, DimResult, format_table
-from retrieval.rerank import CrossEncoder, evaluate_reranked, saved_problem
+from retrieval.rerank import CrossEncoder, Fused, chosen_weights, evaluate_reranked, saved_problem, saved_weight
 from retrieval.settings import LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
 
@@ -131,7 +131,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rerank-weight",
         type=float,
         help="the cross-encoder's weight against the fused score, in [0, 1] (default: the one train_reranker.py "
-        "chose on its held-out questions, else chosen as the fusion weight is)",
+        "chose on its held-out questions, at the depth it was trained for; else chosen on --fusion-weight-from's "
+        "split; else on --split, optimistic)",
     )
     return parser.parse_args(argv)
 
@@ -250,9 +251,13 @@ def load_reranker(args: argparse.Namespace) -> CrossEncoder | None:
     if args.rerank is None:
         return None
     try:
-        return CrossEncoder.load(args.rerank)
+        reranker = CrossEncoder.load(args.rerank, device="cpu")  # to the device after the encoding
     except (OSError, ValueError) as err:
         sys.exit(f"error: --rerank {args.rerank}: {err}")
+    trained_on = (reranker.settings.get("data_path"), reranker.settings.get("split"))
+    if trained_on == (data_path(args.data), args.split):
+        sys.exit(f"error: --rerank {args.rerank}: trained on {args.split} of {args.data}; evaluate another split")
+    return reranker
 
 
 def weight_split(args: argparse.Namespace, data: IRDataset) -> IRDataset | None:
@@ -337,10 +342,12 @@ def lexical_report(
     weight_on: (the split, its query embeddings) the fusion weight is chosen on, if not the evaluated one."""
     config = lexical_config(args)
     index = lexical_index(data, config)
-    weights = None
+    weights, other_fused = None, None
     if weight_on is not None:
         other, other_query_emb = weight_on
-        weights = chosen_weights(other_query_emb, corpus_emb, other, dims, index)
+        other_candidates = candidates_by_dim(other_query_emb, corpus_emb, other, dims, index)[0]
+        weights = {dim: choose_weight(c, other, config.fusion_norm) for dim, c in other_candidates.items()}
+        other_fused = Fused(other, other_candidates, weights, config.fusion_norm)
     hybrid = evaluate_hybrid(query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "")
     chosen = {"given": "given", "": ""}.get(hybrid.weights_from, f"chosen on {hybrid.weights_from}")
     print(
@@ -356,49 +363,47 @@ def lexical_report(
     as_json = {name: {str(dim): by_metric for dim, by_metric in by_dim.items()} for name, by_dim in comparison.items()}
     report = {**hybrid_json(hybrid), "settings": asdict(config), "versus_bm25": as_json}
     if reranker is not None:
-        report["reranked"] = reranked_report(args, data, hybrid, reranker, weight_on, corpus_emb)
+        fused = Fused(data, hybrid.candidates, hybrid.weights, config.fusion_norm)
+        report["reranked"] = reranked_report(args, hybrid, fused, reranker, other_fused)
     return report
 
 
+def rerank_weights(
+    args: argparse.Namespace, reranker: CrossEncoder, fused: Fused, other: Fused | None, depth: int
+) -> tuple[dict[int, float], str]:
+    """The cross-encoder's weight per dim and where it came from: --rerank-weight; else the weight
+    train_reranker.py chose on its held-out questions (when it applies: same depth, min-max fusion);
+    else chosen on --fusion-weight-from's split; else on the evaluated split (optimistic)."""
+    if args.rerank_weight is not None:
+        return {dim: args.rerank_weight for dim in fused.candidates}, "given"
+    if (saved := saved_weight(reranker, depth, fused.norm)) is not None:
+        return {dim: saved[0] for dim in fused.candidates}, saved[1]
+    if other is not None:
+        return chosen_weights(reranker, other, depth), f"chosen on {other.data.name}"
+    return chosen_weights(reranker, fused, depth), f"chosen on {fused.data.name} (optimistic)"
+
+
 def reranked_report(
-    args: argparse.Namespace,
-    data: IRDataset,
-    hybrid: HybridResults,
-    reranker: CrossEncoder,
-    weight_on: tuple[IRDataset, np.ndarray] | None,
-    corpus_emb: np.ndarray,
+    args: argparse.Namespace, hybrid: HybridResults, fused: Fused, reranker: CrossEncoder, other: Fused | None
 ) -> dict:
     """Each dim's fused ranking re-ranked by `reranker`, printed, and paired against BM25 and the fusion."""
     depth = args.rerank_depth or reranker.depth
-    weight, weight_from, other = args.rerank_weight, "given", None
-    if weight is None and "held_out" in reranker.settings:  # chosen when it was trained, on questions it never saw
-        weight, weight_from = reranker.settings["held_out"]["weight"], reranker.settings["held_out"]["weight_from"]
-    if weight is None and weight_on is not None:
-        other_data, other_query_emb = weight_on
-        index = lexical_index(data, lexical_config(args))
-        other_candidates = candidates_by_dim(other_query_emb, corpus_emb, other_data, list(hybrid.fused), index)[0]
-        other = (other_data, other_candidates, hybrid.weights)  # the fusion weights were chosen there too
-    reranked = evaluate_reranked(
-        reranker, data, hybrid.candidates, hybrid.weights, args.fusion_norm, depth, weight, other, weight_from
-    )
-    chosen = "given" if reranked.weights_from == "given" else f"chosen on {reranked.weights_from}"
-    print(f"\nthe fused top {depth} re-ranked by {args.rerank} (cross-encoder weight {chosen}):")
-    print(format_table({f"{dim} (w {reranked.weights[dim]:.2f})": r.metrics for dim, r in reranked.results.items()}))
-    new = {dim: r.per_query for dim, r in reranked.results.items()}
-    versus = {
-        "bm25": compare_per_query({dim: hybrid.bm25.per_query for dim in new}, new, METRICS, args.resamples, args.seed),
-        "fused": compare_per_query(
-            {dim: hybrid.fused[dim][CONVEX].per_query for dim in new}, new, METRICS, args.resamples, args.seed
-        ),
-    }
+    weights, source = rerank_weights(args, reranker, fused, other, depth)
+    reranked = evaluate_reranked(reranker, fused, depth, weights)
+    print(f"\nthe fused top {depth} re-ranked by {args.rerank} (cross-encoder weight {source}):")
+    print(format_table({f"{dim} (w {weights[dim]:.2f})": r.metrics for dim, r in reranked.items()}))
+    new = {dim: r.per_query for dim, r in reranked.items()}
+    bases = {"bm25": {dim: hybrid.bm25.per_query for dim in new}}
+    bases["fused"] = {dim: hybrid.fused[dim][CONVEX].per_query for dim in new}
+    versus = {name: compare_per_query(base, new, METRICS, args.resamples, args.seed) for name, base in bases.items()}
     for name, by_dim in versus.items():
         print(f"\nre-ranked against {'BM25' if name == 'bm25' else 'the fusion'}, paired over the same questions:")
         print(format_comparison(by_dim, ("ndcg@10", "recall@10", "map@10")))
     return {
         "depth": depth,
-        "weights_from": reranked.weights_from,
+        "weights_from": source,
         "settings": reranker.settings,
-        **{str(dim): {**r.metrics, "weight": reranked.weights[dim]} for dim, r in reranked.results.items()},
+        **{str(dim): {**r.metrics, "weight": weights[dim]} for dim, r in reranked.items()},
         "versus": {name: {str(dim): v for dim, v in by_dim.items()} for name, by_dim in versus.items()},
     }
 
@@ -423,6 +428,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     stop_processes()
     if embeddings[0] is None:  # not the main process: its shard is encoded and gathered
         return {}
+    if reranker is not None:
+        reranker.to(device)
     report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on, reranker)
     if args.out:
         try:

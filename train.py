@@ -46,7 +46,7 @@ from retrieval.frontier import attach_frontier
 from retrieval.hybrid import attach_fused_frontier, attach_hybrid, format_hybrid, lexical_index
 from retrieval.lexical import LexicalIndex, LexicalPrior
 from retrieval.metrics import DimResult, format_table
-from retrieval.rerank import CrossEncoder, attach_reranked
+from retrieval.rerank import CrossEncoder, Fused, attach_reranked
 from training.checkpoint import (
     RunState,
     find_checkpoint,
@@ -216,9 +216,10 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
         if config.eval.rerank:
             if r.reranker is None:  # loaded once, on the main process
                 r.reranker = CrossEncoder.load(config.eval.rerank)
-            reranked = attach_reranked(results, hybrid, data, r.reranker, config.lexical.fusion_norm)
-            table = {f"{dim} (w {reranked.weights[dim]:.2f})": x.metrics for dim, x in reranked.results.items()}
-            print(f"\n{label}, fused and re-ranked:\n{format_table(table)}", flush=True)
+            fused = Fused(data, hybrid.candidates, hybrid.weights, config.lexical.fusion_norm)
+            reranked, weights, source = attach_reranked(results, fused, r.reranker)
+            table = {f"{dim} (w {weights[dim]:.2f})": x.metrics for dim, x in reranked.items()}
+            print(f"\n{label}, fused and re-ranked (weight {source}):\n{format_table(table)}", flush=True)
         if config.eval.precisions != ["float32"]:  # the storage frontier of the fused retriever too
             attach_fused_frontier(results, query_emb, corpus_emb, data, r.lexical, config.eval.precisions)
     logger.info(

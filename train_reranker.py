@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -23,12 +24,13 @@ import numpy as np
 import torch
 
 from common.files import output_problem
-from data import DataError, IRDataset, load_ir, question_subset
+from data import DataError, IRDataset, data_path, load_ir, question_subset
 from model import PACKAGED_MINILM, Encoder, ModelConfig, resolve_model_dir
 from retrieval.evaluation import encode_ir
-from retrieval.fusion import Candidates, convex, ranked
+from retrieval.fusion import convex, ranked
 from retrieval.hybrid import candidates_by_dim, choose_weight, lexical_index
-from retrieval.rerank import DEPTH, CrossEncoder, cached_scorer, choose_rerank_weight, rerank_result
+from retrieval.metrics import TOP_K
+from retrieval.rerank import DEPTH, CrossEncoder, Fused, chosen_weights, evaluate_reranked
 from retrieval.settings import LexicalConfig
 from training.reranker import RerankTraining, train_cross_encoder, training_groups
 
@@ -47,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=192, help="tokens of question + passage (default 192)")
     parser.add_argument("--depth", type=int, default=DEPTH, help=f"the fused top it re-ranks (default {DEPTH})")
     parser.add_argument("--batch-size", type=int, default=64, help="encoding batch of the first stage")
+    parser.add_argument("--holdout-seed", type=int, default=0, help="which questions are held out (default 0)")
     parser.add_argument(
         "--holdout",
         type=float,
@@ -66,6 +69,8 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     problems = [
         f"--{n.replace('_', '-')} {getattr(args, n)}: must be at least 1" for n in positive if getattr(args, n) < 1
     ]
+    if not 1 <= args.depth <= TOP_K:
+        problems.append(f"--depth {args.depth}: must be in 1..{TOP_K} (the fused top k evaluate.py ranks)")
     if not 0 <= args.holdout <= 0.5:
         problems.append(f"--holdout {args.holdout}: must be in [0, 0.5]")
     if not args.lr > 0:
@@ -81,19 +86,16 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def first_stage(args: argparse.Namespace, data: IRDataset) -> tuple[Candidates, float]:
+def first_stage(args: argparse.Namespace, data: IRDataset, encoder: Encoder, trained_on: np.ndarray) -> Fused:
     """Each question's candidates under --first-stage and BM25 at the model's full size, and the
-    dense weight of their fusion (chosen on the split itself: it only draws negatives and ranks the
-    held-out questions the mixing weight is chosen on)."""
-    try:
-        encoder = Encoder.from_config(ModelConfig(args.first_stage), "auto")
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: --first-stage: {err}")
+    dense weight of their fusion, chosen on the questions trained on (it draws their negatives and
+    ranks the held-out questions the mixing weight is chosen on)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     query_emb, corpus_emb, _ = encode_ir(encoder.to(device), data, args.batch_size, True)
     full = corpus_emb.shape[1]
     c = candidates_by_dim(query_emb, corpus_emb, data, [full], lexical_index(data, LexicalConfig()))[0][full]
-    return c, choose_weight(c, data, "minmax")
+    weight = choose_weight(c.take(trained_on), question_subset(data, trained_on, "trained on"), "minmax")
+    return Fused(data, {full: c}, {full: weight})
 
 
 def held_out(n_questions: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,39 +105,57 @@ def held_out(n_questions: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[n_held:]), np.sort(order[:n_held])
 
 
-def mixing_weight(ce: CrossEncoder, data: IRDataset, c: Candidates, fusion_weight: float, depth: int) -> dict:
-    """The cross-encoder weight chosen on the held-out questions `data` (candidates `c`), with the
-    fusion's NDCG@10 there and the re-ranked + fused one at that weight (chosen there: optimistic)."""
-    scorer = cached_scorer(ce, data)
-    weight = choose_rerank_weight(c, fusion_weight, "minmax", scorer, data, depth)
-    fused = rerank_result(c, fusion_weight, "minmax", scorer, data, depth, 0.0).metrics["ndcg@10"]
-    mixed = rerank_result(c, fusion_weight, "minmax", scorer, data, depth, weight).metrics["ndcg@10"]
+def mixing_weight(ce: CrossEncoder, held: Fused, depth: int) -> dict:
+    """The cross-encoder weight chosen on the held-out questions, with the fusion's NDCG@10 there
+    and the re-ranked + fused one at that weight (chosen there: optimistic)."""
+    ((dim, weight),) = chosen_weights(ce, held, depth).items()
+    fused, mixed = (evaluate_reranked(ce, held, depth, {dim: w})[dim].metrics["ndcg@10"] for w in (0.0, weight))
     return {
         "weight": weight,
-        "weight_from": data.name,
-        "questions": len(data.query_ids),
+        "weight_from": held.data.name,
+        "questions": len(held.data.query_ids),
         "fused": fused,
         "reranked": mixed,
     }
+
+
+def load_models(args: argparse.Namespace) -> tuple[IRDataset, Encoder, CrossEncoder]:
+    """The data, the first stage and the fresh cross-encoder (seeded head), each checked before any
+    encoding; one error line otherwise."""
+    try:
+        data = load_ir(args.data, args.split)
+        encoder = Encoder.from_config(ModelConfig(args.first_stage), "auto")
+        torch.manual_seed(args.seed)  # the fresh head's weights
+        ce = CrossEncoder(resolve_model_dir(args.init), args.max_length, device="cpu")
+    except (DataError, FileNotFoundError, OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    return data, encoder, ce
+
+
+def save(ce: CrossEncoder, out: Path, settings: dict, first: bool) -> Path:
+    """The re-ranker into `out`; the first save never over a directory that appeared there during
+    training (beside it instead, said on stderr). Returns where it went."""
+    if first and out.exists():
+        out = out.with_name(f"{out.name}-{os.getpid()}")
+        print(f"warning: --out appeared during training; saving to {out} instead", file=sys.stderr)
+    ce.save(out, settings)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Train and save the re-ranker; returns the settings saved in its reranker.json."""
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        data = load_ir(args.data, args.split)
-        init = resolve_model_dir(args.init)
-    except (DataError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
-    trained_on, held = held_out(len(data.query_ids), args.holdout, args.seed)
+    data, encoder, ce = load_models(args)
+    trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
     if len(trained_on) == 0:
         sys.exit(f"error: --holdout {args.holdout}: holds out all {len(data.query_ids)} questions of {data.name}")
-    c, fusion_weight = first_stage(args, data)
-    train_data = question_subset(data, trained_on, "trained on")
+    fused = first_stage(args, data, encoder, trained_on)
+    ((full, c),) = fused.candidates.items()  # one dim: the first stage's full size
+    fusion_weight = fused.weights[full]
     rows = ranked(c.take(trained_on), convex(c.take(trained_on), fusion_weight), args.pool)[1]  # (Q, pool)
     settings = RerankTraining(**{f.name: getattr(args, f.name) for f in fields(RerankTraining)})
-    groups = training_groups(train_data, rows, args.negatives, settings.seed)
+    groups = training_groups(question_subset(data, trained_on, "trained on"), rows, args.negatives, settings.seed)
     if not groups:
         sys.exit(f"error: --data {args.data} --split {args.split}: no question has a passage to draw a negative from")
     print(
@@ -143,13 +163,15 @@ def main(argv: list[str] | None = None) -> dict:
         f"from the top {args.pool} of {args.first_stage} + BM25 (dense weight {fusion_weight}): "
         f"{sum(len(g[2]) for g in groups)}"
     )
-    torch.manual_seed(settings.seed)  # the fresh head's weights, and dropout
-    ce = CrossEncoder(init, args.max_length)
+    ce.to("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(settings.seed)  # dropout
     trained = train_cross_encoder(ce, groups, settings, show_progress=True)
     saved = {
         "depth": args.depth,
         "init": args.init,
         "data": data.name,
+        "data_path": data_path(args.data),
+        "split": args.split,
         "first_stage": args.first_stage,
         "first_stage_weight": fusion_weight,
         "pool": args.pool,
@@ -158,17 +180,16 @@ def main(argv: list[str] | None = None) -> dict:
         "training": asdict(settings),
         "trained": trained,
     }
+    out = save(ce, args.out, saved, first=True)  # what the training produced, before anything that can still fail
     if len(held):
-        saved["held_out"] = mixing_weight(
-            ce, question_subset(data, held, "held out"), c.take(held), fusion_weight, args.depth
-        )
-        h = saved["held_out"]
+        held_fused = Fused(question_subset(data, held, "held out"), {full: c.take(held)}, {full: fusion_weight})
+        saved["held_out"] = found = mixing_weight(ce, held_fused, args.depth)
         print(
-            f"on {h['questions']} held-out questions: fused NDCG@10 {h['fused']:.4f}, re-ranked + fused "
-            f"{h['reranked']:.4f} at cross-encoder weight {h['weight']} (chosen there; evaluate.py uses it)"
+            f"on {found['questions']} held-out questions: fused NDCG@10 {found['fused']:.4f}, re-ranked + fused "
+            f"{found['reranked']:.4f} at cross-encoder weight {found['weight']} (chosen there; evaluate.py uses it)"
         )
-    ce.save(args.out, saved)
-    print(f"re-ranker saved to {args.out}: {trained['steps']} steps in {trained['seconds']:.0f} s")
+        save(ce, out, saved, first=False)
+    print(f"re-ranker saved to {out}: {trained['steps']} steps in {trained['seconds']:.0f} s")
     return ce.settings
 
 

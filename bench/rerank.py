@@ -39,7 +39,7 @@ from data import IRDataset
 from retrieval.fusion import WEIGHT_GRID, Candidates, convex, ranked
 from retrieval.hybrid import candidates_by_dim, choose_weight
 from retrieval.metrics import TOP_K, score_ranking
-from retrieval.rerank import CrossEncoder, cached_scorer, mixed, reorder_top
+from retrieval.rerank import SETTINGS_FILE, CrossEncoder, cached_scorer, mixed, reorder_top
 from retrieval.stats import paired_bootstrap
 from training.reranker import Group, RerankTraining, train_cross_encoder, training_groups
 
@@ -157,6 +157,8 @@ def load_or_train(scorer: Scorer, args, encoded: dict) -> tuple[CrossEncoder, di
     from model import resolve_model_dir
 
     if args.cross_encoder:
+        if (args.cross_encoder / SETTINGS_FILE).is_file():  # saved by this project: its own max length
+            return CrossEncoder.load(args.cross_encoder), {"reused": str(args.cross_encoder)}
         return CrossEncoder(args.cross_encoder, args.max_length), {"reused": str(args.cross_encoder)}
     groups = first_stage_groups(scorer, args, encoded)
     torch.manual_seed(args.seed)  # the fresh head's weights, and dropout

@@ -38,25 +38,34 @@ Scorer = Callable[[np.ndarray], np.ndarray]  # (Q, depth) corpus rows (-1 paddin
 class CrossEncoder:
     """A transformers sequence classifier with one logit: logit(question, passage)."""
 
-    def __init__(self, path: str | Path, max_length: int = 256, settings: dict | None = None):
+    def __init__(
+        self, path: str | Path, max_length: int = 256, settings: dict | None = None, device: str | None = None
+    ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-        self.model.to("cuda" if torch.cuda.is_available() else "cpu")
-        self.device = next(self.model.parameters()).device
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions is not None and max_length > positions:
+            raise ValueError(f"max length {max_length}: the model {path} reads at most {positions} tokens")
         self.max_length = max_length
         self.settings = settings or {}
+        self.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def to(self, device: str | torch.device) -> CrossEncoder:
+        self.model.to(device)
+        self.device = next(self.model.parameters()).device
+        return self
 
     @classmethod
-    def load(cls, path: str | Path) -> CrossEncoder:
+    def load(cls, path: str | Path, device: str | None = None) -> CrossEncoder:
         """A re-ranker this project saved; ValueError naming what is wrong with `path` otherwise."""
         path = Path(path)
         problem = saved_problem(path)
         if problem:
             raise ValueError(f"re-ranker {path}: {problem}")
         settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
-        return cls(path, int(settings["max_length"]), settings)
+        return cls(path, int(settings["max_length"]), settings, device)
 
     @property
     def depth(self) -> int:
@@ -97,11 +106,18 @@ class CrossEncoder:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        self.settings = {**settings, "max_length": self.max_length}
-        write_atomic(tmp / SETTINGS_FILE, json.dumps(self.settings, indent=1) + "\n")
-        write_manifest(tmp)
+        try:
+            # what sentence-transformers' CrossEncoder(path) reads: raw logits, cut where training cut
+            self.model.config.sentence_transformers = {"activation_fn": "torch.nn.modules.linear.Identity"}
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.model_max_length = self.max_length
+            self.tokenizer.save_pretrained(tmp)
+            self.settings = {**settings, "max_length": self.max_length}
+            write_atomic(tmp / SETTINGS_FILE, json.dumps(self.settings, indent=1) + "\n")
+            write_manifest(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return replace_directory(tmp, path)
 
 
@@ -186,62 +202,57 @@ def rerank_result(
 
 
 @dataclass
-class Reranked:
-    """Per dim, the re-ranked + fused result and the cross-encoder weight it used."""
+class Fused:
+    """One split's fused rankings at every dim, what a re-ranker re-orders: its questions, each
+    dim's pooled candidates and dense weight, and the normalisation of the fusion."""
 
-    results: dict[int, DimResult]
+    data: IRDataset
+    candidates: dict[int, Candidates]
     weights: dict[int, float]
-    weights_from: str  # given | the split they were chosen on
-    depth: int
+    norm: str = "minmax"
 
 
-def evaluate_reranked(
-    ce: CrossEncoder,
-    data: IRDataset,
-    candidates: dict[int, Candidates],
-    fusion_weights: dict[int, float],
-    norm: str,
-    depth: int,
-    weight: float | None = None,
-    weight_on: tuple[IRDataset, dict[int, Candidates], dict[int, float]] | None = None,
-    weight_from: str = "given",
-) -> Reranked:
-    """Each dim's fused ranking (its candidates and dense weight) re-ranked over its top `depth`.
-    The cross-encoder weight: `weight` when given (`weight_from` says where it came from), else
-    chosen per dim on `weight_on` (another split: its data, candidates and fusion weights), else on
-    `data` itself (optimistic)."""
-    scorer = cached_scorer(ce, data)
-    if weight is not None:
-        weights, source = {dim: weight for dim in candidates}, weight_from
-    elif weight_on is not None:
-        other, other_candidates, other_fusion = weight_on
-        other_scorer = cached_scorer(ce, other)
-        weights = {
-            dim: choose_rerank_weight(other_candidates[dim], other_fusion[dim], norm, other_scorer, other, depth)
-            for dim in candidates
-        }
-        source = other.name
-    else:
-        weights = {
-            dim: choose_rerank_weight(c, fusion_weights[dim], norm, scorer, data, depth)
-            for dim, c in candidates.items()
-        }
-        source = data.name
-    results = {
-        dim: rerank_result(c, fusion_weights[dim], norm, scorer, data, depth, weights[dim])
-        for dim, c in candidates.items()
-    }
-    return Reranked(results, weights, source, depth)
-
-
-def attach_reranked(results: dict[int, DimResult], hybrid, data: IRDataset, ce: CrossEncoder, norm: str) -> Reranked:
-    """Each dim's `fused["reranked"]` and `rerank_weight`: the convex fusion of `hybrid`
-    (retrieval.hybrid.HybridResults, the same questions) re-ranked over the re-ranker's depth, at the
-    weight it saved (chosen on its held-out questions), else one chosen on `data` (optimistic)."""
+def saved_weight(ce: CrossEncoder, depth: int, norm: str) -> tuple[float, str] | None:
+    """The weight train_reranker.py chose on its held-out questions, and where, if it applies here:
+    the same depth and the min-max fusion it was chosen with; else None."""
     held = ce.settings.get("held_out")
-    weight, source = (held["weight"], held["weight_from"]) if held else (None, "")
-    reranked = evaluate_reranked(ce, data, hybrid.candidates, hybrid.weights, norm, ce.depth, weight, None, source)
+    if not held or depth != ce.depth or norm != "minmax":
+        return None
+    first_stage = ce.settings.get("first_stage", "its first stage")
+    return float(held["weight"]), f"chosen on {held['weight_from']} with {first_stage} + BM25 when it was trained"
+
+
+def chosen_weights(ce: CrossEncoder, on: Fused, depth: int) -> dict[int, float]:
+    """The cross-encoder weight per dim chosen on the split of `on` (ties: the lower)."""
+    scorer = cached_scorer(ce, on.data)
+    return {
+        dim: choose_rerank_weight(c, on.weights[dim], on.norm, scorer, on.data, depth)
+        for dim, c in on.candidates.items()
+    }
+
+
+def evaluate_reranked(ce: CrossEncoder, fused: Fused, depth: int, weights: dict[int, float]) -> dict[int, DimResult]:
+    """Each dim's fused ranking re-ranked over its top `depth` at that dim's cross-encoder weight."""
+    scorer = cached_scorer(ce, fused.data)
+    return {
+        dim: rerank_result(c, fused.weights[dim], fused.norm, scorer, fused.data, depth, weights[dim])
+        for dim, c in fused.candidates.items()
+    }
+
+
+def attach_reranked(
+    results: dict[int, DimResult], fused: Fused, ce: CrossEncoder
+) -> tuple[dict[int, DimResult], dict[int, float], str]:
+    """Each dim's `fused["reranked"]` and `rerank_weight`: the fusion re-ranked over the re-ranker's
+    depth, at the weight it saved (chosen on its held-out questions), else one chosen on these
+    questions (optimistic). Returns the re-ranked results, the weights and where they came from."""
+    saved = saved_weight(ce, ce.depth, fused.norm)
+    if saved is not None:
+        weights, source = {dim: saved[0] for dim in fused.candidates}, saved[1]
+    else:
+        weights, source = chosen_weights(ce, fused, ce.depth), f"chosen on {fused.data.name} (optimistic)"
+    reranked = evaluate_reranked(ce, fused, ce.depth, weights)
     for dim, result in results.items():
-        result.fused["reranked"] = reranked.results[dim]
-        result.rerank_weight = reranked.weights[dim]
-    return reranked
+        result.fused["reranked"] = reranked[dim]
+        result.rerank_weight = weights[dim]
+    return reranked, weights, source

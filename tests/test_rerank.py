@@ -89,7 +89,7 @@ def test_a_tiny_run_end_to_end(tmp_path, capsys):
     (data / "qrels" / "train.tsv").write_text("".join(f"t{i}\tc{i * 3 + 1}\t1\n" for i in range(12)))
     out = tmp_path / "out"
     common = f"--models {model} --data {data} --dims 32,8 --resamples 50 --out {out} --depth 10".split()
-    argv = [*common, *f"--init {model} --miner {model} --pool 10 --negatives 3".split()]
+    argv = [*common, *f"--init {model} --miner {model} --pool 10 --negatives 3 --max-length 64".split()]
     with pytest.raises(SystemExit, match="--train-split dev: it is the scored split"):
         rerank.main([*argv, "--train-split", "dev"])
     assert rerank.main(argv) == 0
@@ -192,3 +192,32 @@ def test_the_component_chooses_the_weight_worked_out_by_hand():
     assert choose_rerank_weight(c, 0.5, "minmax", flat, data, depth=6) == 0.0
     unchanged = rerank_result(c, 0.5, "minmax", flat, data, depth=6, weight=1.0)
     np.testing.assert_allclose(unchanged.per_query["ndcg@10"], 1 / np.log2(7))  # last of 6, as fused
+
+
+def test_a_question_with_fewer_candidates_than_the_depth():
+    """Padding (-1) inside the re-ranked top: never scored, never ranked, and the real candidates
+    ordered by the scorer alone at weight 1. Question 0 has 3 candidates, question 1 has 2."""
+    from retrieval.rerank import rerank_result
+
+    rows = np.array([[0, 1, 2, -1], [3, 4, -1, -1]])
+    dense = np.array([[0.9, 0.5, 0.1, 0.0], [0.8, 0.2, 0.0, 0.0]])
+    lexical = np.array([[9.0, 5.0, 1.0, 0.0], [8.0, 2.0, 0.0, 0.0]])
+    ranks = np.array([[1, 2, 3, 0], [1, 2, 0, 0]])
+    c = Candidates(rows, dense, lexical, ranks, ranks)
+    data = IRDataset(
+        [f"c{i}" for i in range(5)],
+        [f"p{i}" for i in range(5)],
+        ["q0", "q1"],
+        ["a?", "b?"],
+        {"q0": {"c2": 1}, "q1": {"c4": 1}},
+    )
+    seen = []
+
+    def last_first(top: np.ndarray) -> np.ndarray:  # (Q, depth) rows -> scores: the fusion's last passage first
+        seen.append(top.copy())
+        return np.where(top >= 0, top.astype(float), 0.0)  # row id as the score: c2 > c1 > c0, c4 > c3
+
+    result = rerank_result(c, 0.5, "minmax", last_first, data, depth=10, weight=1.0)
+    assert (seen[0][:, 3:] == -1).all() and (seen[0][0, :3] >= 0).all()  # padding is passed as -1, never a row
+    assert result.ranked_ids == [["c2", "c1", "c0"], ["c4", "c3"]]
+    np.testing.assert_array_equal(result.per_query["mrr@10"], [1.0, 1.0])

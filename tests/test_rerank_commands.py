@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import evaluate
 import train_reranker
@@ -40,12 +39,12 @@ def trained(tmp_path_factory):
 
 
 def test_the_saved_reranker_says_how_it_was_trained(trained):
-    _, _, out, settings = trained
+    _, data, out, settings = trained
     assert settings["groups"] == 9 and settings["trained"]["steps"] == 3  # 12 questions, 3 held out; 4 groups a step
     assert settings["trained"]["pairs"] == 9 * 4 and settings["depth"] == 8 and settings["max_length"] == 48
     held = settings["held_out"]
     assert held["questions"] == 3 and held["weight"] in WEIGHT_GRID and held["weight_from"].endswith("(held out)")
-    assert held["reranked"] >= held["fused"]  # weight 0 is the fusion itself, and the weight is chosen there
+    assert settings["split"] == "train" and settings["data_path"] == str(data.resolve())
     assert json.loads((out / "reranker.json").read_text()) == settings
     assert (out / "complete.json").is_file() and (out / "model.safetensors").is_file()
     assert not list(out.parent.glob(".reranker.tmp-*"))  # nothing half-written left beside it
@@ -56,9 +55,11 @@ def test_sentence_transformers_loads_it_with_the_same_logits(trained):
 
     _, data, out, _ = trained
     ours = CrossEncoder.load(out)
-    theirs = STCrossEncoder(str(out), max_length=48, activation_fn=torch.nn.Identity(), device="cpu")
+    theirs = STCrossEncoder(str(out), device="cpu")  # as a user would load it: nothing passed
     ir = load_ir(data, "dev")
     pairs = [(ir.query_texts[q], ir.corpus_texts[r]) for q in range(6) for r in range(0, 60, 7)]
+    pairs += [(" ".join(ir.corpus_texts[:3]), " ".join(ir.corpus_texts[3:6]))]  # past 48 tokens: cut the same way
+    assert len(ours.tokenizer(*pairs[-1])["input_ids"]) > 48
     np.testing.assert_allclose(ours.score(pairs, 5), theirs.predict(pairs, batch_size=7), atol=1e-5)
 
 
@@ -101,7 +102,7 @@ def test_evaluate_reranks_the_fusion(trained, tmp_path):
 
     alone = evaluate.main([*common, "--rerank-weight", "1", "--rerank-depth", "5"])["lexical"]["reranked"]
     ir, _, (scores, rows) = _fused_rows(model, data)
-    theirs = STCrossEncoder(str(out), max_length=48, activation_fn=torch.nn.Identity(), device="cpu")
+    theirs = STCrossEncoder(str(out), device="cpu")
     logits = np.array(
         [theirs.predict([(ir.query_texts[q], ir.corpus_texts[r]) for r in line[:5]]) for q, line in enumerate(rows)]
     )
@@ -113,11 +114,11 @@ def test_evaluate_reranks_the_fusion(trained, tmp_path):
     )
     assert alone["32"]["ndcg@10"] == pytest.approx(expected.metrics["ndcg@10"], abs=1e-12)
     assert alone["32"]["recall@100"] == pytest.approx(expected.metrics["recall@100"], abs=1e-12)
-    assert alone["32"]["ndcg@10"] < unchanged["reranked"]["32"]["ndcg@10"]  # the order did change
+    assert alone["32"] != unchanged["reranked"]["32"]  # the order did change
 
     saved = evaluate.main([*common, "--fusion-weight-from", "train", "--out", str(tmp_path / "m.json")])
     reranked = saved["lexical"]["reranked"]
-    assert reranked["weights_from"].endswith("(held out)")  # the re-ranker's own weight comes first
+    assert "(held out) with" in reranked["weights_from"]  # the re-ranker's own weight comes before the split's
     assert reranked["32"]["weight"] == json.loads((out / "reranker.json").read_text())["held_out"]["weight"]
     assert set(reranked["versus"]) == {"bm25", "fused"}
     assert json.loads((tmp_path / "m.json").read_text())["lexical"]["reranked"]["32"] == reranked["32"]
@@ -132,11 +133,7 @@ def test_a_reranker_with_no_held_out_weight_gets_one_chosen(trained, tmp_path):
     on_train = evaluate.main([*common, "--fusion-weight-from", "train"])["lexical"]["reranked"]
     assert on_train["weights_from"].endswith("(train)") and on_train["32"]["weight"] in WEIGHT_GRID
     on_dev = evaluate.main(common)["lexical"]["reranked"]
-    assert on_dev["weights_from"].endswith("(dev)")
-    assert (
-        on_dev["32"]["ndcg@10"]
-        >= evaluate.main([*common, "--rerank-weight", "0"])["lexical"]["reranked"]["32"]["ndcg@10"]
-    )
+    assert on_dev["weights_from"].endswith("(dev) (optimistic)") and on_dev["32"]["weight"] in WEIGHT_GRID
 
 
 def test_held_out_questions_are_seeded_and_disjoint():
@@ -176,11 +173,14 @@ def test_evaluate_rejects_bad_rerank_flags(trained, tmp_path, capsys, flags, mes
         ("--split test", "qrels/test.tsv"),
         ("--init {missing}", "no such directory"),
         ("--holdout 0.6", "--holdout 0.6: must be in [0, 0.5]"),
+        ("--depth 101", "--depth 101: must be in 1..100"),
+        ("--max-length 4096 --init {model}", "max length 4096: the model"),
     ],
 )
 def test_train_reranker_rejects_bad_input(trained, tmp_path, flags, message):
     model, data, _, _ = trained
-    argv = f"--data {data} --out {tmp_path / 'new'} --first-stage {model} " + flags.format(missing=tmp_path / "x")
+    argv = f"--data {data} --out {tmp_path / 'new'} --first-stage {model} "
+    argv += flags.format(missing=tmp_path / "x", model=model)
     with pytest.raises(SystemExit) as stop:
         train_reranker.main(argv.split())
     assert message in str(stop.value) and str(stop.value).startswith("error: ")
