@@ -669,6 +669,11 @@ def test_a_run_reranks_the_fused_model_with_eval_rerank(tiny_bert, tiny_task, tm
                 tiny_bert, tiny_task, tmp_path / "run3", "--eval.rerank", str(zero), "--lexical.retriever", "none"
             )
         )
+    leaky = tmp_path / "rr_dev"
+    trained_on_dev = {"depth": 5, "data_path": str((tiny_task / "beir").resolve()), "split": "dev"}
+    CrossEncoder(tiny_bert, max_length=32).save(leaky, trained_on_dev)
+    with pytest.raises(SystemExit, match="eval.rerank: .* was trained on dev of .*, the set evaluated"):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run3", "--eval.rerank", str(leaky)))
     assert not (tmp_path / "run3").exists()
 
 

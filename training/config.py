@@ -325,6 +325,22 @@ def check_eval(config: Config) -> None:
             raise ConfigError("eval.rerank: re-ranks the model fused with BM25: needs lexical.retriever bm25")
         if problem := saved_problem(Path(config.eval.rerank)):
             raise ConfigError(f"eval.rerank: {config.eval.rerank}: {problem}")
+        check_rerank_split(config)
+
+
+def check_rerank_split(config: Config) -> None:
+    """eval.rerank is never scored on the split it was trained on (the set eval.select scores)."""
+    import json
+
+    from data import data_path
+
+    settings = json.loads((Path(config.eval.rerank) / "reranker.json").read_text(encoding="utf-8"))
+    sets = eval_sets(config.data)
+    scored = next((s for s in sets if s.name == config.eval.select_set), sets[0] if sets else None)
+    if scored and (data_path(scored.path), scored.split) == (settings.get("data_path"), settings.get("split")):
+        raise ConfigError(
+            f"eval.rerank: {config.eval.rerank} was trained on {scored.split} of {scored.path}, the set evaluated"
+        )
 
 
 def eval_sets(data: DataConfig) -> list[EvalSetConfig]:
