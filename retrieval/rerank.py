@@ -50,6 +50,7 @@ class CrossEncoder:
             raise ValueError(f"max length {max_length}: the model {path} reads at most {positions} tokens")
         self.max_length = max_length
         self.settings = settings or {}
+        self.logit_cache: dict[tuple[str, str], float] = {}  # (question, passage) -> logit, see cached_scorer
         self.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def to(self, device: str | torch.device) -> CrossEncoder:
@@ -140,15 +141,19 @@ def saved_problem(path: Path) -> str | None:
 
 
 def cached_scorer(ce: CrossEncoder, data: IRDataset, batch_size: int = 64) -> Scorer:
-    """rows (Q, depth) of `data`'s questions -> (Q, depth) logits (0 at padding); each (question,
-    passage) pair is scored once however many rankings (dims, weights) ask for it."""
-    cache: dict[tuple[int, int], float] = {}
+    """rows (Q, depth) of `data`'s questions -> (Q, depth) logits (0 at padding). Each (question,
+    passage) text pair is scored once however many rankings (dims, weights, splits) and scorers ask
+    for it: the logits are kept on `ce` (`ce.logit_cache`, emptied when it trains)."""
+    cache = ce.logit_cache
 
     def scores(rows: np.ndarray) -> np.ndarray:
-        wanted = sorted({(q, r) for q, line in enumerate(rows.tolist()) for r in line if r >= 0} - cache.keys())
-        found = ce.score([(data.query_texts[q], data.corpus_texts[r]) for q, r in wanted], batch_size)
-        cache.update(zip(wanted, found.tolist()))
-        return np.array([[cache.get((q, r), 0.0) for r in line] for q, line in enumerate(rows.tolist())])
+        pairs = [
+            [(data.query_texts[q], data.corpus_texts[r]) if r >= 0 else None for r in line]
+            for q, line in enumerate(rows.tolist())
+        ]
+        wanted = sorted({pair for line in pairs for pair in line if pair is not None} - cache.keys())
+        cache.update(zip(wanted, ce.score(wanted, batch_size).tolist()))
+        return np.array([[cache[pair] if pair is not None else 0.0 for pair in line] for line in pairs])
 
     return scores
 

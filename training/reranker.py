@@ -96,6 +96,7 @@ def train_cross_encoder(
     random.Random(settings.seed).shuffle(order)
     batches = [order[i : i + settings.batch] for i in range(0, len(order), settings.batch)] * settings.epochs
     optimizer = optimizer_for(ce.model)
+    ce.logit_cache.clear()  # the weights change: no logit scored before holds
     ce.model.train()
     start, losses = time.perf_counter(), []
     bar = tqdm(batches, desc="re-ranker", disable=not show_progress)
