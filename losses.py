@@ -93,9 +93,10 @@ def infonce_per_dim(
     which trains the dense model on the residual of the lexical score).
 
     teacher: (G, M) float32, a teacher's score per (row g's question, candidate) (the base model
-    fused with BM25: training/teacher.py): with spec.distill lambda > 0, each dim's loss adds
-    lambda x KL(softmax(teacher / distill_temperature) || the model's softmax) over the same
-    candidates, masked alike (a listwise distillation of the fused ranking).
+    fused with BM25, or a re-ranker's logit: training/teacher.py): with spec.distill lambda > 0,
+    each dim's loss adds lambda x KL(softmax(teacher / distill_temperature) || the model's softmax)
+    over the same candidates, masked alike (a listwise distillation of the teacher's ranking). A
+    -inf teacher score (a candidate the teacher did not score) takes no teacher probability.
     """
     labels = torch.arange(q.shape[0], device=q.device) if labels is None else labels
     q_all = q if q_all is None else q_all  # (G, D)

@@ -77,7 +77,7 @@ from training.schedule import is_due, lr_at
 from training.selection import Selection
 from training.space_report import plot_map, space_of
 from training.table import TableSource, load_table, mixed_table, relevance_map
-from training.teacher import FusedTeacher
+from training.teacher import FusedTeacher, RerankerTeacher, Teacher
 
 logger = logging.getLogger("train")
 TRACKER_PROJECT = "tensorboard"  # TensorBoard writes under output.dir/tensorboard; wandb's project name
@@ -257,7 +257,7 @@ class Run:
     lexical: LexicalIndex | None = None  # BM25 over the eval corpus, built at the first evaluation
     reranker: CrossEncoder | None = None  # eval.rerank's cross-encoder, loaded at the first evaluation
     prior: LexicalPrior | None = None  # BM25 over the table's passages (loss.lexical_scale > 0)
-    teacher: FusedTeacher | None = None  # the base model fused with BM25 (loss.distill > 0)
+    teacher: Teacher | None = None  # loss.distill > 0: the base model fused with BM25, or a re-ranker
     environment: dict = field(default_factory=dict)  # checked on resume (checkpoint.run_environment)
     eval_name: str = ""  # eval_data's name in data.eval
     other_sets: dict[str, IRDataset] = field(default_factory=dict)  # the other data.eval sets, by name
@@ -491,7 +491,9 @@ def set_up(
         )
     prior = lexical_prior(table, config)
     teacher = None
-    if config.loss.distill:  # the model as it is now, before any step (also when resuming: weights load later)
+    if config.loss.distill and config.loss.distill_teacher == "reranker":
+        teacher = reranker_teacher(config, table, accelerator.device)
+    elif config.loss.distill:  # the model as it is now, before any step (also when resuming: weights load later)
         prior = prior or LexicalPrior(table.anchor_texts, table.passage_texts, config.lexical)
         teacher = FusedTeacher.from_model(encoder, table, prior, config.loss.distill_weight, config.eval.batch_size)
         prior = prior if config.loss.lexical_scale else None
@@ -518,6 +520,17 @@ def set_up(
         other_sets={name: data for name, data in sets.items() if name != eval_name},
     )
     return r, ((checkpoint, saved) if checkpoint else None)
+
+
+def reranker_teacher(config: Config, table: TrainTable, device: torch.device) -> RerankerTeacher:
+    """loss.distill_reranker's logits of every training row's own candidates, scored once here."""
+    from retrieval.rerank import CrossEncoder
+
+    ce = CrossEncoder.load(config.loss.distill_reranker, device=str(device))
+    logger.info("distillation teacher: re-ranker %s scoring each row's own candidates", config.loss.distill_reranker)
+    teacher = RerankerTeacher.from_reranker(ce, table, config.eval.batch_size)
+    del ce  # its weights are not needed again: the logits are kept
+    return teacher
 
 
 def load_eval_sets(config: Config) -> dict[str, IRDataset]:

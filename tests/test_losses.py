@@ -336,3 +336,35 @@ def test_listwise_distillation_adds_lambda_times_the_kl_of_a_float64_loop():
     logits = F.normalize(q[:, :16], dim=-1) @ F.normalize(d[:, :16], dim=-1).T
     same = infonce_per_dim(q, d, LossSpec([16], distill=1.0), known=known, teacher=logits)
     assert same.item() == pytest.approx(infonce_per_dim(q, d, LossSpec([16]), known=known).item(), abs=1e-5)
+
+
+def test_distillation_from_a_teacher_that_scored_only_some_candidates():
+    """A re-ranker teacher scores only each question's own candidates (-inf elsewhere): the KL is
+    over the scored ones, sum_j p_t(j) (log p_t(j) - log p_model(j)), the teacher's softmax over the
+    scored candidates, the model's over every candidate it keeps (float64 loop); the gradient is finite."""
+    q, d, text, question, relevant = make_case(batch=6, negatives=1, duplicates=False)
+    known = known_from(text, question, relevant)
+    generator = torch.Generator().manual_seed(4)
+    teacher = torch.full((6, d.shape[0]), float("-inf"))
+    for g in range(6):  # own positive g and own negative 6 + g (the layout: positives, then negatives)
+        teacher[g, g], teacher[g, 6 + g] = torch.randn(2, generator=generator) * 3
+    teacher[2, 8] = 0.5  # row 2 also scored candidate 8 (another question's negative)
+    spec = LossSpec([16, 4], distill=0.4, distill_temperature=1.0)
+    qd = q.double().requires_grad_(True)
+    ours = infonce_per_dim(qd, d.double(), spec, known=known, teacher=teacher)
+    plain = infonce_per_dim(qd, d.double(), LossSpec([16, 4]), known=known)
+    masks, _ = false_negative_masks(torch.arange(6), known)
+    qn, dn, tn = q.double().numpy(), d.double().numpy(), teacher.double().numpy()
+    for index, dim in enumerate([16, 4]):
+        total = 0.0
+        for i in range(6):
+            keep = [j for j in range(d.shape[0]) if not masks[i, j]]
+            qi = qn[i, :dim] / np.linalg.norm(qn[i, :dim])
+            cos = {j: float(qi @ (dn[j, :dim] / np.linalg.norm(dn[j, :dim]))) / 0.05 for j in keep}
+            log_z = math.log(sum(math.exp(c) for c in cos.values()))
+            scored = [j for j in keep if np.isfinite(tn[i, j])]
+            t_log_z = math.log(sum(math.exp(tn[i, j]) for j in scored))
+            total += sum(math.exp(tn[i, j] - t_log_z) * ((tn[i, j] - t_log_z) - (cos[j] - log_z)) for j in scored)
+        assert (ours[index] - plain[index]).item() == pytest.approx(0.4 * total / 6, abs=1e-9, rel=1e-9)
+    ours.sum().backward()
+    assert torch.isfinite(qd.grad).all()

@@ -806,3 +806,66 @@ def test_a_run_with_distillation_trains_on_the_teachers_scores(tiny_bert, tiny_t
     plain, distilled = run("0"), run("1.0")
     assert len(plain) == len(distilled) and all(math.isfinite(r["loss"]) for r in distilled)
     assert distilled[0]["loss"] > plain[0]["loss"] + 1e-3  # KL(teacher || model) > 0 is added
+
+
+def test_the_reranker_teacher_scores_each_rows_own_candidates_as_sentence_transformers_does(tiny_bert, tiny_task):
+    """RerankerTeacher.scores: a (question, own positive or negative) cell holds the cross-encoder's
+    logit, sentence-transformers' CrossEncoder.predict of the same saved directory; every other
+    cell (another question's candidate, an empty slot) is -inf."""
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    from data import index_texts, load_pairs
+    from retrieval.rerank import CrossEncoder
+    from training.teacher import RerankerTeacher
+
+    saved = tiny_task.parent / "teacher_reranker"
+    if not saved.exists():
+        CrossEncoder(tiny_bert, max_length=32).save(saved, {"depth": 5})
+    table = index_texts(load_pairs(tiny_task / "pairs.jsonl"))
+    table.negative_ids[3, 0] = -1  # an empty slot
+    teacher = RerankerTeacher.from_reranker(CrossEncoder.load(saved, device="cpu"), table, batch_size=7)
+    rows = np.arange(8)
+    candidates = np.concatenate([table.positive_ids[rows], table.negative_ids[rows].reshape(-1)])
+    got = teacher.scores(table.anchor_ids[rows], candidates)  # (8, 16)
+    theirs = STCrossEncoder(str(saved), device="cpu")
+    for g, row in enumerate(rows):
+        own = {int(table.positive_ids[row]), *(int(n) for n in table.negative_ids[row] if n >= 0)}
+        for m, passage in enumerate(candidates):
+            if passage >= 0 and int(passage) in own:
+                pair = (table.anchor_texts[table.anchor_ids[row]], table.passage_texts[passage])
+                assert got[g, m] == pytest.approx(float(theirs.predict([pair])[0]), abs=1e-5)
+            elif not any(  # the same question in another row shares its candidates
+                table.anchor_ids[r] == table.anchor_ids[row]
+                and passage in {int(table.positive_ids[r]), *map(int, table.negative_ids[r])}
+                for r in range(len(table))
+            ):
+                assert got[g, m] == -np.inf
+    assert np.isneginf(got[:, 8 + 3]).all()  # row 3's empty negative slot
+
+
+def test_a_run_distils_a_reranker(tiny_bert, tiny_task, tmp_path):
+    """loss.distill_teacher reranker reaches the loss: the first step's loss is the plain run's plus
+    lambda x a positive KL; a missing re-ranker or one without distillation stops with one line."""
+    from retrieval.rerank import CrossEncoder
+
+    saved = tmp_path / "rr"
+    CrossEncoder(tiny_bert, max_length=32).save(saved, {"depth": 5})
+
+    def run(name: str, *extra: str) -> list[dict]:
+        argv = tiny_args(tiny_bert, tiny_task, tmp_path / name, "--eval.before", "false", *extra)
+        train.main([*argv, "--report.report_to", "[]"])
+        return [json.loads(line) for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+
+    plain = run("plain")
+    with pytest.raises(SystemExit, match="loss.distill_teacher reranker: needs loss.distill_reranker"):
+        run("bad", "--loss.distill", "1.0", "--loss.distill_teacher", "reranker")
+    with pytest.raises(SystemExit, match="loss.distill_reranker: .*missing: no such directory"):
+        run("bad", "--loss.distill", "1", "--loss.distill_teacher", "reranker", "--loss.distill_reranker", "missing")
+    with pytest.raises(SystemExit, match=r"distillation is off \(loss.distill 0\)"):
+        run("bad", "--loss.distill_teacher", "reranker", "--loss.distill_reranker", str(saved))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+    distilled = run(
+        "ce", "--loss.distill", "1.0", "--loss.distill_teacher", "reranker", "--loss.distill_reranker", str(saved)
+    )
+    assert len(plain) == len(distilled) and all(math.isfinite(r["loss"]) for r in distilled)
+    assert distilled[0]["loss"] > plain[0]["loss"] + 1e-3

@@ -56,9 +56,11 @@ class LossConfig:
     temperature: float = 0.05  # logits = cos / temperature (scale 20)
     symmetric: bool = False  # add the document->query term
     lexical_scale: float = 0.0  # train for the hybrid: logits + this x the BM25 prior (lexical.*); 0: off
-    distill: float = 0.0  # + this x KL(fused teacher || model): distil base + BM25's ranking into the model; 0: off
-    distill_weight: float = 0.45  # the teacher's dense weight (the base model's), the rest BM25's
-    distill_temperature: float = 0.05  # the teacher's distribution: softmax(fused score / this)
+    distill: float = 0.0  # + this x KL(teacher || model): distil the teacher's ranking into the model; 0: off
+    distill_teacher: str = "fused"  # fused: the base model + BM25 | reranker: distill_reranker's logits
+    distill_weight: float = 0.45  # fused teacher: its dense weight (the base model's), the rest BM25's
+    distill_temperature: float = 0.05  # the teacher's distribution: softmax(teacher score / this)
+    distill_reranker: str = ""  # reranker teacher: a re-ranker train_reranker.py saved
 
 
 @dataclass
@@ -289,12 +291,30 @@ def check_loss(loss: LossConfig) -> None:
         raise ConfigError(f"loss.distill_weight: must be in [0, 1], got {loss.distill_weight}")
     if loss.distill_temperature <= 0:
         raise ConfigError(f"loss.distill_temperature: must be > 0, got {loss.distill_temperature}")
+    check_distill_teacher(loss)
     if loss.temperature <= 0:
         raise ConfigError(f"loss.temperature: must be > 0, got {loss.temperature}")
     if loss.weights and len(loss.weights) != len(loss.dims):
         raise ConfigError(f"loss.weights: {len(loss.weights)} weights for {len(loss.dims)} loss.dims")
     if len(set(loss.dims)) != len(loss.dims):
         raise ConfigError(f"loss.dims: repeated dims in {loss.dims}")
+
+
+def check_distill_teacher(loss: LossConfig) -> None:
+    if loss.distill_teacher not in ("fused", "reranker"):
+        raise ConfigError(f"loss.distill_teacher: {loss.distill_teacher!r} is not fused or reranker")
+    if loss.distill_teacher == "fused":
+        if loss.distill_reranker:
+            raise ConfigError("loss.distill_reranker: only with loss.distill_teacher reranker")
+        return
+    if not loss.distill:
+        raise ConfigError("loss.distill_teacher reranker: distillation is off (loss.distill 0)")
+    if not loss.distill_reranker:
+        raise ConfigError("loss.distill_teacher reranker: needs loss.distill_reranker (a train_reranker.py output)")
+    from retrieval.rerank import saved_problem  # here: loading a config imports no torch model code
+
+    if problem := saved_problem(Path(loss.distill_reranker)):
+        raise ConfigError(f"loss.distill_reranker: {loss.distill_reranker}: {problem}")
 
 
 def check_eval(config: Config) -> None:

@@ -22,7 +22,7 @@ from losses import LossSpec, infonce_per_dim, matryoshka_infonce
 from model import Encoder
 from retrieval.lexical import LexicalPrior
 from training.distributed import all_gather_with_grad
-from training.teacher import FusedTeacher, teacher_tensor
+from training.teacher import Teacher, teacher_tensor
 
 
 @dataclass
@@ -79,7 +79,7 @@ def make_step_batch(
     rank: int,
     world_size: int,
     prior: LexicalPrior | None = None,
-    teacher: FusedTeacher | None = None,
+    teacher: Teacher | None = None,
 ) -> StepBatch:
     """Every process knows the whole table and global batch, so the mask of the gathered layout (and
     the lexical prior, with `prior`, and the teacher's scores, with `teacher`) is computed locally

@@ -1,11 +1,20 @@
-"""The teacher of the listwise distillation (loss.distill): the untouched model fused with BM25,
-scored on each global batch's candidates, whose ranking the model learns to reproduce alone.
+"""The teachers of the listwise distillation (loss.distill), whose ranking of each global batch's
+candidates the model learns to reproduce alone.
+
+FusedTeacher (loss.distill_teacher fused): the untouched model fused with BM25, scored on every
+(question, candidate) of the batch.
 
 The fused score is the evaluation's convex combination (retrieval/fusion.py's `normalized`): per question, the
 dense cosine and the BM25 score are each min-max normalised over the candidates scored, then
 `weight` x dense + (1 - weight) x BM25. The dense side is the model as it was before training,
 encoded once at the start over the table's questions and passages; BM25 is the table's
 LexicalPrior. Nothing here has a gradient.
+
+RerankerTeacher (loss.distill_teacher reranker): a cross-encoder train_reranker.py saved, its raw
+logit of each training row's question with the row's own positive and mined negatives, scored
+once at the start. A question's other candidates in the batch are not scored (a cross-encoder
+over every cell of the batch would cost G x M pairs a step); they take no teacher probability, so
+the model is taught to keep its mass on the passages the cross-encoder judged, in its proportions.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from data import TrainTable
 from model import Encoder
 from retrieval.fusion import normalized
 from retrieval.lexical import LexicalPrior
+from retrieval.rerank import CrossEncoder
 
 
 class FusedTeacher:
@@ -45,7 +55,36 @@ class FusedTeacher:
         return fused.astype(np.float32)  # 0 at empty slots: normalized leaves them 0
 
 
-def teacher_tensor(teacher: FusedTeacher | None, table: TrainTable, global_rows: np.ndarray) -> torch.Tensor | None:
+class RerankerTeacher:
+    def __init__(self, keys: np.ndarray, logits: np.ndarray, passages: int):
+        self.keys, self.logits = keys, logits  # sorted question_id * passages + passage_id, and its logit
+        self.passages = passages
+
+    @classmethod
+    def from_reranker(cls, ce: CrossEncoder, table: TrainTable, batch_size: int) -> RerankerTeacher:
+        """Score every distinct (question, own positive or negative) text pair of `table`."""
+        rows = np.concatenate([table.positive_ids[:, None], table.negative_ids], axis=1)  # (N, 1 + k)
+        questions = np.broadcast_to(table.anchor_ids[:, None], rows.shape)
+        keys = np.unique(questions[rows >= 0] * len(table.passage_texts) + rows[rows >= 0])
+        pairs = [
+            (table.anchor_texts[key // len(table.passage_texts)], table.passage_texts[key % len(table.passage_texts)])
+            for key in keys.tolist()
+        ]
+        return cls(keys, ce.score(pairs, batch_size).astype(np.float32), len(table.passage_texts))
+
+    def scores(self, question_ids: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
+        """(G, M) float32 logits of question question_ids[g] with passage passage_ids[m]; -inf where
+        that pair was not scored (another question's candidate, an empty slot -1)."""
+        wanted = question_ids[:, None] * self.passages + np.maximum(passage_ids, 0)[None, :]  # (G, M)
+        at = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        found = (self.keys[at] == wanted) & (passage_ids >= 0)[None, :]
+        return np.where(found, self.logits[at], -np.inf).astype(np.float32)
+
+
+Teacher = FusedTeacher | RerankerTeacher
+
+
+def teacher_tensor(teacher: Teacher | None, table: TrainTable, global_rows: np.ndarray) -> torch.Tensor | None:
     """The teacher's (G, M) scores for a global batch in the loss's candidate layout, or None."""
     if teacher is None:
         return None
