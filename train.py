@@ -492,7 +492,7 @@ def set_up(
     prior = lexical_prior(table, config)
     teacher = None
     if config.loss.distill and config.loss.distill_teacher == "reranker":
-        teacher = reranker_teacher(config, table, accelerator.device)
+        teacher = reranker_teacher(config, table, accelerator.device, accelerator.is_main_process)
     elif config.loss.distill:  # the model as it is now, before any step (also when resuming: weights load later)
         prior = prior or LexicalPrior(table.anchor_texts, table.passage_texts, config.lexical)
         teacher = FusedTeacher.from_model(encoder, table, prior, config.loss.distill_weight, config.eval.batch_size)
@@ -522,13 +522,13 @@ def set_up(
     return r, ((checkpoint, saved) if checkpoint else None)
 
 
-def reranker_teacher(config: Config, table: TrainTable, device: torch.device) -> RerankerTeacher:
+def reranker_teacher(config: Config, table: TrainTable, device: torch.device, show_progress: bool) -> RerankerTeacher:
     """loss.distill_reranker's logits of every training row's own candidates, scored once here."""
     from retrieval.rerank import CrossEncoder
 
     ce = CrossEncoder.load(config.loss.distill_reranker, device=str(device))
     logger.info("distillation teacher: re-ranker %s scoring each row's own candidates", config.loss.distill_reranker)
-    teacher = RerankerTeacher.from_reranker(ce, table, config.eval.batch_size)
+    teacher = RerankerTeacher.from_reranker(ce, table, config.eval.batch_size, "teacher" if show_progress else None)
     del ce  # its weights are not needed again: the logits are kept
     return teacher
 

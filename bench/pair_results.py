@@ -8,7 +8,11 @@ Both files must score the same questions (bench/quality.py writes each question'
 dim, alone and fused, in `per_query` and `fused`); they are aligned by question id. Prints, per dim,
 each file's mean NDCG@10 (or --metric) alone and fused, and the change of the second against the
 first with its 95% paired bootstrap interval and paired randomization p (10,000 resamples, seed 0),
-the same statistics as the bench's report.
+the same statistics as the bench's report. The first may be the bench's BM25 row
+(bench/results/quality/bm25/result.json): each dim of the second, alone and fused, is then paired
+against BM25's one score per question.
+
+    python -m bench.pair_results bench/results/quality/bm25/result.json runs/lever_t002/ours/seed42.json
 """
 
 from __future__ import annotations
@@ -23,15 +27,29 @@ import numpy as np
 from bench.quality import change
 
 
-def load(path: Path) -> dict:
+def load(path: Path, lexical_allowed: bool = False) -> dict:
     try:
         run = json.loads(path.read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise SystemExit(f"error: {path}: {err}") from None
+    if lexical_allowed and is_lexical(run):
+        return run
     missing = [key for key in ("query_ids", "per_query", "fused") if key not in run]
     if missing:
-        raise SystemExit(f"error: {path}: not a quality-bench model result (no {', '.join(missing)})")
+        what = "model or BM25 result" if lexical_allowed else "model result"
+        raise SystemExit(f"error: {path}: not a quality-bench {what} (no {', '.join(missing)})")
     return run
+
+
+def is_lexical(run: dict) -> bool:
+    """The bench's BM25 row: one score per question, under per_query.bm25, and nothing fused."""
+    return "query_ids" in run and "fused" not in run and set(run.get("per_query", {})) == {"bm25"}
+
+
+def reference(first: dict, key: str, dim: int, metric: str) -> list[float]:
+    """The first file's scores that the second's (key, dim) is paired against: BM25's one list at
+    every dim and kind, or the same dim and kind of a model's result."""
+    return first["per_query"]["bm25"][metric] if is_lexical(first) else first[key][str(dim)][metric]
 
 
 def aligned(first: dict, second: dict, where: tuple[Path, Path]) -> list[int]:
@@ -47,10 +65,11 @@ def table(first: dict, second: dict, order: list[int], metric: str, resamples: i
         f"| dim | kind | first {metric} | second | change [95% CI] | p |",
         "|---:|---|---:|---:|---|---:|",
     ]
-    dims = sorted((int(d) for d in first["per_query"] if d in second["per_query"]), reverse=True)
+    shared = second["per_query"] if is_lexical(first) else first["per_query"]
+    dims = sorted((int(d) for d in shared if d in second["per_query"]), reverse=True)
     for dim in dims:
         for kind, key in (("alone", "per_query"), ("fused", "fused")):
-            a = np.asarray(first[key][str(dim)][metric], dtype=np.float64)
+            a = np.asarray(reference(first, key, dim, metric), dtype=np.float64)
             b = np.asarray(second[key][str(dim)][metric], dtype=np.float64)[order]
             diff, lo, hi, p = change(a, b, resamples)
             out.append(
@@ -66,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--resamples", type=int, default=10000)
     args = parser.parse_args(argv)
-    first, second = load(args.first), load(args.second)
+    first, second = load(args.first, lexical_allowed=True), load(args.second)
     order = aligned(first, second, (args.first, args.second))
-    if args.metric not in first["per_query"][next(iter(first["per_query"]))]:
-        raise SystemExit(f"error: {args.first}: no metric {args.metric!r}")
+    for path, run in ((args.first, first), (args.second, second)):
+        if args.metric not in run["per_query"][next(iter(run["per_query"]))]:
+            raise SystemExit(f"error: {path}: no metric {args.metric!r}")
     print(f"first: {args.first}\nsecond: {args.second}\n")
     print("\n".join(table(first, second, order, args.metric, args.resamples)))
     return 0

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from common.files import listed_files_problem, read_manifest, replace_directory, write_atomic, write_manifest
 from data import IRDataset
@@ -84,21 +85,25 @@ class CrossEncoder:
         ).to(self.device)
         return self.model(**batch).logits[:, 0]  # (B,)
 
-    def logits(self, pairs: list[tuple[str, str]], chunk: int) -> torch.Tensor:
+    def logits(self, pairs: list[tuple[str, str]], chunk: int, progress: str | None = None) -> torch.Tensor:
         """(len(pairs),) logits with grad, in the pairs' order; computed in chunks of similar length
-        so each pads only to its own longest."""
+        so each pads only to its own longest. `progress`: a bar with that name over the chunks."""
         lengths = [len(q) + len(p) for q, p in pairs]
         order = np.argsort(-np.asarray(lengths), kind="stable")
-        parts = [(idx, self._logits([pairs[i] for i in idx])) for idx in np.array_split(order, -(-len(pairs) // chunk))]
+        chunks = np.array_split(order, -(-len(pairs) // chunk))
+        chunks = tqdm(chunks, desc=progress, unit="batch", disable=progress is None)
+        parts = [(idx, self._logits([pairs[i] for i in idx])) for idx in chunks]
         index = torch.from_numpy(np.concatenate([idx for idx, _ in parts])).to(self.device)
         values = torch.cat([logit for _, logit in parts])
         return torch.empty(len(pairs), device=self.device).index_put((index,), values)
 
     @torch.no_grad()
-    def score(self, pairs: list[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
-        """(len(pairs),) float32 logits, in eval mode."""
+    def score(self, pairs: list[tuple[str, str]], batch_size: int = 64, progress: str | None = None) -> np.ndarray:
+        """(len(pairs),) float32 logits, in eval mode; `progress`: a bar with that name."""
         self.model.eval()
-        return self.logits(pairs, batch_size).float().cpu().numpy() if pairs else np.zeros(0, dtype=np.float32)
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        return self.logits(pairs, batch_size, progress).float().cpu().numpy()
 
     def save(self, path: Path, settings: dict) -> Path:
         """Written beside `path`, manifest last, then moved into place: an interrupted save never
@@ -140,10 +145,13 @@ def saved_problem(path: Path) -> str | None:
     return None
 
 
-def cached_scorer(ce: CrossEncoder, data: IRDataset, batch_size: int = 64) -> Scorer:
+def cached_scorer(
+    ce: CrossEncoder, data: IRDataset, batch_size: int = 64, progress: str | None = "cross-encoder"
+) -> Scorer:
     """rows (Q, depth) of `data`'s questions -> (Q, depth) logits (0 at padding). Each (question,
     passage) text pair is scored once however many rankings (dims, weights, splits) and scorers ask
-    for it: the logits are kept on `ce` (`ce.logit_cache`, emptied when it trains)."""
+    for it: the logits are kept on `ce` (`ce.logit_cache`, emptied when it trains). `progress`: the
+    bar's name while pairs not yet cached are scored (None: no bar)."""
     cache = ce.logit_cache
 
     def scores(rows: np.ndarray) -> np.ndarray:
@@ -152,7 +160,7 @@ def cached_scorer(ce: CrossEncoder, data: IRDataset, batch_size: int = 64) -> Sc
             for q, line in enumerate(rows.tolist())
         ]
         wanted = sorted({pair for line in pairs for pair in line if pair is not None} - cache.keys())
-        cache.update(zip(wanted, ce.score(wanted, batch_size).tolist()))
+        cache.update(zip(wanted, ce.score(wanted, batch_size, progress if wanted else None).tolist()))
         return np.array([[cache[pair] if pair is not None else 0.0 for pair in line] for line in pairs])
 
     return scores

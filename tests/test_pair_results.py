@@ -37,3 +37,34 @@ def test_other_questions_or_another_file_is_one_clear_error(tmp_path):
     (tmp_path / "c.json").write_text('{"row": "bm25"}', encoding="utf-8")
     with pytest.raises(SystemExit, match=r"c\.json: not a quality-bench model result"):
         pair_results.main([str(first), str(tmp_path / "c.json")])
+
+
+def test_the_bm25_row_is_paired_with_every_dim_alone_and_fused(tmp_path, capsys):
+    bm25 = tmp_path / "bm25.json"
+    bm25.write_text(
+        json.dumps({"row": "bm25", "query_ids": ["q1", "q2"], "per_query": {"bm25": {"ndcg@10": [0.5, 1.0]}}}),
+        encoding="utf-8",
+    )
+    model = tmp_path / "m.json"
+    model.write_text(
+        json.dumps(
+            {
+                "query_ids": ["q2", "q1"],
+                "per_query": {"384": {"ndcg@10": [1.0, 1.0]}, "64": {"ndcg@10": [0.0, 0.5]}},
+                "fused": {"384": {"ndcg@10": [1.0, 0.5]}, "64": {"ndcg@10": [0.5, 0.5]}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    assert pair_results.main([str(bm25), str(model), "--resamples", "200"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 384", "| 64"))]
+    # BM25: q1 0.5, q2 1.0 (mean 0.75) against each dim and kind, aligned by id
+    assert [row.split(" | ")[:4] for row in rows] == [
+        ["| 384", "alone", "0.7500", "1.0000"],
+        ["| 384", "fused", "0.7500", "0.7500"],
+        ["| 64", "alone", "0.7500", "0.2500"],
+        ["| 64", "fused", "0.7500", "0.5000"],
+    ]
+    assert rows[1].split(" | ")[4].startswith("+0.0000 [+0.0000, +0.0000]")
+    with pytest.raises(SystemExit, match=r"bm25\.json: not a quality-bench model result"):
+        pair_results.main([str(model), str(bm25)])

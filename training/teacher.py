@@ -61,8 +61,11 @@ class RerankerTeacher:
         self.passages = passages
 
     @classmethod
-    def from_reranker(cls, ce: CrossEncoder, table: TrainTable, batch_size: int) -> RerankerTeacher:
-        """Score every distinct (question, own positive or negative) text pair of `table`."""
+    def from_reranker(
+        cls, ce: CrossEncoder, table: TrainTable, batch_size: int, progress: str | None = None
+    ) -> RerankerTeacher:
+        """Score every distinct (question, own positive or negative) text pair of `table`
+        (`progress`: a bar with that name)."""
         rows = np.concatenate([table.positive_ids[:, None], table.negative_ids], axis=1)  # (N, 1 + k)
         questions = np.broadcast_to(table.anchor_ids[:, None], rows.shape)
         keys = np.unique(questions[rows >= 0] * len(table.passage_texts) + rows[rows >= 0])
@@ -70,7 +73,7 @@ class RerankerTeacher:
             (table.anchor_texts[key // len(table.passage_texts)], table.passage_texts[key % len(table.passage_texts)])
             for key in keys.tolist()
         ]
-        return cls(keys, ce.score(pairs, batch_size).astype(np.float32), len(table.passage_texts))
+        return cls(keys, ce.score(pairs, batch_size, progress).astype(np.float32), len(table.passage_texts))
 
     def scores(self, question_ids: np.ndarray, passage_ids: np.ndarray) -> np.ndarray:
         """(G, M) float32 logits of question question_ids[g] with passage passage_ids[m]; -inf where
