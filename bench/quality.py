@@ -354,14 +354,18 @@ class Scorer:
         if self.weight_data is not None and self.weight_data.corpus_ids != self.data.corpus_ids:
             raise SystemExit(f"--weight-split {args.weight_split}: its corpus differs from {args.split}'s")
         self.index = lexical_index(self.data, LexicalConfig())
-        self.reranker, self.reranker_path = None, None  # the bench's cross-encoder, once the reranker row has one
+        self.reranker = None  # the bench's cross-encoder, once the reranker row has one
+        self.reranker_note: dict = {}  # where it is, its depth and the weight it saved (each re-ranked row keeps it)
 
     def load_reranker(self, where: Path) -> None:
         from retrieval.rerank import CrossEncoder, saved_weight
 
-        self.reranker, self.reranker_path = CrossEncoder.load(where), where
-        if saved_weight(self.reranker, self.reranker.depth, "minmax") is None:
+        ce = CrossEncoder.load(where)
+        saved = saved_weight(ce, ce.depth, "minmax")
+        if saved is None:
             raise SystemExit(f"re-ranker {where}: no weight chosen on held-out questions (train it with --holdout > 0)")
+        self.reranker = ce
+        self.reranker_note = {"path": str(where), "depth": ce.depth, "weight": saved[0], "weight_from": saved[1]}
 
     def bm25(self) -> dict:
         from retrieval.hybrid import evaluate_hybrid
@@ -389,27 +393,21 @@ class Scorer:
         }
         if reranked is not None:
             out["reranked"] = {str(dim): reranked[dim] for dim in dims}
-            out["reranker"] = self.reranker_note()
+            out["reranker"] = self.reranker_note
         return out
-
-    def reranker_note(self) -> dict:
-        """What a model row's re-ranked scores came from: the cross-encoder's directory, depth, weight."""
-        from retrieval.rerank import saved_weight
-
-        weight, source = saved_weight(self.reranker, self.reranker.depth, "minmax")
-        return {"path": str(self.reranker_path), "depth": self.reranker.depth, "weight": weight, "weight_from": source}
 
     def rerank(self, hybrid, data, weights: dict[int, float]) -> dict[int, dict[str, np.ndarray]] | None:
         """Each dim's fused ranking of `data` (hybrid's candidates at the fusion `weights`) re-ranked
         by the bench's cross-encoder at its saved weight; None without one."""
-        from retrieval.rerank import Fused, evaluate_reranked, saved_weight
+        from retrieval.rerank import Fused, evaluate_reranked
 
         if self.reranker is None:
             return None
-        ce = self.reranker
-        weight, _ = saved_weight(ce, ce.depth, "minmax")
         fused = Fused(data, hybrid.candidates, weights, "minmax")
-        results = evaluate_reranked(ce, fused, ce.depth, {dim: weight for dim in hybrid.candidates})
+        weight = self.reranker_note["weight"]
+        results = evaluate_reranked(
+            self.reranker, fused, self.reranker.depth, {dim: weight for dim in hybrid.candidates}
+        )
         return {dim: result.per_query for dim, result in results.items()}
 
     def fused_with_weights_from(self, queries, corpus, weight_queries) -> tuple[dict, dict, dict | None]:
@@ -444,8 +442,9 @@ class Scorer:
                 weights[dim].append(chosen[dim])
                 for metric, values in hybrid.fused[dim]["convex"].per_query.items():
                     fused[dim].setdefault(metric, np.zeros(n))[half] = values
-                for metric, values in (ordered or {}).get(dim, {}).items():
-                    reranked[dim].setdefault(metric, np.zeros(n))[half] = values
+                if ordered is not None:
+                    for metric, values in ordered[dim].items():
+                        reranked[dim].setdefault(metric, np.zeros(n))[half] = values
         return as_lists(fused), weights, (None if reranked is None else as_lists(reranked))
 
 
@@ -534,7 +533,9 @@ def add_reranked(path: Path, row: Row, seed: int | None, scorer: Scorer, args: a
     name = f"{row.name}{'' if seed is None else f' seed {seed}'}"
     where = model_dir(row, seed, args, config)
     if row.runner != "base" and not Path(where).is_dir():
-        print(f"{name}: no re-ranked scores, and its model {where} is gone (delete {path} to train it again)")
+        print(
+            f"{name}: no re-ranked scores, and its model {where} is gone (delete {path} to train it again)", flush=True
+        )
         return
     print(f"{name}: scoring it fused and re-ranked ({where})", flush=True)
     result = json.loads(path.read_text("utf-8"))
