@@ -6,6 +6,7 @@ no runs/) resumes from, so they must land under --results and a present one must
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,27 @@ def test_the_reranker_row_trains_once_and_every_model_row_is_scored_reranked(rer
     assert "reranker seed 42: done" in capsys.readouterr().out
     again = json.loads(path.read_text("utf-8"))
     assert again["reranked"] == base["reranked"] and again["process_seconds"] == base["process_seconds"]
+
+
+def test_rerank_weights_at_weight_zero_is_the_fusion_itself(reranker_bench, capsys):
+    """bench/rerank_weights.py: a cross-encoder weight of 0 orders the top k by the fused score alone,
+    so the re-ranked figure must equal the fused one; at weight 1 the cross-encoder alone orders it."""
+    from bench import rerank_weights
+
+    model, data, out, _, argv = reranker_bench
+    assert quality.main([*argv, "--rows", "reranker"]) == 0  # trains it only if no test did yet
+    where = out / "reranker" / "seed42" / "reranker"
+    capsys.readouterr()
+    common = ["--data", str(data), "--dims", "32,8", "--rerankers", str(where), "--weights", "0,1"]
+    assert rerank_weights.main(["--models", str(model), *common]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if " at " in line]
+    assert len(lines) == 2 and "at 0.0:" in lines[0] and "at 1.0:" in lines[1]
+    for dim in ("32", "8"):
+        fused = re.search(rf"{dim}: fused ([0-9.]+) re-ranked ([0-9.]+)", lines[0]).groups()
+        assert fused[0] == fused[1]
+        under_one = re.search(rf"{dim}: fused ([0-9.]+) re-ranked ([0-9.]+)", lines[1]).groups()
+        assert under_one[0] == fused[0]  # the same fusion under it
+        assert float(under_one[1]) < float(fused[0])  # here the tiny cross-encoder alone orders worse
 
 
 def test_a_reranker_trained_otherwise_is_refused_not_taken(reranker_bench, tmp_path):

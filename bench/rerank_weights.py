@@ -1,0 +1,42 @@
+"""Is a re-ranker's gain its model or its weight? Each saved re-ranker at several fixed weights over
+one first stage, fused and re-ranked as the quality bench does it (the fusion weight cross-fitted on
+the reported split). A diagnostic: weights read off the reported split choose nothing.
+
+    python -m bench.rerank_weights --models runs/quality/ours/seed42/model --data ../shared/data/obliqa \
+        --rerankers runs/quality/reranker/seed42/reranker,runs/reranker_cmd/reranker --weights 0.45,0.55
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality import CROSS, METRIC, Scorer, encode_model, model_bench_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = model_bench_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--rerankers", type=lambda s: [Path(p) for p in s.split(",")], required=True)
+    parser.add_argument("--weights", type=lambda s: [float(w) for w in s.split(",")], default=[0.45, 0.55])
+    args = parser.parse_args(argv)
+    args.weight_split = CROSS
+    scorer = Scorer(args)
+    for model in args.models:
+        queries, corpus, _ = encode_model(model, scorer)
+        for where in args.rerankers:
+            scorer.load_reranker(where)
+            saved = scorer.reranker_note["weight"]
+            for weight in args.weights:
+                scorer.reranker_note["weight"] = weight
+                fused, _, reranked = scorer.cross_fitted(queries, corpus)
+                cells = ", ".join(
+                    f"{dim}: fused {np.mean(fused[dim][METRIC]):.4f} re-ranked {np.mean(reranked[dim][METRIC]):.4f}"
+                    for dim in args.dims
+                )
+                print(f"{model} | {where} (saved {saved}) at {weight}: {METRIC} {cells}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
