@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from bench.quality import CROSS, Scorer, model_bench_parser
 from common.files import write_atomic
-from model import Encoder, ModelConfig, resolve_model_dir
+from model import Encoder, ModelConfig
 
 CHECKPOINT_WEIGHTS = "model.safetensors"  # what Accelerate's save_state writes for the encoder
 
@@ -79,9 +79,8 @@ def average(names: list[str], mix: list[float]) -> Encoder:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model_dir = args.out / "model"
-    names = [str(resolve_model_dir(name)) if not Path(name).exists() else name for name in args.models]
-    average(names, args.mix).save(model_dir)
-    print(f"averaged {len(names)} models ({', '.join(f'{w:g}' for w in args.mix)}) into {model_dir}", flush=True)
+    average(args.models, args.mix).save(model_dir)
+    print(f"averaged {len(args.models)} models ({', '.join(f'{w:g}' for w in args.mix)}) into {model_dir}", flush=True)
     if args.no_score:
         return 0
     args.weight_split = CROSS
