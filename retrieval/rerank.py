@@ -194,15 +194,42 @@ def reranked_rankings(
     return {w: reorder_top(rows, mixed(logits, scores[:, :depth], valid, w), depth) for w in weights}
 
 
+def weight_curve(
+    c: Candidates, fusion_weight: float, norm: str, scorer: Scorer, data: IRDataset, depth: int
+) -> dict[float, np.ndarray]:
+    """Each question's NDCG@10 on `data` at each cross-encoder weight of WEIGHT_GRID: {weight: (Q,)}."""
+    qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
+    by_weight = reranked_rankings(c, fusion_weight, norm, scorer, depth)
+    return {w: score_ranking(*ranking, data, qrels).per_query["ndcg@10"] for w, ranking in by_weight.items()}
+
+
+def best_weight(curve: dict[float, np.ndarray]) -> float:
+    """The weight with the best mean (ties: the lower)."""
+    top = max(float(v.mean()) for v in curve.values())
+    return min(w for w, v in curve.items() if float(v.mean()) >= top - 1e-12)
+
+
+def one_standard_error_weight(curve: dict[float, np.ndarray]) -> float:
+    """The lowest weight whose mean is within one standard error of the best weight's, the error of
+    the per-question paired difference (the one-standard-error rule, Hastie, Tibshirani and Friedman,
+    The Elements of Statistical Learning, 7.10): more cross-encoder weight than the questions can
+    tell from the best is not taken. The choice leans towards the fusion (w = 0), where a wrong
+    weight costs least: on ObliQA the re-ranked score falls off steeply above its best weight."""
+    best = best_weight(curve)
+    for w in sorted(curve):
+        diff = curve[w] - curve[best]  # (Q,)
+        error = float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        if float(diff.mean()) >= -error - 1e-12:
+            return w
+    return best  # not reached: the best weight's own difference is 0
+
+
 def choose_rerank_weight(
     c: Candidates, fusion_weight: float, norm: str, scorer: Scorer, data: IRDataset, depth: int
 ) -> float:
-    """The cross-encoder weight of WEIGHT_GRID with the best mean NDCG@10 on `data` (ties: the lower)."""
-    qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
-    by_weight = reranked_rankings(c, fusion_weight, norm, scorer, depth)
-    ndcg = {w: score_ranking(*ranking, data, qrels).metrics["ndcg@10"] for w, ranking in by_weight.items()}
-    best = max(ndcg.values())
-    return min(w for w, value in ndcg.items() if value >= best - 1e-12)
+    """The cross-encoder weight of WEIGHT_GRID chosen on `data`'s questions by the one-standard-error
+    rule (`one_standard_error_weight`)."""
+    return one_standard_error_weight(weight_curve(c, fusion_weight, norm, scorer, data, depth))
 
 
 def rerank_result(
@@ -236,7 +263,7 @@ def saved_weight(ce: CrossEncoder, depth: int, norm: str) -> tuple[float, str] |
 
 
 def chosen_weights(ce: CrossEncoder, on: Fused, depth: int) -> dict[int, float]:
-    """The cross-encoder weight per dim chosen on the split of `on` (ties: the lower)."""
+    """The cross-encoder weight per dim chosen on the split of `on` (`choose_rerank_weight`)."""
     scorer = cached_scorer(ce, on.data)
     return {
         dim: choose_rerank_weight(c, on.weights[dim], on.norm, scorer, on.data, depth)

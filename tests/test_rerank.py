@@ -194,6 +194,29 @@ def test_the_component_chooses_the_weight_worked_out_by_hand():
     np.testing.assert_allclose(unchanged.per_query["ndcg@10"], 1 / np.log2(7))  # last of 6, as fused
 
 
+def test_the_one_standard_error_rule_worked_out_by_hand():
+    """Four questions. Weight 0.5 is best (mean 0.7). 0.25 trails by 0.025 on the paired
+    differences (0.1, -0.2, 0, 0): their sd is sqrt(0.0475 / 3) = 0.126, the error 0.063, so it is
+    within one error and is taken. Weight 0 trails by 0.2 with an error of sqrt(0.18 / 3) / 2 =
+    0.122: it is not."""
+    from retrieval.rerank import best_weight, one_standard_error_weight
+
+    curve = {
+        0.0: np.array([0.5, 0.5, 0.5, 0.5]),
+        0.25: np.array([0.9, 0.8, 0.5, 0.5]),
+        0.5: np.array([0.8, 1.0, 0.5, 0.5]),
+        0.75: np.array([0.8, 1.0, 0.5, 0.4]),
+    }
+    assert best_weight(curve) == 0.5 and one_standard_error_weight(curve) == 0.25
+    # the same curve with weight 0 much lower everywhere: 0.25 is still the lowest within reach
+    assert one_standard_error_weight({**curve, 0.0: np.zeros(4)}) == 0.25
+    # 0.25 trailing on two questions (differences -0.1, 0, -0.1, 0: mean -0.05, error 0.029): out
+    assert one_standard_error_weight({**curve, 0.25: np.array([0.7, 1.0, 0.4, 0.5])}) == 0.5
+    # the best at the lowest weight, and ties of the best, take the lowest
+    assert one_standard_error_weight({0.0: np.ones(4), 0.5: np.full(4, 0.5)}) == 0.0
+    assert best_weight({0.0: np.full(2, 0.5), 0.3: np.ones(2), 0.6: np.ones(2)}) == 0.3
+
+
 def test_a_question_with_fewer_candidates_than_the_depth():
     """Padding (-1) inside the re-ranked top: never scored, never ranked, and the real candidates
     ordered by the scorer alone at weight 1. Question 0 has 3 candidates, question 1 has 2."""

@@ -44,6 +44,11 @@ def test_the_saved_reranker_says_how_it_was_trained(trained):
     assert settings["trained"]["pairs"] == 9 * 4 and settings["depth"] == 8 and settings["max_length"] == 48
     held = settings["held_out"]
     assert held["questions"] == 3 and held["weight"] in WEIGHT_GRID and held["weight_from"].endswith("(held out)")
+    curve = held["curve"]  # mean NDCG@10 at each weight of the grid; the chosen one at most the best
+    assert list(curve) == [f"{w:g}" for w in WEIGHT_GRID] and held["rule"] == "one standard error"
+    assert held["best_weight"] == min(w for w in WEIGHT_GRID if curve[f"{w:g}"] == max(curve.values()))
+    assert held["weight"] <= held["best_weight"] and curve[f"{held['weight']:g}"] == round(held["reranked"], 6)
+    assert curve["0"] == round(held["fused"], 6)  # weight 0: the fusion alone
     assert settings["split"] == "train" and settings["data_path"] == str(data.resolve())
     assert json.loads((out / "reranker.json").read_text()) == settings
     assert (out / "complete.json").is_file() and (out / "model.safetensors").is_file()
