@@ -27,14 +27,13 @@ from common.files import output_problem
 from data import DataError, IRDataset, data_path, load_ir, question_subset
 from model import PACKAGED_MINILM, Encoder, ModelConfig, resolve_model_dir
 from retrieval.evaluation import encode_ir
-from retrieval.fusion import convex, ranked
+from retrieval.fusion import best_weight, convex, ranked
 from retrieval.hybrid import candidates_by_dim, choose_weight, lexical_index
 from retrieval.metrics import TOP_K
 from retrieval.rerank import (
     DEPTH,
     CrossEncoder,
     Fused,
-    best_weight,
     cached_scorer,
     one_standard_error_weight,
     weight_curve,

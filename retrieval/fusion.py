@@ -22,6 +22,12 @@ import numpy as np
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0, 0.05, ..., 1
 
 
+def best_weight(curve: dict[float, np.ndarray]) -> float:
+    """The weight whose per-question values (Q,) have the best mean (ties: the lower)."""
+    top = max(float(v.mean()) for v in curve.values())
+    return min(w for w, v in curve.items() if float(v.mean()) >= top - 1e-12)
+
+
 @dataclass
 class Candidates:
     """Each query's pooled candidates, padded with row -1 (which never ranks)."""

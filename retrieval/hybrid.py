@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data import IRDataset
-from retrieval.fusion import WEIGHT_GRID, Candidates, convex, pool, ranked, reciprocal_rank
+from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, pool, ranked, reciprocal_rank
 from retrieval.lexical import LexicalIndex, build_index, matched_top_k
 from retrieval.metrics import METRICS, TOP_K, DimResult, score_ranking
 from retrieval.quantize import bytes_per_vector, dequantize_int8, int8_ranges, quantize_int8
@@ -85,12 +85,9 @@ def candidates_by_dim(
 def choose_weight(c: Candidates, data: IRDataset, norm: str) -> float:
     """The dense weight of WEIGHT_GRID with the best mean NDCG@10 on `data` (ties: the lower)."""
     qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
-    best, best_score = 0.0, -1.0
-    for weight in WEIGHT_GRID:
-        score = score_ranking(*ranked(c, convex(c, weight, norm), TOP_K), data, qrels).metrics["ndcg@10"]
-        if score > best_score + 1e-12:
-            best, best_score = weight, score
-    return best
+    return best_weight(
+        {w: score_ranking(*ranked(c, convex(c, w, norm), TOP_K), data, qrels).per_query["ndcg@10"] for w in WEIGHT_GRID}
+    )
 
 
 def evaluate_hybrid(

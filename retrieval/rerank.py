@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from common.files import listed_files_problem, read_manifest, replace_directory, write_atomic, write_manifest
 from data import IRDataset
-from retrieval.fusion import WEIGHT_GRID, Candidates, convex, normalized, ranked
+from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, normalized, ranked
 from retrieval.metrics import TOP_K, DimResult, score_ranking
 
 SETTINGS_FILE = "reranker.json"
@@ -201,12 +201,6 @@ def weight_curve(
     qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
     by_weight = reranked_rankings(c, fusion_weight, norm, scorer, depth)
     return {w: score_ranking(*ranking, data, qrels).per_query["ndcg@10"] for w, ranking in by_weight.items()}
-
-
-def best_weight(curve: dict[float, np.ndarray]) -> float:
-    """The weight with the best mean (ties: the lower)."""
-    top = max(float(v.mean()) for v in curve.values())
-    return min(w for w, v in curve.items() if float(v.mean()) >= top - 1e-12)
 
 
 def one_standard_error_weight(curve: dict[float, np.ndarray]) -> float:

@@ -199,7 +199,8 @@ def test_the_one_standard_error_rule_worked_out_by_hand():
     differences (0.1, -0.2, 0, 0): their sd is sqrt(0.0475 / 3) = 0.126, the error 0.063, so it is
     within one error and is taken. Weight 0 trails by 0.2 with an error of sqrt(0.18 / 3) / 2 =
     0.122: it is not."""
-    from retrieval.rerank import best_weight, one_standard_error_weight
+    from retrieval.fusion import best_weight
+    from retrieval.rerank import one_standard_error_weight
 
     curve = {
         0.0: np.array([0.5, 0.5, 0.5, 0.5]),
