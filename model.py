@@ -20,6 +20,7 @@ import torch
 import torch.distributed.nn.functional  # imported before any process group starts: see below
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
@@ -213,6 +214,13 @@ def pool(token_states: torch.Tensor, attention_mask: torch.Tensor, mode: str) ->
     return states[torch.arange(states.shape[0], device=states.device), index]
 
 
+# Attention kernels for SDPA, cuDNN's left out: it builds an execution plan for each new input
+# shape, and ours change with every batch (each padded to its own longest text). On an H200 with
+# bf16 it spent 5 ms of host time per attention call, and encoding ran 2.7x slower than float32
+# (BENCHMARKS.md, "On a GPU"). The CPU has only flash and math: nothing changes there.
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 class Encoder(nn.Module):
     """A transformer and its pooling. Build with `Encoder.from_config(ModelConfig(...))`."""
 
@@ -256,7 +264,8 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids and mask -> (B, H) pooled float32 embeddings, not normalised."""
-        states = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        with sdpa_kernel(SDPA_BACKENDS):
+            states = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B,T,H)
         return pool(states, attention_mask, self.spec.pooling)
 
     def tokenize(self, texts: list[str], prompt: str = "") -> list[list[int]]:

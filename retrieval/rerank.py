@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from common.files import listed_files_problem, read_manifest, replace_directory, write_atomic, write_manifest
 from data import IRDataset
+from model import SDPA_BACKENDS
 from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, normalized, ranked
 from retrieval.metrics import TOP_K, DimResult, score_ranking
 
@@ -83,7 +84,8 @@ class CrossEncoder:
             padding=True,
             return_tensors="pt",
         ).to(self.device)
-        return self.model(**batch).logits[:, 0]  # (B,)
+        with torch.nn.attention.sdpa_kernel(SDPA_BACKENDS):  # no cuDNN attention: a plan per shape (model.py)
+            return self.model(**batch).logits[:, 0]  # (B,)
 
     def logits(self, pairs: list[tuple[str, str]], chunk: int, progress: str | None = None) -> torch.Tensor:
         """(len(pairs),) logits with grad, in the pairs' order; computed in chunks of similar length
