@@ -216,9 +216,16 @@ def pool(token_states: torch.Tensor, attention_mask: torch.Tensor, mode: str) ->
 
 # Attention kernels for SDPA, cuDNN's left out: it builds an execution plan for each new input
 # shape, and ours change with every batch (each padded to its own longest text). On an H200 with
-# bf16 it spent 5 ms of host time per attention call, and encoding ran 2.7x slower than float32
-# (BENCHMARKS.md, "On a GPU"). The CPU has only flash and math: nothing changes there.
+# bf16 it spent 5 ms of host time per attention call, and a first pass over a corpus ran 1.7-2.7x
+# slower than float32 (BENCHMARKS.md, "On a GPU"). The CPU has only flash and math: no change there.
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def sdpa_checkpoint_contexts():
+    """torch.utils.checkpoint's `context_fn`: the forward's and the recompute's contexts. The
+    recompute runs in backward, outside `Encoder.forward`'s `with`, and must choose the same
+    attention kernels as the forward did (else cuDNN's could serve it: other saved tensors)."""
+    return sdpa_kernel(SDPA_BACKENDS), sdpa_kernel(SDPA_BACKENDS)
 
 
 class Encoder(nn.Module):
@@ -267,6 +274,12 @@ class Encoder(nn.Module):
         with sdpa_kernel(SDPA_BACKENDS):
             states = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B,T,H)
         return pool(states, attention_mask, self.spec.pooling)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each layer in backward instead of keeping its activations, with the forward's
+        attention kernels (`sdpa_checkpoint_contexts`)."""
+        kwargs = {"use_reentrant": False, "context_fn": sdpa_checkpoint_contexts}
+        self.transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def tokenize(self, texts: list[str], prompt: str = "") -> list[list[int]]:
         """Token ids of `prompt + text`, truncated to max_length, unpadded."""

@@ -116,7 +116,7 @@ def load_encoder(config: Config, mixed_precision: str) -> Encoder:
     if isinstance(pooler, torch.nn.Module):  # BERT's pooler is never used: DDP must not wait for its grads
         pooler.requires_grad_(False)
     if config.train.gradient_checkpointing:
-        encoder.transformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        encoder.enable_gradient_checkpointing()
     return encoder
 
 

