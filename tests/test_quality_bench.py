@@ -149,6 +149,29 @@ def test_rerank_weights_at_weight_zero_is_the_fusion_itself(reranker_bench, caps
         assert float(under_one[1]) < float(fused[0])  # here the tiny cross-encoder alone orders worse
 
 
+def test_rerank_weights_pairs_each_reranker_at_its_saved_weight_with_the_first(reranker_bench, capsys):
+    """Two re-rankers: each at the weight it saved, paired with the first question by question. The
+    same re-ranker twice must differ by exactly 0 (p 1), at the means its own saved-weight line prints."""
+    from bench import rerank_weights
+
+    model, data, out, results, argv = reranker_bench
+    assert quality.main([*argv, "--rows", "reranker"]) == 0
+    where = out / "reranker" / "seed42" / "reranker"
+    saved = json.loads((results / "reranker" / "seed42.json").read_text("utf-8"))["settings"]["held_out"]["weight"]
+    capsys.readouterr()
+    both = f"{where},{where}"
+    common = ["--data", str(data), "--dims", "32,8", "--rerankers", both, "--weights", str(saved), "--resamples", "50"]
+    assert rerank_weights.main(["--models", str(model), *common]) == 0
+    printed = capsys.readouterr().out
+    for dim in ("32", "8"):
+        at_saved = re.search(rf"at {saved}: .*{dim}: fused [0-9.]+ re-ranked ([0-9.]+)", printed).group(1)
+        pair = re.search(
+            rf"\| {dim}: .* ([0-9.]+) - .* ([0-9.]+) at their saved weights: (\S+) \[(\S+), (\S+)\], p (\S+)", printed
+        )
+        assert pair.group(1) == pair.group(2) == at_saved
+        assert [float(x) for x in pair.groups()[2:5]] == [0.0, 0.0, 0.0] and float(pair.group(6)) == 1.0
+
+
 def test_a_reranker_trained_otherwise_is_refused_not_taken(reranker_bench, tmp_path):
     import shutil
 
