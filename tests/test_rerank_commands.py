@@ -40,8 +40,9 @@ def trained(tmp_path_factory):
 
 def test_the_saved_reranker_says_how_it_was_trained(trained):
     _, data, out, settings = trained
-    assert settings["groups"] == 9 and settings["trained"]["steps"] == 3  # 12 questions, 3 held out; 4 groups a step
-    assert settings["trained"]["pairs"] == 9 * 4 and settings["depth"] == 8 and settings["max_length"] == 48
+    # 12 questions, 3 held out: 9 groups, 4 a step (3 steps), over the default 2 epochs
+    assert settings["groups"] == 9 and settings["trained"]["steps"] == 6 and settings["training"]["epochs"] == 2
+    assert settings["trained"]["pairs"] == 2 * 9 * 4 and settings["depth"] == 8 and settings["max_length"] == 48
     held = settings["held_out"]
     assert held["questions"] == 3 and held["weight"] in WEIGHT_GRID and held["weight_from"].endswith("(held out)")
     curve = held["curve"]  # mean NDCG@10 at each weight of the grid; the chosen one at most the best
