@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality import CROSS, METRIC, Scorer, encode_model, model_bench_parser
-from retrieval.stats import paired_bootstrap, paired_randomization
+from bench.quality import CROSS, METRIC, Scorer, change, encode_model, model_bench_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         for where in args.rerankers[1:]:
             for dim in args.dims:
                 a, b = at_saved[first][dim], at_saved[where][dim]
-                diff, lo, hi = paired_bootstrap(a, b, args.resamples)
-                p = paired_randomization(a, b, args.resamples)
+                diff, lo, hi, p = change(a, b, args.resamples)
                 print(
                     f"{model} | {dim}: {where} {b.mean():.4f} - {first} {a.mean():.4f} at their saved weights: "
                     f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}], p {p:.3g}",
