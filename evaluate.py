@@ -42,7 +42,15 @@ from retrieval.hybrid import (
     versus_bm25,
 )
 from retrieval.metrics import METRICS, TOP_K, DimResult, format_table
-from retrieval.rerank import CrossEncoder, Fused, chosen_weights, evaluate_reranked, saved_problem, saved_weight
+from retrieval.rerank import (
+    Fused,
+    Reranker,
+    chosen_weights,
+    evaluate_reranked,
+    load_reranker,
+    saved_problem,
+    saved_weight,
+)
 from retrieval.settings import LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
 
@@ -246,12 +254,12 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
     return data, encoder, baseline, dims
 
 
-def load_reranker(args: argparse.Namespace) -> CrossEncoder | None:
+def checked_reranker(args: argparse.Namespace) -> Reranker | None:
     """The --rerank cross-encoder (checked by checked_args), loaded before anything is encoded."""
     if args.rerank is None:
         return None
     try:
-        reranker = CrossEncoder.load(args.rerank, device="cpu")  # to the device after the encoding
+        reranker = load_reranker(args.rerank, device="cpu")  # to the device after the encoding
     except (OSError, ValueError) as err:
         sys.exit(f"error: --rerank {args.rerank}: {err}")
     trained_on = (reranker.settings.get("data_path"), reranker.settings.get("split"))
@@ -280,7 +288,7 @@ def scored_report(
     embeddings: tuple,
     base_embeddings: tuple | None,
     weight_on: tuple[IRDataset, np.ndarray] | None = None,
-    reranker: CrossEncoder | None = None,
+    reranker: Reranker | None = None,
 ) -> dict:
     """Score, print and return the report: metrics per dim, the metadata, the paired comparison with
     --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds)."""
@@ -335,7 +343,7 @@ def lexical_report(
     query_emb,
     corpus_emb,
     weight_on: tuple[IRDataset, np.ndarray] | None,
-    reranker: CrossEncoder | None = None,
+    reranker: Reranker | None = None,
 ) -> dict:
     """BM25 alone and fused with the model at every dim, printed, and each against BM25 paired; with
     a re-ranker, the fused ranking re-ranked too, against BM25 and against the fusion.
@@ -369,7 +377,7 @@ def lexical_report(
 
 
 def rerank_weights(
-    args: argparse.Namespace, reranker: CrossEncoder, fused: Fused, other: Fused | None, depth: int
+    args: argparse.Namespace, reranker: Reranker, fused: Fused, other: Fused | None, depth: int
 ) -> tuple[dict[int, float], str]:
     """The cross-encoder's weight per dim and where it came from: --rerank-weight; else the weight
     train_reranker.py chose on its held-out questions (when it applies: same depth, min-max fusion);
@@ -384,7 +392,7 @@ def rerank_weights(
 
 
 def reranked_report(
-    args: argparse.Namespace, hybrid: HybridResults, fused: Fused, reranker: CrossEncoder, other: Fused | None
+    args: argparse.Namespace, hybrid: HybridResults, fused: Fused, reranker: Reranker, other: Fused | None
 ) -> dict:
     """Each dim's fused ranking re-ranked by `reranker`, printed, and paired against BM25 and the fusion."""
     depth = args.rerank_depth or reranker.depth
@@ -413,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data, encoder, baseline, dims = load_inputs(args)
-    reranker = load_reranker(args)
+    reranker = checked_reranker(args)
     other = weight_split(args, data)
     device = start_processes()
     show_progress = is_main_process()

@@ -46,7 +46,7 @@ from retrieval.frontier import attach_frontier
 from retrieval.hybrid import attach_fused_frontier, attach_hybrid, format_hybrid, lexical_index
 from retrieval.lexical import LexicalIndex, LexicalPrior
 from retrieval.metrics import DimResult, format_table
-from retrieval.rerank import CrossEncoder, Fused, attach_reranked
+from retrieval.rerank import Fused, Reranker, attach_reranked, load_reranker
 from training.checkpoint import (
     RunState,
     find_checkpoint,
@@ -215,7 +215,7 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
         print(f"\n{label}, against BM25 and fused with it:\n{format_hybrid(hybrid, results)}", flush=True)
         if config.eval.rerank:
             if r.reranker is None:  # loaded once, on the main process
-                r.reranker = CrossEncoder.load(config.eval.rerank)
+                r.reranker = load_reranker(config.eval.rerank)
             fused = Fused(data, hybrid.candidates, hybrid.weights, config.lexical.fusion_norm)
             reranked, weights, source = attach_reranked(results, fused, r.reranker)
             table = {f"{dim} (w {weights[dim]:.2f})": x.metrics for dim, x in reranked.items()}
@@ -255,7 +255,7 @@ class Run:
     out: Path
     hooks: Hooks
     lexical: LexicalIndex | None = None  # BM25 over the eval corpus, built at the first evaluation
-    reranker: CrossEncoder | None = None  # eval.rerank's cross-encoder, loaded at the first evaluation
+    reranker: Reranker | None = None  # eval.rerank's cross-encoder, loaded at the first evaluation
     prior: LexicalPrior | None = None  # BM25 over the table's passages (loss.lexical_scale > 0)
     teacher: Teacher | None = None  # loss.distill > 0: the base model fused with BM25, or a re-ranker
     environment: dict = field(default_factory=dict)  # checked on resume (checkpoint.run_environment)
@@ -524,9 +524,7 @@ def set_up(
 
 def reranker_teacher(config: Config, table: TrainTable, device: torch.device, show_progress: bool) -> RerankerTeacher:
     """loss.distill_reranker's logits of every training row's own candidates, scored once here."""
-    from retrieval.rerank import CrossEncoder
-
-    ce = CrossEncoder.load(config.loss.distill_reranker, device=str(device))
+    ce = load_reranker(config.loss.distill_reranker, device=str(device))
     logger.info("distillation teacher: re-ranker %s scoring each row's own candidates", config.loss.distill_reranker)
     teacher = RerankerTeacher.from_reranker(ce, table, config.eval.batch_size, "teacher" if show_progress else None)
     del ce  # its weights are not needed again: the logits are kept

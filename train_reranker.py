@@ -9,11 +9,17 @@ drawn from the question's top --pool of --first-stage fused with BM25 (its dense
 questions (default 0.1, seeded) are kept out of training: the weight of the cross-encoder against
 the fused score is chosen on them and saved with the model, and evaluate.py --rerank uses it.
 Train it on a split you do not evaluate on: evaluate.py scores it on another.
+
+--members N trains N re-rankers from the seeds --seed, --seed + 1, ... (N times the training) and
+saves them as one ensemble (a pair's logit is their mean), its weight chosen on the same held-out
+questions. Each member is saved beside --out as it finishes (`<out>.member-<seed>`), and moved into
+the ensemble at the end; a run started again with the same flags keeps the members already there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -26,20 +32,22 @@ import torch
 from common.files import output_problem
 from data import DataError, IRDataset, data_path, load_ir, question_subset
 from model import PACKAGED_MINILM, Encoder, ModelConfig, resolve_model_dir
-from retrieval.evaluation import encode_ir
 from retrieval.fusion import best_weight, convex, ranked
-from retrieval.hybrid import candidates_by_dim, choose_weight, lexical_index
 from retrieval.metrics import TOP_K
 from retrieval.rerank import (
     DEPTH,
+    SETTINGS_FILE,
     CrossEncoder,
+    Ensemble,
     Fused,
+    Reranker,
     cached_scorer,
     one_standard_error_weight,
+    save_ensemble,
+    saved_problem,
     weight_curve,
 )
-from retrieval.settings import LexicalConfig
-from training.reranker import RerankTraining, train_cross_encoder, training_groups
+from training.reranker import RerankTraining, first_stage, held_out, train_cross_encoder, training_groups
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=192, help="tokens of question + passage (default 192)")
     parser.add_argument("--depth", type=int, default=DEPTH, help=f"the fused top it re-ranks (default {DEPTH})")
     parser.add_argument("--batch-size", type=int, default=64, help="encoding batch of the first stage")
+    parser.add_argument(
+        "--members", type=int, default=1, help="re-rankers from seeds --seed, --seed + 1, ... averaged (default 1)"
+    )
     parser.add_argument("--holdout-seed", type=int, default=0, help="which questions are held out (default 0)")
     parser.add_argument(
         "--holdout",
@@ -72,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def checked_args(argv: list[str] | None) -> argparse.Namespace:
     """The parsed flags; a bad one exits with one error line before anything is loaded."""
     args = parse_args(argv)
-    positive = ("pool", "negatives", "max_length", "depth", "batch_size", "epochs", "batch", "chunk")
+    positive = ("pool", "negatives", "max_length", "depth", "batch_size", "epochs", "batch", "chunk", "members")
     problems = [
         f"--{n.replace('_', '-')} {getattr(args, n)}: must be at least 1" for n in positive if getattr(args, n) < 1
     ]
@@ -88,31 +99,15 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         problems.append(f"--out {args.out}: exists; give a new directory (a re-ranker is never overwritten)")
     elif problem := output_problem(args.out.parent, directory=True):  # written beside, then moved into place
         problems.append(f"--out {args.out}: {problem}")
+    for member in member_paths(args) if args.members > 1 else []:
+        if member.exists() and (problem := saved_problem(member)):
+            problems.append(f"{member}: a member left by an interrupted run ({problem}); delete it")
     if problems:
         sys.exit(f"error: {problems[0]}")
     return args
 
 
-def first_stage(args: argparse.Namespace, data: IRDataset, encoder: Encoder, trained_on: np.ndarray) -> Fused:
-    """Each question's candidates under --first-stage and BM25 at the model's full size, and the
-    dense weight of their fusion, chosen on the questions trained on (it draws their negatives and
-    ranks the held-out questions the mixing weight is chosen on)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    query_emb, corpus_emb, _ = encode_ir(encoder.to(device), data, args.batch_size, True)
-    full = corpus_emb.shape[1]
-    c = candidates_by_dim(query_emb, corpus_emb, data, [full], lexical_index(data, LexicalConfig()))[0][full]
-    weight = choose_weight(c.take(trained_on), question_subset(data, trained_on, "trained on"), "minmax")
-    return Fused(data, {full: c}, {full: weight})
-
-
-def held_out(n_questions: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(trained on, held out): question rows, a seeded `fraction` held out (at least one when > 0)."""
-    order = np.random.default_rng(seed).permutation(n_questions)
-    n_held = max(1, round(fraction * n_questions)) if fraction > 0 else 0
-    return np.sort(order[n_held:]), np.sort(order[:n_held])
-
-
-def mixing_weight(ce: CrossEncoder, held: Fused, depth: int) -> dict:
+def mixing_weight(ce: Reranker, held: Fused, depth: int) -> dict:
     """The cross-encoder weight chosen on the held-out questions by the one-standard-error rule, the
     weight with the best mean there, the mean NDCG@10 at every weight of the grid (the curve; weight
     0 is the fusion alone), and the fusion's and the re-ranked + fused NDCG@10 at the chosen weight
@@ -120,6 +115,11 @@ def mixing_weight(ce: CrossEncoder, held: Fused, depth: int) -> dict:
     ((dim, c),) = held.candidates.items()
     curve = weight_curve(c, held.weights[dim], held.norm, cached_scorer(ce, held.data), held.data, depth)
     weight = one_standard_error_weight(curve)
+    print(
+        f"on {len(held.data.query_ids)} held-out questions: fused NDCG@10 {curve[0.0].mean():.4f}, re-ranked + "
+        f"fused {curve[weight].mean():.4f} at cross-encoder weight {weight} (chosen there, one-standard-error "
+        f"rule; the best there: {best_weight(curve)}; evaluate.py uses the chosen one)"
+    )
     return {
         "weight": weight,
         "rule": "one standard error",
@@ -130,6 +130,11 @@ def mixing_weight(ce: CrossEncoder, held: Fused, depth: int) -> dict:
         "reranked": float(curve[weight].mean()),
         "curve": {f"{w:g}": round(float(v.mean()), 6) for w, v in curve.items()},
     }
+
+
+def member_paths(args: argparse.Namespace) -> list[Path]:
+    """Where each member of --members is saved until the ensemble is: beside --out, by seed."""
+    return [args.out.with_name(f"{args.out.name}.member-{args.seed + i}") for i in range(args.members)]
 
 
 def load_models(args: argparse.Namespace) -> tuple[IRDataset, Encoder, CrossEncoder]:
@@ -155,31 +160,46 @@ def save(ce: CrossEncoder, out: Path, settings: dict, first: bool) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Train and save the re-ranker; returns the settings saved in its reranker.json."""
-    args = checked_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    data, encoder, ce = load_models(args)
-    trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
-    if len(trained_on) == 0:
-        sys.exit(f"error: --holdout {args.holdout}: holds out all {len(data.query_ids)} questions of {data.name}")
-    fused = first_stage(args, data, encoder, trained_on)
+def train_member(
+    args: argparse.Namespace,
+    ce: CrossEncoder,
+    data: IRDataset,
+    fused: Fused,
+    trained_on: np.ndarray,
+    held: Fused | None,
+    seed: int,
+    out: Path,
+) -> CrossEncoder:
+    """`ce` trained from `seed` on groups of the questions `trained_on`, saved to `out` (its weight
+    chosen on `held`, when there are held-out questions, and saved again with it)."""
     ((full, c),) = fused.candidates.items()  # one dim: the first stage's full size
     fusion_weight = fused.weights[full]
     rows = ranked(c.take(trained_on), convex(c.take(trained_on), fusion_weight), args.pool)[1]  # (Q, pool)
-    settings = RerankTraining(**{f.name: getattr(args, f.name) for f in fields(RerankTraining)})
+    settings = RerankTraining(**{**{f.name: getattr(args, f.name) for f in fields(RerankTraining)}, "seed": seed})
     groups = training_groups(question_subset(data, trained_on, "trained on"), rows, args.negatives, settings.seed)
     if not groups:
         sys.exit(f"error: --data {args.data} --split {args.split}: no question has a passage to draw a negative from")
     print(
-        f"{len(groups)} groups from {len(trained_on)} questions of {data.name} ({len(held)} held out); negatives "
-        f"from the top {args.pool} of {args.first_stage} + BM25 (dense weight {fusion_weight}): "
-        f"{sum(len(g[2]) for g in groups)}"
+        f"{len(groups)} groups from {len(trained_on)} questions of {data.name} "
+        f"({len(data.query_ids) - len(trained_on)} held out); negatives from the top {args.pool} of "
+        f"{args.first_stage} + BM25 (dense weight {fusion_weight}): {sum(len(g[2]) for g in groups)}; seed {seed}"
     )
     ce.to("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(settings.seed)  # dropout
     trained = train_cross_encoder(ce, groups, settings, show_progress=True)
-    saved = {
+    saved = {**expected_settings(args, data, fusion_weight, seed), "groups": len(groups), "trained": trained}
+    out = save(ce, out, saved, first=True)  # what the training produced, before anything that can still fail
+    if held is not None:
+        saved["held_out"] = mixing_weight(ce, held, args.depth)
+        save(ce, out, saved, first=False)
+    print(f"re-ranker saved to {out}: {trained['steps']} steps in {trained['seconds']:.0f} s")
+    return ce
+
+
+def expected_settings(args: argparse.Namespace, data: IRDataset, fusion_weight: float, seed: int) -> dict:
+    """What a re-ranker trained by these flags from `seed` saves about how it was made."""
+    settings = RerankTraining(**{**{f.name: getattr(args, f.name) for f in fields(RerankTraining)}, "seed": seed})
+    return {
         "depth": args.depth,
         "init": args.init,
         "data": data.name,
@@ -189,22 +209,74 @@ def main(argv: list[str] | None = None) -> dict:
         "first_stage_weight": fusion_weight,
         "pool": args.pool,
         "negatives": args.negatives,
-        "groups": len(groups),
         "training": asdict(settings),
-        "trained": trained,
+        "max_length": args.max_length,
     }
-    out = save(ce, args.out, saved, first=True)  # what the training produced, before anything that can still fail
+
+
+def kept_member(
+    args: argparse.Namespace, path: Path, data: IRDataset, fusion_weight: float, seed: int, held: Fused | None
+) -> CrossEncoder | None:
+    """The member an earlier run of the same flags saved at `path`, if there is one (None if not);
+    exits with one line if what is there was made otherwise."""
+    if not path.exists():
+        return None
+    ce = CrossEncoder.load(path)
+    wanted = expected_settings(args, data, fusion_weight, seed)
+    differ = [key for key in wanted if ce.settings.get(key) != wanted[key]]
+    if held is not None and (ce.settings.get("held_out") or {}).get("fused") != held_out_fused(held, args.depth):
+        differ.append("held_out (other held-out questions)")
+    if differ:
+        sys.exit(f"error: {path}: a re-ranker made otherwise ({', '.join(differ)}); delete it or give another --out")
+    print(f"member {path}: kept (an earlier run's, the same flags and seed {seed})")
+    return ce
+
+
+def held_out_fused(held: Fused, depth: int) -> float:
+    """The held-out questions' fused NDCG@10, as mixing_weight saves it (`fused`: weight 0)."""
+    ((dim, c),) = held.candidates.items()
+    zero = lambda rows: np.zeros(rows.shape)  # noqa: E731  (weight 0 does not read the cross-encoder)
+    return float(weight_curve(c, held.weights[dim], held.norm, zero, held.data, depth)[0.0].mean())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train and save the re-ranker (or the ensemble); returns the settings saved in its reranker.json."""
+    args = checked_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data, encoder, ce = load_models(args)
+    trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
+    if len(trained_on) == 0:
+        sys.exit(f"error: --holdout {args.holdout}: holds out all {len(data.query_ids)} questions of {data.name}")
+    fused = first_stage(data, encoder, trained_on, args.batch_size)
+    ((full, c),) = fused.candidates.items()
+    fusion_weight = fused.weights[full]
+    held_fused = None
     if len(held):
         held_fused = Fused(question_subset(data, held, "held out"), {full: c.take(held)}, {full: fusion_weight})
-        saved["held_out"] = found = mixing_weight(ce, held_fused, args.depth)
-        print(
-            f"on {found['questions']} held-out questions: fused NDCG@10 {found['fused']:.4f}, re-ranked + fused "
-            f"{found['reranked']:.4f} at cross-encoder weight {found['weight']} (chosen there, one-standard-error "
-            f"rule; the best there: {found['best_weight']}; evaluate.py uses the chosen one)"
-        )
-        save(ce, out, saved, first=False)
-    print(f"re-ranker saved to {out}: {trained['steps']} steps in {trained['seconds']:.0f} s")
-    return ce.settings
+    if args.members == 1:
+        return train_member(args, ce, data, fused, trained_on, held_fused, args.seed, args.out).settings
+    paths, members = member_paths(args), []
+    for i, path in enumerate(paths):
+        seed = args.seed + i
+        member = kept_member(args, path, data, fusion_weight, seed, held_fused)
+        if member is None:
+            if i > 0:
+                torch.manual_seed(seed)  # the fresh head's weights, as a run with --seed SEED draws them
+                ce = CrossEncoder(resolve_model_dir(args.init), args.max_length, device="cpu")
+            member = train_member(args, ce, data, fused, trained_on, held_fused, seed, path)
+        members.append(member)
+    saved = {
+        **expected_settings(args, data, fusion_weight, args.seed),
+        "seeds": [args.seed + i for i in range(args.members)],
+    }
+    each = [member.settings["trained"] for member in members]
+    saved["trained"] = {key: sum(t[key] for t in each) for key in ("steps", "seconds", "pairs")} | {"members": each}
+    ensemble = Ensemble(members)
+    if held_fused is not None:
+        saved["held_out"] = mixing_weight(ensemble, held_fused, args.depth)
+    out = save_ensemble(paths, args.out, saved)
+    print(f"ensemble of {args.members} re-rankers saved to {out}")
+    return json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

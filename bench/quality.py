@@ -5,7 +5,8 @@
     python -m bench.quality --report-only                     # the table from what exists
 
 The rows (ROWS below, in order): BM25 alone; a cross-encoder re-ranker (`train_reranker.py` on the
-train split, one seed: no line of its own); the packaged model untouched; sentence-transformers'
+train split, one seed: no line of its own; `--reranker-args "--members 2"` makes it an ensemble of
+two seeds); the packaged model untouched; sentence-transformers'
 trainer with our recipe's settings (one seed: a fair peer); and ours, CONFIG as it is (two seeds).
 Every model row is scored alone and fused with BM25 (the convex combination of per-query min-max
 normalised scores, `retrieval/hybrid.py`), the dense weight chosen per dim by two-fold
@@ -358,9 +359,9 @@ class Scorer:
         self.reranker_note: dict = {}  # where it is, its depth and the weight it saved (each re-ranked row keeps it)
 
     def load_reranker(self, where: Path) -> None:
-        from retrieval.rerank import CrossEncoder, saved_weight
+        from retrieval.rerank import load_reranker, saved_weight
 
-        ce = CrossEncoder.load(where)
+        ce = load_reranker(where)
         saved = saved_weight(ce, ce.depth, "minmax")
         if saved is None:
             raise SystemExit(f"re-ranker {where}: no weight chosen on held-out questions (train it with --holdout > 0)")

@@ -10,6 +10,11 @@ A re-ranker directory is transformers' sequence classifier with one label (what
 `sentence_transformers.CrossEncoder(path)` loads too), its tokenizer, `reranker.json` (the
 max length and depth it was trained for, how it was trained) and the project's manifest
 (`complete.json`, written last), moved into place whole.
+
+An ensemble directory (`train_reranker.py --members N`) holds N such re-rankers, each trained from
+another seed (`member-<seed>/`, each loadable alone), and its own `reranker.json` (`members`: their
+folder names; the weight chosen for the ensemble) and manifest over every file. A pair's logit is
+the mean of the members' logits. `load_reranker` reads either kind.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, norma
 from retrieval.metrics import TOP_K, DimResult, score_ranking
 
 SETTINGS_FILE = "reranker.json"
+MEMBERS = "members"  # an ensemble's reranker.json: its members' folder names
 DEPTH = 20  # the fused top a re-ranker orders, unless its reranker.json or the caller says otherwise
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # (Q, depth) corpus rows (-1 padding) -> (Q, depth) logits
@@ -63,12 +69,15 @@ class CrossEncoder:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> CrossEncoder:
-        """A re-ranker this project saved; ValueError naming what is wrong with `path` otherwise."""
+        """One re-ranker this project saved; ValueError naming what is wrong with `path` otherwise
+        (an ensemble too: `load_reranker` reads both)."""
         path = Path(path)
         problem = saved_problem(path)
         if problem:
             raise ValueError(f"re-ranker {path}: {problem}")
         settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
+        if MEMBERS in settings:
+            raise ValueError(f"re-ranker {path}: an ensemble of {len(settings[MEMBERS])}; not one model")
         return cls(path, int(settings["max_length"]), settings, device)
 
     @property
@@ -130,6 +139,89 @@ class CrossEncoder:
         return replace_directory(tmp, path)
 
 
+class Ensemble:
+    """Several re-rankers read as one: a pair's logit is the mean of its members' logits (each
+    member a CrossEncoder trained from another seed). What a re-ranker offers the evaluation:
+    `score`, `settings`, `depth`, `logit_cache`, `to`, `device`."""
+
+    depth = CrossEncoder.depth
+
+    def __init__(self, members: list[CrossEncoder], settings: dict | None = None):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = members
+        self.settings = settings or {}
+        self.logit_cache: dict[tuple[str, str], float] = {}  # the mean logits, see cached_scorer
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    def to(self, device: str | torch.device) -> Ensemble:
+        for member in self.members:
+            member.to(device)
+        return self
+
+    def score(self, pairs: list[tuple[str, str]], batch_size: int = 64, progress: str | None = None) -> np.ndarray:
+        """(len(pairs),) the members' mean logit of each pair (float32); a pair a member has already
+        scored (its `logit_cache`) is not scored again."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        total = np.zeros(len(pairs), dtype=np.float64)
+        for i, member in enumerate(self.members):
+            cache = member.logit_cache
+            wanted = sorted(set(pairs) - cache.keys())
+            name = None if progress is None or not wanted else f"{progress} {i + 1}/{len(self.members)}"
+            cache.update(zip(wanted, member.score(wanted, batch_size, name).tolist()))
+            total += [cache[pair] for pair in pairs]
+        return (total / len(self.members)).astype(np.float32)
+
+
+Reranker = CrossEncoder | Ensemble  # what the evaluation re-ranks with
+
+
+def load_reranker(path: str | Path, device: str | None = None) -> Reranker:
+    """A re-ranker or an ensemble of re-rankers this project saved; ValueError naming what is
+    wrong with `path` otherwise."""
+    path = Path(path)
+    problem = saved_problem(path)
+    if problem:
+        raise ValueError(f"re-ranker {path}: {problem}")
+    settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
+    if MEMBERS not in settings:
+        return CrossEncoder(path, int(settings["max_length"]), settings, device)
+    return Ensemble([CrossEncoder.load(path / name, device) for name in settings[MEMBERS]], settings)
+
+
+def save_ensemble(members: list[Path], out: Path, settings: dict) -> Path:
+    """The complete re-rankers `members` moved into a new ensemble directory `out` (each keeps its
+    folder name), with `settings` (plus their names and max length) and the manifest written last,
+    then moved into place whole. Fails, moving nothing, if `out` exists."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; an ensemble is never written over a directory")
+    for member in members:
+        if problem := saved_problem(member):
+            raise ValueError(f"member {member}: {problem}")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for member in members:
+            moved.append((member, Path(shutil.move(str(member), str(tmp / member.name)))))
+        first = json.loads((tmp / members[0].name / SETTINGS_FILE).read_text(encoding="utf-8"))
+        settings = {**settings, MEMBERS: [m.name for m in members], "max_length": first["max_length"]}
+        write_atomic(tmp / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
+        write_manifest(tmp)
+        return replace_directory(tmp, out)
+    except BaseException:
+        for member, now in reversed(moved):  # the members back where they were: nothing lost
+            shutil.move(str(now), str(member))
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def saved_problem(path: Path) -> str | None:
     """None when `path` holds a complete re-ranker this project saved, else why not."""
     if not path.is_dir():
@@ -143,13 +235,21 @@ def saved_problem(path: Path) -> str | None:
     try:
         settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
         int(settings["max_length"])
+        members = settings.get(MEMBERS, [])
+        if not isinstance(members, list) or not all(isinstance(name, str) for name in members):
+            raise TypeError(f"{MEMBERS} is not a list of folder names")
     except (ValueError, KeyError, TypeError) as err:
         return f"{SETTINGS_FILE} is unreadable ({err!r})"
+    for name in members:
+        if Path(name).name != name or name in ("", ".", ".."):
+            return f"{SETTINGS_FILE} names the member {name!r}, not a folder inside it"
+        if problem := saved_problem(path / name):
+            return f"member {name}: {problem}"
     return None
 
 
 def cached_scorer(
-    ce: CrossEncoder, data: IRDataset, batch_size: int = 64, progress: str | None = "cross-encoder"
+    ce: Reranker, data: IRDataset, batch_size: int = 64, progress: str | None = "cross-encoder"
 ) -> Scorer:
     """rows (Q, depth) of `data`'s questions -> (Q, depth) logits (0 at padding). Each (question,
     passage) text pair is scored once however many rankings (dims, weights, splits) and scorers ask
@@ -249,7 +349,7 @@ class Fused:
     norm: str = "minmax"
 
 
-def saved_weight(ce: CrossEncoder, depth: int, norm: str) -> tuple[float, str] | None:
+def saved_weight(ce: Reranker, depth: int, norm: str) -> tuple[float, str] | None:
     """The weight train_reranker.py chose on its held-out questions, and where, if it applies here:
     the same depth and the min-max fusion it was chosen with; else None."""
     held = ce.settings.get("held_out")
@@ -259,7 +359,7 @@ def saved_weight(ce: CrossEncoder, depth: int, norm: str) -> tuple[float, str] |
     return float(held["weight"]), f"chosen on {held['weight_from']} with {first_stage} + BM25 when it was trained"
 
 
-def chosen_weights(ce: CrossEncoder, on: Fused, depth: int) -> dict[int, float]:
+def chosen_weights(ce: Reranker, on: Fused, depth: int) -> dict[int, float]:
     """The cross-encoder weight per dim chosen on the split of `on` (`choose_rerank_weight`)."""
     scorer = cached_scorer(ce, on.data)
     return {
@@ -268,7 +368,7 @@ def chosen_weights(ce: CrossEncoder, on: Fused, depth: int) -> dict[int, float]:
     }
 
 
-def evaluate_reranked(ce: CrossEncoder, fused: Fused, depth: int, weights: dict[int, float]) -> dict[int, DimResult]:
+def evaluate_reranked(ce: Reranker, fused: Fused, depth: int, weights: dict[int, float]) -> dict[int, DimResult]:
     """Each dim's fused ranking re-ranked over its top `depth` at that dim's cross-encoder weight."""
     scorer = cached_scorer(ce, fused.data)
     return {
@@ -278,7 +378,7 @@ def evaluate_reranked(ce: CrossEncoder, fused: Fused, depth: int, weights: dict[
 
 
 def attach_reranked(
-    results: dict[int, DimResult], fused: Fused, ce: CrossEncoder
+    results: dict[int, DimResult], fused: Fused, ce: Reranker
 ) -> tuple[dict[int, DimResult], dict[int, float], str]:
     """Each dim's `fused["reranked"]` and `rerank_weight`: the fusion re-ranked over the re-ranker's
     depth, at the weight it saved (chosen on its held-out questions), else one chosen on these

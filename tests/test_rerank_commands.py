@@ -96,6 +96,18 @@ def _fused_rows(model, data):
     return ir, hybrid, ranked(c, convex(c, hybrid.weights[32]), TOP_K)
 
 
+def reordered_score(ir, rows, logits):
+    """The fused ranking `rows` (Q, 100) with its top logits.shape[1] ordered by `logits`
+    descending (ties: the fused order), scored."""
+    depth = logits.shape[1]
+    order = np.argsort(-logits, axis=1, kind="stable")
+    expected_rows = np.concatenate([np.take_along_axis(rows[:, :depth], order, 1), rows[:, depth:]], 1)
+    qrels = [ir.qrels[qid] for qid in ir.query_ids]
+    return score_ranking(
+        np.where(expected_rows >= 0, -np.arange(TOP_K, dtype=float), -np.inf), expected_rows, ir, qrels
+    )
+
+
 def test_evaluate_reranks_the_fusion(trained, tmp_path):
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
@@ -112,12 +124,7 @@ def test_evaluate_reranks_the_fusion(trained, tmp_path):
     logits = np.array(
         [theirs.predict([(ir.query_texts[q], ir.corpus_texts[r]) for r in line[:5]]) for q, line in enumerate(rows)]
     )
-    order = np.argsort(-logits, axis=1, kind="stable")  # (Q, 5): sentence-transformers' order of the top 5
-    expected_rows = np.concatenate([np.take_along_axis(rows[:, :5], order, 1), rows[:, 5:]], 1)
-    qrels = [ir.qrels[qid] for qid in ir.query_ids]
-    expected = score_ranking(
-        np.where(expected_rows >= 0, -np.arange(TOP_K, dtype=float), -np.inf), expected_rows, ir, qrels
-    )
+    expected = reordered_score(ir, rows, logits)  # sentence-transformers' order of the top 5
     assert alone["32"]["ndcg@10"] == pytest.approx(expected.metrics["ndcg@10"], abs=1e-12)
     assert alone["32"]["recall@100"] == pytest.approx(expected.metrics["recall@100"], abs=1e-12)
     assert alone["32"] != unchanged["reranked"]["32"]  # the order did change

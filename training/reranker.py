@@ -19,9 +19,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data import IRDataset
+from data import IRDataset, question_subset
 from losses import listwise_rerank_loss
-from retrieval.rerank import CrossEncoder
+from model import Encoder
+from retrieval.evaluation import encode_ir
+from retrieval.hybrid import candidates_by_dim, choose_weight, lexical_index
+from retrieval.rerank import CrossEncoder, Fused
+from retrieval.settings import LexicalConfig
 from training.schedule import lr_at
 
 Group = tuple[str, str, list[str]]  # (question, positive passage, negative passages)
@@ -37,6 +41,25 @@ class RerankTraining:
     lr: float = 4e-5
     warmup: float = 0.1  # of the steps
     seed: int = 0  # the groups' order and negatives, the fresh head, dropout
+
+
+def held_out(n_questions: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(trained on, held out): question rows, a seeded `fraction` held out (at least one when > 0)."""
+    order = np.random.default_rng(seed).permutation(n_questions)
+    n_held = max(1, round(fraction * n_questions)) if fraction > 0 else 0
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def first_stage(data: IRDataset, encoder: Encoder, trained_on: np.ndarray, batch_size: int) -> Fused:
+    """Each question's candidates under the dense `encoder` and BM25 at the model's full size, and
+    the dense weight of their fusion, chosen on the questions `trained_on` (it draws their negatives
+    and ranks the held-out questions the mixing weight is chosen on)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    query_emb, corpus_emb, _ = encode_ir(encoder.to(device), data, batch_size, True)
+    full = corpus_emb.shape[1]
+    c = candidates_by_dim(query_emb, corpus_emb, data, [full], lexical_index(data, LexicalConfig()))[0][full]
+    weight = choose_weight(c.take(trained_on), question_subset(data, trained_on, "trained on"), "minmax")
+    return Fused(data, {full: c}, {full: weight})
 
 
 def training_groups(data: IRDataset, ranking_rows: np.ndarray, negatives: int, seed: int) -> list[Group]:

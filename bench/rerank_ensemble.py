@@ -1,0 +1,103 @@
+"""Re-rankers alone and averaged, on the held-out questions they share: no dev question is read.
+
+    python -m bench.rerank_ensemble --data ../shared/data/obliqa --rerankers A,B,C,D --ensembles A+B,C+D,A+B+C+D
+
+Each re-ranker train_reranker.py saved with the same --data, --split, --holdout and --holdout-seed
+holds out the same questions; they are ranked as it ranked them (its first stage fused with BM25,
+the dense weight chosen on the questions trained on). For each re-ranker and each ensemble
+(`retrieval.rerank.Ensemble`: the members' mean logit), the held-out NDCG@10 at every cross-encoder
+weight of the grid and at the one the one-standard-error rule takes; then each ensemble paired with
+each of its members at their own rule's weights (bootstrap interval, randomization p). --out keeps
+every question's NDCG@10 at every weight as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.quality import change
+from data import load_ir, question_subset
+from model import Encoder, ModelConfig
+from retrieval.rerank import CrossEncoder, Ensemble, cached_scorer, one_standard_error_weight, weight_curve
+from training.reranker import first_stage, held_out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="the BEIR directory the re-rankers were trained on")
+    parser.add_argument("--rerankers", required=True, type=lambda s: s.split(","), help="saved re-rankers, A,B,...")
+    parser.add_argument("--ensembles", default="", help="e.g. A+B,A+B+C: members by their place in --rerankers")
+    parser.add_argument("--out", type=Path, help="every question's NDCG@10 at every weight, as JSON")
+    parser.add_argument("--holdout", type=float, default=0.1, help="train_reranker.py's --holdout (default 0.1)")
+    parser.add_argument("--holdout-seed", type=int, default=0, help="train_reranker.py's --holdout-seed (default 0)")
+    parser.add_argument("--resamples", type=int, default=10000)
+    return parser.parse_args(argv)
+
+
+def shared_settings(rerankers: list[CrossEncoder]) -> dict:
+    """What the re-rankers must share for their held-out questions to be the same; exits otherwise."""
+    keys = ("data_path", "split", "first_stage", "depth")
+    first = {key: rerankers[0].settings.get(key) for key in keys}
+    for ce in rerankers:
+        held = ce.settings.get("held_out")
+        if {key: ce.settings.get(key) for key in keys} != first or not held:
+            sys.exit(f"error: the re-rankers differ in {keys} or hold out no questions: they cannot be paired")
+        if held["fused"] != rerankers[0].settings["held_out"]["fused"]:
+            sys.exit("error: the re-rankers held out other questions (their held-out fused NDCG@10 differs)")
+    return first
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    rerankers = [CrossEncoder.load(path, device="cpu") for path in args.rerankers]
+    names = [chr(ord("A") + i) for i in range(len(rerankers))]
+    ensembles = [part.split("+") for part in args.ensembles.split(",") if part]
+    if any(m not in names for members in ensembles for m in members):
+        sys.exit(f"error: --ensembles {args.ensembles}: members are {', '.join(names)}")
+    shared = shared_settings(rerankers)
+    data = load_ir(args.data, shared["split"])
+    trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
+    if len(held) != (saved := rerankers[0].settings["held_out"]["questions"]):
+        sys.exit(f"error: the re-rankers held out {saved} questions, not {len(held)}: check --holdout")
+    encoder = Encoder.from_config(ModelConfig(shared["first_stage"]), "auto")
+    fused = first_stage(data, encoder, trained_on, 64)
+    ((full, c),) = fused.candidates.items()
+    held_data = question_subset(data, held, "held out")
+    by_name = dict(zip(names, rerankers))
+    judges = {f"{n} {path}": ce for n, path, ce in zip(names, args.rerankers, rerankers)}
+    judges |= {"+".join(m): Ensemble([by_name[n] for n in m]) for m in ensembles}
+    curves, chosen = {}, {}
+    for label, judge in judges.items():
+        scorer = cached_scorer(judge, held_data)
+        curves[label] = weight_curve(c.take(held), fused.weights[full], "minmax", scorer, held_data, shared["depth"])
+        chosen[label] = one_standard_error_weight(curves[label])
+        line = " ".join(f"{w:g} {v.mean():.4f}" for w, v in curves[label].items())
+        print(
+            f"{label}: the rule's weight {chosen[label]:g}, NDCG@10 {curves[label][chosen[label]].mean():.4f}; {line}"
+        )
+    pairs = {}
+    for members in ensembles:
+        ensemble = "+".join(members)
+        mine = curves[ensemble][chosen[ensemble]]
+        for n in members:
+            label = next(lbl for lbl in judges if lbl.startswith(f"{n} "))
+            diff, lo, hi, p = change(curves[label][chosen[label]], mine, args.resamples)
+            pairs[f"{ensemble} - {n}"] = {"diff": diff, "lo": lo, "hi": hi, "p": p}
+            print(f"{ensemble} - {n}: {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] p={p:.2g}")
+    result = {
+        "questions": len(held),
+        "weights": chosen,
+        "pairs": pairs,
+        "curves": {label: {f"{w:g}": v.tolist() for w, v in curve.items()} for label, curve in curves.items()},
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""train_reranker.py --members: an ensemble of re-rankers from consecutive seeds, each member the
+very model a single run with its seed trains, kept when an earlier run left it; the ensemble's
+logit the mean of its members' as sentence-transformers scores them; evaluate.py --rerank reads it;
+a damaged or foreign member is refused, and a failed save leaves the members where they were."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import evaluate
+import retrieval.rerank as rerank
+import train_reranker
+from common.files import write_manifest
+from data import load_ir
+from retrieval.fusion import WEIGHT_GRID
+from retrieval.rerank import CrossEncoder, Ensemble, load_reranker, save_ensemble, saved_problem
+from tests.helpers import make_tiny_bert, tiny_beir
+from tests.test_rerank_commands import _fused_rows, reordered_score
+
+
+def _tiny_set(root):
+    """A tiny BERT and a tiny BEIR set with 12 train questions beside its 12 dev ones."""
+    model, data = make_tiny_bert(root / "model"), tiny_beir(root / "beir", n_docs=60, n_queries=12)
+    texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    with open(data / "queries.jsonl", "a") as queries:
+        queries.writelines(json.dumps({"_id": f"t{i}", "text": texts[i * 3 + 1][:25]}) + "\n" for i in range(12))
+    (data / "qrels" / "train.tsv").write_text("".join(f"t{i}\tc{i * 3 + 1}\t1\n" for i in range(12)))
+    return model, data
+
+
+def _argv(model, data, out, *extra):
+    flags = f"--data {data} --out {out} --first-stage {model} --init {model} --pool 10 --negatives 3 "
+    return [*(flags + "--max-length 48 --depth 8 --batch 4 --holdout 0.25").split(), *extra]
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    """Single runs with seeds 5 and 6; then --members 2 --seed 5, with seed 5's run left where the
+    ensemble keeps its first member (as an interrupted ensemble run would leave it)."""
+    root = tmp_path_factory.mktemp("ensemble")
+    model, data = _tiny_set(root)
+    singles = {seed: root / f"single{seed}" for seed in (5, 6)}
+    for seed, path in singles.items():
+        train_reranker.main(_argv(model, data, path, "--seed", str(seed)))
+    out = root / "ens"
+    shutil.copytree(singles[5], root / "ens.member-5")
+    settings = train_reranker.main(_argv(model, data, out, "--seed", "5", "--members", "2"))
+    return model, data, out, settings, singles
+
+
+def test_each_member_is_the_single_run_of_its_seed(ensemble, capsys):
+    _, _, out, settings, singles = ensemble
+    assert settings["members"] == ["ens.member-5", "ens.member-6"] and settings["seeds"] == [5, 6]
+    assert not list(out.parent.glob("ens.member-*")) and not list(out.parent.glob(".ens.tmp-*"))
+    for seed, name in zip((5, 6), settings["members"]):
+        ours, single = load_file(out / name / "model.safetensors"), load_file(singles[seed] / "model.safetensors")
+        assert ours.keys() == single.keys() and all(np.array_equal(ours[k], single[k]) for k in ours)
+        member, single = (json.loads((where / "reranker.json").read_text()) for where in (out / name, singles[seed]))
+        member["trained"].pop("seconds"), single["trained"].pop("seconds")  # all else the same
+        assert member == single
+    heads = [load_file(out / name / "model.safetensors")["classifier.weight"] for name in settings["members"]]
+    assert not np.array_equal(*heads)  # two seeds, two models
+    each = [json.loads((singles[s] / "reranker.json").read_text())["trained"] for s in (5, 6)]
+    assert settings["trained"]["steps"] == sum(t["steps"] for t in each)
+    assert [t["pairs"] for t in settings["trained"]["members"]] == [t["pairs"] for t in each]
+    assert settings["training"]["seed"] == 5 and settings["max_length"] == 48 and settings["depth"] == 8
+    held = settings["held_out"]
+    assert held["questions"] == 3 and held["weight"] in WEIGHT_GRID and held["rule"] == "one standard error"
+    assert held["fused"] == json.loads((singles[5] / "reranker.json").read_text())["held_out"]["fused"]
+    assert saved_problem(out) is None and json.loads((out / "reranker.json").read_text()) == settings
+
+
+def test_the_ensembles_logit_is_the_mean_of_its_members_in_sentence_transformers(ensemble):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    _, data, out, settings, singles = ensemble
+    ours = load_reranker(out)
+    assert isinstance(ours, Ensemble) and ours.depth == 8 and len(ours.members) == 2
+    ir = load_ir(data, "dev")
+    pairs = [(ir.query_texts[q], ir.corpus_texts[r]) for q in range(6) for r in range(0, 60, 7)]
+    theirs = np.mean([STCrossEncoder(str(singles[s]), device="cpu").predict(pairs, batch_size=7) for s in (5, 6)], 0)
+    np.testing.assert_allclose(ours.score(pairs[:10], 4), theirs[:10], atol=1e-5)
+    np.testing.assert_allclose(ours.score(pairs, 5), theirs, atol=1e-5)  # the first 10 from the members' caches
+    with pytest.raises(ValueError, match="an ensemble of 2; not one model"):
+        CrossEncoder.load(out)
+
+
+def test_evaluate_reranks_with_the_ensemble(ensemble):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    model, data, out, _, singles = ensemble
+    argv = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank {out}"
+    got = evaluate.main([*argv.split(), "--rerank-weight", "1", "--rerank-depth", "5"])["lexical"]["reranked"]
+    ir, _, (_, rows) = _fused_rows(model, data)
+    members = [STCrossEncoder(str(singles[s]), device="cpu") for s in (5, 6)]
+    logits = np.array(
+        [
+            np.mean([m.predict([(ir.query_texts[q], ir.corpus_texts[r]) for r in line[:5]]) for m in members], 0)
+            for q, line in enumerate(rows)
+        ]
+    )
+    expected = reordered_score(ir, rows, logits)
+    assert got["32"]["ndcg@10"] == pytest.approx(expected.metrics["ndcg@10"], abs=1e-12)
+    assert got["32"]["map@100"] == pytest.approx(expected.metrics["map@100"], abs=1e-12)
+    saved = evaluate.main(argv.split())["lexical"]["reranked"]  # the ensemble's own held-out weight
+    assert saved["32"]["weight"] == json.loads((out / "reranker.json").read_text())["held_out"]["weight"]
+
+
+def test_a_member_made_otherwise_is_refused(ensemble, tmp_path):
+    model, data, _, _, singles = ensemble
+    shutil.copytree(singles[6], tmp_path / "new.member-5")  # seed 6's run where seed 5's belongs
+    with pytest.raises(SystemExit) as stop:
+        train_reranker.main(_argv(model, data, tmp_path / "new", "--seed", "5", "--members", "2"))
+    assert str(stop.value).startswith(f"error: {tmp_path / 'new.member-5'}: a re-ranker made otherwise (training")
+    assert not (tmp_path / "new").exists() and (tmp_path / "new.member-5" / "complete.json").is_file()
+    (tmp_path / "new.member-5" / "complete.json").unlink()  # as an interrupted save leaves it
+    with pytest.raises(SystemExit, match="a member left by an interrupted run"):
+        train_reranker.main(_argv(model, data, tmp_path / "new", "--seed", "5", "--members", "2"))
+
+
+def test_a_damaged_or_strange_member_is_refused(ensemble, tmp_path):
+    _, _, out, settings, _ = ensemble
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / settings["members"][1] / "model.safetensors", "r+b") as weights:
+        weights.seek(-8, 2)
+        weights.write(b"\0" * 8)
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load_reranker(copy)
+    strange = tmp_path / "strange"
+    shutil.copytree(out, strange)
+    for name, problem in (("../copy", "names the member '../copy', not a folder inside it"), (7, "unreadable")):
+        (strange / "reranker.json").write_text(json.dumps({**settings, "members": [name]}))
+        write_manifest(strange)  # a manifest that agrees: only the names are wrong
+        assert problem in saved_problem(strange)
+        with pytest.raises(ValueError, match="re-ranker .*strange"):
+            load_reranker(strange)
+
+
+def test_a_failed_ensemble_save_leaves_the_members_where_they_were(ensemble, tmp_path, monkeypatch):
+    _, _, _, _, singles = ensemble
+    members = [shutil.copytree(singles[s], tmp_path / f"m{s}") for s in (5, 6)]
+    before = [(m / "complete.json").read_bytes() for m in members]
+
+    def broken(directory, **fields):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rerank, "write_manifest", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_ensemble(members, tmp_path / "out", {"depth": 8})
+    assert [(m / "complete.json").read_bytes() for m in members] == before and not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+    monkeypatch.undo()
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError, match="never written over"):
+        save_ensemble(members, tmp_path / "taken", {"depth": 8})
+    assert saved_problem(members[0]) is None and saved_problem(members[1]) is None
+    assert saved_problem(save_ensemble(members, tmp_path / "out", {"depth": 8})) is None
+
+
+def test_the_bench_rebuilds_the_held_out_curves_the_rerankers_saved(ensemble, tmp_path):
+    from bench import rerank_ensemble
+
+    _, data, out, settings, singles = ensemble
+    argv = f"--data {data} --rerankers {singles[5]},{singles[6]} --ensembles A+B --holdout 0.25 --resamples 200"
+    result = rerank_ensemble.main([*argv.split(), "--out", str(tmp_path / "r.json")])
+    saved = {f"A {singles[5]}": singles[5], f"B {singles[6]}": singles[6], "A+B": out}
+    for label, where in saved.items():  # each curve as train_reranker.py saved it, the ensemble's too
+        curve = json.loads((where / "reranker.json").read_text())["held_out"]["curve"]
+        assert {w: round(float(np.mean(v)), 6) for w, v in result["curves"][label].items()} == curve
+        assert result["weights"][label] == json.loads((where / "reranker.json").read_text())["held_out"]["weight"]
+    a, ab = (np.array(result["curves"][k][f"{result['weights'][k]:g}"]) for k in (f"A {singles[5]}", "A+B"))
+    assert result["pairs"]["A+B - A"]["diff"] == pytest.approx(float(np.mean(ab - a)), abs=1e-12)
+    assert json.loads((tmp_path / "r.json").read_text()) == result
+    with pytest.raises(SystemExit, match="held out 3 questions, not 6"):
+        rerank_ensemble.main([*argv.split(), "--holdout", "0.5"])
