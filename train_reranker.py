@@ -19,8 +19,10 @@ the ensemble at the end; a run started again with the same flags keeps the membe
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import asdict, fields
@@ -126,6 +128,7 @@ def mixing_weight(ce: Reranker, held: Fused, depth: int) -> dict:
         "best_weight": best_weight(curve),
         "weight_from": held.data.name,
         "questions": len(held.data.query_ids),
+        "question_ids_sha256": ids_sha256(held.data.query_ids),
         "fused": float(curve[0.0].mean()),
         "reranked": float(curve[weight].mean()),
         "curve": {f"{w:g}": round(float(v.mean()), 6) for w, v in curve.items()},
@@ -224,12 +227,27 @@ def kept_member(
     ce = CrossEncoder.load(path)
     wanted = expected_settings(args, data, fusion_weight, seed)
     differ = [key for key in wanted if ce.settings.get(key) != wanted[key]]
-    if held is not None and (ce.settings.get("held_out") or {}).get("fused") != held_out_fused(held, args.depth):
+    if held is not None and not same_held_out(ce.settings.get("held_out"), held, args.depth):
         differ.append("held_out (other held-out questions)")
     if differ:
         sys.exit(f"error: {path}: a re-ranker made otherwise ({', '.join(differ)}); delete it or give another --out")
     print(f"member {path}: kept (an earlier run's, the same flags and seed {seed})")
     return ce
+
+
+def ids_sha256(query_ids: list[str]) -> str:
+    """What names a set of held-out questions in reranker.json: the sha256 of their ids, one a line."""
+    return hashlib.sha256("\n".join(query_ids).encode("utf-8")).hexdigest()
+
+
+def same_held_out(saved: dict | None, held: Fused, depth: int) -> bool:
+    """Whether a re-ranker's saved `held_out` is about the questions of `held`: their ids' sha256,
+    or for a re-ranker saved before it was recorded, the same fused NDCG@10 there."""
+    if not saved:
+        return False
+    if "question_ids_sha256" in saved:
+        return saved["question_ids_sha256"] == ids_sha256(held.data.query_ids)
+    return math.isclose(saved["fused"], held_out_fused(held, depth), abs_tol=1e-9)
 
 
 def held_out_fused(held: Fused, depth: int) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -45,8 +46,10 @@ def shared_settings(rerankers: list[CrossEncoder]) -> dict:
         held = ce.settings.get("held_out")
         if {key: ce.settings.get(key) for key in keys} != first or not held:
             sys.exit(f"error: the re-rankers differ in {keys} or hold out no questions: they cannot be paired")
-        if held["fused"] != rerankers[0].settings["held_out"]["fused"]:
-            sys.exit("error: the re-rankers held out other questions (their held-out fused NDCG@10 differs)")
+        first_held = rerankers[0].settings["held_out"]
+        ids = {held.get("question_ids_sha256"), first_held.get("question_ids_sha256")} - {None}
+        if len(ids) > 1 or not math.isclose(held["fused"], first_held["fused"], abs_tol=1e-9):
+            sys.exit("error: the re-rankers held out other questions (their ids or their fused NDCG@10 differ)")
     return first
 
 

@@ -118,6 +118,10 @@ def test_a_member_made_otherwise_is_refused(ensemble, tmp_path):
         train_reranker.main(_argv(model, data, tmp_path / "new", "--seed", "5", "--members", "2"))
     assert str(stop.value).startswith(f"error: {tmp_path / 'new.member-5'}: a re-ranker made otherwise (training")
     assert not (tmp_path / "new").exists() and (tmp_path / "new.member-5" / "complete.json").is_file()
+    other = tmp_path / "other.member-5"  # seed 5, other held-out questions
+    train_reranker.main(_argv(model, data, other, "--seed", "5", "--holdout-seed", "1"))
+    with pytest.raises(SystemExit, match=r"a re-ranker made otherwise \(held_out \(other held-out questions\)\)"):
+        train_reranker.main(_argv(model, data, tmp_path / "other", "--seed", "5", "--members", "2"))
     (tmp_path / "new.member-5" / "complete.json").unlink()  # as an interrupted save leaves it
     with pytest.raises(SystemExit, match="a member left by an interrupted run"):
         train_reranker.main(_argv(model, data, tmp_path / "new", "--seed", "5", "--members", "2"))
