@@ -288,7 +288,12 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": [args.seed + i for i in range(args.members)],
     }
     each = [member.settings["trained"] for member in members]
-    saved["trained"] = {key: sum(t[key] for t in each) for key in ("steps", "seconds", "pairs")} | {"members": each}
+    saved["trained"] = {
+        "steps": sum(t["steps"] for t in each),
+        "seconds": round(sum(t["seconds"] for t in each), 1),
+        "pairs": sum(t["pairs"] for t in each),
+        "members": each,
+    }
     ensemble = Ensemble(members)
     if held_fused is not None:
         saved["held_out"] = mixing_weight(ensemble, held_fused, args.depth)

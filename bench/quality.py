@@ -94,8 +94,8 @@ ROWS = [
     ),
     Row(
         "reranker",
-        "a cross-encoder re-ranker (train_reranker.py on the train split, one seed) over each model row's fused "
-        "top 20, at the weight it chose on its held-out train questions",
+        "a cross-encoder re-ranker (train_reranker.py on the train split; one seed, or an ensemble with --members) "
+        "over each model row's fused top 20, at the weight it chose on its held-out train questions",
         "reranker",
         (),
     ),
@@ -367,6 +367,7 @@ class Scorer:
             raise SystemExit(f"re-ranker {where}: no weight chosen on held-out questions (train it with --holdout > 0)")
         self.reranker = ce
         self.reranker_note = {"path": str(where), "depth": ce.depth, "weight": saved[0], "weight_from": saved[1]}
+        self.reranker_note["seeds"] = ce.settings.get("seeds", [ce.settings.get("training", {}).get("seed")])
 
     def bm25(self) -> dict:
         from retrieval.hybrid import evaluate_hybrid
@@ -819,6 +820,21 @@ def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> 
     return out
 
 
+def reranker_lines(lines: dict[str, Line]) -> list[str]:
+    """Which re-ranker the re-ranked lines used: its path, seeds (several: an ensemble), weight."""
+    notes = {
+        json.dumps(run["reranker"], sort_keys=True) for line in lines.values() for run in line.runs if "reranker" in run
+    }
+    out = []
+    for note in map(json.loads, sorted(notes)):
+        seeds = note.get("seeds")
+        members = (
+            f"seeds {', '.join(map(str, seeds))}, their logits averaged" if seeds and len(seeds) > 1 else "one seed"
+        )
+        out.append(f"- re-ranked by {note['path']} ({members}; depth {note['depth']}, weight {note['weight']})")
+    return out
+
+
 def report(args: argparse.Namespace, rows: list[Row]) -> str:
     lines = collect(args, rows)
     if not lines:
@@ -835,6 +851,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
         + ("by two-fold cross-fitting on the reported questions." if cross else f"on {args.weight_split}."),
         "",
         *[f"- `{row.name}`: {row.description}" for row in rows if any(line.row is row for line in lines.values())],
+        *reranker_lines(lines),
         "",
         "## NDCG@10, mean ± sd over seeds",
         "",

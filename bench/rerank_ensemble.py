@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.quality import change
 from data import load_ir, question_subset
-from model import Encoder, ModelConfig
+from model import Encoder, ModelConfig, resolve_model_dir
 from retrieval.rerank import CrossEncoder, Ensemble, cached_scorer, one_standard_error_weight, weight_curve
 from training.reranker import first_stage, held_out
 
@@ -41,10 +41,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def shared_settings(rerankers: list[CrossEncoder]) -> dict:
     """What the re-rankers must share for their held-out questions to be the same; exits otherwise."""
     keys = ("data_path", "split", "first_stage", "depth")
-    first = {key: rerankers[0].settings.get(key) for key in keys}
+
+    def shared(ce: CrossEncoder) -> dict:  # the first stage by where it is: an id and its path are one model
+        return {key: ce.settings.get(key) for key in keys} | {
+            "first_stage": str(resolve_model_dir(ce.settings["first_stage"]))
+        }
+
+    first = shared(rerankers[0])
     for ce in rerankers:
         held = ce.settings.get("held_out")
-        if {key: ce.settings.get(key) for key in keys} != first or not held:
+        if shared(ce) != first or not held:
             sys.exit(f"error: the re-rankers differ in {keys} or hold out no questions: they cannot be paired")
         first_held = rerankers[0].settings["held_out"]
         ids = {held.get("question_ids_sha256"), first_held.get("question_ids_sha256")} - {None}

@@ -104,6 +104,7 @@ def test_the_reranker_row_trains_once_and_every_model_row_is_scored_reranked(rer
     base = json.loads((results / "base" / "result.json").read_text("utf-8"))
     assert base["reranker"]["path"] == str(where) and base["reranker"]["depth"] == 8
     assert base["reranker"]["weight"] == kept["settings"]["held_out"]["weight"]
+    assert base["reranker"]["seeds"] == [42]
 
     # what a user's evaluate.py --rerank gives for the same model, split and weights
     theirs = evaluate.main(
@@ -118,6 +119,7 @@ def test_the_reranker_row_trains_once_and_every_model_row_is_scored_reranked(rer
     mean = np.mean(base["reranked"]["32"]["ndcg@10"])
     assert f"| base + BM25 + re-ranker | 1 | {mean:.4f} |" in printed
     assert "| base + BM25 + re-ranker − base + BM25 |" in printed and "Missing runs" not in printed
+    assert f"- re-ranked by {where} (one seed; depth 8, weight {base['reranker']['weight']})" in printed
 
     # a model row's json from before the re-ranker: its re-ranked scores are added, nothing retrained
     path = results / "base" / "result.json"
@@ -126,6 +128,29 @@ def test_the_reranker_row_trains_once_and_every_model_row_is_scored_reranked(rer
     assert "reranker seed 42: done" in capsys.readouterr().out
     again = json.loads(path.read_text("utf-8"))
     assert again["reranked"] == base["reranked"] and again["process_seconds"] == base["process_seconds"]
+
+
+def test_the_reranker_row_as_an_ensemble_of_two_seeds(reranker_bench, tmp_path, capsys):
+    _, _, _, _, argv = reranker_bench
+    at = argv.index("--reranker-args") + 1
+    argv = [*argv[:at], argv[at] + " --members 2", *argv[at + 1 :]]
+    argv += ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "kept"), "--rows", "reranker,base"]
+    assert quality.main(argv) == 0
+    where = tmp_path / "runs" / "reranker" / "seed42" / "reranker"
+    kept = json.loads((tmp_path / "kept" / "reranker" / "seed42.json").read_text("utf-8"))
+    assert kept["settings"]["seeds"] == [42, 43] and kept["settings"]["members"] == [
+        "reranker.member-42",
+        "reranker.member-43",
+    ]
+    base = json.loads((tmp_path / "kept" / "base" / "result.json").read_text("utf-8"))
+    assert (
+        base["reranker"]["seeds"] == [42, 43] and base["reranker"]["weight"] == kept["settings"]["held_out"]["weight"]
+    )
+    weight = base["reranker"]["weight"]
+    assert (
+        f"- re-ranked by {where} (seeds 42, 43, their logits averaged; depth 8, weight {weight})"
+        in capsys.readouterr().out
+    )
 
 
 def test_rerank_weights_at_weight_zero_is_the_fusion_itself(reranker_bench, capsys):

@@ -5,7 +5,8 @@ that passage and `negatives` others drawn (seeded) from the question's top `pool
 (a dense model fused with BM25). A passage relevant to the question, or with the text of one, is
 never a negative. The loop: the listwise loss (losses.listwise_rerank_loss) over `batch` groups a
 step, AdamW (no decay on biases and LayerNorm), the project's cosine schedule (`lr_at`) after a
-linear warm-up, gradients clipped at 1, a stop on a non-finite loss.
+linear warm-up, gradients clipped at 1, a stop on a non-finite loss. `held_out` draws the questions
+kept out (the weight against the fused score is chosen on them), `first_stage` ranks them all.
 """
 
 from __future__ import annotations
