@@ -19,10 +19,8 @@ the ensemble at the end; a run started again with the same flags keeps the membe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import math
 import os
 import sys
 from dataclasses import asdict, fields
@@ -49,7 +47,15 @@ from retrieval.rerank import (
     saved_problem,
     weight_curve,
 )
-from training.reranker import RerankTraining, first_stage, held_out, train_cross_encoder, training_groups
+from training.reranker import (
+    RerankTraining,
+    first_stage,
+    held_out,
+    ids_sha256,
+    same_held_out,
+    train_cross_encoder,
+    training_groups,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -172,9 +178,10 @@ def train_member(
     held: Fused | None,
     seed: int,
     out: Path,
-) -> CrossEncoder:
+) -> tuple[CrossEncoder, Path]:
     """`ce` trained from `seed` on groups of the questions `trained_on`, saved to `out` (its weight
-    chosen on `held`, when there are held-out questions, and saved again with it)."""
+    chosen on `held`, when there are held-out questions, and saved again with it). Returns it and
+    where it went (beside `out` if a directory appeared there during training)."""
     ((full, c),) = fused.candidates.items()  # one dim: the first stage's full size
     fusion_weight = fused.weights[full]
     rows = ranked(c.take(trained_on), convex(c.take(trained_on), fusion_weight), args.pool)[1]  # (Q, pool)
@@ -196,7 +203,7 @@ def train_member(
         saved["held_out"] = mixing_weight(ce, held, args.depth)
         save(ce, out, saved, first=False)
     print(f"re-ranker saved to {out}: {trained['steps']} steps in {trained['seconds']:.0f} s")
-    return ce
+    return ce, out
 
 
 def expected_settings(args: argparse.Namespace, data: IRDataset, fusion_weight: float, seed: int) -> dict:
@@ -221,40 +228,27 @@ def kept_member(
     args: argparse.Namespace, path: Path, data: IRDataset, fusion_weight: float, seed: int, held: Fused | None
 ) -> CrossEncoder | None:
     """The member an earlier run of the same flags saved at `path`, if there is one (None if not);
-    exits with one line if what is there was made otherwise."""
+    exits with one line if what is there was made otherwise. A member saved before its held-out
+    weight was (a run stopped while choosing it) gets it now."""
     if not path.exists():
         return None
-    ce = CrossEncoder.load(path)
+    try:
+        ce = CrossEncoder.load(path)
+    except ValueError as err:
+        sys.exit(f"error: {err}; delete it or give another --out")
     wanted = expected_settings(args, data, fusion_weight, seed)
     differ = [key for key in wanted if ce.settings.get(key) != wanted[key]]
-    if held is not None and not same_held_out(ce.settings.get("held_out"), held, args.depth):
+    saved_held = ce.settings.get("held_out")
+    if held is None and saved_held is not None:
+        differ.append("held_out (it held questions out; this run holds none)")
+    elif held is not None and saved_held is not None and not same_held_out(saved_held, held, args.depth):
         differ.append("held_out (other held-out questions)")
     if differ:
         sys.exit(f"error: {path}: a re-ranker made otherwise ({', '.join(differ)}); delete it or give another --out")
+    if held is not None and saved_held is None:
+        ce.save(path, {**ce.settings, "held_out": mixing_weight(ce, held, args.depth)})
     print(f"member {path}: kept (an earlier run's, the same flags and seed {seed})")
     return ce
-
-
-def ids_sha256(query_ids: list[str]) -> str:
-    """What names a set of held-out questions in reranker.json: the sha256 of their ids, one a line."""
-    return hashlib.sha256("\n".join(query_ids).encode("utf-8")).hexdigest()
-
-
-def same_held_out(saved: dict | None, held: Fused, depth: int) -> bool:
-    """Whether a re-ranker's saved `held_out` is about the questions of `held`: their ids' sha256,
-    or for a re-ranker saved before it was recorded, the same fused NDCG@10 there."""
-    if not saved:
-        return False
-    if "question_ids_sha256" in saved:
-        return saved["question_ids_sha256"] == ids_sha256(held.data.query_ids)
-    return math.isclose(saved["fused"], held_out_fused(held, depth), abs_tol=1e-9)
-
-
-def held_out_fused(held: Fused, depth: int) -> float:
-    """The held-out questions' fused NDCG@10, as mixing_weight saves it (`fused`: weight 0)."""
-    ((dim, c),) = held.candidates.items()
-    zero = lambda rows: np.zeros(rows.shape)  # noqa: E731  (weight 0 does not read the cross-encoder)
-    return float(weight_curve(c, held.weights[dim], held.norm, zero, held.data, depth)[0.0].mean())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -272,20 +266,19 @@ def main(argv: list[str] | None = None) -> dict:
     if len(held):
         held_fused = Fused(question_subset(data, held, "held out"), {full: c.take(held)}, {full: fusion_weight})
     if args.members == 1:
-        return train_member(args, ce, data, fused, trained_on, held_fused, args.seed, args.out).settings
-    paths, members = member_paths(args), []
-    for i, path in enumerate(paths):
-        seed = args.seed + i
-        member = kept_member(args, path, data, fusion_weight, seed, held_fused)
-        if member is None:
+        return train_member(args, ce, data, fused, trained_on, held_fused, args.seed, args.out)[0].settings
+    paths = member_paths(args)
+    seeds = [args.seed + i for i in range(args.members)]
+    members = [kept_member(args, path, data, fusion_weight, seed, held_fused) for path, seed in zip(paths, seeds)]
+    for i, (path, seed) in enumerate(zip(paths, seeds)):  # every kept one checked before any training
+        if members[i] is None:
             if i > 0:
                 torch.manual_seed(seed)  # the fresh head's weights, as a run with --seed SEED draws them
                 ce = CrossEncoder(resolve_model_dir(args.init), args.max_length, device="cpu")
-            member = train_member(args, ce, data, fused, trained_on, held_fused, seed, path)
-        members.append(member)
+            members[i], paths[i] = train_member(args, ce, data, fused, trained_on, held_fused, seed, path)
     saved = {
         **expected_settings(args, data, fusion_weight, args.seed),
-        "seeds": [args.seed + i for i in range(args.members)],
+        "seeds": seeds,
     }
     each = [member.settings["trained"] for member in members]
     saved["trained"] = {
@@ -297,6 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
     ensemble = Ensemble(members)
     if held_fused is not None:
         saved["held_out"] = mixing_weight(ensemble, held_fused, args.depth)
+    if args.out.exists():
+        sys.exit(f"error: --out {args.out} appeared during training; move it away and run again (the members are kept)")
     out = save_ensemble(paths, args.out, saved)
     print(f"ensemble of {args.members} re-rankers saved to {out}")
     return json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))

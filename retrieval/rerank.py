@@ -12,7 +12,7 @@ max length and depth it was trained for, how it was trained) and the project's m
 (`complete.json`, written last), moved into place whole.
 
 An ensemble directory (`train_reranker.py --members N`) holds N such re-rankers, each trained from
-another seed (`member-<seed>/`, each loadable alone), and its own `reranker.json` (`members`: their
+another seed (`<its name>.member-<seed>/`, each loadable alone), and its own `reranker.json` (`members`: their
 folder names; the weight chosen for the ensemble) and manifest over every file. A pair's logit is
 the mean of the members' logits. `load_reranker` reads either kind.
 """
@@ -196,30 +196,43 @@ def load_reranker(path: str | Path, device: str | None = None) -> Reranker:
 def save_ensemble(members: list[Path], out: Path, settings: dict) -> Path:
     """The complete re-rankers `members` moved into a new ensemble directory `out` (each keeps its
     folder name), with `settings` (plus their names and max length) and the manifest written last,
-    then moved into place whole. Fails, moving nothing, if `out` exists."""
+    then moved into place whole. The members are linked (else copied) into it and removed from where
+    they were only once it is in place: however it stops, they are whole somewhere. Fails, changing
+    nothing, if `out` exists."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; an ensemble is never written over a directory")
+    if len({m.name for m in members}) != len(members):
+        raise ValueError(f"members {[str(m) for m in members]}: their folder names must differ")
     for member in members:
         if problem := saved_problem(member):
             raise ValueError(f"member {member}: {problem}")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    moved: list[tuple[Path, Path]] = []
     try:
         for member in members:
-            moved.append((member, Path(shutil.move(str(member), str(tmp / member.name)))))
+            shutil.copytree(member, tmp / member.name, copy_function=link_or_copy)
         first = json.loads((tmp / members[0].name / SETTINGS_FILE).read_text(encoding="utf-8"))
         settings = {**settings, MEMBERS: [m.name for m in members], "max_length": first["max_length"]}
         write_atomic(tmp / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
         write_manifest(tmp)
-        return replace_directory(tmp, out)
+        replace_directory(tmp, out)
     except BaseException:
-        for member, now in reversed(moved):  # the members back where they were: nothing lost
-            shutil.move(str(now), str(member))
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for member in members:
+        shutil.rmtree(member)
+    return out
+
+
+def link_or_copy(source: str, destination: str) -> str:
+    """A hard link of `source` at `destination` (no bytes copied), else a copy."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+    return destination
 
 
 def saved_problem(path: Path) -> str | None:
@@ -238,10 +251,12 @@ def saved_problem(path: Path) -> str | None:
         members = settings.get(MEMBERS, [])
         if not isinstance(members, list) or not all(isinstance(name, str) for name in members):
             raise TypeError(f"{MEMBERS} is not a list of folder names")
+        if MEMBERS in settings and not members:
+            raise ValueError(f"{MEMBERS} is empty")
     except (ValueError, KeyError, TypeError) as err:
         return f"{SETTINGS_FILE} is unreadable ({err!r})"
     for name in members:
-        if Path(name).name != name or name in ("", ".", ".."):
+        if Path(name).name != name or name in ("", ".", "..") or (path / name).is_symlink():
             return f"{SETTINGS_FILE} names the member {name!r}, not a folder inside it"
         if problem := saved_problem(path / name):
             return f"member {name}: {problem}"

@@ -73,6 +73,26 @@ def test_each_member_is_the_single_run_of_its_seed(ensemble, capsys):
     assert held["questions"] == 3 and held["weight"] in WEIGHT_GRID and held["rule"] == "one standard error"
     assert held["fused"] == json.loads((singles[5] / "reranker.json").read_text())["held_out"]["fused"]
     assert saved_problem(out) is None and json.loads((out / "reranker.json").read_text()) == settings
+    kept = (out / "ens.member-5" / "complete.json").read_bytes()  # the run's own seed 5 would differ (its seconds)
+    assert kept == (singles[5] / "complete.json").read_bytes()
+
+
+def test_a_member_stopped_before_its_weight_is_kept_and_given_one(ensemble, tmp_path, capsys):
+    model, data, _, _, singles = ensemble
+    for seed in (5, 6):
+        shutil.copytree(singles[seed], tmp_path / f"again.member-{seed}")
+    unweighted = tmp_path / "again.member-6"  # as a run stopped while choosing its weight leaves it
+    settings = json.loads((unweighted / "reranker.json").read_text())
+    (unweighted / "reranker.json").write_text(json.dumps({k: v for k, v in settings.items() if k != "held_out"}))
+    write_manifest(unweighted)
+    train_reranker.main(_argv(model, data, tmp_path / "again", "--seed", "5", "--members", "2"))
+    printed = capsys.readouterr().out
+    assert printed.count(": kept (an earlier run's") == 2 and "re-ranker saved to" not in printed  # nothing trained
+    member = json.loads((tmp_path / "again" / "again.member-6" / "reranker.json").read_text())
+    assert member["held_out"] == settings["held_out"]  # the weight the single run chose, chosen again
+    with pytest.raises(SystemExit, match="this run holds none"):
+        shutil.copytree(singles[5], tmp_path / "none.member-5")
+        train_reranker.main(_argv(model, data, tmp_path / "none", "--seed", "5", "--members", "2", "--holdout", "0"))
 
 
 def test_the_ensembles_logit_is_the_mean_of_its_members_in_sentence_transformers(ensemble):
@@ -138,8 +158,9 @@ def test_a_damaged_or_strange_member_is_refused(ensemble, tmp_path):
         load_reranker(copy)
     strange = tmp_path / "strange"
     shutil.copytree(out, strange)
-    for name, problem in (("../copy", "names the member '../copy', not a folder inside it"), (7, "unreadable")):
-        (strange / "reranker.json").write_text(json.dumps({**settings, "members": [name]}))
+    cases = (("../copy", "names the member '../copy', not a folder inside it"), (7, "unreadable"), (None, "empty"))
+    for name, problem in cases:
+        (strange / "reranker.json").write_text(json.dumps({**settings, "members": [] if name is None else [name]}))
         write_manifest(strange)  # a manifest that agrees: only the names are wrong
         assert problem in saved_problem(strange)
         with pytest.raises(ValueError, match="re-ranker .*strange"):
@@ -183,3 +204,5 @@ def test_the_bench_rebuilds_the_held_out_curves_the_rerankers_saved(ensemble, tm
     assert json.loads((tmp_path / "r.json").read_text()) == result
     with pytest.raises(SystemExit, match="held out 3 questions, not 6"):
         rerank_ensemble.main([*argv.split(), "--holdout", "0.5"])
+    with pytest.raises(SystemExit, match="held out other questions than --holdout 0.25 --holdout-seed 1"):
+        rerank_ensemble.main([*argv.split(), "--holdout-seed", "1"])

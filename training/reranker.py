@@ -11,6 +11,7 @@ kept out (the weight against the fused score is chosen on them), `first_stage` r
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -25,7 +26,7 @@ from losses import listwise_rerank_loss
 from model import Encoder
 from retrieval.evaluation import encode_ir
 from retrieval.hybrid import candidates_by_dim, choose_weight, lexical_index
-from retrieval.rerank import CrossEncoder, Fused
+from retrieval.rerank import CrossEncoder, Fused, weight_curve
 from retrieval.settings import LexicalConfig
 from training.schedule import lr_at
 
@@ -61,6 +62,28 @@ def first_stage(data: IRDataset, encoder: Encoder, trained_on: np.ndarray, batch
     c = candidates_by_dim(query_emb, corpus_emb, data, [full], lexical_index(data, LexicalConfig()))[0][full]
     weight = choose_weight(c.take(trained_on), question_subset(data, trained_on, "trained on"), "minmax")
     return Fused(data, {full: c}, {full: weight})
+
+
+def ids_sha256(query_ids: list[str]) -> str:
+    """What names a set of held-out questions in reranker.json: the sha256 of their ids, one a line."""
+    return hashlib.sha256("\n".join(query_ids).encode("utf-8")).hexdigest()
+
+
+def same_held_out(saved: dict | None, held: Fused, depth: int) -> bool:
+    """Whether a re-ranker's saved `held_out` is about the questions of `held`: their ids' sha256,
+    or for a re-ranker saved before it was recorded, the same fused NDCG@10 there."""
+    if not saved:
+        return False
+    if "question_ids_sha256" in saved:
+        return saved["question_ids_sha256"] == ids_sha256(held.data.query_ids)
+    return math.isclose(saved["fused"], held_out_fused(held, depth), abs_tol=1e-9)
+
+
+def held_out_fused(held: Fused, depth: int) -> float:
+    """The held-out questions' fused NDCG@10, as mixing_weight saves it (`fused`: weight 0)."""
+    ((dim, c),) = held.candidates.items()
+    zero = lambda rows: np.zeros(rows.shape)  # noqa: E731  (weight 0 does not read the cross-encoder)
+    return float(weight_curve(c, held.weights[dim], held.norm, zero, held.data, depth)[0.0].mean())
 
 
 def training_groups(data: IRDataset, ranking_rows: np.ndarray, negatives: int, seed: int) -> list[Group]:
