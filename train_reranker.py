@@ -185,7 +185,7 @@ def train_member(
     ((full, c),) = fused.candidates.items()  # one dim: the first stage's full size
     fusion_weight = fused.weights[full]
     rows = ranked(c.take(trained_on), convex(c.take(trained_on), fusion_weight), args.pool)[1]  # (Q, pool)
-    settings = RerankTraining(**{**{f.name: getattr(args, f.name) for f in fields(RerankTraining)}, "seed": seed})
+    settings = training_of(args, seed)
     groups = training_groups(question_subset(data, trained_on, "trained on"), rows, args.negatives, settings.seed)
     if not groups:
         sys.exit(f"error: --data {args.data} --split {args.split}: no question has a passage to draw a negative from")
@@ -206,9 +206,14 @@ def train_member(
     return ce, out
 
 
+def training_of(args: argparse.Namespace, seed: int) -> RerankTraining:
+    """The loop's settings from the flags, with `seed` (a member's) for --seed."""
+    return RerankTraining(**{**{f.name: getattr(args, f.name) for f in fields(RerankTraining)}, "seed": seed})
+
+
 def expected_settings(args: argparse.Namespace, data: IRDataset, fusion_weight: float, seed: int) -> dict:
     """What a re-ranker trained by these flags from `seed` saves about how it was made."""
-    settings = RerankTraining(**{**{f.name: getattr(args, f.name) for f in fields(RerankTraining)}, "seed": seed})
+    settings = training_of(args, seed)
     return {
         "depth": args.depth,
         "init": args.init,

@@ -71,14 +71,10 @@ class CrossEncoder:
     def load(cls, path: str | Path, device: str | None = None) -> CrossEncoder:
         """One re-ranker this project saved; ValueError naming what is wrong with `path` otherwise
         (an ensemble too: `load_reranker` reads both)."""
-        path = Path(path)
-        problem = saved_problem(path)
-        if problem:
-            raise ValueError(f"re-ranker {path}: {problem}")
-        settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
-        if MEMBERS in settings:
-            raise ValueError(f"re-ranker {path}: an ensemble of {len(settings[MEMBERS])}; not one model")
-        return cls(path, int(settings["max_length"]), settings, device)
+        reranker = load_reranker(path, device)
+        if isinstance(reranker, Ensemble):
+            raise ValueError(f"re-ranker {path}: an ensemble of {len(reranker.members)}; not one model")
+        return reranker
 
     @property
     def depth(self) -> int:
@@ -190,7 +186,11 @@ def load_reranker(path: str | Path, device: str | None = None) -> Reranker:
     settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
     if MEMBERS not in settings:
         return CrossEncoder(path, int(settings["max_length"]), settings, device)
-    return Ensemble([CrossEncoder.load(path / name, device) for name in settings[MEMBERS]], settings)
+    members = []  # each already checked, checksums too, by saved_problem above: not read twice more
+    for name in settings[MEMBERS]:
+        own = json.loads((path / name / SETTINGS_FILE).read_text(encoding="utf-8"))
+        members.append(CrossEncoder(path / name, int(own["max_length"]), own, device))
+    return Ensemble(members, settings)
 
 
 def save_ensemble(members: list[Path], out: Path, settings: dict) -> Path:
