@@ -14,6 +14,14 @@ Train it on a split you do not evaluate on: evaluate.py scores it on another.
 saves them as one ensemble (a pair's logit is their mean), its weight chosen on the same held-out
 questions. Each member is saved beside --out as it finishes (`<out>.member-<seed>`), and moved into
 the ensemble at the end; a run started again with the same flags keeps the members already there.
+
+    python train_reranker.py --reweigh runs/reranker --depth 40
+
+--reweigh trains nothing: it chooses a saved re-ranker's (or ensemble's) weight again for another
+--depth (how much of the fused top it orders, a cost the user picks at search time) on the same
+held-out questions, and saves it in place with that depth; the earlier choice is kept under
+`reweighed` in its reranker.json. Depth does not change training: the result is what a run with
+that --depth would have saved.
 """
 
 from __future__ import annotations
@@ -42,7 +50,9 @@ from retrieval.rerank import (
     Fused,
     Reranker,
     cached_scorer,
+    load_reranker,
     one_standard_error_weight,
+    resave_settings,
     save_ensemble,
     saved_problem,
     weight_curve,
@@ -62,9 +72,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", required=True, help="BEIR directory, or pairs (directory of <split> files)")
+    parser.add_argument("--data", help="BEIR directory, or pairs (directory of <split> files)")
     parser.add_argument("--split", default="train", help="the judged split the groups come from (default train)")
-    parser.add_argument("--out", required=True, type=Path, help="the re-ranker's directory (must not exist)")
+    parser.add_argument("--out", type=Path, help="the re-ranker's directory (must not exist)")
+    parser.add_argument(
+        "--reweigh",
+        type=Path,
+        help="no training: choose a saved re-ranker's weight again for --depth, on its own held-out questions",
+    )
     parser.add_argument("--first-stage", default=PACKAGED_MINILM, help="dense model fused with BM25 to draw negatives")
     parser.add_argument("--init", default=PACKAGED_MINILM, help="weights the cross-encoder starts from")
     parser.add_argument("--pool", type=int, default=30, help="negatives are drawn from this fused top (default 30)")
@@ -103,11 +118,20 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         problems.append(f"--lr {args.lr}: must be > 0")
     if not 0 <= args.warmup < 1:
         problems.append(f"--warmup {args.warmup}: must be in [0, 1)")
-    if args.out.exists():
+    if (args.out is None) == (args.reweigh is None):
+        problems.append("give --out (train a re-ranker) or --reweigh DIR (choose a saved one's weight again)")
+    elif args.reweigh is not None:
+        if problem := saved_problem(args.reweigh):
+            problems.append(f"--reweigh {args.reweigh}: {problem}")
+        elif problem := output_problem(args.reweigh.parent, directory=True):  # its new copy is written beside it
+            problems.append(f"--reweigh {args.reweigh}: {problem}")
+    elif args.data is None:
+        problems.append("--data: required to train a re-ranker")
+    elif args.out.exists():
         problems.append(f"--out {args.out}: exists; give a new directory (a re-ranker is never overwritten)")
     elif problem := output_problem(args.out.parent, directory=True):  # written beside, then moved into place
         problems.append(f"--out {args.out}: {problem}")
-    for member in member_paths(args) if args.members > 1 else []:
+    for member in member_paths(args) if args.members > 1 and args.out is not None else []:
         if member.exists() and (problem := saved_problem(member)):
             problems.append(f"{member}: a member left by an interrupted run ({problem}); delete it")
     if problems:
@@ -242,7 +266,7 @@ def kept_member(
     except ValueError as err:
         sys.exit(f"error: {err}; delete it or give another --out")
     wanted = expected_settings(args, data, fusion_weight, seed)
-    differ = [key for key in wanted if ce.settings.get(key) != wanted[key]]
+    differ = [key for key in wanted if key != "depth" and ce.settings.get(key) != wanted[key]]  # depth: not trained
     saved_held = ce.settings.get("held_out")
     if held is None and saved_held is not None:
         differ.append("held_out (it held questions out; this run holds none)")
@@ -256,10 +280,51 @@ def kept_member(
     return ce
 
 
+def reweigh(args: argparse.Namespace) -> dict:
+    """--reweigh: the saved re-ranker's cross-encoder weight chosen again for --depth on the questions
+    it held out (the same first stage and questions, checked), saved in place with the new depth
+    (its weights untouched; the earlier depth's choice kept under `reweighed`). Returns its settings."""
+    try:
+        ce = load_reranker(args.reweigh)
+        settings = ce.settings
+        if not settings.get("held_out"):
+            raise ValueError(f"re-ranker {args.reweigh}: it held no questions out, so there is none to choose on")
+        data = load_ir(settings["data_path"], settings["split"])
+        if args.data is not None and data_path(args.data) != settings["data_path"]:
+            raise ValueError(f"--data {args.data}: re-ranker {args.reweigh} was trained on {settings['data_path']}")
+        encoder = Encoder.from_config(ModelConfig(settings["first_stage"]), "auto")
+    except (DataError, FileNotFoundError, OSError, ValueError, KeyError) as err:
+        sys.exit(f"error: {err}")
+    trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
+    fused = first_stage(data, encoder, trained_on, args.batch_size)
+    ((full, c),) = fused.candidates.items()
+    held_fused = Fused(question_subset(data, held, "held out"), {full: c.take(held)}, {full: fused.weights[full]})
+    if not same_held_out(settings["held_out"], held_fused, ce.depth):
+        flags = f"--holdout {args.holdout} --holdout-seed {args.holdout_seed}"
+        sys.exit(f"error: {args.reweigh} held out other questions than {flags}; give the ones it was trained with")
+    if fused.weights[full] != settings.get("first_stage_weight"):
+        sys.exit(
+            f"error: {settings['first_stage']} + BM25 now takes dense weight {fused.weights[full]}, not the "
+            f"{settings.get('first_stage_weight')} the re-ranker was trained with: not the same first stage"
+        )
+    before = {"depth": ce.depth, **{k: settings["held_out"].get(k) for k in ("weight", "reranked", "curve")}}
+    new = {
+        **settings,
+        "depth": args.depth,
+        "held_out": mixing_weight(ce, held_fused, args.depth),
+        "reweighed": [*settings.get("reweighed", []), before],
+    }
+    resave_settings(args.reweigh, new)
+    print(f"re-ranker {args.reweigh}: depth {ce.depth} -> {args.depth}, weight {new['held_out']['weight']}")
+    return new
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Train and save the re-ranker (or the ensemble); returns the settings saved in its reranker.json."""
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.reweigh is not None:
+        return reweigh(args)
     data, encoder, ce = load_models(args)
     trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
     if len(trained_on) == 0:

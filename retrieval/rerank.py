@@ -39,7 +39,9 @@ from retrieval.metrics import TOP_K, DimResult, score_ranking
 
 SETTINGS_FILE = "reranker.json"
 MEMBERS = "members"  # an ensemble's reranker.json: its members' folder names
-DEPTH = 20  # the fused top a re-ranker orders, unless its reranker.json or the caller says otherwise
+# the fused top a re-ranker orders, unless its reranker.json or the caller says otherwise; chosen on held-out
+# train questions (BENCHMARKS.md, "How deep to re-rank")
+DEPTH = 50
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # (Q, depth) corpus rows (-1 padding) -> (Q, depth) logits
 
@@ -224,6 +226,26 @@ def save_ensemble(members: list[Path], out: Path, settings: dict) -> Path:
     for member in members:
         shutil.rmtree(member)
     return out
+
+
+def resave_settings(path: Path, settings: dict) -> Path:
+    """The complete re-ranker or ensemble at `path` with its reranker.json replaced by `settings`,
+    its weights untouched: linked (else copied) beside it, the settings and the manifest written
+    there, then moved into place whole, so a stop at any point leaves one complete copy."""
+    path = Path(path)
+    if problem := saved_problem(path):
+        raise ValueError(f"re-ranker {path}: {problem}")
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(path, tmp, copy_function=link_or_copy)
+        write_atomic(tmp / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")  # a new file, not the link
+        write_manifest(tmp)
+        replace_directory(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
 
 
 def link_or_copy(source: str, destination: str) -> str:

@@ -1,0 +1,134 @@
+"""train_reranker.py --reweigh: a saved re-ranker's weight chosen again for another depth on its own
+held-out questions, without training. Checked against a re-ranker trained from the start with that
+depth (depth does not change training, so the two must save the same held-out choice), for one
+re-ranker and for an ensemble; the weights untouched, the earlier choice kept, evaluate.py reading
+the new depth, and every bad call refused with one line and nothing changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import evaluate
+import retrieval.rerank as rerank
+import train_reranker
+from retrieval.rerank import load_reranker, saved_problem
+from tests.test_rerank_ensemble import _argv, _tiny_set
+
+
+def _files(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _settings(path):
+    return json.loads((path / "reranker.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Seed 5 and 6 trained for depth 8, and seed 5 again for depth 5."""
+    root = tmp_path_factory.mktemp("reweigh")
+    model, data = _tiny_set(root)
+    paths = {}
+    for seed, depth in ((5, 8), (6, 8), (5, 5)):
+        paths[seed, depth] = root / f"s{seed}d{depth}"
+        argv = [a if a != "8" else str(depth) for a in _argv(model, data, paths[seed, depth], "--seed", str(seed))]
+        train_reranker.main(argv)
+    return model, data, paths
+
+
+def _reweigh(path, depth, *extra):
+    return train_reranker.main(["--reweigh", str(path), "--depth", str(depth), "--holdout", "0.25", *extra])
+
+
+def test_reweighed_is_what_training_for_that_depth_saves(trained, tmp_path, capsys):
+    model, data, paths = trained
+    again = tmp_path / "again"
+    shutil.copytree(paths[5, 8], again)
+    before, old = _files(again), _settings(again)
+    new = _reweigh(again, 5, "--data", str(data))
+    direct = _settings(paths[5, 5])
+    assert old["held_out"]["curve"] != direct["held_out"]["curve"]  # the depth changes the choice here
+    assert new["depth"] == 5 and new["held_out"] == direct["held_out"]  # curve, weights, questions' sha256
+    assert new["reweighed"] == [{"depth": 8, **{k: old["held_out"][k] for k in ("weight", "reranked", "curve")}}]
+    assert {k: v for k, v in new.items() if k not in ("depth", "held_out", "reweighed")} == {
+        k: v for k, v in old.items() if k not in ("depth", "held_out")
+    }
+    assert _settings(again) == new and saved_problem(again) is None
+    after = _files(again)
+    assert {k: v for k, v in after.items() if k not in ("reranker.json", "complete.json")} == {
+        k: v for k, v in before.items() if k not in ("reranker.json", "complete.json")
+    }  # the weights and tokenizer untouched
+    assert not list(tmp_path.glob(".again*"))
+    assert _files(paths[5, 8]) == {k: v for k, v in before.items()}  # a linked copy: the original kept whole
+    assert load_reranker(again).depth == 5
+    argv = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank {again}"
+    got = evaluate.main(argv.split())["lexical"]["reranked"]
+    assert got["depth"] == 5 and got["32"]["weight"] == new["held_out"]["weight"]
+    assert "depth 8 -> 5" in capsys.readouterr().out
+
+
+def test_an_ensemble_is_reweighed_as_one_trained_for_that_depth(trained, tmp_path):
+    model, data, paths = trained
+    for seed in (5, 6):  # members trained for depth 8, kept by an ensemble run for depth 5: depth is not trained
+        shutil.copytree(paths[seed, 8], tmp_path / f"d5.member-{seed}")
+        shutil.copytree(paths[seed, 8], tmp_path / f"d8.member-{seed}")
+    argv = _argv(model, data, tmp_path / "d5", "--seed", "5", "--members", "2")
+    direct = train_reranker.main([a if a != "8" else "5" for a in argv])
+    train_reranker.main(_argv(model, data, tmp_path / "d8", "--seed", "5", "--members", "2"))
+    members = {name: _files(tmp_path / "d8" / name) for name in ("d8.member-5", "d8.member-6")}
+    new = _reweigh(tmp_path / "d8", 5)
+    assert new["depth"] == 5 and new["held_out"] == direct["held_out"] and new["reweighed"][0]["depth"] == 8
+    assert direct["held_out"]["curve"] != new["reweighed"][0]["curve"]  # the depth changes the choice here
+    assert {name: _files(tmp_path / "d8" / name) for name in members} == members
+    ensemble = load_reranker(tmp_path / "d8")
+    assert ensemble.depth == 5 and [m.depth for m in ensemble.members] == [8, 8]  # each member as it was saved
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--holdout-seed 1", "held out other questions than --holdout 0.25 --holdout-seed 1"),
+        ("--data {other}", "was trained on"),
+        ("--out {out}", r"give --out \(train a re-ranker\) or --reweigh DIR"),
+    ],
+)
+def test_a_bad_reweigh_changes_nothing(trained, tmp_path, flags, message):
+    _, data, paths = trained
+    again = tmp_path / "again"
+    shutil.copytree(paths[5, 8], again)
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    before = _files(again)
+    with pytest.raises(SystemExit, match=message):
+        _reweigh(again, 5, *flags.format(other=other, out=tmp_path / "new").split())
+    assert _files(again) == before
+
+
+def test_no_re_ranker_and_one_without_held_out_questions_are_refused(trained, tmp_path):
+    model, data, _ = trained
+    with pytest.raises(SystemExit, match="--reweigh .*missing: no such directory"):
+        _reweigh(tmp_path / "missing", 5)
+    with pytest.raises(SystemExit, match="--data: required to train"):
+        train_reranker.main(["--out", str(tmp_path / "x")])
+    train_reranker.main([a if a != "0.25" else "0" for a in _argv(model, data, tmp_path / "none", "--seed", "5")])
+    with pytest.raises(SystemExit, match="held no questions out"):
+        _reweigh(tmp_path / "none", 5)
+
+
+def test_a_failed_resave_leaves_the_re_ranker_whole(trained, tmp_path, monkeypatch):
+    _, _, paths = trained
+    again = tmp_path / "again"
+    shutil.copytree(paths[5, 8], again)
+    before = _files(again)
+
+    def broken(directory, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rerank, "write_manifest", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _reweigh(again, 5)
+    assert _files(again) == before and saved_problem(again) is None
+    assert not list(tmp_path.glob(".again*"))
