@@ -9,6 +9,12 @@ the dense weight chosen on the questions trained on). For each re-ranker and eac
 weight of the grid and at the one the one-standard-error rule takes; then each ensemble paired with
 each of its members at their own rule's weights (bootstrap interval, randomization p). --out keeps
 every question's NDCG@10 at every weight as JSON.
+
+    python -m bench.rerank_ensemble --data ../shared/data/obliqa --rerankers A --depths 10,20,30,50,100
+
+--depths also ranks the held-out questions with each re-ranker ordering the fused top D for each D
+(its weight chosen again there by the rule, as `train_reranker.py --reweigh --depth D` would), each
+depth paired with the re-rankers' own at their rule's weights: how deep re-ranking pays.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from bench.quality import change
 from data import data_path, load_ir, question_subset
 from model import Encoder, ModelConfig, resolve_model_dir
+from retrieval.metrics import TOP_K
 from retrieval.rerank import CrossEncoder, Ensemble, Fused, cached_scorer, one_standard_error_weight, weight_curve
 from training.reranker import first_stage, held_out, same_held_out
 
@@ -33,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="every question's NDCG@10 at every weight, as JSON")
     parser.add_argument("--holdout", type=float, default=0.1, help="train_reranker.py's --holdout (default 0.1)")
     parser.add_argument("--holdout-seed", type=int, default=0, help="train_reranker.py's --holdout-seed (default 0)")
+    parser.add_argument(
+        "--depths", default="", help="e.g. 10,30,50: also each depth, paired with the re-rankers' own (1..100)"
+    )
     parser.add_argument("--resamples", type=int, default=10000)
     return parser.parse_args(argv)
 
@@ -59,6 +69,12 @@ def main(argv: list[str] | None = None) -> dict:
         rerankers = [CrossEncoder.load(path, device="cpu") for path in args.rerankers]
     except ValueError as err:
         sys.exit(f"error: {err}")
+    try:
+        depths = [int(d) for d in args.depths.split(",") if d]
+    except ValueError:
+        sys.exit(f"error: --depths {args.depths}: give whole numbers, e.g. 10,30,50")
+    if any(not 1 <= d <= TOP_K for d in depths):
+        sys.exit(f"error: --depths {args.depths}: each must be in 1..{TOP_K}")
     names = [chr(ord("A") + i) for i in range(len(rerankers))]
     ensembles = [part.split("+") for part in args.ensembles.split(",") if part]
     if any(m not in names for members in ensembles for m in members):
@@ -100,8 +116,32 @@ def main(argv: list[str] | None = None) -> dict:
             diff, lo, hi, p = change(curves[label][chosen[label]], mine, args.resamples)
             pairs[f"{ensemble} - {n}"] = {"diff": diff, "lo": lo, "hi": hi, "p": p}
             print(f"{ensemble} - {n}: {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] p={p:.2g}")
+    by_depth = {}
+    for label, judge in judges.items():  # the logits of the deepest top cover every shallower one
+        scorer, own = cached_scorer(judge, held_data), shared["depth"]
+        by_depth[label] = {}
+        for depth in sorted(set(depths) - {own}, reverse=True):
+            curve = weight_curve(c.take(held), fused.weights[full], "minmax", scorer, held_data, depth)
+            weight = one_standard_error_weight(curve)
+            diff, lo, hi, p = change(curves[label][chosen[label]], curve[weight], args.resamples)
+            by_depth[label][depth] = {
+                "weight": weight,
+                "ndcg@10": float(curve[weight].mean()),
+                "best": max(float(v.mean()) for v in curve.values()),
+                "change": {"diff": diff, "lo": lo, "hi": hi, "p": p},
+                "curve": {f"{w:g}": v.tolist() for w, v in curve.items()},
+            }
+        for depth in sorted(by_depth[label]):
+            d = by_depth[label][depth]
+            ch = d["change"]
+            print(
+                f"{label}: depth {depth}, the rule's weight {d['weight']:g}, NDCG@10 {d['ndcg@10']:.4f} (best weight "
+                f"{d['best']:.4f}); - depth {own}: {ch['diff']:+.4f} [{ch['lo']:+.4f}, {ch['hi']:+.4f}] p={ch['p']:.2g}"
+            )
     result = {
         "questions": len(held),
+        "depth": shared["depth"],
+        "depths": {label: {str(d): v for d, v in sorted(found.items())} for label, found in by_depth.items()},
         "weights": chosen,
         "pairs": pairs,
         "curves": {label: {f"{w:g}": v.tolist() for w, v in curve.items()} for label, curve in curves.items()},

@@ -206,3 +206,24 @@ def test_the_bench_rebuilds_the_held_out_curves_the_rerankers_saved(ensemble, tm
         rerank_ensemble.main([*argv.split(), "--holdout", "0.5"])
     with pytest.raises(SystemExit, match="held out other questions than --holdout 0.25 --holdout-seed 1"):
         rerank_ensemble.main([*argv.split(), "--holdout-seed", "1"])
+
+
+def test_the_bench_ranks_each_depth_as_a_reweighed_re_ranker_saves_it(ensemble, tmp_path):
+    from bench import rerank_ensemble
+
+    _, data, _, _, singles = ensemble
+    argv = f"--data {data} --rerankers {singles[5]} --ensembles A --holdout 0.25 --resamples 200 --depths 5,8,3"
+    result = rerank_ensemble.main(argv.split())
+    assert result["depth"] == 8 and set(result["depths"][f"A {singles[5]}"]) == {"3", "5"}  # 8: its own
+    for i, label in enumerate((f"A {singles[5]}", "A")):  # the re-ranker, and an ensemble of it alone
+        again = tmp_path / f"again-{i}"
+        shutil.copytree(singles[5], again)
+        found = result["depths"][label]["5"]
+        held = train_reranker.main(["--reweigh", str(again), "--depth", "5", "--holdout", "0.25"])["held_out"]
+        assert found["weight"] == held["weight"]
+        assert {w: round(float(np.mean(v)), 6) for w, v in found["curve"].items()} == held["curve"]
+        own = np.array(result["curves"][label][f"{result['weights'][label]:g}"])
+        mine = np.array(found["curve"][f"{found['weight']:g}"])
+        assert found["change"]["diff"] == pytest.approx(float(np.mean(mine - own)), abs=1e-12)
+    with pytest.raises(SystemExit, match="--depths 0,5: each must be in 1..100"):
+        rerank_ensemble.main([*argv.split()[:-1], "0,5"])
