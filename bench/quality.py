@@ -62,7 +62,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import argparse
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -313,8 +312,11 @@ def reranker_run(seed: int, scorer: Scorer, args: argparse.Namespace, config) ->
 
     where, log = reranker_dir(args), args.out / "reranker" / f"seed{seed}.log"
     wall = 0.0
-    if saved_problem(where) is not None:
-        shutil.rmtree(where, ignore_errors=True)  # never complete (train_reranker.py moves it into place whole)
+    if (problem := saved_problem(where)) is not None:
+        if where.exists():  # damaged since (train_reranker.py moves it into place whole): kept aside, never deleted
+            aside = where.with_name(f"{where.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+            os.replace(where, aside)
+            print(f"reranker: {where}: {problem}; moved to {aside} (an ensemble's members are whole there)")
         where.parent.mkdir(parents=True, exist_ok=True)
         command = reranker_command(seed, args, config)
         print(f"reranker seed {seed}: {shlex.join(command[1:])}\n  log: {log}", flush=True)

@@ -153,6 +153,26 @@ def test_the_reranker_row_as_an_ensemble_of_two_seeds(reranker_bench, tmp_path, 
     )
 
 
+def test_a_damaged_reranker_is_moved_aside_whole_and_trained_again(reranker_bench, tmp_path, capsys):
+    import shutil
+
+    from retrieval.rerank import saved_problem
+
+    _, _, out, _, argv = reranker_bench
+    assert quality.main([*argv, "--rows", "reranker"]) == 0  # trains it only if no test did yet
+    where = tmp_path / "runs" / "reranker" / "seed42" / "reranker"
+    shutil.copytree(out / "reranker" / "seed42" / "reranker", where)
+    with open(where / "model.safetensors", "ab") as damaged:  # the manifest's checksum no longer matches
+        damaged.write(b"\0")
+    before = {p.relative_to(where): p.read_bytes() for p in where.rglob("*") if p.is_file()}
+    argv = [*argv, "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "kept"), "--rows", "reranker"]
+    assert quality.main(argv) == 0
+    (aside,) = where.parent.glob("reranker.damaged-*")
+    assert {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*") if p.is_file()} == before
+    assert saved_problem(where) is None  # trained again, complete
+    assert f"moved to {aside}" in capsys.readouterr().out
+
+
 def test_rerank_weights_at_weight_zero_is_the_fusion_itself(reranker_bench, capsys):
     """bench/rerank_weights.py: a cross-encoder weight of 0 orders the top k by the fused score alone,
     so the re-ranked figure must equal the fused one; at weight 1 the cross-encoder alone orders it."""
