@@ -121,7 +121,9 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     if (args.out is None) == (args.reweigh is None):
         problems.append("give --out (train a re-ranker) or --reweigh DIR (choose a saved one's weight again)")
     elif args.reweigh is not None:
-        if problem := saved_problem(args.reweigh):
+        if args.holdout == 0:
+            problems.append("--holdout 0: --reweigh chooses on the questions the re-ranker held out; give its own")
+        elif problem := saved_problem(args.reweigh):
             problems.append(f"--reweigh {args.reweigh}: {problem}")
         elif problem := output_problem(args.reweigh.parent, directory=True):  # its new copy is written beside it
             problems.append(f"--reweigh {args.reweigh}: {problem}")

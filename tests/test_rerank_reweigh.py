@@ -111,6 +111,8 @@ def test_no_re_ranker_and_one_without_held_out_questions_are_refused(trained, tm
     model, data, _ = trained
     with pytest.raises(SystemExit, match="--reweigh .*missing: no such directory"):
         _reweigh(tmp_path / "missing", 5)
+    with pytest.raises(SystemExit, match="--holdout 0: --reweigh chooses on the questions"):
+        train_reranker.main(["--reweigh", str(tmp_path), "--depth", "5", "--holdout", "0"])
     with pytest.raises(SystemExit, match="--data: required to train"):
         train_reranker.main(["--out", str(tmp_path / "x")])
     train_reranker.main([a if a != "0.25" else "0" for a in _argv(model, data, tmp_path / "none", "--seed", "5")])
