@@ -61,6 +61,7 @@ from training.reranker import (
     RerankTraining,
     first_stage,
     held_out,
+    held_out_part,
     ids_sha256,
     same_held_out,
     train_cross_encoder,
@@ -299,8 +300,8 @@ def reweigh(args: argparse.Namespace) -> dict:
         sys.exit(f"error: {err}")
     trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
     fused = first_stage(data, encoder, trained_on, args.batch_size)
-    ((full, c),) = fused.candidates.items()
-    held_fused = Fused(question_subset(data, held, "held out"), {full: c.take(held)}, {full: fused.weights[full]})
+    full = next(iter(fused.candidates))
+    held_fused = held_out_part(fused, held)
     if not same_held_out(settings["held_out"], held_fused, ce.depth):
         flags = f"--holdout {args.holdout} --holdout-seed {args.holdout_seed}"
         sys.exit(f"error: {args.reweigh} held out other questions than {flags}; give the ones it was trained with")
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
     fusion_weight = fused.weights[full]
     held_fused = None
     if len(held):
-        held_fused = Fused(question_subset(data, held, "held out"), {full: c.take(held)}, {full: fusion_weight})
+        held_fused = held_out_part(fused, held)
     if args.members == 1:
         return train_member(args, ce, data, fused, trained_on, held_fused, args.seed, args.out)[0].settings
     paths = member_paths(args)

@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 
 from bench.quality import change
-from data import data_path, load_ir, question_subset
+from data import data_path, load_ir
 from model import Encoder, ModelConfig, resolve_model_dir
 from retrieval.metrics import TOP_K
-from retrieval.rerank import CrossEncoder, Ensemble, Fused, cached_scorer, one_standard_error_weight, weight_curve
-from training.reranker import first_stage, held_out, same_held_out
+from retrieval.rerank import CrossEncoder, Ensemble, cached_scorer, one_standard_error_weight, weight_curve
+from training.reranker import first_stage, held_out, held_out_part, same_held_out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = Encoder.from_config(ModelConfig(shared["first_stage"]), "auto")
     fused = first_stage(data, encoder, trained_on, 64)
     ((full, c),) = fused.candidates.items()
-    held_data = question_subset(data, held, "held out")
-    held_fused = Fused(held_data, {full: c.take(held)}, {full: fused.weights[full]})
+    held_fused = held_out_part(fused, held)
+    held_data = held_fused.data
     for path, ce in zip(args.rerankers, rerankers):  # the questions each held out: these, none other
         if not same_held_out(ce.settings["held_out"], held_fused, shared["depth"]):
             flags = f"--holdout {args.holdout} --holdout-seed {args.holdout_seed}"

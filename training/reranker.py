@@ -64,6 +64,13 @@ def first_stage(data: IRDataset, encoder: Encoder, trained_on: np.ndarray, batch
     return Fused(data, {full: c}, {full: weight})
 
 
+def held_out_part(fused: Fused, held: np.ndarray) -> Fused:
+    """The fused rankings of the question rows `held` only (the held-out questions a re-ranker's
+    weight is chosen on), with the first stage's dense weight."""
+    ((full, c),) = fused.candidates.items()
+    return Fused(question_subset(fused.data, held, "held out"), {full: c.take(held)}, {full: fused.weights[full]})
+
+
 def ids_sha256(query_ids: list[str]) -> str:
     """What names a set of held-out questions in reranker.json: the sha256 of their ids, one a line."""
     return hashlib.sha256("\n".join(query_ids).encode("utf-8")).hexdigest()
