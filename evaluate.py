@@ -51,7 +51,7 @@ from retrieval.rerank import (
     saved_problem,
     saved_weight,
 )
-from retrieval.settings import LexicalConfig, check_lexical_config, check_precision_flags
+from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     lexical.add_argument("--bm25-b", type=float, default=default.b)
     lexical.add_argument("--stemmer", default=default.stemmer, help="Snowball language, or none (default english)")
     lexical.add_argument("--stopwords", default=default.stopwords, help="bm25s stopword list, or none (default en)")
-    lexical.add_argument("--fusion-norm", choices=["minmax", "zscore"], default=default.fusion_norm)
+    lexical.add_argument("--fusion-norm", choices=list(FUSION_NORMS), default=default.fusion_norm)
     lexical.add_argument(
         "--fusion-weight",
         type=float,

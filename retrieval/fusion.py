@@ -5,7 +5,10 @@ Every candidate has an exact score under both retrievers (the dense cosine and B
 for any passage, not only those a retriever returned), so:
 
 - convex: w * norm(dense) + (1 - w) * norm(bm25), each normalised over C per query: minmax
-  (s - min) / (max - min), or zscore (s - mean) / std; a constant score normalises to 0.
+  (s - min) / (max - min), or zscore (s - mean) / std; a constant score normalises to 0. Or max:
+  the dense cosine as it is and BM25 over its per-query best (s / max, in [0, 1]), the sum a model
+  trained with loss.lexical_scale was trained under (cos / temperature + beta x BM25 / best is this
+  fusion at w = 1 / (1 + temperature x beta)); a query's dense confidence is kept, not stretched.
   w is the dense weight: 1 is dense alone, 0 BM25 alone (over C).
 - rrf (reciprocal rank fusion, Cormack et al. 2009): sum over the two top-k lists of
   1 / (rrf_k + rank), ranks 1-based; a list that does not hold a candidate adds nothing.
@@ -73,21 +76,35 @@ def normalized(scores: np.ndarray, valid: np.ndarray, norm: str) -> np.ndarray:
             out = (masked - low) / (high - low)
         elif norm == "zscore":
             out = (masked - np.nanmean(masked, axis=1, keepdims=True)) / np.nanstd(masked, axis=1, keepdims=True)
+        elif norm == "max":
+            out = masked / np.nanmax(masked, axis=1, keepdims=True)
+        elif norm == "raw":
+            out = masked
         else:
-            raise ValueError(f"fusion norm {norm!r}: choose minmax or zscore")
+            raise ValueError(f"fusion norm {norm!r}: choose minmax, zscore or max")
     return np.where(valid & np.isfinite(out), out, 0.0)
 
 
 def convex(c: Candidates, weight: float, norm: str = "minmax") -> np.ndarray:
     """(Q, C) fused scores w * norm(dense) + (1 - w) * norm(lexical); -inf at padding."""
-    fused = weight * normalized(c.dense, c.valid, norm) + (1.0 - weight) * normalized(c.lexical, c.valid, norm)
+    fused = weight * normalized(c.dense, c.valid, _dense_norm(norm)) + (1.0 - weight) * normalized(
+        c.lexical, c.valid, norm
+    )
     return np.where(c.valid, fused, -np.inf)
 
 
 def convex_scores(dense: np.ndarray, lexical: np.ndarray, weight: float, norm: str = "minmax") -> np.ndarray:
     """(C,) fused scores of one query's candidates (every one valid)."""
     valid = np.ones((1, dense.size), dtype=bool)
-    return weight * normalized(dense[None], valid, norm)[0] + (1.0 - weight) * normalized(lexical[None], valid, norm)[0]
+    return (
+        weight * normalized(dense[None], valid, _dense_norm(norm))[0]
+        + (1.0 - weight) * normalized(lexical[None], valid, norm)[0]
+    )
+
+
+def _dense_norm(norm: str) -> str:
+    """The dense score's normalisation under fusion norm `norm`: under max the cosine stays as it is."""
+    return "raw" if norm == "max" else norm
 
 
 def reciprocal_rank(c: Candidates, k: int = 60) -> np.ndarray:

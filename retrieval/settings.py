@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from retrieval.metrics import TOP_K
 
 PRECISIONS = ("float32", "int8", "binary")
-FUSION_NORMS = ("minmax", "zscore")
+FUSION_NORMS = ("minmax", "zscore", "max")
 NEGATIVE_SOURCES = ("dense", "bm25", "hybrid")
 SAMPLES = ("top", "random")
 
@@ -95,7 +95,7 @@ class LexicalConfig:
     b: float = 0.75
     stemmer: str | None = "english"  # a PyStemmer (Snowball) language; null: no stemming
     stopwords: str | None = "en"  # bm25s's list for that language; null: keep every word
-    fusion_norm: str = "minmax"  # per-query normalisation before the convex combination: minmax | zscore
+    fusion_norm: str = "minmax"  # per-query normalisation before the convex combination: minmax | zscore | max
     fusion_weight: float | None = None  # weight of the dense score; null: chosen on the evaluated split (optimistic)
     rrf_k: int = 60  # reciprocal rank fusion's constant
 

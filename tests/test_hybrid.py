@@ -87,6 +87,13 @@ def direct_convex(dense: dict[int, float], lexical: dict[int, float], weight: fl
     return {d: weight * nd[d] + (1 - weight) * nl[d] for d in dense}
 
 
+def pool_scores(c: Candidates, q: int) -> tuple[np.ndarray, dict[int, float], dict[int, float]]:
+    """Query q's valid mask, and its pooled passages' dense and lexical scores by corpus row."""
+    valid = c.rows[q] >= 0
+    rows = c.rows[q][valid].tolist()
+    return valid, dict(zip(rows, c.dense[q][valid].tolist())), dict(zip(rows, c.lexical[q][valid].tolist()))
+
+
 def direct_order(fused: dict[int, float]) -> list[int]:
     return sorted(fused, key=lambda d: (-fused[d], d))
 
@@ -97,9 +104,7 @@ def test_convex_fusion_against_a_direct_computation(weight):
     fused = convex(c, weight, "minmax")
     scores, rows = ranked(c, fused, 4)
     for q in range(2):
-        valid = c.rows[q] >= 0
-        dense = dict(zip(c.rows[q][valid].tolist(), c.dense[q][valid].tolist()))
-        lexical = dict(zip(c.rows[q][valid].tolist(), c.lexical[q][valid].tolist()))
+        valid, dense, lexical = pool_scores(c, q)
         want = direct_convex(dense, lexical, weight)
         assert rows[q].tolist() == direct_order(want)
         np.testing.assert_allclose(scores[q], [want[d] for d in direct_order(want)], rtol=1e-6)
@@ -117,6 +122,26 @@ def test_zscore_normalisation_against_numpy():
         want = 0.4 * z(c.dense[q][valid]) + 0.6 * z(c.lexical[q][valid])
         np.testing.assert_allclose(fused[q][valid], want, rtol=1e-9)
         assert np.isneginf(fused[q][~valid]).all()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.4, 2 / 3, 1.0])
+def test_max_fusion_is_the_cosine_plus_bm25_over_its_best(weight):
+    """Fusion norm max: the dense cosine as it is, BM25 over the query's best candidate score (a
+    direct loop over the hand-made pools); at w = 1 / (1 + temperature x beta) it orders the
+    candidates as the logits of a model trained with loss.lexical_scale beta do."""
+    c = hand_made_candidates()
+    fused = convex(c, weight, "max")
+    scores, rows = ranked(c, fused, 4)
+    for q in range(2):
+        valid, dense, lexical = pool_scores(c, q)
+        best = max(lexical.values())
+        want = {d: weight * dense[d] + (1 - weight) * lexical[d] / best for d in dense}
+        assert rows[q].tolist() == direct_order(want)
+        np.testing.assert_allclose(scores[q], [want[d] for d in direct_order(want)], rtol=1e-6)
+        assert np.isneginf(fused[q][~valid]).all()
+        if weight == 2 / 3:  # temperature 0.05, beta 10: cos / 0.05 + 10 x bm25 / best, the same order
+            logits = {d: dense[d] / 0.05 + 10 * lexical[d] / best for d in dense}
+            assert rows[q].tolist() == direct_order(logits)
 
 
 def test_reciprocal_rank_fusion_against_a_direct_computation():
