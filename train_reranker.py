@@ -58,10 +58,13 @@ from retrieval.rerank import (
     weight_curve,
 )
 from training.reranker import (
+    HOLDOUT,
+    HOLDOUT_SEED,
     RerankTraining,
     first_stage,
     held_out,
     held_out_part,
+    holdout_flags,
     ids_sha256,
     same_held_out,
     train_cross_encoder,
@@ -91,12 +94,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--members", type=int, default=1, help="re-rankers from seeds --seed, --seed + 1, ... averaged (default 1)"
     )
-    parser.add_argument("--holdout-seed", type=int, default=0, help="which questions are held out (default 0)")
+    parser.add_argument(
+        "--holdout-seed", type=int, help=f"which questions are held out (default {HOLDOUT_SEED}; --reweigh: as saved)"
+    )
     parser.add_argument(
         "--holdout",
         type=float,
-        default=0.1,
-        help="questions kept out of training to choose the cross-encoder's weight on (default 0.1; 0: none)",
+        help=f"questions kept out of training to choose the cross-encoder's weight on (default {HOLDOUT}; 0: none; "
+        "--reweigh: as saved)",
     )
     default = RerankTraining()
     for field in fields(RerankTraining):
@@ -107,13 +112,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def checked_args(argv: list[str] | None) -> argparse.Namespace:
     """The parsed flags; a bad one exits with one error line before anything is loaded."""
     args = parse_args(argv)
+    if args.reweigh is None:  # training draws by the flags, or the defaults; --reweigh by what it saved
+        args.holdout, args.holdout_seed = holdout_flags(None, args.holdout, args.holdout_seed)
     positive = ("pool", "negatives", "max_length", "depth", "batch_size", "epochs", "batch", "chunk", "members")
     problems = [
         f"--{n.replace('_', '-')} {getattr(args, n)}: must be at least 1" for n in positive if getattr(args, n) < 1
     ]
     if not 1 <= args.depth <= TOP_K:
         problems.append(f"--depth {args.depth}: must be in 1..{TOP_K} (the fused top k evaluate.py ranks)")
-    if not 0 <= args.holdout <= 0.5:
+    if args.holdout is not None and not 0 <= args.holdout <= 0.5:
         problems.append(f"--holdout {args.holdout}: must be in [0, 0.5]")
     if not args.lr > 0:
         problems.append(f"--lr {args.lr}: must be > 0")
@@ -142,13 +149,14 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def mixing_weight(ce: Reranker, held: Fused, depth: int) -> dict:
+def mixing_weight(ce: Reranker, held: Fused, args: argparse.Namespace) -> dict:
     """The cross-encoder weight chosen on the held-out questions by the one-standard-error rule, the
     weight with the best mean there, the mean NDCG@10 at every weight of the grid (the curve; weight
     0 is the fusion alone), and the fusion's and the re-ranked + fused NDCG@10 at the chosen weight
-    (chosen there: optimistic)."""
+    (chosen there: optimistic), at --depth; with the draw that held them out (--holdout, --holdout-seed),
+    so --reweigh needs neither flag."""
     ((dim, c),) = held.candidates.items()
-    curve = weight_curve(c, held.weights[dim], held.norm, cached_scorer(ce, held.data), held.data, depth)
+    curve = weight_curve(c, held.weights[dim], held.norm, cached_scorer(ce, held.data), held.data, args.depth)
     weight = one_standard_error_weight(curve)
     print(
         f"on {len(held.data.query_ids)} held-out questions: fused NDCG@10 {curve[0.0].mean():.4f}, re-ranked + "
@@ -162,6 +170,8 @@ def mixing_weight(ce: Reranker, held: Fused, depth: int) -> dict:
         "weight_from": held.data.name,
         "questions": len(held.data.query_ids),
         "question_ids_sha256": ids_sha256(held.data.query_ids),
+        "fraction": args.holdout,
+        "seed": args.holdout_seed,
         "fused": float(curve[0.0].mean()),
         "reranked": float(curve[weight].mean()),
         "curve": {f"{w:g}": round(float(v.mean()), 6) for w, v in curve.items()},
@@ -227,7 +237,7 @@ def train_member(
     saved = {**expected_settings(args, data, fusion_weight, seed), "groups": len(groups), "trained": trained}
     out = save(ce, out, saved, first=True)  # what the training produced, before anything that can still fail
     if held is not None:
-        saved["held_out"] = mixing_weight(ce, held, args.depth)
+        saved["held_out"] = mixing_weight(ce, held, args)
         save(ce, out, saved, first=False)
     print(f"re-ranker saved to {out}: {trained['steps']} steps in {trained['seconds']:.0f} s")
     return ce, out
@@ -278,7 +288,7 @@ def kept_member(
     if differ:
         sys.exit(f"error: {path}: a re-ranker made otherwise ({', '.join(differ)}); delete it or give another --out")
     if held is not None and saved_held is None:
-        ce.save(path, {**ce.settings, "held_out": mixing_weight(ce, held, args.depth)})
+        ce.save(path, {**ce.settings, "held_out": mixing_weight(ce, held, args)})
     print(f"member {path}: kept (an earlier run's, the same flags and seed {seed})")
     return ce
 
@@ -292,6 +302,7 @@ def reweigh(args: argparse.Namespace) -> dict:
         settings = ce.settings
         if not settings.get("held_out"):
             raise ValueError(f"re-ranker {args.reweigh}: it held no questions out, so there is none to choose on")
+        args.holdout, args.holdout_seed = holdout_flags(settings["held_out"], args.holdout, args.holdout_seed)
         data = load_ir(settings["data_path"], settings["split"])
         if args.data is not None and data_path(args.data) != settings["data_path"]:
             raise ValueError(f"--data {args.data}: re-ranker {args.reweigh} was trained on {settings['data_path']}")
@@ -314,7 +325,7 @@ def reweigh(args: argparse.Namespace) -> dict:
     new = {
         **settings,
         "depth": args.depth,
-        "held_out": mixing_weight(ce, held_fused, args.depth),
+        "held_out": mixing_weight(ce, held_fused, args),
         "reweighed": [*settings.get("reweighed", []), before],
     }
     resave_settings(args.reweigh, new)
@@ -362,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     ensemble = Ensemble(members)
     if held_fused is not None:
-        saved["held_out"] = mixing_weight(ensemble, held_fused, args.depth)
+        saved["held_out"] = mixing_weight(ensemble, held_fused, args)
     if args.out.exists():
         sys.exit(f"error: --out {args.out} appeared during training; move it away and run again (the members are kept)")
     out = save_ensemble(paths, args.out, saved)

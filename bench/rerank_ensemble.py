@@ -29,7 +29,7 @@ from data import data_path, load_ir
 from model import Encoder, ModelConfig, resolve_model_dir
 from retrieval.metrics import TOP_K
 from retrieval.rerank import CrossEncoder, Ensemble, cached_scorer, one_standard_error_weight, weight_curve
-from training.reranker import first_stage, held_out, held_out_part, same_held_out
+from training.reranker import first_stage, held_out, held_out_part, holdout_flags, same_held_out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,8 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rerankers", required=True, type=lambda s: s.split(","), help="saved re-rankers, A,B,...")
     parser.add_argument("--ensembles", default="", help="e.g. A+B,A+B+C: members by their place in --rerankers")
     parser.add_argument("--out", type=Path, help="every question's NDCG@10 at every weight, as JSON")
-    parser.add_argument("--holdout", type=float, default=0.1, help="train_reranker.py's --holdout (default 0.1)")
-    parser.add_argument("--holdout-seed", type=int, default=0, help="train_reranker.py's --holdout-seed (default 0)")
+    parser.add_argument("--holdout", type=float, help="train_reranker.py's --holdout (default: as the first saved)")
+    parser.add_argument("--holdout-seed", type=int, help="train_reranker.py's --holdout-seed (default: as saved)")
     parser.add_argument(
         "--depths", default="", help="e.g. 10,30,50: also each depth, paired with the re-rankers' own (1..100)"
     )
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     if data_path(args.data) != shared["data_path"]:
         sys.exit(f"error: --data {args.data}: the re-rankers were trained on {shared['data_path']}")
     data = load_ir(args.data, shared["split"])
+    args.holdout, args.holdout_seed = holdout_flags(rerankers[0].settings["held_out"], args.holdout, args.holdout_seed)
     trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
     if len(held) != (saved := rerankers[0].settings["held_out"]["questions"]):
         sys.exit(f"error: the re-rankers held out {saved} questions, not {len(held)}: check --holdout")

@@ -134,3 +134,27 @@ def test_a_failed_resave_leaves_the_re_ranker_whole(trained, tmp_path, monkeypat
         _reweigh(again, 5)
     assert _files(again) == before and saved_problem(again) is None
     assert not list(tmp_path.glob(".again*"))
+
+
+def test_the_held_out_draw_is_read_from_the_re_ranker(trained, tmp_path):
+    """A re-ranker records the draw that held its questions out, so --reweigh needs no --holdout: the
+    same choice as with the flags. One saved before the draw was recorded falls back to the flags'
+    defaults, and its questions' sha256 still refuses a wrong draw."""
+    _, _, paths = trained
+    assert {k: _settings(paths[5, 8])["held_out"][k] for k in ("fraction", "seed")} == {"fraction": 0.25, "seed": 0}
+    flags, read = tmp_path / "flags", tmp_path / "read"
+    shutil.copytree(paths[5, 8], flags)
+    shutil.copytree(paths[5, 8], read)
+    with_flags = _reweigh(flags, 5)
+    assert train_reranker.main(["--reweigh", str(read), "--depth", "5"]) == with_flags
+
+    older = tmp_path / "older"
+    shutil.copytree(paths[5, 8], older)
+    settings = _settings(older)
+    settings["held_out"] = {k: v for k, v in settings["held_out"].items() if k not in ("fraction", "seed")}
+    rerank.resave_settings(older, settings)
+    before = _files(older)
+    with pytest.raises(SystemExit, match="held out other questions than --holdout 0.1 --holdout-seed 0"):
+        train_reranker.main(["--reweigh", str(older), "--depth", "5"])
+    assert _files(older) == before
+    assert _reweigh(older, 5)["held_out"] == with_flags["held_out"]  # the flags given: as before

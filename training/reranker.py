@@ -45,6 +45,20 @@ class RerankTraining:
     seed: int = 0  # the groups' order and negatives, the fresh head, dropout
 
 
+HOLDOUT, HOLDOUT_SEED = 0.1, 0  # train_reranker.py's --holdout and --holdout-seed when not given
+
+
+def holdout_flags(saved: dict | None, fraction: float | None, seed: int | None) -> tuple[float, int]:
+    """The held-out draw (--holdout, --holdout-seed) a saved re-ranker's questions come from: each
+    flag as given, else as its `held_out` records it, else the defaults (a re-ranker saved before the
+    draw was recorded: its questions are checked by their sha256 all the same)."""
+    saved = saved or {}
+    return (
+        saved.get("fraction", HOLDOUT) if fraction is None else fraction,
+        saved.get("seed", HOLDOUT_SEED) if seed is None else seed,
+    )
+
+
 def held_out(n_questions: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(trained on, held out): question rows, a seeded `fraction` held out (at least one when > 0)."""
     order = np.random.default_rng(seed).permutation(n_questions)
