@@ -21,6 +21,7 @@ from bench.quality import Scorer, encode_model, model_bench_parser
 from retrieval.evaluation import evaluate_embeddings
 from retrieval.fusion import convex, ranked
 from retrieval.hybrid import candidates_by_dim
+from retrieval.metrics import TOP_K
 from retrieval.stats import paired_bootstrap
 
 METRIC = "ndcg@10"
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--feedback", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3, 5])
     parser.add_argument("--alphas", type=lambda s: [float(x) for x in s.split(",")], default=[0.5, 0.7, 0.85])
     args = parser.parse_args(argv)
+    if not all(1 <= k <= TOP_K for k in args.feedback):
+        parser.error(f"--feedback {args.feedback}: each k must be in 1..{TOP_K} (the fused top k)")
+    if not all(0 <= a <= 1 for a in args.alphas):
+        parser.error(f"--alphas {args.alphas}: each must be in [0, 1]")
     args.weight_split = "cross"
     scorer = Scorer(args)
     found = {}
@@ -46,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
         full = queries.shape[1]
         c = candidates_by_dim(queries, corpus, scorer.data, [full], scorer.index)[0][full]
         top = ranked(c, convex(c, FIRST_ROUND_WEIGHT), max(args.feedback))[1]  # (Q, k) first-round rows
+        if (top < 0).any():  # a question with fewer pooled candidates than k
+            raise SystemExit(f"--feedback {args.feedback}: a question has fewer than {max(args.feedback)} candidates")
         first, _, _ = scorer.cross_fitted(queries, corpus)
         alone = evaluate_embeddings(queries, corpus, scorer.data, args.dims)
         head = ", ".join(

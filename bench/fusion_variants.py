@@ -14,26 +14,33 @@ on train by bench/bm25_settings.py), never on the reported split.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import numpy as np
 
 from bench.quality import Scorer, encode_model, model_bench_parser
 from retrieval.hybrid import lexical_index
-from retrieval.settings import LexicalConfig
+from retrieval.settings import LexicalConfig, check_lexical_config
 from retrieval.stats import paired_bootstrap
 
 METRIC = "ndcg@10"
 
 
 def variant(text: str) -> tuple[str, LexicalConfig]:
-    """'minmax', 'zscore:k1=0.6:b=0.9': a normalisation, then LexicalConfig fields."""
+    """'minmax', 'zscore:k1=0.6:b=0.9': a normalisation, then LexicalConfig fields; checked as the
+    evaluation checks them, before any model is encoded."""
     norm, *fields = text.split(":")
-    settings = {}
-    for field in fields:
-        key, value = field.split("=")
-        settings[key] = float(value) if key in ("k1", "b") else value
-    return text, dataclasses.replace(LexicalConfig(), fusion_norm=norm, **settings)
+    try:
+        settings = {}
+        for field in fields:
+            key, value = field.split("=")
+            settings[key] = float(value) if key in ("k1", "b") else value
+        config = dataclasses.replace(LexicalConfig(), fusion_norm=norm, **settings)
+        check_lexical_config(config, key_prefix=f"--variants {text}")
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+    return text, config
 
 
 def main(argv: list[str] | None = None) -> None:

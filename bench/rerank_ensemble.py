@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> dict:
     if data_path(args.data) != shared["data_path"]:
         sys.exit(f"error: --data {args.data}: the re-rankers were trained on {shared['data_path']}")
     data = load_ir(args.data, shared["split"])
-    args.holdout, args.holdout_seed = holdout_flags(rerankers[0].settings["held_out"], args.holdout, args.holdout_seed)
+    recorded = {(h["fraction"], h["seed"]) for ce in rerankers if "fraction" in (h := ce.settings["held_out"])}
+    if len(recorded) > 1:
+        sys.exit(f"error: the re-rankers record different held-out draws {sorted(recorded)}: they cannot be paired")
+    draw = dict(zip(("fraction", "seed"), next(iter(recorded)))) if recorded else None
+    args.holdout, args.holdout_seed = holdout_flags(draw, args.holdout, args.holdout_seed)
     trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
     if len(held) != (saved := rerankers[0].settings["held_out"]["questions"]):
         sys.exit(f"error: the re-rankers held out {saved} questions, not {len(held)}: check --holdout")

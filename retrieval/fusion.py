@@ -76,8 +76,9 @@ def normalized(scores: np.ndarray, valid: np.ndarray, norm: str) -> np.ndarray:
             out = (masked - low) / (high - low)
         elif norm == "zscore":
             out = (masked - np.nanmean(masked, axis=1, keepdims=True)) / np.nanstd(masked, axis=1, keepdims=True)
-        elif norm == "max":
-            out = masked / np.nanmax(masked, axis=1, keepdims=True)
+        elif norm == "max":  # a best score <= 0 (no match: BM25 is 0 everywhere) scales to 0
+            high = np.nanmax(masked, axis=1, keepdims=True)
+            out = np.where(high > 0, masked / high, 0.0)
         elif norm == "raw":
             out = masked
         else:
@@ -86,7 +87,8 @@ def normalized(scores: np.ndarray, valid: np.ndarray, norm: str) -> np.ndarray:
 
 
 def convex(c: Candidates, weight: float, norm: str = "minmax") -> np.ndarray:
-    """(Q, C) fused scores w * norm(dense) + (1 - w) * norm(lexical); -inf at padding."""
+    """(Q, C) fused scores w * norm(dense) + (1 - w) * norm(lexical) (under max, the dense cosine as it
+    is); -inf at padding."""
     fused = weight * normalized(c.dense, c.valid, _dense_norm(norm)) + (1.0 - weight) * normalized(
         c.lexical, c.valid, norm
     )

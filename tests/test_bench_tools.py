@@ -1,12 +1,13 @@
 """The small benches that BENCHMARKS.md's commands run, end to end on tiny inputs, so none breaks
 unseen: mask_count's slot counts against a count by hand, compare_st's agreement with
-sentence-transformers on the packaged model, hybrid_cost's and encode_speed's tables."""
+sentence-transformers on the packaged model, hybrid_cost's and encode_speed's tables, and
+fusion_prf's feedback query against a direct computation."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import compare_st, encode_speed, hybrid_cost, mask_count
+from bench import encode_speed, hybrid_cost, mask_count
 from tests.helpers import make_tiny_bert, tiny_beir, write_jsonl
 
 
@@ -27,10 +28,22 @@ def test_mask_count_against_a_count_by_hand(tmp_path):
         "copy_batch_local": 2,
         "copy_table_wide": 2,
     }
+    # Batches of two, seed 42: the sampler spreads q1's rows apart, (q1, p1) beside (q2, p2) and (q1, p2)
+    # beside (q3, p4). (q1, p1) then sees p2, known relevant to q1 through a row in the other batch:
+    # the batch-local rule cannot see it, the table-wide rule masks it.
+    spread = mask_count.main(["--train", str(train), "--batch", "2", "--seed", "42"])
+    assert {k: v for k, v in spread.items() if k.startswith("other")} == {
+        "other_slots": 1,
+        "other_batch_local": 0,
+        "other_table_wide": 1,
+    }
+    assert spread["queries_exposed"] == 1 and spread["copy_slots"] == 0
 
 
 def test_compare_st_agrees_with_sentence_transformers_on_the_packaged_model(tmp_path):
     pytest.importorskip("sentence_transformers")
+    from bench import compare_st
+
     beir = tiny_beir(tmp_path / "beir", n_docs=24, n_queries=6)
     assert compare_st.main(["--data", str(beir), "--out", str(tmp_path / "agree.json")]) == 0
     assert (tmp_path / "agree.json").is_file()
@@ -40,7 +53,10 @@ def test_hybrid_cost_and_encode_speed_print_their_tables(tmp_path, capsys):
     beir = tiny_beir(tmp_path / "beir", n_docs=30, n_queries=6)
     hybrid_cost.main(["--data", str(beir), "--dims", "32,16", "--repeats", "2"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "part" not in line]
-    assert len(table) == 4 and all(float(cell) >= 0 for line in table for cell in line.strip("| ").split(" | ")[1:])
+    assert len(table) == 4
+    for line in table:  # part | min s | median s | max s
+        low, middle, high = (float(cell) for cell in line.strip("| ").split(" | ")[1:])
+        assert 0 <= low <= middle <= high
     model = make_tiny_bert(tmp_path / "m")
     encode_speed.main(["--impl", "ours", "--model", str(model), "--data", str(beir), "--limit", "20", "--repeat", "2"])
     lines = capsys.readouterr().out.splitlines()

@@ -8,7 +8,7 @@ import pytest
 
 from data import IRDataset, load_beir
 from helpers import reference_bm25
-from retrieval.fusion import WEIGHT_GRID, Candidates, convex, pool, ranked, reciprocal_rank
+from retrieval.fusion import WEIGHT_GRID, Candidates, convex, normalized, pool, ranked, reciprocal_rank
 from retrieval.hybrid import chosen_weights, evaluate_hybrid
 from retrieval.lexical import build_index, lexical_search, top_k
 from retrieval.metrics import score_ranking
@@ -142,6 +142,15 @@ def test_max_fusion_is_the_cosine_plus_bm25_over_its_best(weight):
         if weight == 2 / 3:  # temperature 0.05, beta 10: cos / 0.05 + 10 x bm25 / best, the same order
             logits = {d: dense[d] / 0.05 + 10 * lexical[d] / best for d in dense}
             assert rows[q].tolist() == direct_order(logits)
+
+
+def test_max_normalisation_of_a_query_bm25_does_not_match():
+    """A query BM25 scores 0 everywhere (or whose best is <= 0) scales to 0 under max: the fusion is
+    w x cosine there, never a division by zero or a flipped order."""
+    valid = np.array([[True, True, True, False]])
+    for row in ([0.0, 0.0, 0.0, 0.0], [-1.0, -2.0, 0.0, 5.0]):  # the padded 5.0 is not a candidate
+        np.testing.assert_array_equal(normalized(np.array([row]), valid, "max"), [[0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(normalized(np.array([[2.0, 1.0, 0.5, 9.0]]), valid, "max"), [[1.0, 0.5, 0.25, 0.0]])
 
 
 def test_reciprocal_rank_fusion_against_a_direct_computation():

@@ -18,7 +18,7 @@ import train_reranker
 from common.files import write_manifest
 from data import load_ir
 from retrieval.fusion import WEIGHT_GRID
-from retrieval.rerank import CrossEncoder, Ensemble, load_reranker, save_ensemble, saved_problem
+from retrieval.rerank import CrossEncoder, Ensemble, load_reranker, resave_settings, save_ensemble, saved_problem
 from tests.helpers import make_tiny_bert, tiny_beir
 from tests.test_rerank_commands import _fused_rows, reordered_score
 
@@ -193,7 +193,8 @@ def test_the_bench_rebuilds_the_held_out_curves_the_rerankers_saved(ensemble, tm
 
     _, data, out, settings, singles = ensemble
     argv = f"--data {data} --rerankers {singles[5]},{singles[6]} --ensembles A+B --holdout 0.25 --resamples 200"
-    result = rerank_ensemble.main([*argv.split(), "--out", str(tmp_path / "r.json")])
+    read = argv.replace(" --holdout 0.25", "")  # the draw (--holdout 0.25, seed 0) read from reranker.json
+    result = rerank_ensemble.main([*read.split(), "--out", str(tmp_path / "r.json")])
     saved = {f"A {singles[5]}": singles[5], f"B {singles[6]}": singles[6], "A+B": out}
     for label, where in saved.items():  # each curve as train_reranker.py saved it, the ensemble's too
         curve = json.loads((where / "reranker.json").read_text())["held_out"]["curve"]
@@ -206,6 +207,12 @@ def test_the_bench_rebuilds_the_held_out_curves_the_rerankers_saved(ensemble, tm
         rerank_ensemble.main([*argv.split(), "--holdout", "0.5"])
     with pytest.raises(SystemExit, match="held out other questions than --holdout 0.25 --holdout-seed 1"):
         rerank_ensemble.main([*argv.split(), "--holdout-seed", "1"])
+    other = tmp_path / "other"  # B recording another draw than A: refused, whatever the flags
+    shutil.copytree(singles[6], other)
+    settings = json.loads((other / "reranker.json").read_text())
+    resave_settings(other, {**settings, "held_out": {**settings["held_out"], "fraction": 0.3}})
+    with pytest.raises(SystemExit, match=r"record different held-out draws \[\(0.25, 0\), \(0.3, 0\)\]"):
+        rerank_ensemble.main(read.replace(str(singles[6]), str(other)).split())
 
 
 def test_the_bench_ranks_each_depth_as_a_reweighed_re_ranker_saves_it(ensemble, tmp_path):
