@@ -79,8 +79,6 @@ def normalized(scores: np.ndarray, valid: np.ndarray, norm: str) -> np.ndarray:
         elif norm == "max":  # a best score <= 0 (no match: BM25 is 0 everywhere) scales to 0
             high = np.nanmax(masked, axis=1, keepdims=True)
             out = np.where(high > 0, masked / high, 0.0)
-        elif norm == "raw":
-            out = masked
         else:
             raise ValueError(f"fusion norm {norm!r}: choose minmax, zscore or max")
     return np.where(valid & np.isfinite(out), out, 0.0)
@@ -89,24 +87,20 @@ def normalized(scores: np.ndarray, valid: np.ndarray, norm: str) -> np.ndarray:
 def convex(c: Candidates, weight: float, norm: str = "minmax") -> np.ndarray:
     """(Q, C) fused scores w * norm(dense) + (1 - w) * norm(lexical) (under max, the dense cosine as it
     is); -inf at padding."""
-    fused = weight * normalized(c.dense, c.valid, _dense_norm(norm)) + (1.0 - weight) * normalized(
-        c.lexical, c.valid, norm
-    )
+    fused = weight * _dense(c.dense, c.valid, norm) + (1.0 - weight) * normalized(c.lexical, c.valid, norm)
     return np.where(c.valid, fused, -np.inf)
 
 
 def convex_scores(dense: np.ndarray, lexical: np.ndarray, weight: float, norm: str = "minmax") -> np.ndarray:
     """(C,) fused scores of one query's candidates (every one valid)."""
     valid = np.ones((1, dense.size), dtype=bool)
-    return (
-        weight * normalized(dense[None], valid, _dense_norm(norm))[0]
-        + (1.0 - weight) * normalized(lexical[None], valid, norm)[0]
-    )
+    return weight * _dense(dense[None], valid, norm)[0] + (1.0 - weight) * normalized(lexical[None], valid, norm)[0]
 
 
-def _dense_norm(norm: str) -> str:
-    """The dense score's normalisation under fusion norm `norm`: under max the cosine stays as it is."""
-    return "raw" if norm == "max" else norm
+def _dense(scores: np.ndarray, valid: np.ndarray, norm: str) -> np.ndarray:
+    """The dense side of the fusion: normalised as `norm` says, except under max, where the cosine
+    stays as it is (0 at padding)."""
+    return np.where(valid, scores, 0.0) if norm == "max" else normalized(scores, valid, norm)
 
 
 def reciprocal_rank(c: Candidates, k: int = 60) -> np.ndarray:
