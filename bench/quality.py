@@ -29,8 +29,16 @@ stopped. <results> is --out unless `--results DIR` keeps the jsons and report.md
 models and logs: the jsons under bench/results/quality are committed, so the bench resumes on a
 machine without runs/. Ours is `train.py --config CONFIG` with the seed, `--eval.before false`
 and the bench's eval set; every trained model is scored here, by the same code as the base model.
-Its runs share <out>/mining_cache (`data.hard_negatives.cache`): the base model mines the same
-negatives for every seed, so the second seed copies the first's instead of mining again.
+A lever measured with `--train-args` (say `--out runs/lever --train-args "--loss.temperature 0.02"`)
+that is then written into CONFIG need not train again: `--adopt runs/lever` takes each of its ours
+runs for a missing seed, scores its model here, and keeps where it came from, but only when the
+train_config.yaml saved beside its model matches, on every setting that decides the weights
+(`training_settings`: not where it writes, checkpoints, reports, or evaluation when eval.select is
+last), the run this bench would train; otherwise it is an error naming the keys, before anything
+runs. The report's warning about runs that no longer stand for CONFIG judges them the same way (a
+json from before train_config was kept: by the config file's sha256). Ours runs share
+<out>/mining_cache (`data.hard_negatives.cache`): the base model mines the same negatives for
+every seed, so the second seed copies the first's instead of mining again.
 
 `st-ours` reads our recipe from CONFIG at run time (see st_recipe): epochs, batch, lr, warm-up,
 cosine floor, weight decay, clipping, scale = 1 / temperature, dims and weights, the symmetric term,
@@ -145,6 +153,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where each row's result json and report.md go (default: --out); a directory kept apart from the "
         "models, say under version control (bench/results/quality), lets the bench resume on another machine",
     )
+    parser.add_argument(
+        "--adopt",
+        type=Path,
+        help="another bench directory (its --results, say a lever measured with --train-args): a training row's "
+        "missing seed is taken from there, scored here, without training again, when its model trained with "
+        "the settings this bench would train with (CONFIG, the row's flags, --train-args, the seed); else an error",
+    )
     parser.add_argument("--report-only", action="store_true", help="print the report from the results that exist")
     parser.add_argument("--eval-batch", type=int, default=64)
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap and randomization resamples")
@@ -161,6 +176,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--rows: unknown {unknown}; the rows are {', '.join(row.name for row in ROWS)}")
     args.config, args.data, args.out = args.config.resolve(), args.data.resolve(), args.out.resolve()
     args.results = (args.results or args.out).resolve()
+    args.adopt = args.adopt.resolve() if args.adopt else None
     return args
 
 
@@ -510,13 +526,120 @@ def train_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace, con
         print(f"  FAILED (exit {status}) after {wall:.0f} s; see {log}", flush=True)
         return None
     trained = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    settings = {} if st else {"train_config": saved_settings(run_dir / "model")}
     return {
         "train_seconds": trained["train_seconds"],
         "steps": trained["steps"],
         "process_seconds": wall,
         "command": command,
         "log": str(log),
+        "model_path": str(run_dir / "model"),
+        **settings,
         **scorer.model(run_dir / "model"),
+    }
+
+
+# What decides the weights a train.py run ends with; the rest (where it writes, checkpoints, reports,
+# library versions, the mining cache's place) does not, nor does evaluation when eval.select is last
+# (tests/test_train.py: evaluating before training and at every step leaves the weights bitwise the same).
+NOT_TRAINING = ("output.", "checkpoint.", "report.", "versions", "data.hard_negatives.cache")
+
+
+def training_settings(config: dict) -> dict:
+    """The dotted keys of a resolved train.py config (its train_config.yaml, or asdict(load_config))
+    that decide the trained weights, as plain data."""
+    flat: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}{key}.", inner)
+        else:
+            flat[prefix[:-1]] = value
+
+    walk("", json.loads(json.dumps(config)))  # tuples to lists, as yaml reads them back
+    last = flat.get("eval.select") == "last"
+    return {
+        key: value
+        for key, value in flat.items()
+        if not key.startswith(NOT_TRAINING) and not (last and key.startswith("eval.") and key != "eval.select")
+    }
+
+
+def saved_settings(model: Path) -> dict:
+    """training_settings of the train_config.yaml train.py saved beside a model."""
+    import yaml
+
+    return training_settings(yaml.safe_load((model / "train_config.yaml").read_text("utf-8")))
+
+
+def bench_settings(row: Row, seed: int, args: argparse.Namespace) -> dict:
+    """training_settings of the run this bench would train for (row, seed): CONFIG as it is now."""
+    from dataclasses import asdict
+
+    from training.config import load_config
+
+    command = ours_command(row, seed, args.out / row.name / f"seed{seed}", args)
+    return training_settings(asdict(load_config(command[2:])))
+
+
+def differences(theirs: dict, ours: dict) -> list[str]:
+    return [
+        f"{key} {theirs.get(key, '(absent)')!r} (the bench's: {ours.get(key, '(absent)')!r})"
+        for key in sorted(set(theirs) | set(ours))
+        if theirs.get(key) != ours.get(key)
+    ]
+
+
+def adoptable(row: Row, seed: int, args: argparse.Namespace) -> tuple[Path, dict, Path, dict] | None:
+    """(row, seed)'s run in the --adopt directory: (its json, the json, its model, the model's
+    training settings); None if it has none. An error if the model is gone or trained otherwise
+    than this bench would train it."""
+    source = args.adopt / row.name / f"seed{seed}.json"
+    if not source.is_file():
+        return None
+    kept = json.loads(source.read_text("utf-8"))
+    command = kept.get("command") or []
+    if "--output.dir" not in command:
+        raise SystemExit(f"error: --adopt {source}: no train.py command in it, so no model to take")
+    model = Path(command[command.index("--output.dir") + 1]) / "model"
+    if not (model / "train_config.yaml").is_file():
+        raise SystemExit(f"error: --adopt {source}: its model {model} is gone (or has no train_config.yaml)")
+    theirs = saved_settings(model)
+    differ = differences(theirs, bench_settings(row, seed, args))
+    if differ:
+        raise SystemExit(
+            f"error: --adopt {source}: its model trained otherwise than this bench would: {'; '.join(differ)}"
+        )
+    return source, kept, model, theirs
+
+
+def check_adoptions(rows: list[Row], args: argparse.Namespace) -> None:
+    """Every run --adopt would take, checked before the bench scores or trains anything."""
+    for row in rows:
+        if row.runner == "ours":
+            for seed in seeds_of(row, args):
+                if not result_path(args.results, row, seed).is_file():
+                    adoptable(row, seed, args)
+
+
+def adopt_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace) -> dict | None:
+    """(row, seed) from the --adopt directory, scored here by this bench; None if it has no such run."""
+    found = adoptable(row, seed, args)
+    if found is None:
+        return None
+    source, kept, model, theirs = found
+    print(f"{row.name} seed {seed}: adopted from {source} (the same training settings); scoring {model}", flush=True)
+    return {
+        "train_seconds": kept["train_seconds"],
+        "steps": kept["steps"],
+        "process_seconds": kept.get("process_seconds"),
+        "command": kept["command"],
+        "log": kept.get("log"),
+        "model_path": str(model),
+        "adopted": {"from": str(source), "config_sha256": kept.get("config_sha256")},
+        "train_config": theirs,
+        **scorer.model(model),
     }
 
 
@@ -535,14 +658,14 @@ def add_reranked(path: Path, row: Row, seed: int | None, scorer: Scorer, args: a
     """A model row's json from before the bench had its re-ranker: the re-ranked scores added, the
     model scored again from disk (the rest of the json is kept as it was), if the model is still there."""
     name = f"{row.name}{'' if seed is None else f' seed {seed}'}"
-    where = model_dir(row, seed, args, config)
+    result = json.loads(path.read_text("utf-8"))
+    where = result.get("model_path") or model_dir(row, seed, args, config)
     if row.runner != "base" and not Path(where).is_dir():
         print(
             f"{name}: no re-ranked scores, and its model {where} is gone (delete {path} to train it again)", flush=True
         )
         return
     print(f"{name}: scoring it fused and re-ranked ({where})", flush=True)
-    result = json.loads(path.read_text("utf-8"))
     scored = scorer.model(where)
     result.update(reranked=scored["reranked"], reranker=scored["reranker"])
     write_atomic(path, json.dumps(result) + "\n")
@@ -583,7 +706,8 @@ def run_row(row: Row, scorer: Scorer, args: argparse.Namespace, config) -> None:
                 model = config.model.name_or_path
                 result = {"train_seconds": 0.0, "steps": 0, "model": model, **scorer.model(resolve_base(config))}
             else:
-                result = train_run(row, seed, scorer, args, config)
+                adopted = adopt_run(row, seed, scorer, args) if args.adopt and row.runner == "ours" else None
+                result = adopted or train_run(row, seed, scorer, args, config)
         except Exception:  # a row's scoring error must not stop the rows after it
             traceback.print_exc()
             result = None
@@ -808,18 +932,27 @@ def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> 
         ]
         if unranked:
             out += ["", f"Not re-ranked (scored before the re-ranker, models gone): {', '.join(unranked)}."]
-    current = config_sha256(args.config)
     stale = sorted(
-        {
-            f"{line.row.name} seed {run['seed']}"
-            for line in lines.values()
-            for run in line.runs
-            if current and line.row.runner in ("ours", "st-config") and run["config_sha256"] != current
-        }
+        {f"{line.row.name} seed {run['seed']}" for line in alone for run in line.runs if is_stale(line.row, run, args)}
     )
     if stale:
-        out += ["", f"Warning: trained with another version of {args.config}: {', '.join(stale)}."]
+        out += ["", f"Warning: trained with other settings than {args.config} has now: {', '.join(stale)}."]
     return out
+
+
+def is_stale(row: Row, run: dict, args: argparse.Namespace) -> bool:
+    """Whether a training row's run no longer stands for CONFIG: by its training settings where the
+    json keeps them (an edited comment is not a change; a run adopted from a lever is judged by what
+    it trained with), else by the config file's sha256."""
+    if row.runner not in ("ours", "st-config"):
+        return False
+    if "train_config" in run:
+        try:
+            return run["train_config"] != bench_settings(row, run["seed"], args)
+        except Exception:  # CONFIG unreadable here (say its data is absent): fall back to the file
+            pass
+    current = config_sha256(args.config)
+    return bool(current) and run["config_sha256"] != current
 
 
 def reranker_lines(lines: dict[str, Line]) -> list[str]:
@@ -899,6 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(["--config", str(args.config)])  # read now: it may be newer than this script
         except ConfigError as err:
             sys.exit(f"error: {err}")
+        if args.adopt:
+            check_adoptions(rows, args)
         scorer = Scorer(args)
         args.out.mkdir(parents=True, exist_ok=True)
         for row in rows:

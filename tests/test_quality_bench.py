@@ -245,3 +245,63 @@ def test_a_kept_reranker_json_whose_directory_is_gone_leaves_the_rows_unranked(r
     capsys.readouterr()
     assert quality.main([*argv, "--rows", "reranker", "--results", str(kept)]) == 0
     assert f"reranker: {tmp_path / 'gone'}: no such directory; no row is re-ranked" in capsys.readouterr().out
+
+
+def test_a_lever_run_is_adopted_when_it_trained_with_the_config_settings_and_refused_otherwise(tmp_path, capsys):
+    """--adopt: a run a lever bench trained with --train-args stands for a config that now says the
+    same (scored again here, not trained again); a config that says otherwise refuses it, naming the
+    key, before anything is scored; the stale warning judges runs by their training settings."""
+    pytest.importorskip("bm25s")
+    from tests.helpers import make_tiny_bert, random_texts, tiny_beir, write_jsonl
+
+    model, data = make_tiny_bert(tmp_path / "model"), tiny_beir(tmp_path / "beir", n_docs=60, n_queries=12)
+    texts = random_texts(24, seed=3)
+    write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": text[:25], "positive": text} for text in texts])
+    recipe = (
+        f"model: {{name_or_path: {model}, max_length: 32}}\n"
+        f"data: {{train: {tmp_path / 'pairs.jsonl'}, eval: {data}, eval_split: dev}}\n"
+        "loss: {dims: [32, 8], temperature: 0.05}\n"
+        "train: {epochs: 1, global_batch: 8, micro_batch: 4, lr: 1.0e-3, seed: 42}\n"
+        "eval: {every: epoch, select: last}\n"
+        "report: {plot: false, map: false, report_to: []}\n"
+    )
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(recipe, "utf-8")
+    new.write_text(recipe.replace("temperature: 0.05", "temperature: 0.1"), "utf-8")
+    common = ["--rows", "ours", "--seeds", "42", "--data", str(data), "--dims", "32,8", "--resamples", "100"]
+    lever = tmp_path / "lever"
+    lever_args = ["--out", str(lever), "--train-args", "--loss.temperature 0.1 --eval.every end"]
+    assert quality.main([*common, "--config", str(old), *lever_args]) == 0
+    trained = json.loads((lever / "ours" / "seed42.json").read_text("utf-8"))
+    assert trained["train_config"]["loss.temperature"] == 0.1 and "eval.every" not in trained["train_config"]
+
+    bench = tmp_path / "bench"
+    capsys.readouterr()
+    assert quality.main([*common, "--config", str(new), "--out", str(bench), "--adopt", str(lever)]) == 0
+    printed = capsys.readouterr().out
+    assert f"ours seed 42: adopted from {lever / 'ours' / 'seed42.json'}" in printed
+    adopted = json.loads((bench / "ours" / "seed42.json").read_text("utf-8"))
+    assert not (bench / "ours" / "seed42.log").exists() and not (bench / "ours" / "seed42").exists()  # not trained
+    assert adopted["adopted"] == {
+        "from": str(lever / "ours" / "seed42.json"),
+        "config_sha256": quality.file_sha256(old),
+    }
+    assert adopted["model_path"] == str(lever / "ours" / "seed42" / "model")
+    assert adopted["steps"] == trained["steps"] == 3 and adopted["train_config"] == trained["train_config"]
+    assert adopted["per_query"] == trained["per_query"] and adopted["fused"] == trained["fused"]  # scored again, same
+    assert "Warning" not in printed  # its config file's sha256 differs, its training settings do not
+
+    refused = tmp_path / "refused"
+    with pytest.raises(
+        SystemExit, match=r"trained otherwise than this bench would: loss.temperature 0.1 \(the bench's: 0.05\)"
+    ):
+        quality.main([*common, "--config", str(old), "--out", str(refused), "--adopt", str(lever)])
+    assert not refused.exists()  # refused before the bench scored (or made) anything
+
+    capsys.readouterr()
+    assert quality.main(["--report-only", *common, "--config", str(old), "--out", str(bench)]) == 0
+    assert "Warning: trained with other settings than" in capsys.readouterr().out
+    comment = tmp_path / "comment.yaml"
+    comment.write_text("# the same recipe, a comment added\n" + new.read_text("utf-8"), "utf-8")
+    assert quality.main(["--report-only", *common, "--config", str(comment), "--out", str(bench)]) == 0
+    assert "Warning" not in capsys.readouterr().out

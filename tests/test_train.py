@@ -488,6 +488,29 @@ def test_evaluates_during_training_and_keeps_the_best_checkpoint(tiny_bert, tiny
     assert [point["step"] for point in last["curve"]] == [2, 4] and last["selected_step"] == 4
 
 
+def test_evaluating_during_training_leaves_the_trained_weights_bitwise_the_same(tiny_bert, tiny_task, tmp_path):
+    """With eval.select last, evaluation (before training and after every step) draws no random number
+    and touches no weight the training uses: the model ends bitwise as a run that evaluates only at
+    the end. bench/quality.py --adopt relies on it (a lever run with eval.every end stands for a
+    config that evaluates every epoch). Dropout is on, so a stolen random draw would show."""
+    from safetensors.torch import load_file
+
+    common = ["--train.epochs", "2", "--train.lr", "5e-2", "--eval.select", "last"]
+    busy = train.main(
+        tiny_args(tiny_bert, tiny_task, tmp_path / "busy", *common, "--eval.every", "1", "--eval.before", "true")
+    )
+    quiet = train.main(
+        tiny_args(tiny_bert, tiny_task, tmp_path / "quiet", *common, "--eval.every", "end", "--eval.before", "false")
+    )
+    assert [point["step"] for point in busy["curve"]] == [1, 2, 3, 4] and len(quiet["curve"]) <= 1
+    trained, again = (load_file(tmp_path / run / "model" / "model.safetensors") for run in ("busy", "quiet"))
+    start = load_file(tiny_bert / "model.safetensors")
+    assert trained.keys() == again.keys()
+    assert all(torch.equal(trained[key], again[key]) for key in trained)
+    moved = [key for key in trained if key in start and not torch.equal(trained[key], start[key])]
+    assert len(moved) > len(trained) // 2  # it did train
+
+
 def test_a_selected_dim_that_is_not_evaluated_is_named(tiny_bert, tiny_task, tmp_path):
     with pytest.raises(SystemExit, match=r"eval.select: dim 8 is not among the eval dims \[32, 16\]"):
         train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.select", "ndcg@10:8"))
