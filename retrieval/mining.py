@@ -441,6 +441,17 @@ def write_outputs(
 # ---------------------------------------------------------------- the whole job
 
 
+INDEX_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords")  # what build_index reads of LexicalConfig
+
+
+def lexical_read(lexical: LexicalConfig, source: str) -> dict:
+    """The lexical settings a `source` mining run reads (its fingerprint's share): the index's, and
+    the dense weight when fusing; not the evaluation's fusion_norm, rrf_k or retriever, so changing
+    those reuses the mined set."""
+    read = {key: getattr(lexical, key) for key in INDEX_SETTINGS}
+    return {**read, "fusion_weight": lexical.fusion_weight} if source == "hybrid" else read
+
+
 def mine(
     encoder: Encoder,
     pairs: PairsData,
@@ -468,8 +479,8 @@ def mine(
     corpus, corpus_hash = corpus_texts(pairs, config)
     relevant_to = relevant_by_question(pairs, relevant)
     questions = list(relevant_to)
-    if config.source != "dense":  # BM25's settings decide the negatives too
-        fingerprint_extra = {**fingerprint_extra, "lexical": asdict(lexical or LexicalConfig())}
+    if config.source != "dense":  # BM25's settings decide the negatives too: those mining reads
+        fingerprint_extra = {**fingerprint_extra, "lexical": lexical_read(lexical or LexicalConfig(), config.source)}
     fingerprint_hex = fingerprint(config, pairs, relevant_to, corpus_hash, fingerprint_extra)
     cache = Path(config.cache) if config.cache else None
     if cache is not None and (problem := output_problem(cache, directory=True)) is not None:  # on every process

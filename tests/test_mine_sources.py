@@ -155,3 +155,29 @@ def test_settings_that_make_no_sense_for_the_source_are_named(settings, key):
 
     with pytest.raises(ValueError, match=f"data.hard_negatives.{key}"):
         check_mine_config(MineConfig(k=1, **settings))
+
+
+@pytest.mark.parametrize("source", ["bm25", "hybrid"])
+def test_only_the_lexical_settings_mining_reads_decide_whether_it_mines_again(tmp_path, source):
+    """The evaluation's fusion_norm, rrf_k and retriever reuse the mined set; BM25's own settings mine
+    again; the dense weight does for hybrid only (bm25 never fuses)."""
+
+    def again(name: str, **lexical) -> bool:
+        config = MineConfig(corpus=str(beir(tmp_path)), k=1, rank_max=8, source=source)
+        found = mine(
+            RandomEncoder(),
+            pairs(),
+            known_relevant(pairs()),
+            config,
+            tmp_path / name,
+            {"model": "random"},
+            False,
+            LexicalConfig(**lexical),
+        )
+        return found.reused
+
+    assert not again("m")
+    assert again("m", fusion_norm="zscore", rrf_k=10, retriever="none")
+    assert not again("m", k1=1.2)
+    assert not again("m")  # back to the defaults: mined again, the folder holds the k1 1.2 set now
+    assert again("m", fusion_weight=0.3) is (source == "bm25")
