@@ -35,8 +35,11 @@ runs for a missing seed, scores its model here, and keeps where it came from, bu
 train_config.yaml saved beside its model matches, on every setting that decides the weights
 (`training_settings`: not where it writes, checkpoints, reports, or evaluation when eval.select is
 last), the run this bench would train; otherwise it is an error naming the keys, before anything
-runs. The report's warning about runs that no longer stand for CONFIG judges them the same way (a
-json from before train_config was kept: by the config file's sha256). Ours runs share
+runs (see NOT_TRAINING for what is compared and what is not: paths as written, not the precision
+or device). `--adopt` names the lever's --results directory; the model stays where the lever put it
+(the adopted json's `model_path`), so keep that directory. The report's warning about runs that no
+longer stand for CONFIG judges them the same way (a json from before train_config was kept: by the
+config file's sha256). Ours runs share
 <out>/mining_cache (`data.hard_negatives.cache`): the base model mines the same negatives for
 every seed, so the second seed copies the first's instead of mining again.
 
@@ -541,8 +544,12 @@ def train_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace, con
 
 # What decides the weights a train.py run ends with; the rest (where it writes, checkpoints, reports,
 # library versions, the mining cache's place) does not, nor does evaluation when eval.select is last
-# (tests/test_train.py: evaluating before training and at every step leaves the weights bitwise the same).
+# (tests/test_train.py: evaluating before training and at every step leaves the weights bitwise the same),
+# except eval.batch_size, which the distillation teachers encode the training table with. Paths are
+# compared as written (data.eval too, though training reads it only to select), not by their contents;
+# the precision and device a run used are not recorded: adopt runs from the same kind of machine.
 NOT_TRAINING = ("output.", "checkpoint.", "report.", "versions", "data.hard_negatives.cache")
+EVAL_READ_IN_TRAINING = ("eval.select", "eval.batch_size")
 
 
 def training_settings(config: dict) -> dict:
@@ -562,7 +569,8 @@ def training_settings(config: dict) -> dict:
     return {
         key: value
         for key, value in flat.items()
-        if not key.startswith(NOT_TRAINING) and not (last and key.startswith("eval.") and key != "eval.select")
+        if not key.startswith(NOT_TRAINING)
+        and not (last and key.startswith("eval.") and key not in EVAL_READ_IN_TRAINING)
     }
 
 
@@ -584,10 +592,12 @@ def bench_settings(row: Row, seed: int, args: argparse.Namespace) -> dict:
 
 
 def differences(theirs: dict, ours: dict) -> list[str]:
+    """Each key the two settings differ on (a key one lacks differs, even from a null)."""
+    absent = "(absent)"
     return [
-        f"{key} {theirs.get(key, '(absent)')!r} (the bench's: {ours.get(key, '(absent)')!r})"
+        f"{key} {theirs.get(key, absent)!r} (the bench's: {ours.get(key, absent)!r})"
         for key in sorted(set(theirs) | set(ours))
-        if theirs.get(key) != ours.get(key)
+        if key not in theirs or key not in ours or theirs[key] != ours[key]
     ]
 
 
@@ -616,11 +626,16 @@ def adoptable(row: Row, seed: int, args: argparse.Namespace) -> tuple[Path, dict
 
 def check_adoptions(rows: list[Row], args: argparse.Namespace) -> None:
     """Every run --adopt would take, checked before the bench scores or trains anything."""
+    from training.config import ConfigError
+
     for row in rows:
         if row.runner == "ours":
             for seed in seeds_of(row, args):
                 if not result_path(args.results, row, seed).is_file():
-                    adoptable(row, seed, args)
+                    try:
+                        adoptable(row, seed, args)
+                    except ConfigError as err:  # say a bad --train-args flag
+                        raise SystemExit(f"error: {err}") from None
 
 
 def adopt_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace) -> dict | None:
@@ -659,7 +674,7 @@ def add_reranked(path: Path, row: Row, seed: int | None, scorer: Scorer, args: a
     model scored again from disk (the rest of the json is kept as it was), if the model is still there."""
     name = f"{row.name}{'' if seed is None else f' seed {seed}'}"
     result = json.loads(path.read_text("utf-8"))
-    where = result.get("model_path") or model_dir(row, seed, args, config)
+    where = result["model_path"] if "adopted" in result else model_dir(row, seed, args, config)
     if row.runner != "base" and not Path(where).is_dir():
         print(
             f"{name}: no re-ranked scores, and its model {where} is gone (delete {path} to train it again)", flush=True
@@ -936,7 +951,11 @@ def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> 
         {f"{line.row.name} seed {run['seed']}" for line in alone for run in line.runs if is_stale(line.row, run, args)}
     )
     if stale:
-        out += ["", f"Warning: trained with other settings than {args.config} has now: {', '.join(stale)}."]
+        out += [
+            "",
+            f"Warning: trained with other settings than the bench would train now ({args.config.name}"
+            f"{' with --train-args' if args.train_args else ''}): {', '.join(stale)}.",
+        ]
     return out
 
 
@@ -947,10 +966,12 @@ def is_stale(row: Row, run: dict, args: argparse.Namespace) -> bool:
     if row.runner not in ("ours", "st-config"):
         return False
     if "train_config" in run:
+        from training.config import ConfigError
+
         try:
             return run["train_config"] != bench_settings(row, run["seed"], args)
-        except Exception:  # CONFIG unreadable here (say its data is absent): fall back to the file
-            pass
+        except (ConfigError, OSError) as err:  # CONFIG unreadable here: judged by the file instead
+            print(f"note: {args.config}: {err}; {row.name} seed {run['seed']} judged by the config's sha256")
     current = config_sha256(args.config)
     return bool(current) and run["config_sha256"] != current
 

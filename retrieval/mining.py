@@ -449,7 +449,8 @@ def lexical_read(lexical: LexicalConfig, source: str) -> dict:
     the dense weight when fusing; not the evaluation's fusion_norm, rrf_k or retriever, so changing
     those reuses the mined set."""
     read = {key: getattr(lexical, key) for key in INDEX_SETTINGS}
-    return {**read, "fusion_weight": lexical.fusion_weight} if source == "hybrid" else read
+    weight = 0.5 if lexical.fusion_weight is None else lexical.fusion_weight  # hybrid_ranking's default
+    return {**read, "fusion_weight": weight} if source == "hybrid" else read
 
 
 def mine(
