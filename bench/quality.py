@@ -555,16 +555,9 @@ EVAL_READ_IN_TRAINING = ("eval.select", "eval.batch_size")
 def training_settings(config: dict) -> dict:
     """The dotted keys of a resolved train.py config (its train_config.yaml, or asdict(load_config))
     that decide the trained weights, as plain data."""
-    flat: dict = {}
+    from training.config import flatten
 
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}{key}.", inner)
-        else:
-            flat[prefix[:-1]] = value
-
-    walk("", json.loads(json.dumps(config)))  # tuples to lists, as yaml reads them back
+    flat = flatten(json.loads(json.dumps(config)))  # tuples to lists, as yaml reads them back
     last = flat.get("eval.select") == "last"
     return {
         key: value

@@ -335,6 +335,14 @@ def lexical_ranking(
     return Ranking(scores, rows, positives)
 
 
+INDEX_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords")  # what build_index reads of LexicalConfig
+
+
+def mining_weight(lexical: LexicalConfig) -> float:
+    """The dense weight of the hybrid source's fusion: lexical.fusion_weight, else 0.5."""
+    return 0.5 if lexical.fusion_weight is None else lexical.fusion_weight
+
+
 def hybrid_ranking(
     query_emb: np.ndarray,
     passage_emb: np.ndarray,
@@ -347,7 +355,7 @@ def hybrid_ranking(
 ) -> Ranking:
     """The convex fusion (retrieval/fusion.py; dense weight lexical.fusion_weight, else 0.5) over each
     question's pool: the dense top, the BM25 top and its relevant passages, normalised over that pool."""
-    weight = 0.5 if lexical.fusion_weight is None else lexical.fusion_weight
+    weight = mining_weight(lexical)
     dense = dense_ranking(query_emb, passage_emb, corpus_size, relevant_rows, depth)
     index = build_index(passages, lexical)
     depth = min(depth, corpus_size)
@@ -441,16 +449,12 @@ def write_outputs(
 # ---------------------------------------------------------------- the whole job
 
 
-INDEX_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords")  # what build_index reads of LexicalConfig
-
-
 def lexical_read(lexical: LexicalConfig, source: str) -> dict:
     """The lexical settings a `source` mining run reads (its fingerprint's share): the index's, and
     the dense weight when fusing; not the evaluation's fusion_norm, rrf_k or retriever, so changing
     those reuses the mined set."""
     read = {key: getattr(lexical, key) for key in INDEX_SETTINGS}
-    weight = 0.5 if lexical.fusion_weight is None else lexical.fusion_weight  # hybrid_ranking's default
-    return {**read, "fusion_weight": weight} if source == "hybrid" else read
+    return {**read, "fusion_weight": mining_weight(lexical)} if source == "hybrid" else read
 
 
 def mine(

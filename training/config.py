@@ -516,6 +516,17 @@ def parse_command_line(argv: list[str] | None) -> tuple[Config, RunOptions]:
     return config, options
 
 
+def flatten(node: dict, prefix: str = "") -> dict:
+    """A nested dict (asdict(config), a read train_config.yaml) as dotted keys: {"train.lr": 1e-4, ...}."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def load_config(argv: list[str] | None) -> Config:
     """The config alone, for callers that do not run it (tests, tools)."""
     return parse_command_line(argv)[0]

@@ -23,7 +23,7 @@ from retrieval.frontier import cheapest_within, frontier_of
 from retrieval.metrics import METRICS, DimResult, format_table
 from retrieval.stats import compare_per_query, format_comparison
 from training.checkpoint import RunState
-from training.config import Config, mix_rows
+from training.config import Config, flatten, mix_rows
 from training.lexical_report import lexical_markdown, lexical_summary, lexical_verdict
 from training.selection import Selection
 from training.space_report import eval_sets_markdown, eval_sets_summary, space_json, space_markdown
@@ -440,17 +440,10 @@ def model_card(
 
 def tracker_config(config: Config) -> dict:
     """The config flattened to scalars, as TensorBoard's hparams want it."""
-    flat = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-
-    walk(asdict(config), "")
-    return flat
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in flatten(asdict(config)).items()
+    }
 
 
 def step_scalars(record: dict) -> dict[str, float]:
