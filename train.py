@@ -60,7 +60,7 @@ from training.checkpoint import (
     table_digest,
 )
 from training.config import Config, ConfigError, eval_sets, mix_rows, parse_command_line
-from training.distributed import gathered_step_stats, make_accelerator
+from training.distributed import gathered_step_stats, make_accelerator, resolve_precision
 from training.gradcache import Embedder, StepBatch, gradcache_step_accumulating, make_step_batch
 from training.report import (
     describe_data,
@@ -228,11 +228,23 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
     return results
 
 
-def save_model(out: Path, encoder: Encoder, config: Config) -> None:
-    """The model in sentence-transformers format (written atomically), with the resolved config and
-    the library versions inside it."""
-    config_text = yaml.safe_dump({**asdict(config), "versions": library_versions()}, sort_keys=False)
+def save_model(out: Path, encoder: Encoder, config: Config, environment: dict) -> None:
+    """The model in sentence-transformers format (written atomically), with the resolved config, the
+    library versions and what it trained on (environment: the precision as resolved, the device, the
+    number of processes) inside it."""
+    config_text = yaml.safe_dump(
+        {**asdict(config), "versions": library_versions(), "environment": environment}, sort_keys=False
+    )
     encoder.save(out / "model", extra_files={"train_config.yaml": config_text})
+
+
+def trained_on(r: Run) -> dict:
+    """What train_config.yaml records of the machine a model trained on, as plain data."""
+    return {
+        "precision": r.environment.get("precision"),
+        "device": r.environment.get("device"),
+        "num_processes": r.accelerator.num_processes,
+    }
 
 
 # ---------------------------------------------------------------- the loop
@@ -329,7 +341,7 @@ def after_step(r: Run, state: RunState, save: bool = True) -> None:
         context = {"data_digest": table_digest(r.table), "environment": r.environment}
         save_checkpoint(r.accelerator, r.out, state, r.config, {**context, "sampler": r.sampler.state_dict()})
     if state.step == r.total_steps and r.accelerator.is_main_process:
-        save_model(r.out, r.encoder, r.config)
+        save_model(r.out, r.encoder, r.config, trained_on(r))
     if (
         state.selection is not None
         and is_due(state.step, r.total_steps, steps_per_epoch, r.config.eval.every)
@@ -625,7 +637,7 @@ def finish(r: Run, state: RunState) -> dict:
         if selection.best_step != state.step:  # every process: the main one saves it
             r.encoder.load_state_dict(selection.best_state)
             if r.accelerator.is_main_process:
-                save_model(r.out, r.encoder, r.config)
+                save_model(r.out, r.encoder, r.config, trained_on(r))
     after_sets = selection.best_sets if selection is not None else {}
     results = {"steps": state.step, "train_seconds": state.train_seconds}
     if r.accelerator.is_main_process:
@@ -705,13 +717,7 @@ def main(argv: list[str] | None = None, hooks: Hooks | None = None) -> dict:
     hooks = hooks or Hooks()
     try:
         if options.dry_run:
-            return dry_run(
-                config,
-                "bf16"
-                if config.train.mixed_precision == "bf16"
-                or (config.train.mixed_precision == "auto" and torch.cuda.is_available())
-                else "no",
-            )
+            return dry_run(config, "bf16" if resolve_precision(config.train.mixed_precision) == "bf16" else "no")
         accelerator = make_accelerator(
             config.train.mixed_precision, config.report.report_to, config.output.dir, **hooks.accelerator_kwargs
         )

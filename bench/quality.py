@@ -35,8 +35,9 @@ runs for a missing seed, scores its model here, and keeps where it came from, bu
 train_config.yaml saved beside its model matches, on every setting that decides the weights
 (`training_settings`: not where it writes, checkpoints, reports, or evaluation when eval.select is
 last), the run this bench would train; otherwise it is an error naming the keys, before anything
-runs (see NOT_TRAINING for what is compared and what is not: paths as written, not the precision
-or device). `--adopt` names the lever's --results directory; the model stays where the lever put it
+runs (see NOT_TRAINING for what is compared and what is not: paths as written, and the precision
+as resolved on this machine, since train_config.yaml records it, but not the device's name or the
+number of processes). `--adopt` names the lever's --results directory; the model stays where the lever put it
 (the adopted json's `model_path`), so keep that directory. The report's warning about runs that no
 longer stand for CONFIG judges them the same way (a json from before train_config was kept: by the
 config file's sha256). Ours runs share
@@ -548,7 +549,16 @@ def train_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace, con
 # except eval.batch_size, which the distillation teachers encode the training table with. Paths are
 # compared as written (data.eval too, though training reads it only to select), not by their contents;
 # the precision and device a run used are not recorded: adopt runs from the same kind of machine.
-NOT_TRAINING = ("output.", "checkpoint.", "report.", "versions", "data.hard_negatives.cache")
+NOT_TRAINING = (
+    "output.",
+    "checkpoint.",
+    "report.",
+    "versions",
+    "data.hard_negatives.cache",
+    "environment.device",  # the precision decides the numbers; the device's name and
+    "environment.num_processes",  # the process count do not (2 processes train as 1 does)
+)
+RECORDED_SINCE = ("environment.precision",)  # absent from models saved before it was recorded
 EVAL_READ_IN_TRAINING = ("eval.select", "eval.batch_size")
 
 
@@ -579,9 +589,18 @@ def bench_settings(row: Row, seed: int, args: argparse.Namespace) -> dict:
     from dataclasses import asdict
 
     from training.config import load_config
+    from training.distributed import resolve_precision
 
     command = ours_command(row, seed, args.out / row.name / f"seed{seed}", args)
-    return training_settings(asdict(load_config(command[2:])))
+    config = load_config(command[2:])
+    precision = resolve_precision(config.train.mixed_precision)
+    return {**training_settings(asdict(config)), "environment.precision": precision}
+
+
+def unrecorded(theirs: dict, ours: dict) -> tuple[dict, list[str]]:
+    """ours without the keys a model saved before they were recorded lacks (RECORDED_SINCE), and those keys."""
+    missing = [key for key in RECORDED_SINCE if key not in theirs]
+    return {key: value for key, value in ours.items() if key not in missing}, missing
 
 
 def differences(theirs: dict, ours: dict) -> list[str]:
@@ -609,7 +628,10 @@ def adoptable(row: Row, seed: int, args: argparse.Namespace) -> tuple[Path, dict
     if not (model / "train_config.yaml").is_file():
         raise SystemExit(f"error: --adopt {source}: its model {model} is gone (or has no train_config.yaml)")
     theirs = saved_settings(model)
-    differ = differences(theirs, bench_settings(row, seed, args))
+    ours, missing = unrecorded(theirs, bench_settings(row, seed, args))
+    if missing:
+        print(f"note: --adopt {source}: its model does not record {', '.join(missing)}; not compared")
+    differ = differences(theirs, ours)
     if differ:
         raise SystemExit(
             f"error: --adopt {source}: its model trained otherwise than this bench would: {'; '.join(differ)}"
@@ -962,7 +984,8 @@ def is_stale(row: Row, run: dict, args: argparse.Namespace) -> bool:
         from training.config import ConfigError
 
         try:
-            return run["train_config"] != bench_settings(row, run["seed"], args)
+            theirs = run["train_config"]
+            return theirs != unrecorded(theirs, bench_settings(row, run["seed"], args))[0]
         except (ConfigError, OSError) as err:  # CONFIG unreadable here: judged by the file instead
             print(f"note: {args.config}: {err}; {row.name} seed {run['seed']} judged by the config's sha256")
     current = config_sha256(args.config)

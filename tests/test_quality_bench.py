@@ -305,3 +305,28 @@ def test_a_lever_run_is_adopted_when_it_trained_with_the_config_settings_and_ref
     comment.write_text("# the same recipe, a comment added\n" + new.read_text("utf-8"), "utf-8")
     assert quality.main(["--report-only", *common, "--config", str(comment), "--out", str(bench)]) == 0
     assert "Warning" not in capsys.readouterr().out
+
+    # the precision it trained with, as resolved on its machine, is compared; a model saved before
+    # train_config.yaml recorded it is taken with a note
+    import yaml
+
+    from common.files import write_manifest
+
+    saved = lever / "ours" / "seed42" / "model" / "train_config.yaml"
+    written = yaml.safe_load(saved.read_text("utf-8"))
+
+    def rewrite(config: dict) -> None:  # as a save would have written it: the model's manifest agrees
+        saved.write_text(yaml.safe_dump(config), "utf-8")
+        write_manifest(saved.parent, exclude=["README.md"])
+
+    precision = written["environment"]["precision"]
+    other = "bf16" if precision == "no" else "no"
+    rewrite({**written, "environment": {**written["environment"], "precision": other}})
+    with pytest.raises(SystemExit, match=rf"environment.precision '{other}' \(the bench's: '{precision}'\)"):
+        quality.main([*common, "--config", str(new), "--out", str(tmp_path / "other"), "--adopt", str(lever)])
+    rewrite({key: value for key, value in written.items() if key != "environment"})
+    capsys.readouterr()
+    assert quality.main([*common, "--config", str(new), "--out", str(tmp_path / "older"), "--adopt", str(lever)]) == 0
+    printed = capsys.readouterr()
+    assert "does not record environment.precision; not compared" in printed.out
+    assert (tmp_path / "older" / "ours" / "seed42.json").is_file(), printed

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import train
@@ -19,6 +20,7 @@ from helpers import ROOT, child_env, random_texts, reference_bm25
 from model import ModelConfig
 from training import gradcache
 from training.config import Config, ConfigError, load_config
+from training.distributed import resolve_precision
 from training.schedule import lr_at
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -318,7 +320,11 @@ def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
 
     scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
     assert {"train/loss", "train/lr", "train/loss_dim32", "eval/ndcg@10/dim16"} <= set(scalars)
-    assert "lr: 0.001" in (model_dir / "train_config.yaml").read_text()
+    written = yaml.safe_load((model_dir / "train_config.yaml").read_text())
+    assert written["train"]["lr"] == 0.001
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    precision = resolve_precision(written["train"]["mixed_precision"])  # "no" (fp32) on a CPU
+    assert written["environment"] == {"precision": precision, "device": device, "num_processes": 1}
     texts = random_texts(5, seed=11)
     ours = Encoder.from_config(ModelConfig(str(model_dir))).encode(texts)
     theirs = SentenceTransformer(str(model_dir), device="cpu").encode(texts, convert_to_tensor=True)

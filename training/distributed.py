@@ -13,6 +13,13 @@ from accelerate.utils import GradientAccumulationPlugin
 from common.processes import is_distributed, world_size
 
 
+def resolve_precision(mixed_precision: str) -> str:
+    """train.mixed_precision as a run on this machine trains with: auto is bf16 on CUDA, else fp32 ("no")."""
+    if mixed_precision == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"  # bf16 measured slower on our CPUs
+    return mixed_precision
+
+
 def make_accelerator(
     mixed_precision: str, report_to: list[str] | None = None, project_dir: str | None = None, **kwargs
 ) -> Accelerator:
@@ -23,9 +30,7 @@ def make_accelerator(
     (ACCELERATE_GRADIENT_ACCUMULATION_STEPS), so a launcher that sets it would silently scale
     every gradient. Gradient caching is our accumulation.
     """
-    precision = mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() else "no"  # bf16 measured slower on our CPUs
+    precision = resolve_precision(mixed_precision)
     # cpu=True on CPU-only machines: without it, Accelerate under torchrun sees no GPU backend and
     # runs every process as a lone non-distributed one (each would train on the whole batch).
     accelerator = Accelerator(
