@@ -717,7 +717,7 @@ def main(argv: list[str] | None = None, hooks: Hooks | None = None) -> dict:
     hooks = hooks or Hooks()
     try:
         if options.dry_run:
-            return dry_run(config, "bf16" if resolve_precision(config.train.mixed_precision) == "bf16" else "no")
+            return dry_run(config, resolve_precision(config.train.mixed_precision))
         accelerator = make_accelerator(
             config.train.mixed_precision, config.report.report_to, config.output.dir, **hooks.accelerator_kwargs
         )

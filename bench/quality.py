@@ -547,8 +547,10 @@ def train_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace, con
 # library versions, the mining cache's place) does not, nor does evaluation when eval.select is last
 # (tests/test_train.py: evaluating before training and at every step leaves the weights bitwise the same),
 # except eval.batch_size, which the distillation teachers encode the training table with. Paths are
-# compared as written (data.eval too, though training reads it only to select), not by their contents;
-# the precision and device a run used are not recorded: adopt runs from the same kind of machine.
+# compared as written (data.eval too, though training reads it only to select), not by their contents.
+# The precision a run resolved (train_config.yaml's environment) is compared for --adopt, not for the
+# report's staleness warning: a run trained in bf16 on a GPU still stands for a config that says auto.
+# The device's name and the process count are not compared.
 NOT_TRAINING = (
     "output.",
     "checkpoint.",
@@ -597,6 +599,11 @@ def bench_settings(row: Row, seed: int, args: argparse.Namespace) -> dict:
     return {**training_settings(asdict(config)), "environment.precision": precision}
 
 
+def config_settings(settings: dict) -> dict:
+    """Training settings without what the machine resolved (environment.*): what the config decides."""
+    return {key: value for key, value in settings.items() if not key.startswith("environment.")}
+
+
 def unrecorded(theirs: dict, ours: dict) -> tuple[dict, list[str]]:
     """ours without the keys a model saved before they were recorded lacks (RECORDED_SINCE), and those keys."""
     missing = [key for key in RECORDED_SINCE if key not in theirs]
@@ -613,10 +620,10 @@ def differences(theirs: dict, ours: dict) -> list[str]:
     ]
 
 
-def adoptable(row: Row, seed: int, args: argparse.Namespace) -> tuple[Path, dict, Path, dict] | None:
+def adoptable(row: Row, seed: int, args: argparse.Namespace) -> tuple[Path, dict, Path, dict, list[str]] | None:
     """(row, seed)'s run in the --adopt directory: (its json, the json, its model, the model's
-    training settings); None if it has none. An error if the model is gone or trained otherwise
-    than this bench would train it."""
+    training settings, the RECORDED_SINCE keys it lacks); None if it has none. An error if the model
+    is gone or trained otherwise than this bench would train it."""
     source = args.adopt / row.name / f"seed{seed}.json"
     if not source.is_file():
         return None
@@ -629,14 +636,12 @@ def adoptable(row: Row, seed: int, args: argparse.Namespace) -> tuple[Path, dict
         raise SystemExit(f"error: --adopt {source}: its model {model} is gone (or has no train_config.yaml)")
     theirs = saved_settings(model)
     ours, missing = unrecorded(theirs, bench_settings(row, seed, args))
-    if missing:
-        print(f"note: --adopt {source}: its model does not record {', '.join(missing)}; not compared")
     differ = differences(theirs, ours)
     if differ:
         raise SystemExit(
             f"error: --adopt {source}: its model trained otherwise than this bench would: {'; '.join(differ)}"
         )
-    return source, kept, model, theirs
+    return source, kept, model, theirs, missing
 
 
 def check_adoptions(rows: list[Row], args: argparse.Namespace) -> None:
@@ -658,7 +663,9 @@ def adopt_run(row: Row, seed: int, scorer: Scorer, args: argparse.Namespace) -> 
     found = adoptable(row, seed, args)
     if found is None:
         return None
-    source, kept, model, theirs = found
+    source, kept, model, theirs, missing = found
+    if missing:
+        print(f"note: --adopt {source}: its model does not record {', '.join(missing)}; not compared")
     print(f"{row.name} seed {seed}: adopted from {source} (the same training settings); scoring {model}", flush=True)
     return {
         "train_seconds": kept["train_seconds"],
@@ -984,8 +991,7 @@ def is_stale(row: Row, run: dict, args: argparse.Namespace) -> bool:
         from training.config import ConfigError
 
         try:
-            theirs = run["train_config"]
-            return theirs != unrecorded(theirs, bench_settings(row, run["seed"], args))[0]
+            return config_settings(run["train_config"]) != config_settings(bench_settings(row, run["seed"], args))
         except (ConfigError, OSError) as err:  # CONFIG unreadable here: judged by the file instead
             print(f"note: {args.config}: {err}; {row.name} seed {run['seed']} judged by the config's sha256")
     current = config_sha256(args.config)

@@ -328,5 +328,12 @@ def test_a_lever_run_is_adopted_when_it_trained_with_the_config_settings_and_ref
     capsys.readouterr()
     assert quality.main([*common, "--config", str(new), "--out", str(tmp_path / "older"), "--adopt", str(lever)]) == 0
     printed = capsys.readouterr()
-    assert "does not record environment.precision; not compared" in printed.out
+    assert printed.out.count("does not record environment.precision; not compared") == 1
+    assert "Warning" not in printed.out  # nor is the run judged stale for it
+    kept = tmp_path / "older" / "ours" / "seed42.json"  # a run trained on another machine (bf16 on a GPU, say)
+    elsewhere = json.loads(kept.read_text("utf-8"))
+    elsewhere["train_config"]["environment.precision"] = other
+    kept.write_text(json.dumps(elsewhere), "utf-8")
+    assert quality.main(["--report-only", *common, "--config", str(new), "--out", str(tmp_path / "older")]) == 0
+    assert "Warning" not in capsys.readouterr().out  # it still stands for a config whose precision says auto
     assert (tmp_path / "older" / "ours" / "seed42.json").is_file(), printed

@@ -11,13 +11,13 @@ from accelerate import Accelerator
 from accelerate.utils import GradientAccumulationPlugin
 
 from common.processes import is_distributed, world_size
+from model import resolve_bf16
 
 
 def resolve_precision(mixed_precision: str) -> str:
-    """train.mixed_precision as a run on this machine trains with: auto is bf16 on CUDA, else fp32 ("no")."""
-    if mixed_precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "no"  # bf16 measured slower on our CPUs
-    return mixed_precision
+    """train.mixed_precision as a run on this machine trains with: auto is bf16 on CUDA, else fp32
+    ("no"; bf16 measured slower on our CPUs). The rule is model.resolve_bf16's, which encoding follows."""
+    return "bf16" if resolve_bf16(mixed_precision) else "no"
 
 
 def make_accelerator(
