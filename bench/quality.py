@@ -36,11 +36,11 @@ train_config.yaml saved beside its model matches, on every setting that decides 
 (`training_settings`: not where it writes, checkpoints, reports, or evaluation when eval.select is
 last), the run this bench would train; otherwise it is an error naming the keys, before anything
 runs (see NOT_TRAINING for what is compared and what is not: paths as written, and the precision
-as resolved on this machine, since train_config.yaml records it, but not the device's name or the
-number of processes). `--adopt` names the lever's --results directory; the model stays where the lever put it
-(the adopted json's `model_path`), so keep that directory. The report's warning about runs that no
-longer stand for CONFIG judges them the same way (a json from before train_config was kept: by the
-config file's sha256). Ours runs share
+as resolved on this machine, which train_config.yaml records, but not the device's name or the
+number of processes). `--adopt` names the lever's --results directory; the model stays where the
+lever put it (the adopted json's `model_path`), so keep that directory. The report's warning about
+runs that no longer stand for CONFIG judges them the same way, less the precision (a json from
+before train_config was kept: by the config file's sha256). Ours runs share
 <out>/mining_cache (`data.hard_negatives.cache`): the base model mines the same negatives for
 every seed, so the second seed copies the first's instead of mining again.
 
@@ -983,8 +983,9 @@ def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> 
 
 def is_stale(row: Row, run: dict, args: argparse.Namespace) -> bool:
     """Whether a training row's run no longer stands for CONFIG: by its training settings where the
-    json keeps them (an edited comment is not a change; a run adopted from a lever is judged by what
-    it trained with), else by the config file's sha256."""
+    json keeps them, less what the machine resolved (an edited comment is not a change, nor is bf16
+    on a GPU under `auto`; a run adopted from a lever is judged by what it trained with), else by
+    the config file's sha256."""
     if row.runner not in ("ours", "st-config"):
         return False
     if "train_config" in run:
