@@ -13,6 +13,13 @@ the same statistics as the bench's report. The first may be the bench's BM25 row
 against BM25's one score per question.
 
     python -m bench.pair_results bench/results/quality/bm25/result.json runs/lever_t002/ours/seed42.json
+
+Either side may be several seeds of one setting, comma-separated: each question's metric is then
+the mean over those files (the bench's own two-seed rows are paired the same way), so two seeds of
+a lever are paired with two seeds of the recipe in one test:
+
+    python -m bench.pair_results bench/results/quality/ours/seed42.json,bench/results/quality/ours/seed43.json \
+        runs/lever_b64/ours/seed42.json,runs/lever_b64_s43/ours/seed43.json
 """
 
 from __future__ import annotations
@@ -39,6 +46,32 @@ def load(path: Path, lexical_allowed: bool = False) -> dict:
         what = "model or BM25 result" if lexical_allowed else "model result"
         raise SystemExit(f"error: {path}: not a quality-bench {what} (no {', '.join(missing)})")
     return run
+
+
+def load_seeds(paths: list[Path], lexical_allowed: bool = False) -> dict:
+    """One result from one or more files of the same setting: each question's metric at each dim and
+    kind the mean over the files, aligned by question id (BM25's row is one file, never averaged)."""
+    runs = [load(path, lexical_allowed) for path in paths]
+    if len(runs) == 1:
+        return runs[0]
+    for path, run in zip(paths, runs):
+        if is_lexical(run):
+            raise SystemExit(f"error: {path}: BM25's row is one file; it is not averaged with others")
+    first = runs[0]
+    mean = {"query_ids": first["query_ids"]}
+    orders = [aligned(first, run, (paths[0], path)) for path, run in zip(paths, runs)]
+    for key in ("per_query", "fused"):
+        mean[key] = {}
+        for dim, metrics in first[key].items():
+            mean[key][dim] = {}
+            for metric in metrics:
+                try:
+                    stacked = [np.asarray(run[key][dim][metric], np.float64)[o] for run, o in zip(runs, orders)]
+                except KeyError:
+                    continue  # a dim or metric one of the files lacks is left out of the mean
+                mean[key][dim][metric] = np.mean(stacked, axis=0).tolist()
+        mean[key] = {dim: metrics for dim, metrics in mean[key].items() if metrics}
+    return mean
 
 
 def is_lexical(run: dict) -> bool:
@@ -78,19 +111,28 @@ def table(first: dict, second: dict, order: list[int], metric: str, resamples: i
     return out
 
 
+def seed_files(text: str) -> list[Path]:
+    return [Path(part) for part in text.split(",") if part]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("first", type=Path, help="the reference result json (say the recipe's)")
-    parser.add_argument("second", type=Path, help="the result json compared with it (say a lever's)")
+    parser.add_argument(
+        "first", type=seed_files, help="the reference result json (say the recipe's); seeds comma-separated"
+    )
+    parser.add_argument(
+        "second", type=seed_files, help="the result json compared with it (say a lever's); seeds comma-separated"
+    )
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--resamples", type=int, default=10000)
     args = parser.parse_args(argv)
-    first, second = load(args.first, lexical_allowed=True), load(args.second)
-    order = aligned(first, second, (args.first, args.second))
-    for path, run in ((args.first, first), (args.second, second)):
+    first, second = load_seeds(args.first, lexical_allowed=True), load_seeds(args.second)
+    named = [",".join(map(str, side)) for side in (args.first, args.second)]
+    order = aligned(first, second, (Path(named[0]), Path(named[1])))
+    for name, run in zip(named, (first, second)):
         if args.metric not in run["per_query"][next(iter(run["per_query"]))]:
-            raise SystemExit(f"error: {path}: no metric {args.metric!r}")
-    print(f"first: {args.first}\nsecond: {args.second}\n")
+            raise SystemExit(f"error: {name}: no metric {args.metric!r}")
+    print(f"first: {named[0]}\nsecond: {named[1]}\n")
     print("\n".join(table(first, second, order, args.metric, args.resamples)))
     return 0
 

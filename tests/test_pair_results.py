@@ -68,3 +68,24 @@ def test_the_bm25_row_is_paired_with_every_dim_alone_and_fused(tmp_path, capsys)
     assert rows[1].split(" | ")[4].startswith("+0.0000 [+0.0000, +0.0000]")
     with pytest.raises(SystemExit, match=r"bm25\.json: not a quality-bench model result"):
         pair_results.main([str(model), str(bm25)])
+
+
+def test_seeds_are_averaged_per_question_before_pairing(tmp_path, capsys):
+    # two seeds of each setting, questions in different orders: each question's mean over its seeds is paired
+    a1 = _result(tmp_path / "a1.json", ["q1", "q2"], [1.0, 0.0], [1.0, 0.0])
+    a2 = _result(tmp_path / "a2.json", ["q2", "q1"], [0.5, 0.0], [0.0, 1.0])
+    b1 = _result(tmp_path / "b1.json", ["q1", "q2"], [1.0, 1.0], [1.0, 0.5])
+    b2 = _result(tmp_path / "b2.json", ["q1", "q2"], [1.0, 0.5], [1.0, 0.5])
+    assert pair_results.main([f"{a1},{a2}", f"{b1},{b2}", "--resamples", "200"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384")]
+    # alone: first q1 (1+0)/2 = 0.5, q2 (0+0.5)/2 = 0.25; second q1 1, q2 0.75: +0.5 on each question
+    assert rows[0].startswith("| 384 | alone | 0.3750 | 0.8750 | +0.5000 [+0.5000, +0.5000] |")
+    # fused: first q1 1, q2 0; second q1 1, q2 0.5
+    assert rows[1].startswith("| 384 | fused | 0.5000 | 0.7500 | +0.2500 [")
+    other = _result(tmp_path / "c.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
+    with pytest.raises(SystemExit, match="score different questions"):
+        pair_results.main([f"{a1},{other}", str(b1)])
+    bm25 = tmp_path / "bm25.json"
+    bm25.write_text(json.dumps({"query_ids": ["q1", "q2"], "per_query": {"bm25": {"ndcg@10": [0.5, 1.0]}}}), "utf-8")
+    with pytest.raises(SystemExit, match=r"bm25\.json: BM25's row is one file"):
+        pair_results.main([f"{bm25},{a1}", str(b1)])
