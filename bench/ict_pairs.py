@@ -11,7 +11,10 @@ answering", ACL 2019), for passages as short as regulatory clauses: from every p
 the positive; one time in ten the passage is kept whole (so the model also learns to match the
 words themselves, as in ICT). A user has their corpus before they have questions, so these pairs
 are free; whether they help on top of real questions is what `data.mix` measures
-(BENCHMARKS.md, "Inverse-cloze pairs from the corpus"). Each pair is a `data.train` row (`query_id`,
+(BENCHMARKS.md, "Inverse-cloze pairs from the corpus"). `prepare.py --questions structure`
+(documents/structure.py) makes a sentence-level inverse cloze from the source documents, beside
+heading and first-sentence pairs; this one needs only a BEIR corpus.jsonl and cuts a span of words,
+so it works where passages are a sentence or two. Each pair is a `data.train` row (`query_id`,
 `anchor`, `positive`); the spans are seeded by `--seed`.
 """
 
@@ -34,7 +37,11 @@ MIN_REST = 8  # a positive shorter than this keeps the passage whole
 
 def ict_pairs(corpus: dict[str, str], min_words: int, seed: int) -> list[dict]:
     """One pair for each passage of at least `min_words` words whose text is unique, in corpus order."""
+    if min_words < SPAN_WORDS[0]:
+        raise ValueError(f"min_words must be at least {SPAN_WORDS[0]} (the shortest query), got {min_words}")
     rng = random.Random(seed)
+    # texts compared as they are (the measured run's pairs): 2 ObliQA passages that differ from
+    # another only in spacing still give a pair
     count = collections.Counter(corpus.values())
     pairs = []
     for doc_id, text in corpus.items():
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.min_words < SPAN_WORDS[0]:
-        raise SystemExit(f"error: --min-words must be at least {SPAN_WORDS[0]} (the shortest query)")
+        raise SystemExit(f"error: --min-words must be at least {SPAN_WORDS[0]} (the shortest query)")  # before reading
     try:
         corpus = read_id_text(args.corpus, title=True)
     except (DataError, OSError) as err:

@@ -19,7 +19,7 @@ the mean over those files (the bench's own two-seed rows are paired the same way
 a lever are paired with two seeds of the recipe in one test:
 
     python -m bench.pair_results bench/results/quality/ours/seed42.json,bench/results/quality/ours/seed43.json \
-        runs/lever_b64/ours/seed42.json,runs/lever_b64_s43/ours/seed43.json
+        runs/lever_b64/ours/seed42.json,runs/lever_b64/ours/seed43.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality import change
+from bench.quality import change, config_settings
 
 
 def load(path: Path, lexical_allowed: bool = False) -> dict:
@@ -50,13 +50,16 @@ def load(path: Path, lexical_allowed: bool = False) -> dict:
 
 def load_seeds(paths: list[Path], lexical_allowed: bool = False) -> dict:
     """One result from one or more files of the same setting: each question's metric at each dim and
-    kind the mean over the files, aligned by question id (BM25's row is one file, never averaged)."""
+    kind the mean over the files, aligned by question id (BM25's row is one file, never averaged).
+    The files must be different seeds of one setting: a seed given twice, or training settings that
+    differ by more than the seed, is refused, as is a dim or metric one file lacks."""
     runs = [load(path, lexical_allowed) for path in paths]
     if len(runs) == 1:
         return runs[0]
     for path, run in zip(paths, runs):
         if is_lexical(run):
             raise SystemExit(f"error: {path}: BM25's row is one file; it is not averaged with others")
+    same_setting(paths, runs)
     first = runs[0]
     mean = {"query_ids": first["query_ids"]}
     orders = [aligned(first, run, (paths[0], path)) for path, run in zip(paths, runs)]
@@ -65,13 +68,34 @@ def load_seeds(paths: list[Path], lexical_allowed: bool = False) -> dict:
         for dim, metrics in first[key].items():
             mean[key][dim] = {}
             for metric in metrics:
-                try:
-                    stacked = [np.asarray(run[key][dim][metric], np.float64)[o] for run, o in zip(runs, orders)]
-                except KeyError:
-                    continue  # a dim or metric one of the files lacks is left out of the mean
+                stacked = []
+                for path, run, order in zip(paths, runs, orders):
+                    if metric not in run[key].get(dim, {}):
+                        raise SystemExit(f"error: {path}: no {metric} at dim {dim} ({key}), which {paths[0]} has")
+                    stacked.append(np.asarray(run[key][dim][metric], np.float64)[order])
                 mean[key][dim][metric] = np.mean(stacked, axis=0).tolist()
-        mean[key] = {dim: metrics for dim, metrics in mean[key].items() if metrics}
     return mean
+
+
+def same_setting(paths: list[Path], runs: list[dict]) -> None:
+    """Refuse files that are not different seeds of one setting (where the jsons record it)."""
+    seen: dict = {}
+    for path, run in zip(paths, runs):
+        seed = run.get("seed")
+        if seed is not None and seed in seen:
+            raise SystemExit(f"error: {path}: seed {seed} again (also {seen[seed]}); give each seed once")
+        seen[seed] = path
+    if all("train_config" in run for run in runs):
+        settings = [
+            {k: v for k, v in config_settings(run["train_config"]).items() if k != "train.seed"} for run in runs
+        ]
+        for path, other in zip(paths[1:], settings[1:]):
+            if other != settings[0]:
+                keys = sorted(k for k in settings[0].keys() | other.keys() if settings[0].get(k) != other.get(k))
+                raise SystemExit(
+                    f"error: {path}: trained with other settings than {paths[0]} ({', '.join(keys)}): "
+                    "seeds averaged must be of one setting"
+                )
 
 
 def is_lexical(run: dict) -> bool:
@@ -85,7 +109,7 @@ def reference(first: dict, key: str, dim: int, metric: str) -> list[float]:
     return first["per_query"]["bm25"][metric] if is_lexical(first) else first[key][str(dim)][metric]
 
 
-def aligned(first: dict, second: dict, where: tuple[Path, Path]) -> list[int]:
+def aligned(first: dict, second: dict, where: tuple[Path | str, Path | str]) -> list[int]:
     """The index into second's questions of each of first's."""
     if sorted(first["query_ids"]) != sorted(second["query_ids"]):
         raise SystemExit(f"error: {where[0]} and {where[1]} score different questions")
@@ -112,7 +136,10 @@ def table(first: dict, second: dict, order: list[int], metric: str, resamples: i
 
 
 def seed_files(text: str) -> list[Path]:
-    return [Path(part) for part in text.split(",") if part]
+    files = [Path(part) for part in text.split(",") if part.strip()]
+    if not files:
+        raise argparse.ArgumentTypeError("no result file")
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     first, second = load_seeds(args.first, lexical_allowed=True), load_seeds(args.second)
     named = [",".join(map(str, side)) for side in (args.first, args.second)]
-    order = aligned(first, second, (Path(named[0]), Path(named[1])))
+    order = aligned(first, second, (named[0], named[1]))
     for name, run in zip(named, (first, second)):
-        if args.metric not in run["per_query"][next(iter(run["per_query"]))]:
-            raise SystemExit(f"error: {name}: no metric {args.metric!r}")
+        for key in ("per_query", "fused") if "fused" in run else ("per_query",):
+            for dim, metrics in run[key].items():
+                if args.metric not in metrics:
+                    raise SystemExit(f"error: {name}: no metric {args.metric!r} at dim {dim} ({key})")
     print(f"first: {named[0]}\nsecond: {named[1]}\n")
     print("\n".join(table(first, second, order, args.metric, args.resamples)))
     return 0

@@ -21,7 +21,7 @@ def _span_at(words, span):
     return [i for i in range(len(words) - len(span) + 1) if words[i : i + len(span)] == span]
 
 
-def test_queries_are_spans_and_positives_the_rest(tmp_path, capsys):
+def test_queries_are_spans_and_positives_the_rest(tmp_path):
     long = [" ".join(f"w{i}_{j}" for j in range(n)) for i, n in enumerate([25, 40, 60, 100, 30, 26, 80, 45])]
     shared = " ".join(f"s{j}" for j in range(40))
     texts = [*long, "too short to use", shared, shared]
@@ -43,6 +43,9 @@ def test_queries_are_spans_and_positives_the_rest(tmp_path, capsys):
     again = tmp_path / "again.jsonl"
     ict_pairs.main(["--corpus", str(_corpus(tmp_path, texts)), "--out", str(again), "--seed", "3"])
     assert again.read_text("utf-8") == out.read_text("utf-8")
+    other = tmp_path / "other.jsonl"
+    ict_pairs.main(["--corpus", str(_corpus(tmp_path, texts)), "--out", str(other), "--seed", "4"])
+    assert other.read_text("utf-8") != out.read_text("utf-8")  # the seed draws the spans
 
 
 def test_about_one_positive_in_ten_keeps_the_span():
@@ -66,3 +69,8 @@ def test_a_corpus_with_nothing_to_use_is_one_clear_error(tmp_path):
     assert not (tmp_path / "x.jsonl").exists()
     with pytest.raises(SystemExit, match=r"missing\.jsonl"):
         ict_pairs.main(["--corpus", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x.jsonl")])
+
+
+def test_a_minimum_below_the_shortest_query_is_refused():
+    with pytest.raises(ValueError, match="min_words must be at least 8"):
+        ict_pairs.ict_pairs({"p": "a b c d e f g"}, min_words=5, seed=0)

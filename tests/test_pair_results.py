@@ -70,22 +70,72 @@ def test_the_bm25_row_is_paired_with_every_dim_alone_and_fused(tmp_path, capsys)
         pair_results.main([str(model), str(bm25)])
 
 
+def _seed(path, seed, ids, alone, fused, **settings):
+    body = {
+        "seed": seed,
+        "query_ids": ids,
+        "train_config": {"train.seed": seed, "train.global_batch": 128, **settings},
+        "per_query": {"384": {"ndcg@10": alone}},
+        "fused": {"384": {"ndcg@10": fused}},
+    }
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
+
+
 def test_seeds_are_averaged_per_question_before_pairing(tmp_path, capsys):
-    # two seeds of each setting, questions in different orders: each question's mean over its seeds is paired
-    a1 = _result(tmp_path / "a1.json", ["q1", "q2"], [1.0, 0.0], [1.0, 0.0])
-    a2 = _result(tmp_path / "a2.json", ["q2", "q1"], [0.5, 0.0], [0.0, 1.0])
-    b1 = _result(tmp_path / "b1.json", ["q1", "q2"], [1.0, 1.0], [1.0, 0.5])
-    b2 = _result(tmp_path / "b2.json", ["q1", "q2"], [1.0, 0.5], [1.0, 0.5])
+    # two seeds of each setting, each file's questions in its own order: each question's mean over its seeds
+    a1 = _seed(tmp_path / "a1.json", 42, ["q1", "q2", "q3"], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0])
+    a2 = _seed(tmp_path / "a2.json", 43, ["q2", "q3", "q1"], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0])
+    b1 = _seed(tmp_path / "b1.json", 42, ["q3", "q1", "q2"], [0.0, 1.0, 1.0], [0.0, 1.0, 0.5])
+    b2 = _seed(tmp_path / "b2.json", 43, ["q1", "q2", "q3"], [1.0, 0.5, 1.0], [0.0, 0.5, 0.0])
     assert pair_results.main([f"{a1},{a2}", f"{b1},{b2}", "--resamples", "200"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384")]
-    # alone: first q1 (1+0)/2 = 0.5, q2 (0+0.5)/2 = 0.25; second q1 1, q2 0.75: +0.5 on each question
-    assert rows[0].startswith("| 384 | alone | 0.3750 | 0.8750 | +0.5000 [+0.5000, +0.5000] |")
-    # fused: first q1 1, q2 0; second q1 1, q2 0.5
-    assert rows[1].startswith("| 384 | fused | 0.5000 | 0.7500 | +0.2500 [")
-    other = _result(tmp_path / "c.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
-    with pytest.raises(SystemExit, match="score different questions"):
+    # alone: first q1 (1+0)/2, q2 (0+0.5)/2, q3 (0+1)/2 = 0.5, 0.25, 0.5; second q1 1, q2 0.75, q3 0.5:
+    # +0.5, +0.5, 0 (misaligned by position, q1 of a2 would read 0.5 and q3 0.0)
+    assert rows[0].startswith("| 384 | alone | 0.4167 | 0.7500 | +0.3333 [")
+    # fused: first q1 1, q2 0, q3 0; second q1 0.5, q2 0.5, q3 0
+    assert rows[1].startswith("| 384 | fused | 0.3333 | 0.3333 | +0.0000 [")
+    # a mean is blind to the order, the pairing is not: each question's own mean, by id
+    for files, expected in (
+        ([a1, a2], {"q1": 0.5, "q2": 0.25, "q3": 0.5}),
+        ([b1, b2], {"q1": 1.0, "q2": 0.75, "q3": 0.5}),
+    ):
+        mean = pair_results.load_seeds(files)
+        assert dict(zip(mean["query_ids"], mean["per_query"]["384"]["ndcg@10"])) == expected
+
+
+def test_seeds_of_other_settings_or_other_questions_are_refused(tmp_path):
+    a1 = _seed(tmp_path / "a1.json", 42, ["q1", "q2"], [1.0, 0.0], [1.0, 0.0])
+    a2 = _seed(tmp_path / "a2.json", 43, ["q1", "q2"], [0.5, 0.0], [0.0, 1.0])
+    b1 = _seed(tmp_path / "b1.json", 42, ["q1", "q2"], [1.0, 1.0], [1.0, 0.5])
+    other = _seed(tmp_path / "c.json", 43, ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
+    with pytest.raises(SystemExit, match=r"a1\.json and .*c\.json score different questions"):
         pair_results.main([f"{a1},{other}", str(b1)])
+    with pytest.raises(SystemExit, match=r"a1\.json: seed 42 again"):
+        pair_results.main([f"{a1},{a1}", str(b1)])
+    batch64 = _seed(tmp_path / "d.json", 43, ["q1", "q2"], [1.0, 0.0], [1.0, 0.0], **{"train.global_batch": 64})
+    with pytest.raises(
+        SystemExit, match=r"d\.json: trained with other settings than .*a1\.json \(train\.global_batch\)"
+    ):
+        pair_results.main([f"{a1},{batch64}", str(b1)])
+    no_fused = json.loads(a2.read_text("utf-8"))
+    no_fused["fused"] = {}
+    (tmp_path / "e.json").write_text(json.dumps(no_fused), "utf-8")
+    with pytest.raises(SystemExit, match=r"e\.json: no ndcg@10 at dim 384 \(fused\)"):
+        pair_results.main([f"{a1},{tmp_path / 'e.json'}", str(b1)])
     bm25 = tmp_path / "bm25.json"
     bm25.write_text(json.dumps({"query_ids": ["q1", "q2"], "per_query": {"bm25": {"ndcg@10": [0.5, 1.0]}}}), "utf-8")
     with pytest.raises(SystemExit, match=r"bm25\.json: BM25's row is one file"):
         pair_results.main([f"{bm25},{a1}", str(b1)])
+    with pytest.raises(SystemExit):  # argparse: no result file
+        pair_results.main([",", str(b1)])
+
+
+def test_a_metric_missing_at_any_dim_is_named(tmp_path):
+    first = _result(tmp_path / "a.json", ["q1", "q2"], [1.0, 0.0], [1.0, 0.0])
+    body = json.loads(first.read_text("utf-8"))
+    body["per_query"]["64"] = {"recall@10": [1.0, 1.0]}
+    body["fused"]["64"] = {"recall@10": [1.0, 1.0]}
+    (tmp_path / "b.json").write_text(json.dumps(body), "utf-8")
+    with pytest.raises(SystemExit, match=r"b\.json: no metric 'ndcg@10' at dim 64 \(per_query\)"):
+        pair_results.main([str(first), str(tmp_path / "b.json")])
