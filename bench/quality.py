@@ -276,6 +276,13 @@ def st_command(row: Row, seed: int, run_dir: Path, args: argparse.Namespace, con
     ]
 
 
+def st_flags(command: list[str]) -> list[str]:
+    """An st_train.py command's flags, less the interpreter and the output directory."""
+    flags = command[command.index("bench.st_train") + 1 :]
+    at = flags.index("--out") if "--out" in flags else len(flags)
+    return flags[:at] + flags[at + 2 :]
+
+
 def ours_command(row: Row, seed: int, run_dir: Path, args: argparse.Namespace) -> list[str]:
     return [
         sys.executable,
@@ -984,10 +991,21 @@ def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> 
 def is_stale(row: Row, run: dict, args: argparse.Namespace) -> bool:
     """Whether a training row's run no longer stands for CONFIG: by its training settings where the
     json keeps them, less what the machine resolved (an edited comment is not a change, nor is bf16
-    on a GPU under `auto`; a run adopted from a lever is judged by what it trained with), else by
-    the config file's sha256."""
+    on a GPU under `auto`; a run adopted from a lever is judged by what it trained with); the
+    sentence-transformers peer by the st_train.py flags it ran with against those CONFIG gives now;
+    else by the config file's sha256."""
     if row.runner not in ("ours", "st-config"):
         return False
+    if row.runner == "st-config" and "command" in run:
+        from training.config import ConfigError, load_config
+
+        try:
+            config = load_config(["--config", str(args.config)])
+        except (ConfigError, OSError) as err:
+            print(f"note: {args.config}: {err}; {row.name} seed {run['seed']} judged by the config's sha256")
+        else:
+            now = st_command(row, run["seed"], Path(run.get("model_path", ".")), args, config)
+            return st_flags(run["command"]) != st_flags(now)
     if "train_config" in run:
         from training.config import ConfigError
 

@@ -90,5 +90,5 @@ def test_the_guarded_recipe_is_the_best_one_plus_a_second_eval_set_and_a_mix(obl
     assert [s.name for s in eval_sets(guarded.data)] == ["obliqa", "quickstart"]
     found = train.main(["--config", "configs/obliqa-general.yaml", "--dry-run"])
     printed = capsys.readouterr().out
-    assert found["steps_per_epoch"] == 3317 // (128 - 13)
-    assert "each global batch of 128: 115 from" in printed and "13 from samples/quickstart/train_pairs.jsonl" in printed
+    assert found["steps_per_epoch"] == 3317 // (64 - 6)
+    assert "each global batch of 64: 58 from" in printed and "6 from samples/quickstart/train_pairs.jsonl" in printed

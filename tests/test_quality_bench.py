@@ -337,3 +337,29 @@ def test_a_lever_run_is_adopted_when_it_trained_with_the_config_settings_and_ref
     assert quality.main(["--report-only", *common, "--config", str(new), "--out", str(tmp_path / "older")]) == 0
     assert "Warning" not in capsys.readouterr().out  # it still stands for a config whose precision says auto
     assert (tmp_path / "older" / "ours" / "seed42.json").is_file(), printed
+
+
+def test_the_st_peer_is_stale_by_the_flags_it_ran_with_not_the_config_files_bytes(tmp_path):
+    """The peer's json keeps its st_train.py command: an edited comment, or a run made with the same
+    settings through another file, stands; a setting the peer would now run otherwise does not."""
+    import argparse
+
+    recipe = (
+        "data: {train: pairs.jsonl}\nloss: {dims: [32, 8], temperature: 0.05}\n"
+        "train: {epochs: 1, global_batch: 8, micro_batch: 4, lr: 1.0e-3, seed: 42}\n"
+    )
+    config = tmp_path / "recipe.yaml"
+    config.write_text(recipe, "utf-8")
+    (peer,) = [row for row in quality.ROWS if row.runner == "st-config"]
+    args = argparse.Namespace(config=config, st_args=[], train_args=[])
+    from training.config import load_config
+
+    ran = quality.st_command(peer, 42, tmp_path / "st" / "seed42", args, load_config(["--config", str(config)]))
+    run = {"seed": 42, "command": ["/another/python", *ran[1:]], "config_sha256": "not this file's"}
+    assert not quality.is_stale(peer, run, args)
+    config.write_text("# a comment\n" + recipe, "utf-8")
+    assert not quality.is_stale(peer, run, args)
+    config.write_text(recipe.replace("global_batch: 8", "global_batch: 16"), "utf-8")
+    assert quality.is_stale(peer, run, args)
+    config.write_text(recipe.replace("temperature: 0.05", "temperature: 0.1"), "utf-8")  # --scale 10
+    assert quality.is_stale(peer, run, args)
