@@ -84,15 +84,16 @@ def pad_rows(rows: list[dict], pad_id: int) -> list[dict]:
     return [{key: list(value) + [fill[key]] * (width - len(value)) for key, value in row.items()} for row in rows]
 
 
-def make_collator(tokenizer, mask_prob: float, whole_word: bool, seed: int):
-    """rows -> a padded, masked batch (input_ids, attention_mask, labels: -100 where not masked).
+def make_collator(tokenizer, mask_prob: float, whole_word: bool, seed: int, device: str | torch.device = "cpu"):
+    """rows -> a padded, masked batch (input_ids, attention_mask, labels: -100 where not masked) on
+    `device` (masks are drawn on the CPU, so a GPU run masks as a CPU run does).
     Whole-word masking replaces every chosen word by [MASK]: the collator has no random-word
     replacement for whole words (and warns unless told so); piece masking keeps BERT's 80/10/10."""
     replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word else {}
     masker = DataCollatorForLanguageModeling(
         tokenizer, mlm_probability=mask_prob, whole_word_mask=whole_word, seed=seed, **replace
     )
-    return lambda rows: masker(pad_rows(rows, tokenizer.pad_token_id))
+    return lambda rows: {key: value.to(device) for key, value in masker(pad_rows(rows, tokenizer.pad_token_id)).items()}
 
 
 def batches(rows: list[dict], batch_size: int, rng: random.Random | None) -> list[list[dict]]:
@@ -184,8 +185,9 @@ def train_phase(model, params, schedule: list[list[dict]], collate, peak: float,
 def adapt(model, tokenizer, train_texts: list[str], held_texts: list[str], args: argparse.Namespace) -> dict:
     """The head warmed up alone, then the whole masked-LM trained on train_texts; the held-out loss
     with a fresh head, after the warm-up (the encoder untouched) and after training, and the cost."""
-    collate = make_collator(tokenizer, args.mask_prob, args.whole_word, args.seed)
-    held_collate = make_collator(tokenizer, args.mask_prob, args.whole_word, args.seed + 1)
+    device = next(model.parameters()).device
+    collate = make_collator(tokenizer, args.mask_prob, args.whole_word, args.seed, device)
+    held_collate = make_collator(tokenizer, args.mask_prob, args.whole_word, args.seed + 1, device)
     held_rows = encode_texts(tokenizer, held_texts, args.max_length, args.whole_word)
     held_batches = [held_collate(b) for b in batches(held_rows, args.batch_size, None)]  # the same masks each time
     train_rows = encode_texts(tokenizer, train_texts, args.max_length, args.whole_word)
@@ -323,10 +325,13 @@ def main(argv: list[str] | None = None) -> dict:
     train_texts, held_texts = split_held_out(texts, args.held_out, args.seed)
     torch.manual_seed(args.seed)  # the fresh head's transform, and dropout
     tokenizer, mlm_model, encoder = load_models(args)
+    mlm_model.to("cuda" if torch.cuda.is_available() else "cpu")  # fp32 either way: a bench, not the trainer
     print(f"{len(train_texts)} passages to train on, {len(held_texts)} held out; {args.model}", flush=True)
     measured = adapt(mlm_model, tokenizer, train_texts, held_texts, args)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    record = {"settings": settings, "passages": len(train_texts), "held_out": len(held_texts), **measured}
+    device = str(next(mlm_model.parameters()).device)
+    record = {"settings": settings, "device": device, "passages": len(train_texts), "held_out": len(held_texts)}
+    record.update(measured)
     save_adapted(mlm_model, encoder, args.out, record)
     print(f"saved {args.out}", flush=True)
     return record

@@ -96,6 +96,7 @@ def test_held_out_masks_are_the_same_before_and_after(tmp_path, tiny_bert):
     tiny = ["--epochs", "1", "--lr", "1e-12", "--head-lr", "1e-12", "--held-out", "0.2"]
     record = mlm_adapt.main(_args(corpus, tmp_path / "out", tiny_bert, *tiny))
     assert record["held_out"] == 12 and record["passages"] == 48
+    assert record["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # CI: the CPU fallback
     fresh, before, after = (record[f"held_out_loss_{k}"] for k in ("fresh_head", "before", "after"))
     assert after == pytest.approx(before, abs=1e-5) and before == pytest.approx(fresh, abs=1e-5)
     assert (tmp_path / "out" / "complete.json").is_file()  # saved through Encoder.save, with its manifest
