@@ -62,6 +62,7 @@ from training.checkpoint import (
 from training.config import Config, ConfigError, eval_sets, mix_rows, parse_command_line
 from training.distributed import gathered_step_stats, make_accelerator, resolve_precision
 from training.gradcache import Embedder, StepBatch, gradcache_step_accumulating, make_step_batch
+from training.optim import decay_groups
 from training.report import (
     describe_data,
     eval_scalars,
@@ -142,14 +143,7 @@ def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
 
 def make_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
     """AdamW with weight decay on weight matrices only: never on biases or LayerNorm."""
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
-            exempt = name == "bias" or isinstance(module, torch.nn.LayerNorm) or "norm" in type(module).__name__.lower()
-            (no_decay if exempt else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = decay_groups(model, config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps)

@@ -45,6 +45,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLan
 from common.files import output_problem
 from data import DataError, read_id_text
 from model import Encoder, ModelConfig, read_embedding_spec, resolve_model_dir
+from training.optim import decay_groups
 from training.schedule import lr_at
 
 
@@ -151,20 +152,9 @@ def head_parameters(model) -> list[torch.nn.Parameter]:
     return [p for p in head.parameters() if id(p) not in shared]
 
 
-def optimizer_for(model, params: list[torch.nn.Parameter], lr: float, weight_decay: float):
-    """AdamW over `params`, with no decay on biases and norms (BERT's convention)."""
-    wanted = {id(p) for p in params}
-    named = [(name, p) for name, p in model.named_parameters() if id(p) in wanted]
-    plain = [p for name, p in named if name.endswith("bias") or "norm" in name.lower()]
-    plain_ids = {id(p) for p in plain}
-    decayed = [p for _, p in named if id(p) not in plain_ids]
-    groups = [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
-
-
 def train_phase(model, params, schedule: list[list[dict]], collate, peak: float, args, label: str) -> None:
-    """One optimiser step per batch of rows in `schedule`, on `params` only, lr by lr_at."""
-    optimizer = optimizer_for(model, params, peak, args.weight_decay)
+    """One optimiser step per batch of rows in `schedule`, on `params` (those requiring grad), lr by lr_at."""
+    optimizer = torch.optim.AdamW(decay_groups(model, args.weight_decay), lr=peak)
     model.train()
     for step, rows in enumerate(schedule):
         for group in optimizer.param_groups:

@@ -996,23 +996,16 @@ def is_stale(row: Row, run: dict, args: argparse.Namespace) -> bool:
     else by the config file's sha256."""
     if row.runner not in ("ours", "st-config"):
         return False
-    if row.runner == "st-config" and "command" in run:
-        from training.config import ConfigError, load_config
+    from training.config import ConfigError, load_config
 
-        try:
-            config = load_config(["--config", str(args.config)])
-        except (ConfigError, OSError) as err:
-            print(f"note: {args.config}: {err}; {row.name} seed {run['seed']} judged by the config's sha256")
-        else:
-            now = st_command(row, run["seed"], Path(run.get("model_path", ".")), args, config)
-            return st_flags(run["command"]) != st_flags(now)
-    if "train_config" in run:
-        from training.config import ConfigError
-
-        try:
+    try:
+        if row.runner == "st-config" and "command" in run:
+            now = st_command(row, run["seed"], Path("."), args, load_config(["--config", str(args.config)]))
+            return st_flags(run["command"]) != st_flags(now)  # the output directory aside
+        if "train_config" in run:
             return config_settings(run["train_config"]) != config_settings(bench_settings(row, run["seed"], args))
-        except (ConfigError, OSError) as err:  # CONFIG unreadable here: judged by the file instead
-            print(f"note: {args.config}: {err}; {row.name} seed {run['seed']} judged by the config's sha256")
+    except (ConfigError, OSError) as err:  # CONFIG unreadable here: judged by the file instead
+        print(f"note: {args.config}: {err}; {row.name} seed {run['seed']} judged by the config's sha256")
     current = config_sha256(args.config)
     return bool(current) and run["config_sha256"] != current
 

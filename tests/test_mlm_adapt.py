@@ -220,3 +220,23 @@ def test_the_same_seed_gives_the_same_model_and_another_seed_another(tmp_path, t
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
     assert runs["a"]["held_out_loss_before"] != runs["c"]["held_out_loss_before"]  # another split and masks
     assert any(not torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
+
+
+def test_decay_groups_exempt_biases_and_norms_and_list_a_tied_weight_once(tiny_bert):
+    """training/optim.decay_groups, against the parameter names: decay exactly on the weight
+    matrices (not biases, not LayerNorm), frozen parameters left out, the tied decoder weight once."""
+    from transformers import AutoModelForMaskedLM
+
+    from training.optim import decay_groups
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert)
+    named = dict(model.named_parameters())  # unique tensors: the tied decoder weight appears once
+    decayed, plain = (group["params"] for group in decay_groups(model, 0.01))
+    expected_plain = {id(p) for n, p in named.items() if n.endswith("bias") or "LayerNorm" in n}
+    assert {id(p) for p in plain} == expected_plain and len(plain) == len(expected_plain)
+    assert {id(p) for p in decayed} == {id(p) for p in named.values()} - expected_plain
+    assert len(decayed) + len(plain) == len(named)  # the tied embedding is not listed twice
+    for p in model.base_model.parameters():
+        p.requires_grad_(False)
+    trainable = [p for group in decay_groups(model, 0.01) for p in group["params"]]
+    assert {id(p) for p in trainable} == {id(p) for p in mlm_adapt.head_parameters(model)}
