@@ -2,6 +2,8 @@
 
     python evaluate.py --model MODEL --data BEIR_DIR --split dev --out metrics.json
     python evaluate.py --model NEW --baseline OLD --data BEIR_DIR --split dev   # paired comparison
+    python evaluate.py --model NEW --baseline OLD --data BEIR_DIR --split dev --seen TRAIN_PAIRS
+        # and split: questions on passages NEW trained on (memory) and the others (transfer)
 
 Corpus and queries are encoded once at full size; each dimension truncates, re-normalises and
 runs exact inner-product search (`IndexFlatIP`, on the GPU when faiss has GPU support and CUDA
@@ -25,7 +27,7 @@ import numpy as np
 
 from common.files import output_problem, write_atomic
 from common.processes import is_main_process, start_processes, stop_processes
-from data import DataError, IRDataset, data_path, load_ir
+from data import DataError, IRDataset, data_path, index_texts, load_ir, load_pairs
 from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.diagnostics import SAMPLE, format_space, space_diagnostics
 from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings, write_runs
@@ -53,6 +55,7 @@ from retrieval.rerank import (
 )
 from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
+from training.seen_report import seen_markdown, seen_mask, seen_summary, trained_passages
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +97,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--resamples", type=int, default=10000, help="bootstrap and randomization resamples (default 10000)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    parser.add_argument(
+        "--seen",
+        type=Path,
+        metavar="PAIRS",
+        help="the pairs the model trained on: also report the questions with a relevant passage among their "
+        "positives (memory) and the others (transfer) apart, against --baseline and BM25",
+    )
     parser.add_argument(
         "--precision",
         type=lambda s: [p for p in s.split(",") if p],
@@ -268,6 +278,16 @@ def checked_reranker(args: argparse.Namespace) -> Reranker | None:
     return reranker
 
 
+def trained_texts(args: argparse.Namespace) -> set[str] | None:
+    """--seen: the texts of the training pairs' positives, read before any model is loaded."""
+    if args.seen is None:
+        return None
+    try:
+        return trained_passages(index_texts(load_pairs(args.seen)))
+    except (DataError, OSError) as err:
+        sys.exit(f"error: --seen {args.seen}: {err}")
+
+
 def weight_split(args: argparse.Namespace, data: IRDataset) -> IRDataset | None:
     """The split the fusion weight is chosen on (--fusion-weight-from), checked to share the corpus."""
     if not args.fusion_weight_from or args.lexical == "none":
@@ -289,9 +309,11 @@ def scored_report(
     base_embeddings: tuple | None,
     weight_on: tuple[IRDataset, np.ndarray] | None = None,
     reranker: Reranker | None = None,
+    seen: tuple[np.ndarray, int] | None = None,
 ) -> dict:
     """Score, print and return the report: metrics per dim, the metadata, the paired comparison with
-    --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds)."""
+    --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds);
+    `seen`: (each question on a training positive?, how many positives) for --seen."""
     query_emb, corpus_emb, seconds = embeddings
     results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
     report: dict = {str(dim): result.metrics for dim, result in results.items()}
@@ -314,8 +336,10 @@ def scored_report(
     report["space"] = {str(dim): values for dim, values in space.items()}
     print(f"\nthe embedding space (a fixed sample of {min(SAMPLE, len(data.corpus_ids))} passages):")
     print(format_space(None, space))
+    base_results = None
     if base_embeddings is not None:
-        report["comparison"] = _compare(results, evaluate_embeddings(*base_embeddings, data, dims), args)
+        base_results = evaluate_embeddings(*base_embeddings, data, dims)
+        report["comparison"] = _compare(results, base_results, args)
         report["meta"].update(baseline=args.baseline, resamples=args.resamples, seed=args.seed)
     if args.precision != ["float32"] or args.rescore:
         comparison = report.get("comparison")  # --baseline's, of the float32 search
@@ -332,6 +356,9 @@ def scored_report(
         write_runs(results, data, args.run_out)
     if args.lexical != "none":
         report["lexical"] = lexical_report(args, data, dims, results, query_emb, corpus_emb, weight_on, reranker)
+    if seen is not None:
+        report["seen"] = seen_summary(seen[0], base_results, results, seen[1], args.resamples)
+        print("\n" + "\n".join(seen_markdown(report["seen"])))
     return report
 
 
@@ -357,6 +384,8 @@ def lexical_report(
         weights = {dim: choose_weight(c, other, config.fusion_norm) for dim, c in other_candidates.items()}
         other_fused = Fused(other, other_candidates, weights, config.fusion_norm)
     hybrid = evaluate_hybrid(query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "")
+    for dim, result in results.items():  # the fused rankings beside each dim's, as a training run's report holds them
+        result.fused, result.fusion_weight = {"bm25": hybrid.bm25, **hybrid.fused[dim]}, hybrid.weights[dim]
     chosen = {"given": "given", "": ""}.get(hybrid.weights_from, f"chosen on {hybrid.weights_from}")
     print(
         f"\nBM25 ({config.method}, k1 {config.k1:g}, b {config.b:g}, stemmer {config.stemmer}, stopwords "
@@ -420,9 +449,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Run from the command line; returns {dim: {metric: value}} and the metadata as written to --out."""
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    trained = trained_texts(args)
     data, encoder, baseline, dims = load_inputs(args)
     reranker = checked_reranker(args)
     other = weight_split(args, data)
+    seen = None if trained is None else (seen_mask(data, trained), len(trained))
     device = start_processes()
     show_progress = is_main_process()
     embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)
@@ -438,7 +469,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         return {}
     if reranker is not None:
         reranker.to(device)
-    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on, reranker)
+    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on, reranker, seen)
     if args.out:
         try:
             write_atomic(args.out, json.dumps(report, indent=2) + "\n")

@@ -20,6 +20,13 @@ a lever are paired with two seeds of the recipe in one test:
 
     python -m bench.pair_results bench/results/quality/ours/seed42.json,bench/results/quality/ours/seed43.json \
         runs/lever_b64/ours/seed42.json,runs/lever_b64/ours/seed43.json
+
+`--seen PAIRS --data BEIR` splits the questions as training runs' reports do (training.seen_report):
+those with a relevant passage among PAIRS' positives (what the model trained on: memory) and the
+others (passages it never saw: transfer), and pairs each group on its own beside all questions:
+
+    python -m bench.pair_results bench/results/quality/base/result.json bench/results/quality/ours/seed42.json \
+        --seen ../shared/data/obliqa/train_pairs.jsonl --data ../shared/data/obliqa
 """
 
 from __future__ import annotations
@@ -117,10 +124,21 @@ def aligned(first: dict, second: dict, where: tuple[Path | str, Path | str]) -> 
     return [position[q] for q in first["query_ids"]]
 
 
-def table(first: dict, second: dict, order: list[int], metric: str, resamples: int) -> list[str]:
+def table(
+    first: dict,
+    second: dict,
+    order: list[int],
+    metric: str,
+    resamples: int,
+    groups: dict[str, np.ndarray] | None = None,
+) -> list[str]:
+    """groups: question masks in first's order, by name (default: all questions, unnamed)."""
+    named = groups is not None
+    groups = groups or {"all": np.ones(len(first["query_ids"]), dtype=bool)}
+    head = "| dim | kind | questions " if named else "| dim | kind "
     out = [
-        f"| dim | kind | first {metric} | second | change [95% CI] | p |",
-        "|---:|---|---:|---:|---|---:|",
+        head + f"| first {metric} | second | change [95% CI] | p |",
+        "|---:|---|" + ("---|" if named else "") + "---:|---:|---|---:|",
     ]
     shared = second["per_query"] if is_lexical(first) else first["per_query"]
     dims = sorted((int(d) for d in shared if d in second["per_query"]), reverse=True)
@@ -128,11 +146,34 @@ def table(first: dict, second: dict, order: list[int], metric: str, resamples: i
         for kind, key in (("alone", "per_query"), ("fused", "fused")):
             a = np.asarray(reference(first, key, dim, metric), dtype=np.float64)
             b = np.asarray(second[key][str(dim)][metric], dtype=np.float64)[order]
-            diff, lo, hi, p = change(a, b, resamples)
-            out.append(
-                f"| {dim} | {kind} | {a.mean():.4f} | {b.mean():.4f} | {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] | {p:.2g} |"
-            )
+            for name, mask in groups.items():
+                if not mask.any():
+                    continue
+                diff, lo, hi, p = change(a[mask], b[mask], resamples)
+                group = f"{name} ({int(mask.sum())}) | " if named else ""
+                out.append(
+                    f"| {dim} | {kind} | {group}{a[mask].mean():.4f} | {b[mask].mean():.4f} "
+                    f"| {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] | {p:.2g} |"
+                )
     return out
+
+
+def seen_groups(pairs: Path, data: Path, split: str, query_ids: list[str]) -> dict[str, np.ndarray]:
+    """all / seen / unseen masks over query_ids: seen when a relevant passage of the question (in
+    data's qrels of split) is a positive of the training pairs."""
+    from data import DataError, index_texts, load_ir, load_pairs
+    from training.seen_report import seen_mask, trained_passages
+
+    try:
+        ir, trained = load_ir(data, split), trained_passages(index_texts(load_pairs(pairs)))
+    except (DataError, OSError) as err:
+        raise SystemExit(f"error: {err}") from None
+    by_id = dict(zip(ir.query_ids, seen_mask(ir, trained).tolist()))
+    missing = [q for q in query_ids if q not in by_id]
+    if missing:
+        raise SystemExit(f"error: {data}: {len(missing)} of the results' questions are not in its {split} qrels")
+    seen = np.array([by_id[q] for q in query_ids], dtype=bool)
+    return {"all": np.ones(len(seen), dtype=bool), "seen": seen, "unseen": ~seen}
 
 
 def seed_files(text: str) -> list[Path]:
@@ -152,7 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--resamples", type=int, default=10000)
+    parser.add_argument(
+        "--seen", type=Path, help="training pairs: also pair the questions on their positives and the others apart"
+    )
+    parser.add_argument("--data", type=Path, help="with --seen: the BEIR set the results scored (its qrels)")
+    parser.add_argument("--split", default="dev", help="with --seen: the qrels split the results scored")
     args = parser.parse_args(argv)
+    if (args.seen is None) != (args.data is None):
+        parser.error("--seen and --data go together")
     first, second = load_seeds(args.first, lexical_allowed=True), load_seeds(args.second)
     named = [",".join(map(str, side)) for side in (args.first, args.second)]
     order = aligned(first, second, (named[0], named[1]))
@@ -162,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.metric not in metrics:
                     raise SystemExit(f"error: {name}: no metric {args.metric!r} at dim {dim} ({key})")
     print(f"first: {named[0]}\nsecond: {named[1]}\n")
-    print("\n".join(table(first, second, order, args.metric, args.resamples)))
+    groups = seen_groups(args.seen, args.data, args.split, first["query_ids"]) if args.seen else None
+    print("\n".join(table(first, second, order, args.metric, args.resamples, groups)))
     return 0
 
 

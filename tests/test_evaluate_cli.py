@@ -81,3 +81,34 @@ def test_bad_data_exits_nonzero_naming_file_and_line(tmp_path):
     assert result.returncode != 0
     assert f"{data / 'qrels' / 'dev.tsv'}:2: corpus id 'nope' is not in corpus.jsonl" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_seen_reports_questions_on_training_positives_apart(tmp_path, tiny_bert, capsys):
+    """--seen: questions q0-q2 ask about passages the pairs trained on, q3-q7 do not. Each group's
+    mean times its size adds up to the whole set's metric (dense and BM25), and the model against
+    itself as --baseline changes nothing in either group."""
+    data = tiny_beir(tmp_path / "beir")
+    texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"anchor": f"a{i}", "positive": texts[i * 3]}) + "\n" for i in range(3)))
+    argv = ["--model", str(tiny_bert), "--data", str(data), "--split", "dev", "--seen", str(pairs)]
+    report = evaluate.main([*argv, "--baseline", str(tiny_bert), "--resamples", "200"])
+    seen = report["seen"]
+    assert seen["questions"] == {"seen": 3, "unseen": 5} and seen["trained_passages"] == 3
+    assert (
+        set(seen["changes"]["seen"])
+        == set(seen["changes"]["unseen"])
+        == {
+            "after_vs_before",
+            "after_vs_bm25",
+            "after_fused_vs_bm25",
+        }
+    )  # the baseline is not fused: no after_fused_vs_before_fused
+    dense = [seen["changes"][g]["after_vs_before"]["32"]["ndcg@10"] for g in ("seen", "unseen")]
+    assert (3 * dense[0]["new"] + 5 * dense[1]["new"]) / 8 == pytest.approx(report["32"]["ndcg@10"])
+    assert dense[0]["diff"] == dense[1]["diff"] == 0
+    bm25 = [seen["changes"][g]["after_vs_bm25"]["32"]["ndcg@10"]["base"] for g in ("seen", "unseen")]
+    assert (3 * bm25[0] + 5 * bm25[1]) / 8 == pytest.approx(report["lexical"]["bm25"]["ndcg@10"])
+    assert "## Questions on passages it trained on, and on the others" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--seen"):
+        evaluate.main([*argv[:-1], str(tmp_path / "missing.jsonl")])

@@ -139,3 +139,36 @@ def test_a_metric_missing_at_any_dim_is_named(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(body), "utf-8")
     with pytest.raises(SystemExit, match=r"b\.json: no metric 'ndcg@10' at dim 64 \(per_query\)"):
         pair_results.main([str(first), str(tmp_path / "b.json")])
+
+
+def test_seen_splits_the_questions_by_the_training_positives(tmp_path, capsys):
+    """--seen: q1 and q3 ask about a passage the pairs trained on (q3 through one of two), q2 and q4
+    do not; each group is paired on its own questions, beside all of them."""
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    passages = {"d1": "alpha  rule", "d2": "beta rule", "d3": "gamma rule", "d4": "delta rule"}
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in passages.items()))
+    (beir / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": f"question {i}"}) + "\n" for i in range(1, 5))
+    )
+    qrels = [("q1", "d1"), ("q2", "d2"), ("q3", "d2"), ("q3", "d3"), ("q4", "d4")]
+    (beir / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in qrels)
+    )
+    pairs = tmp_path / "pairs.jsonl"  # "alpha rule" matches d1 once whitespace is collapsed
+    pairs.write_text(
+        "".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in [("x", "alpha rule"), ("y", "gamma rule")])
+    )
+    first = _result(tmp_path / "a.json", ["q4", "q3", "q2", "q1"], [0.5, 0.0, 1.0, 0.0], [0.5, 0.5, 0.5, 0.5])
+    second = _result(tmp_path / "b.json", ["q1", "q2", "q3", "q4"], [1.0, 0.5, 1.0, 0.5], [0.5, 0.5, 0.5, 0.5])
+    argv = [str(first), str(second), "--resamples", "200", "--seen", str(pairs), "--data", str(beir)]
+    assert pair_results.main(argv) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 | alone")]
+    assert rows[0].startswith("| 384 | alone | all (4) | 0.3750 | 0.7500 | +0.3750 [")
+    assert rows[1].startswith("| 384 | alone | seen (2) | 0.0000 | 1.0000 | +1.0000 [+1.0000, +1.0000] |")
+    assert rows[2].startswith("| 384 | alone | unseen (2) | 0.7500 | 0.5000 | -0.2500 [")
+    with pytest.raises(SystemExit):
+        pair_results.main([str(first), str(second), "--seen", str(pairs)])
+    with pytest.raises(SystemExit, match="not in its dev qrels"):
+        other = _result(tmp_path / "c.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
+        pair_results.main([str(other), str(other), "--seen", str(pairs), "--data", str(beir)])

@@ -41,7 +41,9 @@ def _bm25(before: dict[int, DimResult] | None, after: dict[int, DimResult] | Non
     return None
 
 
-def _per_query(label: str, kind: str | None, runs: dict, dims: list[int]) -> dict[int, dict] | None:
+def per_query_of(label: str, kind: str | None, runs: dict, dims: list[int]) -> dict[int, dict] | None:
+    """{dim: {metric: (Q,)}} of bm25, or of a label's results alone (kind dense) or fused (convex,
+    reranked); None when that was not scored."""
     if label == "bm25":
         return {dim: runs["bm25"].per_query for dim in dims}
     results = runs[label]
@@ -77,7 +79,7 @@ def lexical_summary(
     dims = list((after or before).keys())
     summary["changes"] = {}
     for name, new, base in CHANGES:
-        new_q, base_q = _per_query(*new, runs, dims), _per_query(*base, runs, dims)
+        new_q, base_q = per_query_of(*new, runs, dims), per_query_of(*base, runs, dims)
         if new_q is not None and base_q is not None:
             found = compare_per_query(base_q, new_q, SHOWN, resamples)
             summary["changes"][name] = {str(d): by_metric for d, by_metric in found.items()}

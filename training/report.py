@@ -25,6 +25,7 @@ from retrieval.stats import compare_per_query, format_comparison
 from training.checkpoint import RunState
 from training.config import Config, flatten, mix_rows
 from training.lexical_report import lexical_markdown, lexical_summary, lexical_verdict
+from training.seen_report import seen_markdown, seen_mask, seen_summary, seen_verdict
 from training.selection import Selection
 from training.space_report import eval_sets_markdown, eval_sets_summary, space_json, space_markdown
 
@@ -84,11 +85,16 @@ def save_results(
     query_ids: list[str],
     sets: dict[str, tuple[IRDataset, dict | None, dict | None]] | None = None,
     selected_set: str = "",
+    trained: set[str] | None = None,
 ) -> dict:
     """The before/after tables, the curve and the step kept (`after` is its evaluation), as
     results.json and results.md; `sets`: every data.eval set by name, (data, before, after), in
-    the config's order, `selected_set` the one eval.select scores (the one `after` is of)."""
+    the config's order, `selected_set` the one eval.select scores (the one `after` is of);
+    `trained`: the training positives' texts (seen_report.trained_passages), which split the
+    selected set's questions into those on passages the model trained on and the others."""
     before, selection, steps, seconds = state.before, state.selection, state.step, state.train_seconds
+    data = sets[selected_set][0] if sets and selected_set in sets else None
+    seen = seen_mask(data, trained) if data is not None and trained is not None else None
     results = {
         "before": metrics_of(before),
         "after": metrics_of(after),
@@ -102,6 +108,7 @@ def save_results(
         "frontier": {"before": frontier_of(before), "after": frontier_of(after)},
         "lexical": lexical_summary(config, before, after),
         "space": space_json(before, after),
+        "seen": seen_summary(seen, before, after, len(trained or ())),
         "eval_sets": eval_sets_summary(sets or {}, selected_set),
         "versions": library_versions(),
     }
@@ -112,6 +119,7 @@ def save_results(
     if before and after:
         lines += comparison_markdown(before, after)
     lines += lexical_markdown(results["lexical"])
+    lines += seen_markdown(results["seen"])
     lines += eval_sets_markdown(results["eval_sets"])
     lines += space_markdown(before, after)
     lines += frontier_markdown(results["frontier"]["before"], results["frontier"]["after"], results["after"])
@@ -131,6 +139,8 @@ def save_results(
                     str(d): {m: r.fused["convex"].per_query[m].tolist() for m in METRICS} for d, r in res.items()
                 }
                 per_query["bm25"] = {m: next(iter(res.values())).fused["bm25"].per_query[m].tolist() for m in METRICS}
+        if seen is not None:  # True: a relevant passage of the question was a training positive
+            per_query["seen"] = seen.tolist()
         write_atomic(out / "per_query.json", [json.dumps({"query_ids": query_ids, **per_query}) + "\n"])
     write_atomic(out / "results.md", ["\n".join(lines) + "\n"])
     return results
@@ -424,6 +434,7 @@ def model_card(
                 lines += [f"**{label.capitalize()}**", "", format_table(results[label]), ""]
         lines += ["![NDCG@10 by dimension](results.png)", ""] if config.report.plot else []
         lines += lexical_verdict(results.get("lexical"))
+        lines += seen_verdict(results.get("seen"))
         lines += eval_sets_markdown(results.get("eval_sets") or {})
         if results.get("space", {}).get("after"):
             space = {

@@ -1,0 +1,139 @@
+"""training.seen_report: the eval questions split by whether a relevant passage was a training
+positive, checked against direct computations; and a tiny run that reports the split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import train
+from data import IRDataset, index_texts, load_pairs
+from helpers import random_texts
+from retrieval.metrics import DimResult
+from retrieval.stats import paired_bootstrap
+from training.seen_report import seen_mask, seen_summary, seen_verdict, trained_passages
+
+
+def ir(qrels: dict[str, dict[str, int]], texts: dict[str, str]) -> IRDataset:
+    ids = list(texts)
+    return IRDataset(ids, [texts[i] for i in ids], list(qrels), [f"question {q}" for q in qrels], qrels)
+
+
+def test_a_question_is_seen_when_any_relevant_passage_is_a_training_positive():
+    texts = {"a": "Rule 3.2  applies\nhere", "b": "a passage never trained on", "c": "another one", "d": "x y"}
+    trained = {"Rule 3.2 applies here", "x y z"}  # whitespace collapsed; "x y" is not "x y z"
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1, "a": 2}, "q3": {"b": 1, "c": 1}, "q4": {"d": 1}}
+    assert seen_mask(ir(qrels, texts), trained).tolist() == [True, True, False, False]
+
+
+def test_trained_passages_are_the_positives_not_the_negatives(tmp_path):
+    rows = [
+        {"anchor": "q one", "positive": "p  one", "negative": "n one"},
+        {"anchor": "q two", "positive": "p two", "negative": "p one"},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert trained_passages(index_texts(load_pairs(path))) == {"p one", "p two"}
+
+
+def result(ndcg: list[float], bm25: list[float] | None = None, fused: list[float] | None = None) -> DimResult:
+    def plain(values: list[float]) -> DimResult:
+        v = np.array(values)
+        per_query = {m: v for m in ("ndcg@10", "recall@10", "map@10")}
+        return DimResult({m: float(v.mean()) for m in per_query}, per_query, [], np.zeros((len(v), 0)))
+
+    r = plain(ndcg)
+    if bm25 is not None:
+        r.fused = {"bm25": plain(bm25), "convex": plain(fused)}
+    return r
+
+
+def test_each_group_is_paired_on_its_own_questions():
+    seen = np.array([True, False, True, True, False])
+    before = {8: result([0.1, 0.9, 0.2, 0.3, 0.8], [0.5, 0.7, 0.5, 0.4, 0.9], [0.4, 0.9, 0.5, 0.4, 0.9])}
+    after = {8: result([0.6, 0.7, 0.7, 0.9, 0.8], [0.5, 0.7, 0.5, 0.4, 0.9], [0.7, 0.8, 0.8, 0.9, 0.8])}
+    summary = seen_summary(seen, before, after, trained=7, resamples=2000)
+    assert summary["questions"] == {"seen": 3, "unseen": 2} and summary["trained_passages"] == 7
+    assert set(summary["changes"]) == {"seen", "unseen"}
+    want = {  # group: name: (base, new) per-query NDCG@10 on that group's questions
+        "seen": {
+            "after_vs_before": ([0.1, 0.2, 0.3], [0.6, 0.7, 0.9]),
+            "after_fused_vs_before_fused": ([0.4, 0.5, 0.4], [0.7, 0.8, 0.9]),
+            "after_vs_bm25": ([0.5, 0.5, 0.4], [0.6, 0.7, 0.9]),
+            "after_fused_vs_bm25": ([0.5, 0.5, 0.4], [0.7, 0.8, 0.9]),
+        },
+        "unseen": {
+            "after_vs_before": ([0.9, 0.8], [0.7, 0.8]),
+            "after_fused_vs_before_fused": ([0.9, 0.9], [0.8, 0.8]),
+            "after_vs_bm25": ([0.7, 0.9], [0.7, 0.8]),
+            "after_fused_vs_bm25": ([0.7, 0.9], [0.8, 0.8]),
+        },
+    }
+    for group, by_name in want.items():
+        assert set(summary["changes"][group]) == set(by_name)
+        for name, (base, new) in by_name.items():
+            c = summary["changes"][group][name]["8"]["ndcg@10"]
+            assert c["base"] == pytest.approx(sum(base) / len(base)) and c["new"] == pytest.approx(sum(new) / len(new))
+            assert c["diff"] == pytest.approx(sum(new) / len(new) - sum(base) / len(base))
+            _, lo, hi = paired_bootstrap(np.array(base), np.array(new), 2000)
+            assert (c["lo"], c["hi"]) == pytest.approx((lo, hi))
+    card = " ".join(seen_verdict(summary))
+    assert "3 of the 5 eval questions" in card and "+0.5333" in card and "+0.3667" in card and "-0.1000" in card
+
+
+def test_an_empty_group_and_a_run_without_before_or_bm25():
+    after = {8: result([0.5, 0.6], [0.4, 0.4], [0.6, 0.7])}
+    summary = seen_summary(np.array([True, True]), None, after, trained=2, resamples=200)
+    assert summary["questions"] == {"seen": 2, "unseen": 0} and set(summary["changes"]) == {"seen"}
+    assert set(summary["changes"]["seen"]) == {"after_vs_bm25", "after_fused_vs_bm25"}
+    alone = seen_summary(np.array([False, True]), {8: result([0.1, 0.2])}, {8: result([0.3, 0.1])}, 1, 200)
+    assert set(alone["changes"]["unseen"]) == {"after_vs_before"}
+    assert seen_summary(None, None, after, 0) is None and seen_summary(np.array([True]), None, None, 0) is None
+
+
+def test_a_run_reports_memory_against_transfer(tiny_bert, tmp_path):
+    """Trained on pairs of half the passages, scored on questions over all of them: results.json
+    counts the questions as the files say, and its per-group change is the mean over that group's
+    questions of per_query.json's after - before."""
+    questions, passages = random_texts(40, seed=1, max_words=8), random_texts(30, seed=2)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(json.dumps({"anchor": q, "positive": passages[i % 15]}) + "\n" for i, q in enumerate(questions))
+    )
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": p}) + "\n" for i, p in enumerate(passages))
+    )
+    (beir / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(questions))
+    )
+    (beir / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i % 30}\t1\n" for i in range(40))
+    )
+    run = tmp_path / "run"
+    train.main(
+        ["--model.name_or_path", str(tiny_bert), "--data.train", str(pairs), "--data.eval", str(beir)]
+        + ["--train.global_batch", "16", "--train.micro_batch", "8", "--loss.dims", "32,16", "--train.lr", "1e-3"]
+        + ["--output.dir", str(run)]
+    )
+    saved = json.loads((run / "results.json").read_text())["seen"]
+    per_query = json.loads((run / "per_query.json").read_text())
+    want = [int(q[1:]) % 30 < 15 for q in per_query["query_ids"]]  # d0-d14 are the training positives
+    assert per_query["seen"] == want
+    assert (
+        saved["questions"] == {"seen": sum(want), "unseen": len(want) - sum(want)} and saved["trained_passages"] == 15
+    )
+    for group, mask in (("seen", np.array(want)), ("unseen", ~np.array(want))):
+        for dim in ("32", "16"):
+            after, before = (np.array(per_query[side][dim]["ndcg@10"]) for side in ("after", "before"))
+            c = saved["changes"][group]["after_vs_before"][dim]["ndcg@10"]
+            assert c["diff"] == pytest.approx((after - before)[mask].mean())
+            fused = np.array(per_query["after_fused"][dim]["ndcg@10"]) - np.array(per_query["bm25"]["ndcg@10"])
+            assert saved["changes"][group]["after_fused_vs_bm25"][dim]["ndcg@10"]["diff"] == pytest.approx(
+                fused[mask].mean()
+            )
+    assert "## Questions on passages it trained on, and on the others" in (run / "results.md").read_text()
+    assert "## Memory or transfer" in (run / "model" / "README.md").read_text()
