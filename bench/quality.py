@@ -60,8 +60,10 @@ shared task's metrics) at 384 and 64, as mean ± sd over seeds, for BM25, base, 
 st-ours, st-ours + BM25, ours, ours + BM25; then the paired changes that answer the question (on
 the seed-averaged per-question NDCG@10: mean [95% bootstrap interval], randomization p; 10,000
 resamples): ours + BM25 against BM25 and against base + BM25, ours alone against BM25, ours
-against st-ours alone and fused; the issue's targets, met or not; and what each model adds to
-BM25 per question (the BM25 misses it finds, the questions it wins and loses, the best of the two).
+against st-ours alone and fused; the issue's targets, met or not; what each model adds to
+BM25 per question (the BM25 misses it finds, the questions it wins and loses, the best of the two);
+and the main changes again on the questions about passages CONFIG's training data holds (seen) and
+on the others (unseen), each group paired on its own (training/seen_report.py's split).
 """
 
 from __future__ import annotations
@@ -926,6 +928,57 @@ def complement_table(lines: dict[str, Line], dims: list[int]) -> list[str]:
     return table if len(table) > 2 else []
 
 
+SEEN_COMPARISONS = [  # (new, against): the value of fine-tuning, on each group of questions
+    ("ours + BM25", "base + BM25"),
+    ("ours + BM25", "bm25"),
+    ("ours", "base"),
+    ("ours", "bm25"),
+    (f"ours + BM25{RERANKED}", "base + BM25"),
+]
+
+
+def seen_questions(args: argparse.Namespace, query_ids: list[str]) -> np.ndarray | None:
+    """Each reported question (query_ids' order): is a relevant passage a training positive of
+    CONFIG's data (data.train and data.mix)? None, with a note, when they cannot be read here."""
+    from data import DataError, load_ir, load_pairs
+    from training.config import ConfigError, load_config
+    from training.seen_report import seen_mask, trained_passages
+    from training.table import mixed_table, relevance_map
+
+    try:
+        config = load_config(["--config", str(args.config)])
+        pairs = load_pairs(config.data.train, config.data.train_split)
+        trained = trained_passages(mixed_table(config, pairs, relevance_map(config, pairs)))
+        data = load_ir(args.data, args.split)
+    except (ConfigError, DataError, OSError) as err:
+        print(f"note: the seen/unseen split is left out: {err}")
+        return None
+    by_id = dict(zip(data.query_ids, seen_mask(data, trained).tolist()))
+    if any(q not in by_id for q in query_ids):
+        print(f"note: the seen/unseen split is left out: {args.data} {args.split} lacks some reported questions")
+        return None
+    return np.array([by_id[q] for q in query_ids], dtype=bool)
+
+
+def seen_table(lines: dict[str, Line], dims: list[int], seen: np.ndarray, resamples: int) -> list[str]:
+    """The paired changes of SEEN_COMPARISONS on the questions about passages the model trained on,
+    and on the others, at the full size and 64 dims."""
+    shown = [d for d in (max(dims), 64) if d in dims]
+    groups = [(mask, name) for mask, name in ((seen, "seen"), (~seen, "unseen")) if mask.any()]
+    heads = [f"{d} {name} ({int(mask.sum())})" for d in shown for mask, name in groups]
+    table = [f"| change | {' | '.join(heads)} |", "|---|" + "---|" * len(heads)]
+    for new, against in SEEN_COMPARISONS:
+        if new not in lines or against not in lines:
+            continue
+        cells = []
+        for d in shown:
+            for mask, _ in groups:
+                c = change(lines[against].mean(d)[mask], lines[new].mean(d)[mask], resamples)
+                cells.append(f"{c[0]:+.4f} [{c[1]:+.4f}, {c[2]:+.4f}]")
+        table.append(f"| {new} − {against} | " + " | ".join(cells) + " |")
+    return table if len(table) > 2 else []
+
+
 def targets(found: dict, dims: list[int]) -> list[str]:
     """The issue's targets: each fused margin at 384 and 64 dims (mean and lower interval bound),
     and ours alone above BM25 at 384."""
@@ -1073,6 +1126,19 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
             "and the model alone scores higher (a reference for fusion, not a bound).",
             "",
             *complement,
+        ]
+    seen = seen_questions(args, first.runs[0]["query_ids"])
+    split = seen_table(lines, dims, seen, args.resamples) if seen is not None else []
+    if split:
+        text += [
+            "",
+            "## Memory or transfer",
+            "",
+            f"{int(seen.sum())} of the {questions} questions have a relevant passage among the training positives "
+            "(seen: there a gain is partly memory of those passages); the others ask about passages no training "
+            "row holds (unseen). Each group paired on its own, seed-averaged NDCG@10, change [95% interval]:",
+            "",
+            *split,
         ]
     return "\n".join(text + notes(lines, rows, args)) + "\n"
 

@@ -66,6 +66,28 @@ def test_what_a_model_adds_to_bm25_is_counted_per_question_on_the_seed_mean():
     assert quality.complement_table({k: v for k, v in lines.items() if k != "bm25"}, [384, 64]) == []
 
 
+def test_memory_or_transfer_pairs_each_group_on_its_own_questions():
+    bm25_row, base_row, ours_row = (next(r for r in quality.ROWS if r.name == n) for n in ("bm25", "base", "ours"))
+    # Five questions, 0, 2 and 3 seen. Fused, ours gains 0.5 on each seen question and loses 0.25 on
+    # each unseen one against base + BM25 (constant within a group: the interval is the point).
+    lines = {
+        "bm25": _line("bm25", bm25_row, [[0.0, 1.0, 0.5, 0.5, 1.0]]),
+        "base + BM25": _line("base + BM25", base_row, [[0.0, 1.0, 0.25, 0.5, 0.75]]),
+        "ours + BM25": _line("ours + BM25", ours_row, [[0.5, 0.75, 0.75, 1.0, 0.5]]),
+    }
+    seen = np.array([True, False, True, True, False])
+    table = quality.seen_table(lines, [384, 64], seen, 200)
+    assert table[0] == "| change | 384 seen (3) | 384 unseen (2) | 64 seen (3) | 64 unseen (2) |"
+    fused = "| ours + BM25 − base + BM25 | " + " | ".join(
+        ["+0.5000 [+0.5000, +0.5000] | -0.2500 [-0.2500, -0.2500]"] * 2
+    )
+    assert table[2] == fused + " |"
+    # against BM25: seen (0.5, 0.25, 0.5) -> +0.4167; unseen (-0.25, -0.5) -> -0.375
+    assert table[3].startswith("| ours + BM25 − bm25 | +0.4167 [") and "| -0.3750 [" in table[3]
+    assert len(table) == 4  # no ours, base or re-ranked line: their comparisons are left out
+    assert quality.seen_table(lines, [384], np.ones(5, dtype=bool), 200)[0] == "| change | 384 seen (5) |"
+
+
 @pytest.fixture(scope="module")
 def reranker_bench(tmp_path_factory):
     """The bench's reranker and base rows on a tiny BEIR set (12 dev questions, 12 train ones) with a
