@@ -27,7 +27,7 @@ import numpy as np
 
 from common.files import output_problem, write_atomic
 from common.processes import is_main_process, start_processes, stop_processes
-from data import DataError, IRDataset, data_path, index_texts, load_ir, load_pairs
+from data import DataError, IRDataset, data_path, load_ir, load_pairs
 from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.diagnostics import SAMPLE, format_space, space_diagnostics
 from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings, write_runs
@@ -35,6 +35,7 @@ from retrieval.frontier import evaluate_frontier, frontier_report, write_frontie
 from retrieval.hybrid import (
     CONVEX,
     HybridResults,
+    attach_fused,
     candidates_by_dim,
     choose_weight,
     evaluate_hybrid,
@@ -204,6 +205,8 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         if args.fusion_weight_from and args.fusion_weight_from == args.split:
             raise ValueError(f"--fusion-weight-from {args.split}: the split evaluated; leave it out to choose there")
         check_rerank_flags(args)
+        if args.seen is not None and args.baseline is None and args.lexical == "none":
+            raise ValueError("--seen pairs the model with --baseline or BM25: give --baseline, or keep --lexical bm25")
         if args.out and (problem := output_problem(args.out, directory=False)):
             raise ValueError(f"--out {args.out}: {problem}")
         if args.run_out and (problem := output_problem(args.run_out, directory=True)):
@@ -283,9 +286,9 @@ def trained_texts(args: argparse.Namespace) -> set[str] | None:
     if args.seen is None:
         return None
     try:
-        return trained_passages(index_texts(load_pairs(args.seen)))
+        return trained_passages(load_pairs(args.seen).positives)
     except (DataError, OSError) as err:
-        sys.exit(f"error: --seen {args.seen}: {err}")
+        sys.exit(f"error: --seen: {err}")
 
 
 def weight_split(args: argparse.Namespace, data: IRDataset) -> IRDataset | None:
@@ -357,7 +360,7 @@ def scored_report(
     if args.lexical != "none":
         report["lexical"] = lexical_report(args, data, dims, results, query_emb, corpus_emb, weight_on, reranker)
     if seen is not None:
-        report["seen"] = seen_summary(seen[0], base_results, results, seen[1], args.resamples)
+        report["seen"] = seen_summary(seen[0], base_results, results, seen[1], args.resamples, args.seed)
         print("\n" + "\n".join(seen_markdown(report["seen"])))
     return report
 
@@ -384,8 +387,7 @@ def lexical_report(
         weights = {dim: choose_weight(c, other, config.fusion_norm) for dim, c in other_candidates.items()}
         other_fused = Fused(other, other_candidates, weights, config.fusion_norm)
     hybrid = evaluate_hybrid(query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "")
-    for dim, result in results.items():  # the fused rankings beside each dim's, as a training run's report holds them
-        result.fused, result.fusion_weight = {"bm25": hybrid.bm25, **hybrid.fused[dim]}, hybrid.weights[dim]
+    attach_fused(results, hybrid)  # beside each dim's dense result, as a training run's report holds them (--seen)
     chosen = {"given": "given", "": ""}.get(hybrid.weights_from, f"chosen on {hybrid.weights_from}")
     print(
         f"\nBM25 ({config.method}, k1 {config.k1:g}, b {config.b:g}, stemmer {config.stemmer}, stopwords "

@@ -75,7 +75,7 @@ from training.report import (
     tracker_config,
 )
 from training.schedule import is_due, lr_at
-from training.seen_report import trained_passages
+from training.seen_report import table_positives, trained_passages
 from training.selection import Selection
 from training.space_report import plot_map, space_of
 from training.table import TableSource, load_table, mixed_table, relevance_map
@@ -647,7 +647,8 @@ def finish(r: Run, state: RunState) -> dict:
                     after_sets.get(entry.name),
                 )
         query_ids = r.eval_data.query_ids if r.eval_data else []
-        results = save_results(r.out, r.config, state, after, query_ids, sets, r.eval_name, trained_passages(r.table))
+        trained = trained_passages(table_positives(r.table))
+        results = save_results(r.out, r.config, state, after, query_ids, sets, r.eval_name, trained)
         written = [r.out / "model", r.out / "results.md"]
         title = f"{r.config.model.name_or_path} on {r.eval_data.name if r.eval_data else ''}"
         if r.config.report.plot and plot_results(

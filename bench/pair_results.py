@@ -161,18 +161,13 @@ def table(
 def seen_groups(pairs: Path, data: Path, split: str, query_ids: list[str]) -> dict[str, np.ndarray]:
     """all / seen / unseen masks over query_ids: seen when a relevant passage of the question (in
     data's qrels of split) is a positive of the training pairs."""
-    from data import DataError, index_texts, load_ir, load_pairs
-    from training.seen_report import seen_mask, trained_passages
+    from data import DataError, load_ir, load_pairs
+    from training.seen_report import seen_in_order, trained_passages
 
     try:
-        ir, trained = load_ir(data, split), trained_passages(index_texts(load_pairs(pairs)))
-    except (DataError, OSError) as err:
-        raise SystemExit(f"error: {err}") from None
-    by_id = dict(zip(ir.query_ids, seen_mask(ir, trained).tolist()))
-    missing = [q for q in query_ids if q not in by_id]
-    if missing:
-        raise SystemExit(f"error: {data}: {len(missing)} of the results' questions are not in its {split} qrels")
-    seen = np.array([by_id[q] for q in query_ids], dtype=bool)
+        seen = seen_in_order(load_ir(data, split), trained_passages(load_pairs(pairs).positives), query_ids)
+    except (DataError, OSError, ValueError) as err:
+        raise SystemExit(f"error: --seen: {err}") from None
     return {"all": np.ones(len(seen), dtype=bool), "seen": seen, "unseen": ~seen}
 
 

@@ -939,25 +939,22 @@ SEEN_COMPARISONS = [  # (new, against): the value of fine-tuning, on each group 
 
 def seen_questions(args: argparse.Namespace, query_ids: list[str]) -> np.ndarray | None:
     """Each reported question (query_ids' order): is a relevant passage a training positive of
-    CONFIG's data (data.train and data.mix)? None, with a note, when they cannot be read here."""
+    CONFIG's data with --train-args (data.train and data.mix)? None, with a note, when they cannot be
+    read here."""
     from data import DataError, load_ir, load_pairs
     from training.config import ConfigError, load_config
-    from training.seen_report import seen_mask, trained_passages
+    from training.seen_report import seen_in_order, table_positives, trained_passages
     from training.table import mixed_table, relevance_map
 
-    try:
-        config = load_config(["--config", str(args.config)])
+    ours = next(row for row in ROWS if row.runner == "ours")
+    try:  # the settings the bench trains ours with: CONFIG and --train-args (a lever's data.mix, say)
+        config = load_config(ours_command(ours, args.seeds[0], args.out / ours.name, args)[2:])
         pairs = load_pairs(config.data.train, config.data.train_split)
-        trained = trained_passages(mixed_table(config, pairs, relevance_map(config, pairs)))
-        data = load_ir(args.data, args.split)
-    except (ConfigError, DataError, OSError) as err:
+        trained = trained_passages(table_positives(mixed_table(config, pairs, relevance_map(config, pairs))))
+        return seen_in_order(load_ir(args.data, args.split), trained, query_ids)
+    except (ConfigError, DataError, OSError, ValueError) as err:
         print(f"note: the seen/unseen split is left out: {err}")
         return None
-    by_id = dict(zip(data.query_ids, seen_mask(data, trained).tolist()))
-    if any(q not in by_id for q in query_ids):
-        print(f"note: the seen/unseen split is left out: {args.data} {args.split} lacks some reported questions")
-        return None
-    return np.array([by_id[q] for q in query_ids], dtype=bool)
 
 
 def seen_table(lines: dict[str, Line], dims: list[int], seen: np.ndarray, resamples: int) -> list[str]:

@@ -135,10 +135,15 @@ def attach_hybrid(
     """Fill each dim's `fused` (bm25, convex, rrf) and `fusion_weight`; the weight as index.config says
     (given, or chosen on `data`)."""
     hybrid = evaluate_hybrid(query_emb, corpus_emb, data, list(results), index)
+    attach_fused(results, hybrid)
+    return hybrid
+
+
+def attach_fused(results: dict[int, DimResult], hybrid: HybridResults) -> None:
+    """Each dim's `fused` (bm25, convex, rrf) and `fusion_weight` from an evaluate_hybrid of the same questions."""
     for dim, result in results.items():
         result.fused = {"bm25": hybrid.bm25, **hybrid.fused[dim]}
         result.fusion_weight = hybrid.weights[dim]
-    return hybrid
 
 
 FUSED_PRECISIONS = ("float32", "int8")  # what the fused frontier stores the dense side as

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -92,7 +93,8 @@ def test_seen_reports_questions_on_training_positives_apart(tmp_path, tiny_bert,
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"anchor": f"a{i}", "positive": texts[i * 3]}) + "\n" for i in range(3)))
     argv = ["--model", str(tiny_bert), "--data", str(data), "--split", "dev", "--seen", str(pairs)]
-    report = evaluate.main([*argv, "--baseline", str(tiny_bert), "--resamples", "200"])
+    runs = tmp_path / "runs"
+    report = evaluate.main([*argv, "--baseline", str(tiny_bert), "--resamples", "200", "--run-out", str(runs)])
     seen = report["seen"]
     assert seen["questions"] == {"seen": 3, "unseen": 5} and seen["trained_passages"] == 3
     assert (
@@ -105,10 +107,21 @@ def test_seen_reports_questions_on_training_positives_apart(tmp_path, tiny_bert,
         }
     )  # the baseline is not fused: no after_fused_vs_before_fused
     dense = [seen["changes"][g]["after_vs_before"]["32"]["ndcg@10"] for g in ("seen", "unseen")]
-    assert (3 * dense[0]["new"] + 5 * dense[1]["new"]) / 8 == pytest.approx(report["32"]["ndcg@10"])
+    per_query = {
+        r["query_id"]: r["ndcg@10"] for r in map(json.loads, (runs / "per_query.32.jsonl").read_text().splitlines())
+    }
+    assert dense[0]["new"] == pytest.approx(np.mean([per_query[f"q{i}"] for i in range(3)]))
+    assert dense[1]["new"] == pytest.approx(np.mean([per_query[f"q{i}"] for i in range(3, 8)]))
     assert dense[0]["diff"] == dense[1]["diff"] == 0
     bm25 = [seen["changes"][g]["after_vs_bm25"]["32"]["ndcg@10"]["base"] for g in ("seen", "unseen")]
     assert (3 * bm25[0] + 5 * bm25[1]) / 8 == pytest.approx(report["lexical"]["bm25"]["ndcg@10"])
     assert "## Questions on passages it trained on, and on the others" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="--seen"):
-        evaluate.main([*argv[:-1], str(tmp_path / "missing.jsonl")])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"anchor": "a", "positive": "p"}\n{"anchor": "b"\n')
+    for path, message in ((tmp_path / "missing.jsonl", "missing.jsonl"), (bad, r"bad\.jsonl:2")):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main([*argv[:-1], str(path)])
+        assert str(exit_info.value).startswith("error: --seen: ") and "\n" not in str(exit_info.value)
+        assert re.search(message, str(exit_info.value))
+    with pytest.raises(SystemExit, match="--seen pairs the model with --baseline or BM25"):
+        evaluate.main([*argv, "--lexical", "none"])

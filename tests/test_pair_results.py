@@ -167,8 +167,9 @@ def test_seen_splits_the_questions_by_the_training_positives(tmp_path, capsys):
     assert rows[0].startswith("| 384 | alone | all (4) | 0.3750 | 0.7500 | +0.3750 [")
     assert rows[1].startswith("| 384 | alone | seen (2) | 0.0000 | 1.0000 | +1.0000 [+1.0000, +1.0000] |")
     assert rows[2].startswith("| 384 | alone | unseen (2) | 0.7500 | 0.5000 | -0.2500 [")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):  # argparse's usage error: --seen without --data
         pair_results.main([str(first), str(second), "--seen", str(pairs)])
-    with pytest.raises(SystemExit, match="not in its dev qrels"):
+    assert "--seen and --data go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="1 of the 2 questions are not in"):
         other = _result(tmp_path / "c.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
         pair_results.main([str(other), str(other), "--seen", str(pairs), "--data", str(beir)])

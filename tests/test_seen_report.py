@@ -13,7 +13,15 @@ from data import IRDataset, index_texts, load_pairs
 from helpers import random_texts
 from retrieval.metrics import DimResult
 from retrieval.stats import paired_bootstrap
-from training.seen_report import seen_mask, seen_summary, seen_verdict, trained_passages
+from training.seen_report import (
+    seen_in_order,
+    seen_markdown,
+    seen_mask,
+    seen_summary,
+    seen_verdict,
+    table_positives,
+    trained_passages,
+)
 
 
 def ir(qrels: dict[str, dict[str, int]], texts: dict[str, str]) -> IRDataset:
@@ -26,6 +34,9 @@ def test_a_question_is_seen_when_any_relevant_passage_is_a_training_positive():
     trained = {"Rule 3.2 applies here", "x y z"}  # whitespace collapsed; "x y" is not "x y z"
     qrels = {"q1": {"a": 1}, "q2": {"b": 1, "a": 2}, "q3": {"b": 1, "c": 1}, "q4": {"d": 1}}
     assert seen_mask(ir(qrels, texts), trained).tolist() == [True, True, False, False]
+    assert seen_in_order(ir(qrels, texts), trained, ["q4", "q2", "q1"]).tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="1 of the 2 questions are not in"):
+        seen_in_order(ir(qrels, texts), trained, ["q1", "q9"])
 
 
 def test_trained_passages_are_the_positives_not_the_negatives(tmp_path):
@@ -35,7 +46,7 @@ def test_trained_passages_are_the_positives_not_the_negatives(tmp_path):
     ]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert trained_passages(index_texts(load_pairs(path))) == {"p one", "p two"}
+    assert trained_passages(table_positives(index_texts(load_pairs(path)))) == {"p one", "p two"}
 
 
 def result(ndcg: list[float], bm25: list[float] | None = None, fused: list[float] | None = None) -> DimResult:
@@ -88,8 +99,15 @@ def test_an_empty_group_and_a_run_without_before_or_bm25():
     summary = seen_summary(np.array([True, True]), None, after, trained=2, resamples=200)
     assert summary["questions"] == {"seen": 2, "unseen": 0} and set(summary["changes"]) == {"seen"}
     assert set(summary["changes"]["seen"]) == {"after_vs_bm25", "after_fused_vs_bm25"}
+    card = " ".join(seen_verdict(summary))  # no before: the card says the changes against BM25
+    assert "alone against BM25 (at 8 dims) by +0.1500" in card and "Too few questions" in card
+    assert "seen (2)" in " ".join(seen_markdown(summary))
     alone = seen_summary(np.array([False, True]), {8: result([0.1, 0.2])}, {8: result([0.3, 0.1])}, 1, 200)
-    assert set(alone["changes"]["unseen"]) == {"after_vs_before"}
+    assert set(alone["changes"]) == {"seen", "unseen"} and set(alone["changes"]["unseen"]) == {"after_vs_before"}
+    nothing = seen_summary(np.array([False, True]), None, {8: result([0.3, 0.1])}, 0, 200)  # no before, no BM25
+    assert nothing["changes"] == {} and seen_markdown(nothing) == [] and seen_verdict(nothing) == []
+    none_seen = seen_summary(np.array([False, False]), None, after, 5, 200)
+    assert "is the training data of this corpus?" in " ".join(seen_markdown(none_seen))
     assert seen_summary(None, None, after, 0) is None and seen_summary(np.array([True]), None, None, 0) is None
 
 

@@ -33,7 +33,8 @@ CHANGES = (
 )
 
 
-def _bm25(before: dict[int, DimResult] | None, after: dict[int, DimResult] | None) -> DimResult | None:
+def bm25_of(before: dict[int, DimResult] | None, after: dict[int, DimResult] | None) -> DimResult | None:
+    """BM25's result on the eval questions, from whichever evaluation attached it; None when not scored."""
     for results in (after, before):
         for result in (results or {}).values():
             if "bm25" in result.fused:
@@ -65,7 +66,7 @@ def lexical_summary(
     config: Config, before: dict[int, DimResult] | None, after: dict[int, DimResult] | None, resamples: int = 10000
 ) -> dict | None:
     """results.json's `lexical` section; None when BM25 was not scored."""
-    bm25 = _bm25(before, after)
+    bm25 = bm25_of(before, after)
     if bm25 is None:
         return None
     summary: dict = {"bm25": bm25.metrics, "settings": asdict(config.lexical)}

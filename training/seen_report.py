@@ -1,28 +1,34 @@
-"""The eval questions split by whether the model trained on their answer: memory against transfer.
+"""The eval questions split by whether their answer was a training positive: memory against transfer.
 
 Sets built like ObliQA draw several questions from one passage, so many eval questions have a
 relevant passage that was a training positive (on ObliQA dev, 174 of 279). On those a fine-tuned
-model is partly measured on remembering the passages it trained on; on the others, on what carries
-over to passages it never saw, which is what a user's next questions about the rest of the corpus
-meet. A gain that lives only in the first group is memory, not a better retriever.
+model is partly measured on remembering the passages it was trained to retrieve; on the others, on
+what carries over to passages no training question asked for, which is what a user's next
+questions about the rest of the corpus meet. A gain confined to the first group is not evidence of
+a better retriever for the rest of the corpus (the groups also differ in difficulty: compare each
+with its own baseline, as the tables do).
 
 A question is "seen" when any of its relevant passages' texts, whitespace collapsed, equals the
-text of a training row's positive (any data.train or data.mix row; mined negatives do not count);
-"unseen" otherwise. results.json's `seen` section: the counts, and per group the paired changes
-of the fine-tuned model against the base model and BM25, alone and fused (whichever were scored);
-results.md's table; the model card's sentence.
+text of a training row's positive (any data.train or data.mix row); "unseen" otherwise. An unseen
+passage may still have been in training as a mined or in-batch negative. results.json's `seen`
+section: the counts, and per group the paired changes of the fine-tuned model against the base
+model and BM25, alone and fused (whichever were scored); results.md's table; the model card's
+sentence.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
 from data import IRDataset, TrainTable
 from retrieval.metrics import DimResult
 from retrieval.stats import compare_per_query
-from training.lexical_report import SHOWN, per_query_of
+from training.lexical_report import SHOWN, bm25_of, per_query_of
 
 GROUPS = ("seen", "unseen")
+FEW = 10  # a group of fewer questions gets a warning: its bootstrap interval is too narrow to trust
 # (name, new, base): as lexical_report.CHANGES, on each group's questions
 CHANGES = (
     ("after_vs_before", ("after", "dense"), ("before", "dense")),
@@ -42,9 +48,15 @@ def collapsed(text: str) -> str:
     return " ".join(text.split())
 
 
-def trained_passages(table: TrainTable) -> set[str]:
-    """The texts (whitespace collapsed) of every training row's positive."""
-    return {collapsed(table.passage_texts[i]) for i in np.unique(table.positive_ids)}
+def trained_passages(positives: Iterable[str]) -> set[str]:
+    """The training rows' positive texts, whitespace collapsed (PairsData.positives, or
+    `table_positives` of a training table)."""
+    return {collapsed(text) for text in positives}
+
+
+def table_positives(table: TrainTable) -> list[str]:
+    """The distinct positive texts of a training table (every source's rows)."""
+    return [table.passage_texts[i] for i in np.unique(table.positive_ids)]
 
 
 def seen_mask(data: IRDataset, trained: set[str]) -> np.ndarray:
@@ -59,14 +71,17 @@ def seen_mask(data: IRDataset, trained: set[str]) -> np.ndarray:
     )
 
 
+def seen_in_order(data: IRDataset, trained: set[str], query_ids: list[str]) -> np.ndarray:
+    """seen_mask in query_ids' order (another file's); ValueError naming how many are not in data."""
+    by_id = dict(zip(data.query_ids, seen_mask(data, trained).tolist()))
+    missing = [q for q in query_ids if q not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {len(query_ids)} questions are not in {data.name}'s qrels")
+    return np.array([by_id[q] for q in query_ids], dtype=bool)
+
+
 def _subset(per_query: dict[int, dict[str, np.ndarray]], mask: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
     return {dim: {m: np.asarray(v)[mask] for m, v in by_metric.items()} for dim, by_metric in per_query.items()}
-
-
-def _bm25(results: dict[int, DimResult] | None) -> DimResult | None:
-    for result in (results or {}).values():
-        return result.fused.get("bm25")
-    return None
 
 
 def seen_summary(
@@ -75,14 +90,15 @@ def seen_summary(
     after: dict[int, DimResult] | None,
     trained: int,
     resamples: int = 10000,
+    seed: int = 0,
 ) -> dict | None:
     """results.json's `seen` section; None without a fine-tuned evaluation or a mask.
 
     seen: (Q,) bool over the evaluated questions; trained: how many distinct positives there were.
-    A group with no question has no changes."""
+    A group with no question, or nothing to compare (no before, no BM25), has no changes."""
     if seen is None or not after:
         return None
-    runs = {"before": before, "after": after, "bm25": _bm25(after) or _bm25(before)}
+    runs = {"before": before, "after": after, "bm25": bm25_of(before, after)}
     dims = list(after)
     summary: dict = {
         "matched_by": "a relevant passage's text equals a training positive's (whitespace collapsed)",
@@ -93,20 +109,33 @@ def seen_summary(
     for group, mask in zip(GROUPS, (seen, ~seen)):
         if not mask.any():
             continue
-        summary["changes"][group] = {}
+        changes = {}
         for name, new, base in CHANGES:
             if (base[0] == "bm25" and runs["bm25"] is None) or (base[0] == "before" and not before):
                 continue
             new_q, base_q = per_query_of(*new, runs, dims), per_query_of(*base, runs, dims)
             if new_q is None or base_q is None:
                 continue
-            found = compare_per_query(_subset(base_q, mask), _subset(new_q, mask), SHOWN, resamples)
-            summary["changes"][group][name] = {str(d): by_metric for d, by_metric in found.items()}
+            found = compare_per_query(_subset(base_q, mask), _subset(new_q, mask), SHOWN, resamples, seed)
+            changes[name] = {str(d): by_metric for d, by_metric in found.items()}
+        if changes:
+            summary["changes"][group] = changes
     return summary
 
 
 def _cell(c: dict) -> str:
     return f"{c['base']:.4f} → {c['new']:.4f}, {c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]"
+
+
+def _few(summary: dict) -> str:
+    few = [f"{g} ({summary['questions'][g]})" for g in summary["changes"] if summary["questions"][g] < FEW]
+    return f" Too few questions for their intervals to mean much: {', '.join(few)}." if few else ""
+
+
+def _none_seen(summary: dict) -> str:
+    if summary["questions"]["seen"]:
+        return ""
+    return " No eval question's relevant passage matches a training positive: is the training data of this corpus?"
 
 
 def seen_markdown(summary: dict | None) -> list[str]:
@@ -119,8 +148,9 @@ def seen_markdown(summary: dict | None) -> list[str]:
         "",
         f"{n['seen']} of the {n['seen'] + n['unseen']} eval questions have a relevant passage among the "
         f"{summary['trained_passages']} training positives (matched by text): there a gain is partly memory of "
-        f"those passages. The {n['unseen']} others ask about passages the model never trained on: what carries "
-        "over to the rest of the corpus. NDCG@10, base → new, change [paired 95% interval]:",
+        f"those passages. The {n['unseen']} others ask about passages no training question asked for (they may "
+        "have been negatives): what carries over to the rest of the corpus. NDCG@10, base → new, change "
+        f"[paired 95% interval]:{_few(summary)}{_none_seen(summary)}",
     ]
     names = [name for name, _, _ in CHANGES if any(name in summary["changes"][g] for g in summary["changes"])]
     for name in names:
@@ -142,10 +172,13 @@ def seen_verdict(summary: dict | None) -> list[str]:
         return []
     n = summary["questions"]
     text = (
-        f"{n['seen']} of the {n['seen'] + n['unseen']} eval questions have a relevant passage the model trained "
-        f"on; {n['unseen']} ask about passages it never saw."
+        f"{n['seen']} of the {n['seen'] + n['unseen']} eval questions have a relevant passage that was a training "
+        f"positive; {n['unseen']} ask about passages no training question asked for."
     )
-    for name, what in (("after_vs_before", "alone"), ("after_fused_vs_before_fused", "fused with BM25")):
+    names = [("after_vs_before", "alone"), ("after_fused_vs_before_fused", "fused with BM25")]
+    if not any(name in group for group in summary["changes"].values() for name, _ in names):  # no before
+        names = [("after_vs_bm25", "alone against BM25"), ("after_fused_vs_bm25", "fused with BM25 against BM25")]
+    for name, what in names:
         said = []
         for group in GROUPS:
             by_dim = summary["changes"].get(group, {}).get(name)
@@ -155,4 +188,5 @@ def seen_verdict(summary: dict | None) -> list[str]:
                 said.append(f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] on the {group}")
         if said:
             text += f" Fine-tuning changed NDCG@10 {what} (at {full} dims) by " + " and ".join(said) + "."
-    return ["## Memory or transfer", "", text + " Intervals: 95% paired bootstrap.", ""]
+    text += " Intervals: 95% paired bootstrap." + _few(summary) + _none_seen(summary)
+    return ["## Memory or transfer", "", text, ""]
