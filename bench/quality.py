@@ -1133,7 +1133,8 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
             "",
             f"{int(seen.sum())} of the {questions} questions have a relevant passage among the training positives "
             "(seen: there a gain is partly memory of those passages); the others ask about passages that are no "
-            "training row's positive (unseen). Each group paired on its own, seed-averaged NDCG@10, change [95% interval]:",
+            "training row's positive (unseen). Each group paired on its own, seed-averaged NDCG@10, "
+            "change [95% interval]:",
             "",
             *split,
         ]
