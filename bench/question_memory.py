@@ -9,7 +9,7 @@ training question asked for keeps its own score): a question-to-question index b
 index, one model encoding both, nothing trained. Each model encodes the scored split, the corpus
 and the training questions once, at full size; each dim truncates and re-normalises. The dense top
 100 is taken under that score (score descending, then corpus order), fused with BM25's top 100 as
-the evaluation fuses (retrieval.fusion: the pool, exact scores under both, the min-max convex
+the evaluation fuses (retrieval.hybrid.candidates_by_dim: the pool, exact scores under both; the min-max convex
 combination), the dense weight cross-fitted on the quality bench's two halves. Memory off, the
 same code gives the quality bench's figures (printed beside, as a check). Prints, per model and
 dim, NDCG@10 alone and fused, without and with memory, and the paired change on all questions, on
@@ -28,9 +28,9 @@ from bench.quality import Scorer, cross_halves, encode_model, model_bench_parser
 from common.files import output_problem, write_atomic
 from data import DataError, load_pairs
 from retrieval.evaluation import encode_queries
-from retrieval.fusion import Candidates, convex, pool, ranked
-from retrieval.hybrid import choose_weight
-from retrieval.lexical import matched_top_k, top_k
+from retrieval.fusion import convex, ranked
+from retrieval.hybrid import candidates_by_dim, choose_weight
+from retrieval.lexical import top_k
 from retrieval.metrics import METRICS, TOP_K, score_ranking
 from retrieval.search import truncate_normalize
 from retrieval.stats import paired_bootstrap
@@ -66,27 +66,15 @@ def memory_scores(queries: np.ndarray, keys: np.ndarray, key_of: np.ndarray, row
     return out
 
 
-def candidates(dense: np.ndarray, scorer: Scorer) -> Candidates:
-    """The pool of the dense top 100 (under `dense`, (Q, N)) and BM25's, with both exact scores,
-    as retrieval.hybrid.candidates_by_dim pools them."""
-    k = min(TOP_K, dense.shape[1])
-    parts = []
-    for block, lexical_all, matched in scorer.index.scores(scorer.data.query_texts):
-        lexical_rows = matched_top_k(lexical_all, matched, k)[1]
-        rows, dense_rank, lexical_rank = pool(top_k(dense[block], k)[1], lexical_rows)
-        safe = np.maximum(rows, 0)
-        scores = [np.where(rows >= 0, np.take_along_axis(s, safe, 1), 0.0) for s in (dense[block], lexical_all)]
-        parts.append((rows, *scores, dense_rank, lexical_rank))
-    return Candidates(*(np.concatenate(arrays) for arrays in zip(*parts)))
-
-
 def alone_and_fused(dense: np.ndarray, scorer: Scorer) -> tuple[dict, dict]:
     """Per-question metrics ({metric: (Q,)}) of the dense ranking alone, and fused with BM25 at the
     cross-fitted weight."""
     data = scorer.data
     qrels = [data.qrels[q] for q in data.query_ids]
     alone = score_ranking(*top_k(dense, min(TOP_K, dense.shape[1])), data, qrels).per_query
-    c, fused = candidates(dense, scorer), {m: np.zeros(len(data.query_ids)) for m in METRICS}
+    no_vectors = np.zeros((len(dense), 1), dtype=np.float32)  # the pool reads `dense` alone
+    c = candidates_by_dim(no_vectors, no_vectors, data, [0], scorer.index, scores_by_dim={0: dense})[0][0]
+    fused = {m: np.zeros(len(data.query_ids)) for m in METRICS}
     halves = cross_halves(len(data.query_ids))
     for half, other in (halves, halves[::-1]):
         weight = choose_weight(c.take(other), subset(data, other), "minmax")

@@ -17,7 +17,7 @@ import numpy as np
 
 from data import IRDataset
 from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, pool, ranked, reciprocal_rank
-from retrieval.lexical import LexicalIndex, build_index, matched_top_k
+from retrieval.lexical import LexicalIndex, build_index, matched_top_k, top_k
 from retrieval.metrics import METRICS, TOP_K, DimResult, score_ranking
 from retrieval.quantize import bytes_per_vector, dequantize_int8, int8_ranges, quantize_int8
 from retrieval.search import exact_search, truncate_normalize
@@ -49,14 +49,20 @@ def candidates_by_dim(
     dims: list[int],
     index: LexicalIndex,
     docs_by_dim: dict[int, np.ndarray] | None = None,
+    scores_by_dim: dict[int, np.ndarray] | None = None,
 ) -> tuple[dict[int, Candidates], tuple[np.ndarray, np.ndarray]]:
     """Every dim's pooled candidates with both exact scores, and BM25's own top k (scores, rows).
     BM25 scores every passage once per query block, shared by all dims. `docs_by_dim`: the stored
     passage vectors the dense side searches and scores with at a dim (say, int8 dequantized),
-    instead of the corpus embeddings truncated and normalised."""
+    instead of the corpus embeddings truncated and normalised. `scores_by_dim`: the dense side's
+    (Q, N) score of every passage at a dim, ranked and pooled as they are (say, a cosine raised by
+    bench/question_memory.py); the embeddings are then not read."""
     k = min(TOP_K, len(data.corpus_ids))
     dense_rows, normalized = {}, {}
     for dim in dims:
+        if scores_by_dim is not None:
+            dense_rows[dim] = top_k(scores_by_dim[dim], k)[1]  # the search's tie rule: score, then corpus order
+            continue
         docs = docs_by_dim[dim] if docs_by_dim else truncate_normalize(corpus_emb, dim)
         normalized[dim] = (truncate_normalize(query_emb, dim), docs)
         dense_rows[dim] = exact_search(*normalized[dim], k)[1]  # (Q, k)
@@ -68,8 +74,11 @@ def candidates_by_dim(
         for dim in dims:
             rows, dense_rank, lexical_rank = pool(dense_rows[dim][block], lexical_rows)  # (B, C) each
             safe = np.maximum(rows, 0)
-            queries, docs = normalized[dim]
-            dense = np.einsum("bcd,bd->bc", docs[safe], queries[block])  # (B, C) cosine
+            if scores_by_dim is not None:
+                dense = np.take_along_axis(scores_by_dim[dim][block], safe, 1)
+            else:
+                queries, docs = normalized[dim]
+                dense = np.einsum("bcd,bd->bc", docs[safe], queries[block])  # (B, C) cosine
             lexical = np.take_along_axis(scores, safe, 1)
             parts[dim].append(
                 (rows, np.where(rows >= 0, dense, 0.0), np.where(rows >= 0, lexical, 0.0), dense_rank, lexical_rank)
