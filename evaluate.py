@@ -4,6 +4,8 @@
     python evaluate.py --model NEW --baseline OLD --data BEIR_DIR --split dev   # paired comparison
     python evaluate.py --model NEW --baseline OLD --data BEIR_DIR --split dev --seen TRAIN_PAIRS
         # and split: questions on passages NEW trained on (memory) and the others (transfer)
+    python evaluate.py --model NEW --data BEIR_DIR --split dev --memory TRAIN_PAIRS
+        # and the fused retriever with the training questions as extra keys of their passages
 
 Corpus and queries are encoded once at full size; each dimension truncates, re-normalises and
 runs exact inner-product search (`IndexFlatIP`, on the GPU when faiss has GPU support and CUDA
@@ -27,7 +29,7 @@ import numpy as np
 
 from common.files import output_problem, write_atomic
 from common.processes import is_main_process, start_processes, stop_processes
-from data import DataError, IRDataset, data_path, load_ir, load_pairs
+from data import DataError, IRDataset, PairsData, data_path, load_ir, load_pairs
 from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.diagnostics import SAMPLE, format_space, space_diagnostics
 from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings, write_runs
@@ -44,6 +46,8 @@ from retrieval.hybrid import (
     lexical_index,
     versus_bm25,
 )
+from retrieval.lexical import LexicalIndex
+from retrieval.memory import EncodedMemory, QuestionMemory, build_memory
 from retrieval.metrics import METRICS, TOP_K, DimResult, format_table
 from retrieval.rerank import (
     Fused,
@@ -143,6 +147,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="choose the fusion weight per dim on this split (default: on --split itself, which is optimistic)",
     )
     lexical.add_argument("--rrf-k", type=int, default=default.rrf_k)
+    lexical.add_argument(
+        "--memory",
+        type=Path,
+        metavar="PAIRS",
+        help="training pairs: their questions become extra keys of their passages in the fused retriever "
+        "(retrieval/memory.py); scored beside the fusion without them, paired with it and with BM25",
+    )
     rerank = parser.add_argument_group("a cross-encoder re-ranker over the fused top k (train_reranker.py)")
     rerank.add_argument("--rerank", type=Path, metavar="DIR", help="re-rank each dim's fused ranking with this")
     rerank.add_argument("--rerank-depth", type=int, help="how much of the fused top it orders (default: its own)")
@@ -205,6 +216,8 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         if args.fusion_weight_from and args.fusion_weight_from == args.split:
             raise ValueError(f"--fusion-weight-from {args.split}: the split evaluated; leave it out to choose there")
         check_rerank_flags(args)
+        if args.memory is not None and args.lexical == "none":
+            raise ValueError("--memory remembers in the fused retriever: it needs --lexical bm25")
         if args.seen is not None and args.baseline is None and args.lexical == "none":
             raise ValueError("--seen pairs the model with --baseline or BM25: give --baseline, or keep --lexical bm25")
         if args.out and (problem := output_problem(args.out, directory=False)):
@@ -291,6 +304,26 @@ def trained_texts(args: argparse.Namespace) -> set[str] | None:
         sys.exit(f"error: --seen: {err}")
 
 
+def memory_pairs(args: argparse.Namespace) -> PairsData | None:
+    """--memory: the training pairs, read before any model is loaded."""
+    if args.memory is None:
+        return None
+    try:
+        return load_pairs(args.memory)
+    except (DataError, OSError) as err:
+        sys.exit(f"error: --memory: {err}")
+
+
+def linked_memory(args: argparse.Namespace, pairs: PairsData | None, data: IRDataset) -> QuestionMemory | None:
+    """--memory's questions linked to the evaluated corpus, before anything is encoded."""
+    if pairs is None:
+        return None
+    try:
+        return build_memory(pairs.anchors, pairs.positives, data.corpus_texts, str(args.memory))
+    except ValueError as err:
+        sys.exit(f"error: --memory: {err}")
+
+
 def weight_split(args: argparse.Namespace, data: IRDataset) -> IRDataset | None:
     """The split the fusion weight is chosen on (--fusion-weight-from), checked to share the corpus."""
     if not args.fusion_weight_from or args.lexical == "none":
@@ -313,10 +346,12 @@ def scored_report(
     weight_on: tuple[IRDataset, np.ndarray] | None = None,
     reranker: Reranker | None = None,
     seen: tuple[np.ndarray, int] | None = None,
+    memory: EncodedMemory | None = None,
 ) -> dict:
     """Score, print and return the report: metrics per dim, the metadata, the paired comparison with
     --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds);
-    `seen`: (each question on a training positive?, how many positives) for --seen."""
+    `seen`: (each question on a training positive?, how many positives) for --seen; `memory`: --memory's
+    questions, encoded."""
     query_emb, corpus_emb, seconds = embeddings
     results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
     report: dict = {str(dim): result.metrics for dim, result in results.items()}
@@ -358,7 +393,17 @@ def scored_report(
     elif args.run_out:
         write_runs(results, data, args.run_out)
     if args.lexical != "none":
-        report["lexical"] = lexical_report(args, data, dims, results, query_emb, corpus_emb, weight_on, reranker)
+        report["lexical"] = lexical_report(
+            args,
+            data,
+            dims,
+            results,
+            (query_emb, corpus_emb),
+            weight_on,
+            reranker,
+            memory,
+            None if seen is None else seen[0],
+        )
     if seen is not None:
         report["seen"] = seen_summary(seen[0], base_results, results, seen[1], args.resamples, args.seed)
         print("\n" + "\n".join(seen_markdown(report["seen"])))
@@ -370,14 +415,18 @@ def lexical_report(
     data: IRDataset,
     dims: list[int],
     results: dict[int, DimResult],
-    query_emb,
-    corpus_emb,
+    embeddings: tuple[np.ndarray, np.ndarray],
     weight_on: tuple[IRDataset, np.ndarray] | None,
     reranker: Reranker | None = None,
+    memory: EncodedMemory | None = None,
+    seen: np.ndarray | None = None,
 ) -> dict:
     """BM25 alone and fused with the model at every dim, printed, and each against BM25 paired; with
-    a re-ranker, the fused ranking re-ranked too, against BM25 and against the fusion.
-    weight_on: (the split, its query embeddings) the fusion weight is chosen on, if not the evaluated one."""
+    a re-ranker, the fused ranking re-ranked too, against BM25 and against the fusion; with a memory,
+    the fusion remembering the training questions, against BM25 and the fusion (per --seen group too).
+    embeddings: (queries, corpus) of the evaluated split; weight_on: (the split, its query embeddings)
+    the fusion weight is chosen on, if not the evaluated one."""
+    query_emb, corpus_emb = embeddings
     config = lexical_config(args)
     index = lexical_index(data, config)
     weights, other_fused = None, None
@@ -404,7 +453,79 @@ def lexical_report(
     if reranker is not None:
         fused = Fused(data, hybrid.candidates, hybrid.weights, config.fusion_norm)
         report["reranked"] = reranked_report(args, hybrid, fused, reranker, other_fused)
+    if memory is not None:
+        report["memory"] = memory_report(args, data, dims, embeddings, index, hybrid, weight_on, memory, seen)
     return report
+
+
+def within(by_dim: dict[int, dict[str, np.ndarray]], mask: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+    """Per-query values {dim: {metric: (Q,)}} of the questions `mask` keeps."""
+    return {dim: {metric: values[mask] for metric, values in by_metric.items()} for dim, by_metric in by_dim.items()}
+
+
+def memory_report(
+    args: argparse.Namespace,
+    data: IRDataset,
+    dims: list[int],
+    embeddings: tuple[np.ndarray, np.ndarray],
+    index: LexicalIndex,
+    hybrid: HybridResults,
+    weight_on: tuple[IRDataset, np.ndarray] | None,
+    memory: EncodedMemory,
+    seen: np.ndarray | None,
+) -> dict:
+    """The fused retriever whose dense side remembers --memory's questions (its weight found as the
+    plain fusion's is), printed, and paired against BM25 and the fusion without memory (with --seen,
+    on each group of questions too)."""
+    query_emb, corpus_emb = embeddings
+    norm = index.config.fusion_norm
+    weights = None
+    if weight_on is not None:
+        other, other_query_emb = weight_on
+        other_candidates = candidates_by_dim(other_query_emb, corpus_emb, other, dims, index, memory=memory)[0]
+        weights = {dim: choose_weight(c, other, norm) for dim, c in other_candidates.items()}
+    remembered = evaluate_hybrid(
+        query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "", memory
+    )
+    chosen = {"given": "given", "": ""}.get(remembered.weights_from, f"chosen on {remembered.weights_from}")
+    m = memory.memory
+    print(
+        f"\nthe fused retriever remembering {len(m.questions)} training questions of {m.source} (linked to "
+        f"{len(m.rows)} passages; {norm} convex, weight {chosen}):"
+    )
+    print(
+        format_table(
+            {
+                f"{dim} convex (w {remembered.weights[dim]:.2f})": r[CONVEX].metrics
+                for dim, r in remembered.fused.items()
+            }
+        )
+    )
+    new = {dim: r[CONVEX].per_query for dim, r in remembered.fused.items()}
+    bases = {"bm25": {dim: hybrid.bm25.per_query for dim in new}}
+    bases["fused"] = {dim: hybrid.fused[dim][CONVEX].per_query for dim in new}
+    groups = {"all": np.ones(len(data.query_ids), dtype=bool)}
+    if seen is not None:
+        groups.update(seen=seen, unseen=~seen)
+    versus: dict = {}
+    for group, mask in groups.items():
+        if not mask.any():
+            continue
+        for name, base in bases.items():
+            by_dim = compare_per_query(within(base, mask), within(new, mask), METRICS, args.resamples, args.seed)
+            versus.setdefault(group, {})[name] = {str(dim): v for dim, v in by_dim.items()}
+            what = "BM25" if name == "bm25" else "the fusion without memory"
+            print(f"\nwith memory against {what}, paired over {int(mask.sum())} questions ({group}):")
+            print(format_comparison(by_dim, ("ndcg@10", "recall@10", "map@10")))
+    fused = hybrid_json(remembered)
+    return {
+        "pairs": m.source,
+        "questions": len(m.questions),
+        "passages": len(m.rows),
+        "fused": fused["fused"],
+        "weights_from": fused["weights_from"],
+        "versus": versus,
+    }
 
 
 def rerank_weights(
@@ -452,7 +573,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     trained = trained_texts(args)
+    pairs = memory_pairs(args)
     data, encoder, baseline, dims = load_inputs(args)
+    memory = linked_memory(args, pairs, data)
     reranker = checked_reranker(args)
     other = weight_split(args, data)
     seen = None if trained is None else (seen_mask(data, trained), len(trained))
@@ -462,6 +585,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     weight_on = None
     if other is not None:  # the queries of the split the fusion weight is chosen on
         weight_on = (other, encode_queries(encoder, other.query_texts, args.batch_size, show_progress))
+    keys = None if memory is None else encode_queries(encoder, memory.questions, args.batch_size, show_progress)
     base_embeddings = None
     if baseline is not None:
         encoder.cpu()  # one model on the device at a time
@@ -471,7 +595,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         return {}
     if reranker is not None:
         reranker.to(device)
-    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on, reranker, seen)
+    encoded = None if keys is None else EncodedMemory(memory, keys)
+    report = scored_report(args, data, dims, embeddings, base_embeddings, weight_on, reranker, seen, encoded)
     if args.out:
         try:
             write_atomic(args.out, json.dumps(report, indent=2) + "\n")

@@ -125,3 +125,63 @@ def test_seen_reports_questions_on_training_positives_apart(tmp_path, tiny_bert,
         assert re.search(message, str(exit_info.value))
     with pytest.raises(SystemExit, match="--seen pairs the model with --baseline or BM25"):
         evaluate.main([*argv, "--lexical", "none"])
+
+
+def test_memory_scores_the_fusion_remembering_the_training_questions(tmp_path, tiny_bert, capsys):
+    """--memory: at dense weight 1 the fused top 10 is the remembered dense ranking, checked against
+    a float64 full matrix scored by pytrec_eval; the pairings against BM25 and the plain fusion read
+    the same figures the report gives; each --seen group's share adds up to the whole."""
+    from model import Encoder, ModelConfig
+
+    data = tiny_beir(tmp_path / "beir")
+    texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    queries = [json.loads(line)["text"] for line in (data / "queries.jsonl").read_text().splitlines()]
+    # q4 and q5 asked again in other words (their passages c12, c15), and two questions on other passages
+    anchors = [queries[4] + " again", "and " + queries[5], f"asked about {texts[5][:30]}", "something else"]
+    linked = (12, 15, 5, 11)
+    rows = [{"anchor": a, "positive": texts[i]} for a, i in zip(anchors, linked)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["--model", str(tiny_bert), "--data", str(data), "--split", "dev", "--dims", "32", "--memory", str(pairs)]
+    report = evaluate.main([*argv, "--seen", str(pairs), "--fusion-weight", "1", "--resamples", "200"])
+    memory = report["lexical"]["memory"]
+    assert (memory["questions"], memory["passages"], memory["weights_from"]) == (4, 4, "given")
+
+    encoder = Encoder.from_config(ModelConfig(str(tiny_bert)))
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    q, d, k = (
+        unit(encoder.encode(t, batch_size=8).numpy().astype(np.float64))
+        for t in (queries, texts, [r["anchor"] for r in rows])
+    )
+    scores = q @ d.T
+    for key, row in enumerate(linked):
+        scores[:, row] = np.maximum(scores[:, row], q @ k[key])
+    run = {f"q{i}": {f"c{j}": float(s) for j, s in enumerate(scores[i])} for i in range(len(queries))}
+    qrels = {f"q{i}": {f"c{i * 3}": 1} for i in range(len(queries))}
+    want = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"}).evaluate(run)
+    assert memory["fused"]["32"]["convex"]["ndcg@10"] > report["32"]["ndcg@10"]  # remembering changed the ranking
+    assert memory["fused"]["32"]["convex"]["ndcg@10"] == pytest.approx(
+        np.mean([v["ndcg_cut_10"] for v in want.values()]), abs=1e-4
+    )
+
+    versus = memory["versus"]
+    assert versus["all"]["bm25"]["32"]["ndcg@10"]["base"] == pytest.approx(report["lexical"]["bm25"]["ndcg@10"])
+    assert versus["all"]["fused"]["32"]["ndcg@10"]["base"] == pytest.approx(
+        report["lexical"]["fused"]["32"]["convex"]["ndcg@10"]
+    )
+    assert versus["all"]["fused"]["32"]["ndcg@10"]["new"] == pytest.approx(memory["fused"]["32"]["convex"]["ndcg@10"])
+    assert report["seen"]["questions"] == {"seen": 2, "unseen": 6}  # q4 (c12) and q5 (c15) ask about trained passages
+    for side in ("base", "new"):
+        groups = [versus[g]["fused"]["32"]["ndcg@10"][side] for g in ("seen", "unseen")]
+        assert (2 * groups[0] + 6 * groups[1]) / 8 == pytest.approx(versus["all"]["fused"]["32"]["ndcg@10"][side])
+    assert "the fused retriever remembering 4 training questions" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match="--memory remembers in the fused retriever: it needs --lexical bm25"):
+        evaluate.main([*argv, "--lexical", "none"])
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text(json.dumps({"anchor": "a", "positive": "no passage says this"}) + "\n")
+    for path, message in ((tmp_path / "missing.jsonl", "missing.jsonl"), (elsewhere, "none of its 1 positives")):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate.main([*argv[:-1], str(path)])
+        assert str(exit_info.value).startswith("error: --memory: ") and "\n" not in str(exit_info.value)
+        assert message in str(exit_info.value)
