@@ -46,6 +46,7 @@ from retrieval.hybrid import (
     lexical_index,
     versus_bm25,
 )
+from retrieval.hybrid import chosen_weights as chosen_fusion_weights
 from retrieval.lexical import LexicalIndex
 from retrieval.memory import EncodedMemory, QuestionMemory, build_memory
 from retrieval.metrics import METRICS, TOP_K, DimResult, format_table
@@ -482,8 +483,7 @@ def memory_report(
     weights = None
     if weight_on is not None:
         other, other_query_emb = weight_on
-        other_candidates = candidates_by_dim(other_query_emb, corpus_emb, other, dims, index, memory=memory)[0]
-        weights = {dim: choose_weight(c, other, norm) for dim, c in other_candidates.items()}
+        weights = chosen_fusion_weights(other_query_emb, corpus_emb, other, dims, index, memory)
     remembered = evaluate_hybrid(
         query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "", memory
     )

@@ -134,6 +134,12 @@ RERANKED_TARGETS = {  # the same margins for the system with the re-ranker (a se
     f"ours + BM25{RERANKED} − BM25": (0.05, 0.03),
     f"ours + BM25{RERANKED} − base + BM25": (0.03, 0.03),
 }
+REMEMBERED = " + memory"  # the label suffix of a model row fused with question memory (--memory)
+REMEMBERED_TARGETS = {  # the same margins for the system with question memory (the training questions indexed)
+    f"ours + BM25{REMEMBERED} − BM25": (0.05, 0.03),
+    f"ours + BM25{REMEMBERED} − base + BM25": (0.03, 0.03),
+}
+ADDED = {"reranked": "reranker", "remembered": "memory"}  # scores a row's json gains later, and their notes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -175,6 +181,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-args", type=shlex.split, default=[], help="appended to every train.py command")
     parser.add_argument(
         "--reranker-args", type=shlex.split, default=[], help="appended to the train_reranker.py command"
+    )
+    parser.add_argument(
+        "--memory",
+        type=Path,
+        metavar="PAIRS",
+        help="also score each model row fused with question memory (retrieval/memory.py): PAIRS' questions as "
+        "extra keys of their passages, the weight found as the plain fusion's (lines '... + BM25 + memory'); a "
+        "row scored before gets it added while its model is on disk",
     )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.rows or []) - {row.name for row in ROWS})
@@ -386,6 +400,14 @@ class Scorer:
         if self.weight_data is not None and self.weight_data.corpus_ids != self.data.corpus_ids:
             raise SystemExit(f"--weight-split {args.weight_split}: its corpus differs from {args.split}'s")
         self.index = lexical_index(self.data, LexicalConfig())
+        self.memory = None  # --memory's questions linked to the corpus (QuestionMemory)
+        if getattr(args, "memory", None) is not None:
+            from retrieval.memory import load_memory
+
+            try:
+                self.memory = load_memory(args.memory, self.data.corpus_texts)
+            except (ValueError, OSError) as err:  # data.DataError is a ValueError
+                raise SystemExit(f"error: --memory: {err}") from None
         self.reranker = None  # the bench's cross-encoder, once the reranker row has one
         self.reranker_note: dict = {}  # where it is, its depth and the weight it saved (each re-ranked row keeps it)
 
@@ -427,6 +449,18 @@ class Scorer:
         if reranked is not None:
             out["reranked"] = {str(dim): reranked[dim] for dim in dims}
             out["reranker"] = self.reranker_note
+        if self.memory is not None:
+            from retrieval.memory import EncodedMemory
+
+            memory = EncodedMemory(
+                self.memory, encode_queries(encoder, self.memory.questions, self.args.eval_batch, False)
+            )
+            if self.args.weight_split == CROSS:
+                remembered, weights, _ = self.cross_fitted(queries, corpus, memory)
+            else:
+                remembered, weights, _ = self.fused_with_weights_from(queries, corpus, weight_queries, memory)
+            out["remembered"] = {str(dim): remembered[dim] for dim in dims}
+            out["memory"] = {"pairs": str(self.args.memory), "weights": {str(dim): weights[dim] for dim in dims}}
         return out
 
     def rerank(self, hybrid, data, weights: dict[int, float]) -> dict[int, dict[str, np.ndarray]] | None:
@@ -443,22 +477,24 @@ class Scorer:
         )
         return {dim: result.per_query for dim, result in results.items()}
 
-    def fused_with_weights_from(self, queries, corpus, weight_queries) -> tuple[dict, dict, dict | None]:
+    def fused_with_weights_from(self, queries, corpus, weight_queries, memory=None) -> tuple[dict, dict, dict | None]:
+        """Fused with the weight chosen on --weight-split; with `memory` (EncodedMemory), remembering
+        (never re-ranked)."""
         from retrieval.hybrid import chosen_weights, evaluate_hybrid
 
         dims = self.args.dims
-        weights = chosen_weights(weight_queries, corpus, self.weight_data, dims, self.index)
-        hybrid = evaluate_hybrid(queries, corpus, self.data, dims, self.index, weights, self.args.weight_split)
-        reranked = self.rerank(hybrid, self.data, weights)
+        weights = chosen_weights(weight_queries, corpus, self.weight_data, dims, self.index, memory)
+        hybrid = evaluate_hybrid(queries, corpus, self.data, dims, self.index, weights, self.args.weight_split, memory)
+        reranked = self.rerank(hybrid, self.data, weights) if memory is None else None
         fused = {dim: per_query_lists(hybrid.fused[dim]["convex"]) for dim in dims}
         return fused, weights, (None if reranked is None else as_lists(reranked))
 
-    def cross_fitted(self, queries: np.ndarray, corpus: np.ndarray) -> tuple[dict, dict, dict | None]:
+    def cross_fitted(self, queries: np.ndarray, corpus: np.ndarray, memory=None) -> tuple[dict, dict, dict | None]:
         """Two-fold: the questions split in two seeded halves, each half fused with the weight chosen
         on the other, so no question is scored with a weight chosen on itself and no row's weight
         depends on what it was trained on. Returns per-question metrics in the split's order (fused,
         and fused and re-ranked when the bench has a re-ranker, else None), and the two halves'
-        weights per dim."""
+        weights per dim. With `memory` (EncodedMemory), the fusion remembers (and is not re-ranked)."""
         from retrieval.hybrid import chosen_weights, evaluate_hybrid
 
         dims, n = self.args.dims, len(self.data.query_ids)
@@ -467,10 +503,10 @@ class Scorer:
         reranked = None if self.reranker is None else {dim: {} for dim in dims}
         weights = {dim: [] for dim in dims}
         for half, other in (halves, halves[::-1]):
-            chosen = chosen_weights(queries[other], corpus, subset(self.data, other), dims, self.index)
+            chosen = chosen_weights(queries[other], corpus, subset(self.data, other), dims, self.index, memory)
             part = subset(self.data, half)
-            hybrid = evaluate_hybrid(queries[half], corpus, part, dims, self.index, chosen, CROSS)
-            ordered = self.rerank(hybrid, part, chosen)
+            hybrid = evaluate_hybrid(queries[half], corpus, part, dims, self.index, chosen, CROSS, memory)
+            ordered = self.rerank(hybrid, part, chosen) if memory is None else None
             for dim in dims:
                 weights[dim].append(chosen[dim])
                 for metric, values in hybrid.fused[dim]["convex"].per_query.items():
@@ -700,20 +736,28 @@ def model_dir(row: Row, seed: int | None, args: argparse.Namespace, config) -> P
     return resolve_base(config) if row.runner == "base" else args.out / row.name / f"seed{seed}" / "model"
 
 
-def add_reranked(path: Path, row: Row, seed: int | None, scorer: Scorer, args: argparse.Namespace, config) -> None:
-    """A model row's json from before the bench had its re-ranker: the re-ranked scores added, the
-    model scored again from disk (the rest of the json is kept as it was), if the model is still there."""
+def missing_scores(result: dict, scorer: Scorer) -> list[str]:
+    """The scores (ADDED's keys) the bench now gives a model row that its json lacks."""
+    wanted = {"reranked": scorer.reranker is not None, "remembered": scorer.memory is not None}
+    return [key for key, on in wanted.items() if on and key not in result]
+
+
+def add_scores(
+    path: Path, row: Row, seed: int | None, scorer: Scorer, args: argparse.Namespace, config, keys: list[str]
+) -> None:
+    """A model row's json from before the bench had its re-ranker or its memory: those scores
+    (`keys`, with their notes) added, the model scored again from disk (the rest of the json is kept
+    as it was), if the model is still there."""
     name = f"{row.name}{'' if seed is None else f' seed {seed}'}"
     result = json.loads(path.read_text("utf-8"))
     where = result["model_path"] if "adopted" in result else model_dir(row, seed, args, config)
+    what = " and ".join(keys)
     if row.runner != "base" and not Path(where).is_dir():
-        print(
-            f"{name}: no re-ranked scores, and its model {where} is gone (delete {path} to train it again)", flush=True
-        )
+        print(f"{name}: not {what}, and its model {where} is gone (delete {path} to train it again)", flush=True)
         return
-    print(f"{name}: scoring it fused and re-ranked ({where})", flush=True)
+    print(f"{name}: scoring it {what} ({where})", flush=True)
     scored = scorer.model(where)
-    result.update(reranked=scored["reranked"], reranker=scored["reranker"])
+    result.update({key: scored[key] for key in keys} | {ADDED[key]: scored[ADDED[key]] for key in keys})
     write_atomic(path, json.dumps(result) + "\n")
 
 
@@ -737,9 +781,9 @@ def run_row(row: Row, scorer: Scorer, args: argparse.Namespace, config) -> None:
             print(f"{row.name}{'' if seed is None else f' seed {seed}'}: done ({path})", flush=True)
             if row.runner == "reranker" and scorer.reranker is None:
                 load_kept_reranker(path, scorer)
-            elif row.runner not in ("bm25", "reranker") and scorer.reranker is not None:
-                if "reranked" not in json.loads(path.read_text("utf-8")):
-                    add_reranked(path, row, seed, scorer, args, config)
+            elif row.runner not in ("bm25", "reranker"):
+                if missing := missing_scores(json.loads(path.read_text("utf-8")), scorer):
+                    add_scores(path, row, seed, scorer, args, config, missing)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
@@ -820,6 +864,7 @@ def collect(args: argparse.Namespace, rows: list[Row]) -> dict[str, Line]:
         kinds = [("per_query", row.name)]
         if row.runner != "bm25":
             kinds += [("fused", f"{row.name} + BM25"), ("reranked", f"{row.name} + BM25{RERANKED}")]
+            kinds += [("remembered", f"{row.name} + BM25{REMEMBERED}")]
         for key, label in kinds:
             per_seed, present = [], [run for run in runs if key in run]
             if not present:
@@ -882,6 +927,12 @@ COMPARISONS = [  # (new, against): the questions the bench answers
     (f"ours + BM25{RERANKED}", f"base + BM25{RERANKED}"),
     (f"ours + BM25{RERANKED}", "ours + BM25"),
     (f"base + BM25{RERANKED}", "base + BM25"),
+    # with question memory: the same, and what memory adds to each fusion
+    (f"ours + BM25{REMEMBERED}", "bm25"),
+    (f"ours + BM25{REMEMBERED}", "base + BM25"),
+    (f"ours + BM25{REMEMBERED}", f"base + BM25{REMEMBERED}"),
+    (f"ours + BM25{REMEMBERED}", "ours + BM25"),
+    (f"base + BM25{REMEMBERED}", "base + BM25"),
 ]
 
 
@@ -934,6 +985,8 @@ SEEN_COMPARISONS = [  # (new, against): the value of fine-tuning, on each group 
     ("ours", "base"),
     ("ours", "bm25"),
     (f"ours + BM25{RERANKED}", "base + BM25"),
+    (f"ours + BM25{REMEMBERED}", "base + BM25"),
+    (f"ours + BM25{REMEMBERED}", "ours + BM25"),
 ]
 
 
@@ -987,6 +1040,15 @@ def targets(found: dict, dims: list[int]) -> list[str]:
     reranked = margins_met(found, dims, RERANKED_TARGETS)
     if reranked:
         out += ["", "The same margins for the system with the re-ranker (a second fine-tuned model):", "", *reranked]
+    remembered = margins_met(found, dims, REMEMBERED_TARGETS)
+    if remembered:
+        out += [
+            "",
+            "The same margins for the system with question memory (the training questions indexed beside the "
+            "passages; no second model):",
+            "",
+            *remembered,
+        ]
     return out
 
 
@@ -1026,6 +1088,16 @@ def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> 
         ]
         if unranked:
             out += ["", f"Not re-ranked (scored before the re-ranker, models gone): {', '.join(unranked)}."]
+    if args.memory is not None:
+        forgotten = [
+            f"{line.row.name}" + ("" if run.get("seed") is None else f" seed {run['seed']}")
+            for line in alone
+            if line.row.runner != "bm25"
+            for run in line.runs
+            if "remembered" not in run
+        ]
+        if forgotten:
+            out += ["", f"Not scored with memory (scored before --memory, models gone): {', '.join(forgotten)}."]
     stale = sorted(
         {f"{line.row.name} seed {run['seed']}" for line in alone for run in line.runs if is_stale(line.row, run, args)}
     )
@@ -1075,6 +1147,17 @@ def reranker_lines(lines: dict[str, Line]) -> list[str]:
     return out
 
 
+def memory_lines(lines: dict[str, Line]) -> list[str]:
+    """Which training questions the lines with memory remembered."""
+    pairs = sorted({run["memory"]["pairs"] for line in lines.values() for run in line.runs if "memory" in run})
+    return [
+        f"- `+ memory`: the questions of {where} as extra keys of their passages (retrieval/memory.py: a "
+        "passage's dense score the best of its own cosine and its training questions'), the fusion weight "
+        "found as the plain fusion's"
+        for where in pairs
+    ]
+
+
 def report(args: argparse.Namespace, rows: list[Row]) -> str:
     lines = collect(args, rows)
     if not lines:
@@ -1092,6 +1175,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> str:
         "",
         *[f"- `{row.name}`: {row.description}" for row in rows if any(line.row is row for line in lines.values())],
         *reranker_lines(lines),
+        *memory_lines(lines),
         "",
         "## NDCG@10, mean ± sd over seeds",
         "",

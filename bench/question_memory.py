@@ -8,8 +8,9 @@ training questions whose positive it is (retrieval/memory.py: the component eval
 uses, searched exactly; a passage no training question asked for keeps its own score). Each model
 encodes the scored split, the corpus and the training questions once, at full size; each dim
 truncates and re-normalises. The dense top 100 under that score is fused with BM25's top 100 as
-the evaluation fuses (retrieval.hybrid.candidates_by_dim: the pool, exact scores under both; the
-min-max convex combination), the dense weight cross-fitted on the quality bench's two halves. Memory
+the evaluation fuses (the pool, exact scores under both; the min-max convex combination), through
+the quality bench's own cross-fitting (bench.quality.Scorer.cross_fitted; bench.quality --memory
+scores the same lines for the bench's rows). Memory
 off, the same code gives the quality bench's figures (printed beside, as a check). Prints, per
 model and dim, NDCG@10 alone and fused, without and with memory, and the paired change on all
 questions, on those whose relevant passage was a training positive (seen) and on the others.
@@ -22,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality import Scorer, cross_halves, encode_model, model_bench_parser, subset
+from bench.quality import Scorer, encode_model, model_bench_parser
 from common.files import output_problem, write_atomic
 from data import load_pairs
 from retrieval.evaluation import encode_queries
-from retrieval.fusion import convex, ranked
-from retrieval.hybrid import candidates_by_dim, choose_weight
 from retrieval.memory import EncodedMemory, load_memory
-from retrieval.metrics import METRICS, TOP_K, score_ranking
+from retrieval.metrics import TOP_K, score_ranking
 from retrieval.search import exact_search, truncate_normalize
 from retrieval.stats import paired_bootstrap
 from training.seen_report import seen_mask, trained_passages
@@ -37,30 +36,18 @@ from training.seen_report import seen_mask, trained_passages
 METRIC = "ndcg@10"
 
 
-def alone_and_fused(
-    queries: np.ndarray, corpus: np.ndarray, dim: int, scorer: Scorer, memory: EncodedMemory | None
-) -> tuple[dict, dict]:
-    """Per-question metrics ({metric: (Q,)}) at `dim` of the dense ranking alone, and fused with
-    BM25 at the cross-fitted weight; with `memory`, the dense side remembers its questions."""
+def alone(queries: np.ndarray, corpus: np.ndarray, dim: int, scorer: Scorer, memory: EncodedMemory | None) -> dict:
+    """Per-question metrics ({metric: (Q,)}) at `dim` of the dense ranking alone; with `memory`, the
+    dense side remembers its questions."""
     data = scorer.data
     qrels = [data.qrels[q] for q in data.query_ids]
     q, p = truncate_normalize(queries, dim), truncate_normalize(corpus, dim)
     k = min(TOP_K, len(p))
     if memory is None:
-        alone = score_ranking(*exact_search(q, p, k), data, qrels).per_query
-    else:
-        alone = score_ranking(*memory.at(dim).search(q, p, k, memory.memory.self_keys(data.query_texts)), data, qrels)
-        alone = alone.per_query
-    c = candidates_by_dim(queries, corpus, data, [dim], scorer.index, memory=memory)[0][dim]
-    fused = {m: np.zeros(len(data.query_ids)) for m in METRICS}
-    halves = cross_halves(len(data.query_ids))
-    for half, other in (halves, halves[::-1]):
-        weight = choose_weight(c.take(other), subset(data, other), "minmax")
-        part = c.take(half)
-        ordered = ranked(part, convex(part, weight), TOP_K)
-        for metric, values in score_ranking(*ordered, subset(data, half), [qrels[i] for i in half]).per_query.items():
-            fused[metric][half] = values
-    return alone, fused
+        return score_ranking(*exact_search(q, p, k), data, qrels).per_query
+    return score_ranking(
+        *memory.at(dim).search(q, p, k, memory.memory.self_keys(data.query_texts)), data, qrels
+    ).per_query
 
 
 def change(a: np.ndarray, b: np.ndarray, mask: np.ndarray, resamples: int) -> str:
@@ -102,16 +89,17 @@ def main(argv: list[str] | None = None) -> None:
         encoded = EncodedMemory(memory, encode_queries(encoder, memory.questions, args.eval_batch, False))
         kept = {"model": str(name), "memory": str(args.pairs), "query_ids": data.query_ids}
         kept["per_query"], kept["fused"] = {}, {}
+        plain_fused, remembered = (scorer.cross_fitted(queries, corpus, m)[0] for m in (None, encoded))
         for dim in args.dims:
-            alone, fused = alone_and_fused(queries, corpus, dim, scorer, None)
-            alone_m, fused_m = alone_and_fused(queries, corpus, dim, scorer, encoded)
+            alone_m = alone(queries, corpus, dim, scorer, encoded)
             kept["per_query"][str(dim)] = {m: v.tolist() for m, v in alone_m.items()}
-            kept["fused"][str(dim)] = {m: v.tolist() for m, v in fused_m.items()}
-            alone, fused, alone_m, fused_m = (x[METRIC] for x in (alone, fused, alone_m, fused_m))
+            kept["fused"][str(dim)] = remembered[dim]
+            plain, alone_m = alone(queries, corpus, dim, scorer, None)[METRIC], alone_m[METRIC]
+            fused, fused_m = (np.asarray(x[dim][METRIC]) for x in (plain_fused, remembered))
             cells = [change(fused, fused_m, mask, args.resamples) for mask in (every, seen, ~seen)]
             print(
-                f"| {name} | {dim} | {alone.mean():.4f} | {alone_m.mean():.4f} | {fused.mean():.4f} | "
-                f"{fused_m.mean():.4f} | {' | '.join(cells)} | {change(alone, alone_m, every, args.resamples)} |",
+                f"| {name} | {dim} | {plain.mean():.4f} | {alone_m.mean():.4f} | {fused.mean():.4f} | "
+                f"{fused_m.mean():.4f} | {' | '.join(cells)} | {change(plain, alone_m, every, args.resamples)} |",
                 flush=True,
             )
         if args.out:

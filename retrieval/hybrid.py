@@ -136,10 +136,16 @@ def evaluate_hybrid(
 
 
 def chosen_weights(
-    query_emb: np.ndarray, corpus_emb: np.ndarray, data: IRDataset, dims: list[int], index: LexicalIndex
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    data: IRDataset,
+    dims: list[int],
+    index: LexicalIndex,
+    memory: EncodedMemory | None = None,
 ) -> dict[int, float]:
-    """The dense weight per dim chosen on `data` (another split than the one reported)."""
-    candidates, _ = candidates_by_dim(query_emb, corpus_emb, data, dims, index)
+    """The dense weight per dim chosen on `data` (another split than the one reported); with
+    `memory`, for the fusion that remembers."""
+    candidates, _ = candidates_by_dim(query_emb, corpus_emb, data, dims, index, memory=memory)
     return {dim: choose_weight(c, data, index.config.fusion_norm) for dim, c in candidates.items()}
 
 

@@ -152,6 +152,63 @@ def test_the_reranker_row_trains_once_and_every_model_row_is_scored_reranked(rer
     assert again["reranked"] == base["reranked"] and again["process_seconds"] == base["process_seconds"]
 
 
+def test_memory_lines_are_what_evaluate_memory_gives_and_are_added_to_a_row_scored_before(
+    reranker_bench, tmp_path, capsys
+):
+    import shutil
+
+    import evaluate
+
+    model, shared, _, _, argv = reranker_bench
+    data = shutil.copytree(shared, tmp_path / "beir")  # its qrels: dev q_i on c(3i), train t_i on c(3i+1)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{w}" for w in rng.integers(0, 100, 12)) for _ in range(60)]  # words w0-w99
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": f"c{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    questions = {}
+    for i in range(12):  # questions in words no passage holds (w100-w199): BM25 finds nothing, the dense side decides
+        questions[f"q{i}"], questions[f"t{i}"] = f"w{100 + i} w{120 + i} w{140 + i}", f"w{160 + i} w{180 + i}"
+    (data / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in questions.items()))
+    # half the dev questions and every train question (where the weight is chosen) asked again, in
+    # capitals: another text (not the question itself), the same tokens to the uncased tokenizer
+    rows = [{"anchor": questions[f"q{i}"].upper(), "positive": texts[i * 3]} for i in range(6)]
+    rows += [{"anchor": questions[f"t{i}"].upper(), "positive": texts[i * 3 + 1]} for i in range(12)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = tmp_path / "kept"
+    mine = [*argv, "--out", str(tmp_path / "runs"), "--results", str(results), "--memory", str(pairs)]
+    mine += ["--data", str(data)]
+    assert quality.main([*mine, "--rows", "bm25,base"]) == 0
+    base = json.loads((results / "base" / "result.json").read_text("utf-8"))
+    assert base["memory"]["pairs"] == str(pairs)
+
+    # what a user's evaluate.py --memory gives for the same model, split and weights
+    theirs = evaluate.main(
+        f"--model {model} --data {data} --split dev --dims 32,8 --resamples 50 --fusion-weight-from train "
+        f"--memory {pairs}".split()
+    )["lexical"]["memory"]
+    for dim in ("32", "8"):
+        assert np.mean(base["remembered"][dim]["ndcg@10"]) == pytest.approx(theirs["fused"][dim]["convex"]["ndcg@10"])
+        assert np.mean(base["remembered"][dim]["map@10"]) == pytest.approx(theirs["fused"][dim]["convex"]["map@10"])
+        assert base["memory"]["weights"][dim] == theirs["fused"][dim]["convex"]["weight"]
+    gain = np.mean(base["remembered"]["32"]["ndcg@10"]) - np.mean(base["fused"]["32"]["ndcg@10"])
+    assert gain > 0.1  # the dev questions asked again are found
+    printed = capsys.readouterr().out
+    mean = np.mean(base["remembered"]["32"]["ndcg@10"])
+    assert f"| base + BM25 + memory | 1 | {mean:.4f} |" in printed
+    assert "| base + BM25 + memory − base + BM25 |" in printed
+    assert f"- `+ memory`: the questions of {pairs} as extra keys of their passages" in printed
+
+    # a model row's json from before --memory: its remembered scores are added, nothing else changes
+    path = results / "base" / "result.json"
+    path.write_text(json.dumps({k: v for k, v in base.items() if k not in ("remembered", "memory")}), "utf-8")
+    assert quality.main([*mine, "--rows", "bm25,base"]) == 0
+    assert "base: scoring it remembered" in capsys.readouterr().out
+    again = json.loads(path.read_text("utf-8"))
+    assert again == base
+
+
 def test_the_reranker_row_as_an_ensemble_of_two_seeds(reranker_bench, tmp_path, capsys):
     _, _, _, _, argv = reranker_bench
     at = argv.index("--reranker-args") + 1
