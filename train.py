@@ -41,10 +41,11 @@ from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, load_ir, 
 from losses import LossSpec
 from model import Encoder
 from retrieval.diagnostics import attach_space, format_space, map_problem
-from retrieval.evaluation import default_dims, encode_ir, evaluate_embeddings
+from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings
 from retrieval.frontier import attach_frontier
-from retrieval.hybrid import attach_fused_frontier, attach_hybrid, format_hybrid, lexical_index
+from retrieval.hybrid import attach_fused_frontier, attach_hybrid, attach_remembered, format_hybrid, lexical_index
 from retrieval.lexical import LexicalIndex, LexicalPrior
+from retrieval.memory import EncodedMemory, QuestionMemory, build_memory
 from retrieval.metrics import DimResult, format_table
 from retrieval.rerank import Fused, Reranker, attach_reranked, load_reranker
 from training.checkpoint import (
@@ -191,6 +192,9 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
     set also against BM25 and fused with it, and with the map's sample kept (report.map)."""
     config, began = r.config, time.perf_counter()
     query_emb, corpus_emb, _ = encode_ir(r.encoder, data, config.eval.batch_size, r.accelerator.is_main_process)
+    keys = None  # eval.memory: the training questions, encoded by the model as it is now (on every process)
+    if selected and r.memory is not None:
+        keys = encode_queries(r.encoder, r.memory.questions, config.eval.batch_size, False)
     r.accelerator.wait_for_everyone()
     if query_emb is None:  # not the main process
         return None
@@ -208,6 +212,10 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
             r.lexical = lexical_index(data, config.lexical)
         hybrid = attach_hybrid(results, query_emb, corpus_emb, data, r.lexical)
         print(f"\n{label}, against BM25 and fused with it:\n{format_hybrid(hybrid, results)}", flush=True)
+        if keys is not None:
+            attach_remembered(results, query_emb, corpus_emb, data, r.lexical, EncodedMemory(r.memory, keys))
+            table = {f"{dim} (w {x.memory_weight:.2f})": x.fused["remembered"].metrics for dim, x in results.items()}
+            print(f"\n{label}, fused with BM25 and question memory:\n{format_table(table)}", flush=True)
         if config.eval.rerank:
             if r.reranker is None:  # loaded once, on the main process
                 r.reranker = load_reranker(config.eval.rerank)
@@ -263,6 +271,7 @@ class Run:
     hooks: Hooks
     lexical: LexicalIndex | None = None  # BM25 over the eval corpus, built at the first evaluation
     reranker: Reranker | None = None  # eval.rerank's cross-encoder, loaded at the first evaluation
+    memory: QuestionMemory | None = None  # eval.memory: the table's questions linked to the eval corpus
     prior: LexicalPrior | None = None  # BM25 over the table's passages (loss.lexical_scale > 0)
     teacher: Teacher | None = None  # loss.distill > 0: the base model fused with BM25, or a re-ranker
     environment: dict = field(default_factory=dict)  # checked on resume (checkpoint.run_environment)
@@ -525,8 +534,20 @@ def set_up(
         environment=environment,
         eval_name=eval_name,
         other_sets={name: data for name, data in sets.items() if name != eval_name},
+        memory=table_memory(table, eval_data) if config.eval.memory and eval_data is not None else None,
     )
     return r, ((checkpoint, saved) if checkpoint else None)
+
+
+def table_memory(table: TrainTable, data: IRDataset) -> QuestionMemory:
+    """eval.memory: every training row's question linked to the eval passages with its positive's
+    text; exits with one line when none is there (before any step)."""
+    anchors = [table.anchor_texts[i] for i in table.anchor_ids]
+    positives = [table.passage_texts[i] for i in table.positive_ids]
+    try:
+        return build_memory(anchors, positives, data.corpus_texts, "the training table (data.train, data.mix)")
+    except ValueError as err:
+        sys.exit(f"error: eval.memory: {err} of eval set {data.name}")
 
 
 def reranker_teacher(config: Config, table: TrainTable, device: torch.device, show_progress: bool) -> RerankerTeacher:

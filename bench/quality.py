@@ -1078,26 +1078,20 @@ def notes(lines: dict[str, Line], rows: list[Row], args: argparse.Namespace) -> 
     wanted = {row.name: len(seeds_of(row, args)) for row in rows}
     missing = [f"{name} ({done.get(name, 0)} of {n})" for name, n in wanted.items() if done.get(name, 0) < n]
     out = ["", f"Missing runs (failed, or not run yet): {', '.join(missing)}."] if missing else []
-    if reranker and reranker[0].name in done:
-        unranked = [
+    lacking = {  # key: (when the bench gives it, what the note says)
+        "reranked": (bool(reranker) and reranker[0].name in done, "Not re-ranked (scored before the re-ranker"),
+        "remembered": (args.memory is not None, "Not scored with memory (scored before --memory"),
+    }
+    for key, (expected, note) in lacking.items():
+        runs = [
             f"{line.row.name}" + ("" if run.get("seed") is None else f" seed {run['seed']}")
             for line in alone
             if line.row.runner != "bm25"
             for run in line.runs
-            if "reranked" not in run
+            if key not in run
         ]
-        if unranked:
-            out += ["", f"Not re-ranked (scored before the re-ranker, models gone): {', '.join(unranked)}."]
-    if args.memory is not None:
-        forgotten = [
-            f"{line.row.name}" + ("" if run.get("seed") is None else f" seed {run['seed']}")
-            for line in alone
-            if line.row.runner != "bm25"
-            for run in line.runs
-            if "remembered" not in run
-        ]
-        if forgotten:
-            out += ["", f"Not scored with memory (scored before --memory, models gone): {', '.join(forgotten)}."]
+        if expected and runs:
+            out += ["", f"{note}, models gone): {', '.join(runs)}."]
     stale = sorted(
         {f"{line.row.name} seed {run['seed']}" for line in alone for run in line.runs if is_stale(line.row, run, args)}
     )

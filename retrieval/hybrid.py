@@ -159,6 +159,24 @@ def attach_hybrid(
     return hybrid
 
 
+def attach_remembered(
+    results: dict[int, DimResult],
+    query_emb: np.ndarray,
+    corpus_emb: np.ndarray,
+    data: IRDataset,
+    index: LexicalIndex,
+    memory: EncodedMemory,
+) -> HybridResults:
+    """Each dim's `fused["remembered"]` and `memory_weight`: the convex fusion whose dense side
+    remembers the training questions (retrieval/memory.py), its weight as index.config says (given,
+    or chosen on `data`)."""
+    hybrid = evaluate_hybrid(query_emb, corpus_emb, data, list(results), index, memory=memory)
+    for dim, result in results.items():
+        result.fused["remembered"] = hybrid.fused[dim][CONVEX]
+        result.memory_weight = hybrid.weights[dim]
+    return hybrid
+
+
 def attach_fused(results: dict[int, DimResult], hybrid: HybridResults) -> None:
     """Each dim's `fused` (bm25, convex, rrf) and `fusion_weight` from an evaluate_hybrid of the same questions."""
     for dim, result in results.items():

@@ -58,10 +58,12 @@ class DimResult:
     # label -> metrics, bytes_per_vector, ms_per_query
     quantized: dict[str, dict[str, float]] = field(default_factory=dict)
     # the same questions under BM25 and fused with it (retrieval.hybrid.attach_hybrid): bm25 | convex | rrf -> result,
-    # and the convex fusion's top k re-ranked by a cross-encoder (retrieval.rerank.attach_reranked): reranked -> result
+    # and the convex fusion's top k re-ranked by a cross-encoder (retrieval.rerank.attach_reranked): reranked -> result,
+    # and the convex fusion whose dense side remembers the training questions (attach_remembered): remembered -> result
     fused: dict[str, DimResult] = field(default_factory=dict)
     fusion_weight: float | None = None  # the dense weight of the convex fusion
     rerank_weight: float | None = None  # the cross-encoder's weight against the fused score
+    memory_weight: float | None = None  # the dense weight of the fusion that remembers (fused["remembered"])
     # the embedding space at this dim (retrieval.diagnostics): alignment, uniformity, anisotropy, effective_rank
     space: dict[str, float] = field(default_factory=dict)
     # (S, D) full-size float32 embeddings of retrieval.diagnostics.corpus_sample, kept for the map (largest dim only)

@@ -114,6 +114,15 @@ def reranker_bench(tmp_path_factory):
     return model, data, out, results, argv
 
 
+def rescored_without(keys: tuple[str, ...], results: Path, argv: list[str]) -> dict:
+    """The base row's json with `keys` dropped, the bench run again over it: the json it leaves."""
+    path = results / "base" / "result.json"
+    kept = json.loads(path.read_text("utf-8"))
+    path.write_text(json.dumps({k: v for k, v in kept.items() if k not in keys}), "utf-8")
+    assert quality.main(argv) == 0
+    return json.loads(path.read_text("utf-8"))
+
+
 def test_the_reranker_row_trains_once_and_every_model_row_is_scored_reranked(reranker_bench, capsys):
     import evaluate
 
@@ -144,11 +153,8 @@ def test_the_reranker_row_trains_once_and_every_model_row_is_scored_reranked(rer
     assert f"- re-ranked by {where} (one seed; depth 8, weight {base['reranker']['weight']})" in printed
 
     # a model row's json from before the re-ranker: its re-ranked scores are added, nothing retrained
-    path = results / "base" / "result.json"
-    path.write_text(json.dumps({k: v for k, v in base.items() if k not in ("reranked", "reranker")}), "utf-8")
-    assert quality.main([*argv, "--rows", "bm25,reranker,base"]) == 0
+    again = rescored_without(("reranked", "reranker"), results, [*argv, "--rows", "bm25,reranker,base"])
     assert "reranker seed 42: done" in capsys.readouterr().out
-    again = json.loads(path.read_text("utf-8"))
     assert again["reranked"] == base["reranked"] and again["process_seconds"] == base["process_seconds"]
 
 
@@ -201,11 +207,8 @@ def test_memory_lines_are_what_evaluate_memory_gives_and_are_added_to_a_row_scor
     assert f"- `+ memory`: the questions of {pairs} as extra keys of their passages" in printed
 
     # a model row's json from before --memory: its remembered scores are added, nothing else changes
-    path = results / "base" / "result.json"
-    path.write_text(json.dumps({k: v for k, v in base.items() if k not in ("remembered", "memory")}), "utf-8")
-    assert quality.main([*mine, "--rows", "bm25,base"]) == 0
+    again = rescored_without(("remembered", "memory"), results, [*mine, "--rows", "bm25,base"])
     assert "base: scoring it remembered" in capsys.readouterr().out
-    again = json.loads(path.read_text("utf-8"))
     assert again == base
 
 

@@ -706,6 +706,54 @@ def test_a_run_reranks_the_fused_model_with_eval_rerank(tiny_bert, tiny_task, tm
     assert not (tmp_path / "run3").exists()
 
 
+def test_a_run_fuses_with_question_memory_with_eval_memory(tiny_bert, tiny_task, tmp_path):
+    """eval.memory: results.json, results.md, per_query.json and the card carry the fusion that
+    remembers the training questions, before and after, and after it is what evaluate.py --memory
+    gives for the saved model at the same weight; lexical off, or no training positive among the
+    eval passages, is one error line."""
+    import evaluate
+
+    run = tmp_path / "run"
+    train.main(tiny_args(tiny_bert, tiny_task, run, "--eval.memory", "true", "--lexical.fusion_weight", "0.5"))
+    results = json.loads((run / "results.json").read_text())
+    lexical = results["lexical"]
+    for label in ("before", "after"):
+        for dim in ("32", "16"):
+            assert lexical[label][dim]["remembered"]["weight"] == 0.5
+    assert {"after_remembered_vs_bm25", "after_remembered_vs_after_fused", "after_remembered_vs_before_remembered"} <= (
+        set(lexical["changes"])
+    )
+    per_query = json.loads((run / "per_query.json").read_text())
+    assert np.mean(per_query["after_remembered"]["32"]["ndcg@10"]) == pytest.approx(
+        lexical["after"]["32"]["remembered"]["ndcg@10"]
+    )
+    assert "after_remembered_vs_after_fused" in results["seen"]["changes"]["seen"]  # every dev question is seen
+    assert "fine-tuned + BM25 + memory (w)" in (run / "results.md").read_text()
+    assert "Fused with question memory" in (run / "model" / "README.md").read_text()
+    theirs = evaluate.main(
+        f"--model {run / 'model'} --data {tiny_task / 'beir'} --split dev --dims 32,16 --resamples 50 "
+        f"--fusion-weight 0.5 --memory {tiny_task / 'pairs.jsonl'}".split()
+    )["lexical"]["memory"]
+    for dim in ("32", "16"):
+        assert lexical["after"][dim]["remembered"]["ndcg@10"] == pytest.approx(
+            theirs["fused"][dim]["convex"]["ndcg@10"], abs=1e-6
+        )
+
+    with pytest.raises(SystemExit, match="eval.memory: remembers in the model fused with BM25"):
+        train.main(
+            tiny_args(tiny_bert, tiny_task, tmp_path / "r2", "--eval.memory", "true", "--lexical.retriever", "none")
+        )
+    other = tmp_path / "other"
+    (other / "qrels").mkdir(parents=True)
+    (other / "corpus.jsonl").write_text(json.dumps({"_id": "x", "text": "no training passage"}) + "\n")
+    (other / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "a question"}) + "\n")
+    (other / "qrels" / "dev.tsv").write_text("q\tx\t1\n")
+    with pytest.raises(SystemExit, match="error: eval.memory: .*none of its .* positives is a passage"):
+        train.main(
+            [*tiny_args(tiny_bert, tiny_task, tmp_path / "r3", "--eval.memory", "true"), "--data.eval", str(other)]
+        )
+
+
 def test_selection_on_the_fused_metric(tiny_bert, tiny_task, tmp_path):
     run = tmp_path / "run"
     args = ["--train.epochs", "2", "--eval.every", "1", "--eval.before", "false", "--train.lr", "5e-2"]

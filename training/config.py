@@ -97,6 +97,7 @@ class EvalConfig:
     )  # the storage frontier; [float32]: off
     rescore: int = 0  # also rescore the top N (>= 100) binary candidates with the float32 query; 0: no
     rerank: str = ""  # a re-ranker train_reranker.py saved: each dim's fused top k re-ranked in the report too
+    memory: bool = False  # the report also fuses with question memory: the training questions as keys of their passages
 
 
 @dataclass
@@ -338,6 +339,8 @@ def check_eval(config: Config) -> None:
         )
     if every != "end" and not (config.eval.after and config.data.eval):
         raise ConfigError(f"eval.every: {every!r} needs data.eval and eval.after true")
+    if config.eval.memory and config.lexical.retriever == "none":
+        raise ConfigError("eval.memory: remembers in the model fused with BM25: needs lexical.retriever bm25")
     if config.eval.rerank:
         from retrieval.rerank import saved_problem  # here: loading a config imports no torch model code
 

@@ -30,7 +30,12 @@ CHANGES = (
     ("after_reranked_vs_bm25", ("after", "reranked"), ("bm25", None)),
     ("after_reranked_vs_after_fused", ("after", "reranked"), ("after", "convex")),
     ("after_reranked_vs_before_reranked", ("after", "reranked"), ("before", "reranked")),
+    # with eval.memory: "remembered" is the convex fusion whose dense side remembers the training questions
+    ("after_remembered_vs_bm25", ("after", "remembered"), ("bm25", None)),
+    ("after_remembered_vs_after_fused", ("after", "remembered"), ("after", "convex")),
+    ("after_remembered_vs_before_remembered", ("after", "remembered"), ("before", "remembered")),
 )
+WEIGHTS = {"convex": "fusion_weight", "reranked": "rerank_weight", "remembered": "memory_weight"}
 
 
 def bm25_of(before: dict[int, DimResult] | None, after: dict[int, DimResult] | None) -> DimResult | None:
@@ -54,12 +59,14 @@ def per_query_of(label: str, kind: str | None, runs: dict, dims: list[int]) -> d
 
 
 def fused_points(r: DimResult) -> dict:
-    """One dim's fused metrics: convex (with the dense weight), rrf, and reranked (with the
-    cross-encoder's weight) when eval.rerank re-ranked it."""
-    points = {"convex": {**r.fused["convex"].metrics, "weight": r.fusion_weight}, "rrf": r.fused["rrf"].metrics}
-    if "reranked" in r.fused:
-        points["reranked"] = {**r.fused["reranked"].metrics, "weight": r.rerank_weight}
-    return points
+    """One dim's fused metrics: convex (with the dense weight), rrf, reranked (with the
+    cross-encoder's weight) when eval.rerank re-ranked it, and remembered (with its dense weight)
+    when eval.memory fused with question memory."""
+    points = {"rrf": r.fused["rrf"].metrics}
+    for kind, weight in WEIGHTS.items():
+        if kind in r.fused:
+            points[kind] = {**r.fused[kind].metrics, "weight": getattr(r, weight)}
+    return {"convex": points.pop("convex"), **points}
 
 
 def lexical_summary(
@@ -112,7 +119,8 @@ def lexical_markdown(summary: dict | None) -> list[str]:
                 weight = f" ({point['weight']:.2f})" if point and kind == "convex" else ""
                 cells.append(f"{point['ndcg@10']:.4f}{weight}" if point else "")
         lines.append(f"| {dim} | " + " | ".join([cells[0], cells[1], cells[2], cells[3]]) + " |")
-    lines += reranked_markdown(summary, dims)
+    lines += added_markdown(summary, dims, "reranked")
+    lines += added_markdown(summary, dims, "remembered")
     titles = {
         "after_vs_bm25": "The fine-tuned model alone against BM25",
         "after_fused_vs_bm25": "The fine-tuned model fused with BM25 against BM25",
@@ -122,30 +130,42 @@ def lexical_markdown(summary: dict | None) -> list[str]:
         "after_reranked_vs_bm25": "The fine-tuned model fused with BM25 and re-ranked, against BM25",
         "after_reranked_vs_after_fused": "Re-ranked against fused (the value of the re-ranker)",
         "after_reranked_vs_before_reranked": "Fused and re-ranked: the fine-tuned model against the base model",
+        "after_remembered_vs_bm25": "The fine-tuned model fused with BM25 and question memory, against BM25",
+        "after_remembered_vs_after_fused": "With question memory against the fusion without it (the value of memory)",
+        "after_remembered_vs_before_remembered": "Fused with question memory: the fine-tuned model against the base "
+        "model",
     }
     for name, by_dim in summary["changes"].items():
         lines += ["", f"### {titles[name]}", "", format_comparison({int(d): v for d, v in by_dim.items()}, SHOWN)]
     return lines + [""]
 
 
-def reranked_markdown(summary: dict, dims: list[str]) -> list[str]:
-    """With eval.rerank: NDCG@10 of each fusion re-ranked, per dim, with the cross-encoder's weight."""
+ADDED = {  # kind: (the sentence over its table, its columns)
+    "reranked": (
+        "NDCG@10 of the fused top k re-ranked by eval.rerank's cross-encoder (w: its weight against the fused score):",
+        "| dim | base + BM25, re-ranked (w) | fine-tuned + BM25, re-ranked (w) |",
+    ),
+    "remembered": (
+        "NDCG@10 fused with question memory (eval.memory: the training questions as extra keys of their passages, "
+        "a passage's dense score the best of its own cosine and theirs; w: the dense weight):",
+        "| dim | base + BM25 + memory (w) | fine-tuned + BM25 + memory (w) |",
+    ),
+}
+
+
+def added_markdown(summary: dict, dims: list[str], kind: str) -> list[str]:
+    """With eval.rerank (reranked) or eval.memory (remembered): NDCG@10 of each such fusion, per dim,
+    with its weight."""
     rows = []
     for dim in dims:
-        points = [(summary.get(label) or {}).get(dim, {}).get("reranked") for label in ("before", "after")]
+        points = [(summary.get(label) or {}).get(dim, {}).get(kind) for label in ("before", "after")]
         if any(points):
             cells = [f"{p['ndcg@10']:.4f} ({p['weight']:.2f})" if p else "" for p in points]
             rows.append(f"| {dim} | " + " | ".join(cells) + " |")
     if not rows:
         return []
-    return [
-        "",
-        "NDCG@10 of the fused top k re-ranked by eval.rerank's cross-encoder (w: its weight against the fused score):",
-        "",
-        "| dim | base + BM25, re-ranked (w) | fine-tuned + BM25, re-ranked (w) |",
-        "|---:|---:|---:|",
-        *rows,
-    ]
+    sentence, heads = ADDED[kind]
+    return ["", sentence, "", heads, "|---:|---:|---:|", *rows]
 
 
 def lexical_verdict(summary: dict | None) -> list[str]:
@@ -176,5 +196,12 @@ def lexical_verdict(summary: dict | None) -> list[str]:
         text += (
             f" Fused and re-ranked by the cross-encoder (weight {summary['after'][full]['reranked']['weight']:.2f}): "
             f"{said('after_reranked_vs_bm25')} BM25, and {said('after_reranked_vs_after_fused')} the fusion alone."
+        )
+    if "after_remembered_vs_after_fused" in changes:
+        text += (
+            f" Fused with question memory (the training questions as keys of their passages; dense weight "
+            f"{summary['after'][full]['remembered']['weight']:.2f}): {said('after_remembered_vs_bm25')} BM25, and "
+            f"{said('after_remembered_vs_after_fused')} the fusion without memory; it helps questions about passages "
+            "the training questions asked about, not the others."
         )
     return ["## Against BM25", "", text + " Intervals: 95% paired bootstrap over the eval questions.", ""]

@@ -139,6 +139,10 @@ def save_results(
                     str(d): {m: r.fused["convex"].per_query[m].tolist() for m in METRICS} for d, r in res.items()
                 }
                 per_query["bm25"] = {m: next(iter(res.values())).fused["bm25"].per_query[m].tolist() for m in METRICS}
+            if res and all("remembered" in r.fused for r in res.values()):  # eval.memory
+                per_query[f"{label}_remembered"] = {
+                    str(d): {m: r.fused["remembered"].per_query[m].tolist() for m in METRICS} for d, r in res.items()
+                }
         if seen is not None:  # True: a relevant passage of the question was a training positive
             per_query["seen"] = seen.tolist()
         write_atomic(out / "per_query.json", [json.dumps({"query_ids": query_ids, **per_query}) + "\n"])

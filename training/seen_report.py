@@ -36,12 +36,14 @@ CHANGES = (
     ("after_fused_vs_before_fused", ("after", "convex"), ("before", "convex")),
     ("after_vs_bm25", ("after", "dense"), ("bm25", None)),
     ("after_fused_vs_bm25", ("after", "convex"), ("bm25", None)),
+    ("after_remembered_vs_after_fused", ("after", "remembered"), ("after", "convex")),
 )
 TITLES = {
     "after_vs_before": ("base", "fine-tuned"),
     "after_fused_vs_before_fused": ("base + BM25", "fine-tuned + BM25"),
     "after_vs_bm25": ("BM25", "fine-tuned"),
     "after_fused_vs_bm25": ("BM25", "fine-tuned + BM25"),
+    "after_remembered_vs_after_fused": ("fine-tuned + BM25", "fine-tuned + BM25 + memory"),
 }
 
 
