@@ -108,18 +108,21 @@ class MemoryAtDim:
     memory: QuestionMemory
     keys: np.ndarray  # (M, dim) unit vectors
 
-    def linked_scores(self, queries: np.ndarray, self_keys: np.ndarray) -> np.ndarray:
+    def linked_scores(self, queries: np.ndarray, self_keys: np.ndarray | None) -> np.ndarray:
         """(B, P): each query's best cosine with the training questions linked to each of the
-        memory's rows (QuestionMemory.rows order); -inf where every one is the query itself."""
+        memory's rows (QuestionMemory.rows order); -inf where every one is the query itself.
+        self_keys: (B,) each query's own training question (QuestionMemory.self_keys), or None to
+        leave none out (a deployed retriever answering a question asked before)."""
         similarity = queries @ self.keys.T  # (B, M)
-        own = self_keys >= 0
-        similarity[np.flatnonzero(own), self_keys[own]] = -np.inf
+        if self_keys is not None:
+            own = self_keys >= 0
+            similarity[np.flatnonzero(own), self_keys[own]] = -np.inf
         memory = self.memory
         starts = np.flatnonzero(np.r_[True, memory.row_of[1:] != memory.row_of[:-1]])
         return np.maximum.reduceat(similarity[:, memory.question_of], starts, axis=1)
 
     def scores_at(
-        self, queries: np.ndarray, docs: np.ndarray, rows: np.ndarray, self_keys: np.ndarray, linked=None
+        self, queries: np.ndarray, docs: np.ndarray, rows: np.ndarray, self_keys: np.ndarray | None, linked=None
     ) -> np.ndarray:
         """(B, C) the remembered score of each query's candidate rows (-1: padding, scored 0).
         `linked`: the block's linked_scores, if already computed."""
@@ -134,9 +137,10 @@ class MemoryAtDim:
         return np.where(rows >= 0, np.maximum(cosine, remembered), 0.0).astype(np.float32)
 
     def search(
-        self, queries: np.ndarray, docs: np.ndarray, k: int, self_keys: np.ndarray
+        self, queries: np.ndarray, docs: np.ndarray, k: int, self_keys: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top k under the remembered score: (Q, k) scores and corpus rows (see the module)."""
+        """Exact top k under the remembered score: (Q, k) scores and corpus rows (see the module).
+        queries (Q, dim), docs (N, dim): unit vectors at this dim (search.truncate_normalize)."""
         k = min(k, len(docs))
         _, plain_rows = exact_search(queries, docs, k)
         memory_rows = self.memory.rows
@@ -144,10 +148,11 @@ class MemoryAtDim:
         top_rows = np.empty((len(queries), k), dtype=np.int64)
         for start in range(0, len(queries), BLOCK):
             block = slice(start, start + BLOCK)
-            linked = self.linked_scores(queries[block], self_keys[block])  # (B, P)
+            own = None if self_keys is None else self_keys[block]
+            linked = self.linked_scores(queries[block], own)  # (B, P)
             from_memory = memory_rows[top_k(linked, min(k, linked.shape[1]))[1]]
             candidates = np.concatenate([plain_rows[block], from_memory], axis=1)
-            scores = self.scores_at(queries[block], docs, candidates, self_keys[block], linked)
+            scores = self.scores_at(queries[block], docs, candidates, own, linked)
             for i, (row_ids, row_scores) in enumerate(zip(candidates, scores)):
                 row_ids, first = np.unique(row_ids, return_index=True)  # a row found both ways, once
                 order = np.lexsort((row_ids, -row_scores[first]))[:k]

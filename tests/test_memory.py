@@ -93,6 +93,7 @@ def test_a_question_is_never_its_own_memory():
     rows_self = at.search(query, docs.astype(np.float32), 2, memory.self_keys(["same  question"]))[1]
     assert rows_new.tolist() == [[1, 0]]  # remembered: passage b first
     assert rows_self.tolist() == [[0, 1]]  # itself left out: the cosine alone, passage a first
+    assert at.search(query, docs.astype(np.float32), 2)[1].tolist() == [[1, 0]]  # deployed: none left out
 
 
 def test_the_hybrid_candidates_with_memory_score_the_remembered_cosine(tmp_path):
@@ -123,3 +124,34 @@ def test_the_hybrid_candidates_with_memory_score_the_remembered_cosine(tmp_path)
             ranked = {int(row): rank + 1 for rank, row in enumerate(top[qi])}
             for row, rank in zip(c.rows[qi][valid[qi]], c.dense_rank[qi][valid[qi]]):
                 assert rank == ranked[int(row)]
+
+
+def test_the_readme_example_runs_and_says_what_it_links(minilm_dir):
+    """README's "Question memory" example, run as written with the packaged MiniLM in place of the
+    quickstart's model: it prints ten corpus ids, and its comment's counts are the memory's."""
+    import ast
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from helpers import ROOT, child_env
+
+    readme = (ROOT / "README.md").read_text("utf-8")
+    section = readme[readme.index("**Question memory.**") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert '"runs/quickstart/model"' in code
+    code = code.replace('"runs/quickstart/model"', repr(str(minilm_dir)))
+    done = subprocess.run(  # read from stdin in the repository root, as a user pasting it there
+        [sys.executable, "-"], input=code, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = ast.literal_eval(done.stdout.strip().splitlines()[-1])  # the list of ids the example prints
+    corpus = ROOT / "samples" / "quickstart" / "corpus.jsonl"
+    ids = {json.loads(line)["_id"] for line in corpus.read_text("utf-8").splitlines()}
+    assert len(printed) == 10 and set(printed) <= ids
+    rows = [json.loads(line) for line in corpus.read_text("utf-8").splitlines()]
+    memory = load_memory(
+        ROOT / "samples/quickstart/train_pairs.jsonl", [f"{r.get('title', '')} {r['text']}".strip() for r in rows]
+    )
+    assert f"# {len(memory.questions)} questions, {len(memory.rows)} passages" in section
