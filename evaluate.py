@@ -46,7 +46,6 @@ from retrieval.hybrid import (
     lexical_index,
     versus_bm25,
 )
-from retrieval.hybrid import chosen_weights as chosen_fusion_weights
 from retrieval.lexical import LexicalIndex
 from retrieval.memory import EncodedMemory, QuestionMemory, build_memory
 from retrieval.metrics import METRICS, TOP_K, DimResult, format_table
@@ -61,7 +60,7 @@ from retrieval.rerank import (
 )
 from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
-from training.seen_report import seen_markdown, seen_mask, seen_summary, trained_passages
+from training.seen_report import seen_markdown, seen_mask, seen_summary, subset_of, trained_passages
 
 logger = logging.getLogger(__name__)
 
@@ -245,12 +244,16 @@ def check_rerank_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--rerank {args.rerank}: {problem}")
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder | None, list[int]]:
-    """The data, the model, the baseline (None without --baseline) and the dims, checked before encoding."""
+def load_inputs(
+    args: argparse.Namespace, pairs: PairsData | None = None
+) -> tuple[IRDataset, QuestionMemory | None, Encoder, Encoder | None, list[int]]:
+    """The data, --memory's pairs linked to its corpus (None without), the model, the baseline (None
+    without --baseline) and the dims, checked before encoding; the data and the memory before any model."""
     try:
         data = load_ir(args.data, args.split)
     except DataError as err:
         sys.exit(f"error: {err}")
+    memory = linked_memory(args, pairs, data)
     config = ModelConfig(
         args.model,
         pooling=args.pooling,
@@ -278,7 +281,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[IRDataset, Encoder, Encoder |
             f"error: --dims {dims}: each must be in 1..{full}, the embedding size of "
             + ("the smaller model" if baseline else "the model")
         )
-    return data, encoder, baseline, dims
+    return data, memory, encoder, baseline, dims
 
 
 def checked_reranker(args: argparse.Namespace) -> Reranker | None:
@@ -411,6 +414,11 @@ def scored_report(
     return report
 
 
+def weight_source(hybrid: HybridResults) -> str:
+    """Where a fusion's weight came from, as the output says it."""
+    return {"given": "given", "": ""}.get(hybrid.weights_from, f"chosen on {hybrid.weights_from}")
+
+
 def lexical_report(
     args: argparse.Namespace,
     data: IRDataset,
@@ -438,7 +446,7 @@ def lexical_report(
         other_fused = Fused(other, other_candidates, weights, config.fusion_norm)
     hybrid = evaluate_hybrid(query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "")
     attach_fused(results, hybrid)  # beside each dim's dense result, as a training run's report holds them (--seen)
-    chosen = {"given": "given", "": ""}.get(hybrid.weights_from, f"chosen on {hybrid.weights_from}")
+    chosen = weight_source(hybrid)
     print(
         f"\nBM25 ({config.method}, k1 {config.k1:g}, b {config.b:g}, stemmer {config.stemmer}, stopwords "
         f"{config.stopwords}) and the model fused with it ({config.fusion_norm} convex, weight {chosen}; "
@@ -457,11 +465,6 @@ def lexical_report(
     if memory is not None:
         report["memory"] = memory_report(args, data, dims, embeddings, index, hybrid, weight_on, memory, seen)
     return report
-
-
-def within(by_dim: dict[int, dict[str, np.ndarray]], mask: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
-    """Per-query values {dim: {metric: (Q,)}} of the questions `mask` keeps."""
-    return {dim: {metric: values[mask] for metric, values in by_metric.items()} for dim, by_metric in by_dim.items()}
 
 
 def memory_report(
@@ -483,11 +486,12 @@ def memory_report(
     weights = None
     if weight_on is not None:
         other, other_query_emb = weight_on
-        weights = chosen_fusion_weights(other_query_emb, corpus_emb, other, dims, index, memory)
+        other_candidates = candidates_by_dim(other_query_emb, corpus_emb, other, dims, index, memory=memory)[0]
+        weights = {dim: choose_weight(c, other, norm) for dim, c in other_candidates.items()}
     remembered = evaluate_hybrid(
         query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "", memory
     )
-    chosen = {"given": "given", "": ""}.get(remembered.weights_from, f"chosen on {remembered.weights_from}")
+    chosen = weight_source(remembered)
     m = memory.memory
     print(
         f"\nthe fused retriever remembering {len(m.questions)} training questions of {m.source} (linked to "
@@ -512,7 +516,7 @@ def memory_report(
         if not mask.any():
             continue
         for name, base in bases.items():
-            by_dim = compare_per_query(within(base, mask), within(new, mask), METRICS, args.resamples, args.seed)
+            by_dim = compare_per_query(subset_of(base, mask), subset_of(new, mask), METRICS, args.resamples, args.seed)
             versus.setdefault(group, {})[name] = {str(dim): v for dim, v in by_dim.items()}
             what = "BM25" if name == "bm25" else "the fusion without memory"
             print(f"\nwith memory against {what}, paired over {int(mask.sum())} questions ({group}):")
@@ -573,9 +577,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     trained = trained_texts(args)
-    pairs = memory_pairs(args)
-    data, encoder, baseline, dims = load_inputs(args)
-    memory = linked_memory(args, pairs, data)
+    data, memory, encoder, baseline, dims = load_inputs(args, memory_pairs(args))
     reranker = checked_reranker(args)
     other = weight_split(args, data)
     seen = None if trained is None else (seen_mask(data, trained), len(trained))

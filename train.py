@@ -464,6 +464,9 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
     for name, data in sets.items():
         chosen = " (eval.select scores this one)" if name == selected_set(config) else ""
         print(f"eval set {name}: {data.name}: {len(data.query_ids)} questions, {len(data.corpus_ids)} passages{chosen}")
+    memory = run_memory(config, sets.get(selected_set(config)), table)
+    if memory is not None:
+        print(f"question memory: {len(memory.questions)} training questions linked to {len(memory.rows)} eval passages")
     return {"rows": len(table), "steps_per_epoch": len(sampler)}
 
 
@@ -486,6 +489,7 @@ def set_up(
     sets = load_eval_sets(config)
     eval_name = selected_set(config)
     eval_data = sets.get(eval_name)
+    memory = run_memory(config, eval_data)  # before the model loads: a memory linking nothing is refused
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     loss, eval_dims = resolve_dims(config, encoder.dim)
     environment = run_environment(accelerator, encoder.source_dir, list(sets.values()))
@@ -534,20 +538,26 @@ def set_up(
         environment=environment,
         eval_name=eval_name,
         other_sets={name: data for name, data in sets.items() if name != eval_name},
-        memory=table_memory(table, eval_data) if config.eval.memory and eval_data is not None else None,
+        memory=memory,
     )
     return r, ((checkpoint, saved) if checkpoint else None)
 
 
-def table_memory(table: TrainTable, data: IRDataset) -> QuestionMemory:
-    """eval.memory: every training row's question linked to the eval passages with its positive's
-    text; exits with one line when none is there (before any step)."""
+def run_memory(config: Config, data: IRDataset | None, table: TrainTable | None = None) -> QuestionMemory | None:
+    """eval.memory: every training row's question (data.train's and data.mix's) linked to the
+    selected eval set's passages that hold its positive's text; the table is read without mining
+    (mined negatives add no question or positive). Exits with one line when none links."""
+    if not config.eval.memory or data is None:
+        return None
+    if table is None:
+        pairs = load_pairs(config.data.train, config.data.train_split)
+        table = mixed_table(config, pairs, relevance_map(config, pairs))
     anchors = [table.anchor_texts[i] for i in table.anchor_ids]
     positives = [table.passage_texts[i] for i in table.positive_ids]
     try:
-        return build_memory(anchors, positives, data.corpus_texts, "the training table (data.train, data.mix)")
+        return build_memory(anchors, positives, data.corpus_texts, f"eval.memory: eval set {data.name}")
     except ValueError as err:
-        sys.exit(f"error: eval.memory: {err} of eval set {data.name}")
+        sys.exit(f"error: {err}")
 
 
 def reranker_teacher(config: Config, table: TrainTable, device: torch.device, show_progress: bool) -> RerankerTeacher:

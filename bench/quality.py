@@ -81,7 +81,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,6 +89,9 @@ import numpy as np  # noqa: E402
 
 from common.files import file_sha256, write_atomic  # noqa: E402
 from retrieval.stats import paired_bootstrap, paired_randomization  # noqa: E402
+
+if TYPE_CHECKING:
+    from retrieval.memory import EncodedMemory
 
 
 class Row(NamedTuple):
@@ -401,11 +404,13 @@ class Scorer:
             raise SystemExit(f"--weight-split {args.weight_split}: its corpus differs from {args.split}'s")
         self.index = lexical_index(self.data, LexicalConfig())
         self.memory = None  # --memory's questions linked to the corpus (QuestionMemory)
+        self.memory_sha256 = None  # the file's, kept with every row scored with it
         if getattr(args, "memory", None) is not None:
             from retrieval.memory import load_memory
 
             try:
                 self.memory = load_memory(args.memory, self.data.corpus_texts)
+                self.memory_sha256 = file_sha256(args.memory)
             except (ValueError, OSError) as err:  # data.DataError is a ValueError
                 raise SystemExit(f"error: --memory: {err}") from None
         self.reranker = None  # the bench's cross-encoder, once the reranker row has one
@@ -460,7 +465,11 @@ class Scorer:
             else:
                 remembered, weights, _ = self.fused_with_weights_from(queries, corpus, weight_queries, memory)
             out["remembered"] = {str(dim): remembered[dim] for dim in dims}
-            out["memory"] = {"pairs": str(self.args.memory), "weights": {str(dim): weights[dim] for dim in dims}}
+            out["memory"] = {
+                "pairs": str(self.args.memory),
+                "pairs_sha256": self.memory_sha256,
+                "weights": {str(dim): weights[dim] for dim in dims},
+            }
         return out
 
     def rerank(self, hybrid, data, weights: dict[int, float]) -> dict[int, dict[str, np.ndarray]] | None:
@@ -477,7 +486,9 @@ class Scorer:
         )
         return {dim: result.per_query for dim, result in results.items()}
 
-    def fused_with_weights_from(self, queries, corpus, weight_queries, memory=None) -> tuple[dict, dict, dict | None]:
+    def fused_with_weights_from(
+        self, queries, corpus, weight_queries, memory: EncodedMemory | None = None
+    ) -> tuple[dict, dict, dict | None]:
         """Fused with the weight chosen on --weight-split; with `memory` (EncodedMemory), remembering
         (never re-ranked)."""
         from retrieval.hybrid import chosen_weights, evaluate_hybrid
@@ -489,7 +500,9 @@ class Scorer:
         fused = {dim: per_query_lists(hybrid.fused[dim]["convex"]) for dim in dims}
         return fused, weights, (None if reranked is None else as_lists(reranked))
 
-    def cross_fitted(self, queries: np.ndarray, corpus: np.ndarray, memory=None) -> tuple[dict, dict, dict | None]:
+    def cross_fitted(
+        self, queries: np.ndarray, corpus: np.ndarray, memory: EncodedMemory | None = None
+    ) -> tuple[dict, dict, dict | None]:
         """Two-fold: the questions split in two seeded halves, each half fused with the weight chosen
         on the other, so no question is scored with a weight chosen on itself and no row's weight
         depends on what it was trained on. Returns per-question metrics in the split's order (fused,
@@ -737,9 +750,14 @@ def model_dir(row: Row, seed: int | None, args: argparse.Namespace, config) -> P
 
 
 def missing_scores(result: dict, scorer: Scorer) -> list[str]:
-    """The scores (ADDED's keys) the bench now gives a model row that its json lacks."""
+    """The scores (ADDED's keys) the bench now gives a model row that its json lacks, or holds from
+    another memory file (by its sha256): lines of two memories are never pooled."""
     wanted = {"reranked": scorer.reranker is not None, "remembered": scorer.memory is not None}
-    return [key for key, on in wanted.items() if on and key not in result]
+    missing = [key for key, on in wanted.items() if on and key not in result]
+    if "remembered" in result and scorer.memory is not None:
+        if result.get("memory", {}).get("pairs_sha256") != scorer.memory_sha256:
+            missing.append("remembered")
+    return missing
 
 
 def add_scores(

@@ -12,8 +12,10 @@ its own cosine. A scored question is never its own memory: a training question w
 (whitespace collapsed) is left out of its score, so a split that overlaps the training questions
 (one the fusion weight is chosen on, say) does not read its own answer.
 
-Searching: the top k under that score is exact without scoring every passage. It is among the
-passage index's top k (exact_search) and the memory's own top k over the linked passages: a passage
+Searching: the top k under that score is exact without scoring every passage (up to float32
+rounding: the passage index picks its top k with FAISS's inner products, the candidates are then
+ordered by numpy's, which may differ in the last bit). It is among the passage index's top k
+(exact_search) and the memory's own top k over the linked passages: a passage
 whose score is its own cosine and that is not in the cosine top k has k passages at or above it
 (ties: earlier rows) under the cosine, so under the maximum too; the same holds for the memory
 side. The question-to-question cosines are (B, M) per block of queries, M training questions.
@@ -47,7 +49,9 @@ def collapsed(text: str) -> str:
 class QuestionMemory:
     """The distinct training questions and their links to corpus rows."""
 
-    questions: list[str]  # M distinct training questions (exact text), in first-seen order
+    questions: list[
+        str
+    ]  # M distinct training questions (whitespace collapsed; the first spelling kept), first-seen order
     question_of: np.ndarray  # (L,) int64: the question of each link, links sorted by (row, question)
     row_of: np.ndarray  # (L,) int64: the corpus row of each link
     source: str  # where the pairs came from
@@ -69,18 +73,22 @@ def build_memory(anchors: list[str], positives: list[str], corpus_texts: list[st
     rows_of: dict[str, list[int]] = {}
     for row, text in enumerate(corpus_texts):
         rows_of.setdefault(collapsed(text), []).append(row)
-    questions: dict[str, int] = {}
+    questions: dict[str, int] = {}  # collapsed text -> key: spellings that differ in whitespace are one question
+    first: list[str] = []  # each key's first spelling, the text encoded
     links = set()
     for anchor, positive in zip(anchors, positives):
         for row in rows_of.get(collapsed(positive), []):
-            links.add((row, questions.setdefault(anchor, len(questions))))
+            key = questions.setdefault(collapsed(anchor), len(questions))
+            if key == len(first):
+                first.append(anchor)
+            links.add((row, key))
     if not links:
         raise ValueError(
-            f"{source}: none of its {len(set(positives))} positives is a passage of the corpus (texts compared "
-            "with whitespace collapsed): the memory would be empty"
+            f"{source}: none of the {len(set(positives))} training positives is a passage of the corpus (texts "
+            "compared with whitespace collapsed): the memory would be empty"
         )
     linked = np.array(sorted(links), dtype=np.int64)
-    return QuestionMemory(list(questions), linked[:, 1], linked[:, 0], source)
+    return QuestionMemory(first, linked[:, 1], linked[:, 0], source)
 
 
 def load_memory(path: str | Path, corpus_texts: list[str]) -> QuestionMemory:
@@ -108,6 +116,11 @@ class MemoryAtDim:
     memory: QuestionMemory
     keys: np.ndarray  # (M, dim) unit vectors
 
+    def __post_init__(self):
+        self.rows = self.memory.rows  # (P,) the linked corpus rows, ascending
+        self.starts = np.flatnonzero(np.r_[True, self.memory.row_of[1:] != self.memory.row_of[:-1]])
+        self._column = np.empty(0, dtype=np.int64)  # corpus row -> column of linked_scores (-1: not linked)
+
     def linked_scores(self, queries: np.ndarray, self_keys: np.ndarray | None) -> np.ndarray:
         """(B, P): each query's best cosine with the training questions linked to each of the
         memory's rows (QuestionMemory.rows order); -inf where every one is the query itself.
@@ -117,12 +130,15 @@ class MemoryAtDim:
         if self_keys is not None:
             own = self_keys >= 0
             similarity[np.flatnonzero(own), self_keys[own]] = -np.inf
-        memory = self.memory
-        starts = np.flatnonzero(np.r_[True, memory.row_of[1:] != memory.row_of[:-1]])
-        return np.maximum.reduceat(similarity[:, memory.question_of], starts, axis=1)
+        return np.maximum.reduceat(similarity[:, self.memory.question_of], self.starts, axis=1)
 
     def scores_at(
-        self, queries: np.ndarray, docs: np.ndarray, rows: np.ndarray, self_keys: np.ndarray | None, linked=None
+        self,
+        queries: np.ndarray,
+        docs: np.ndarray,
+        rows: np.ndarray,
+        self_keys: np.ndarray | None,
+        linked: np.ndarray | None = None,
     ) -> np.ndarray:
         """(B, C) the remembered score of each query's candidate rows (-1: padding, scored 0).
         `linked`: the block's linked_scores, if already computed."""
@@ -130,9 +146,10 @@ class MemoryAtDim:
             linked = self.linked_scores(queries, self_keys)
         safe = np.maximum(rows, 0)
         cosine = np.einsum("bcd,bd->bc", docs[safe], queries)
-        column = np.full(len(docs), -1, dtype=np.int64)
-        column[self.memory.rows] = np.arange(len(self.memory.rows))
-        held = column[safe]
+        if len(self._column) != len(docs):  # made once per corpus size
+            self._column = np.full(len(docs), -1, dtype=np.int64)
+            self._column[self.rows] = np.arange(len(self.rows))
+        held = self._column[safe]
         remembered = np.where(held >= 0, np.take_along_axis(linked, np.maximum(held, 0), 1), -np.inf)
         return np.where(rows >= 0, np.maximum(cosine, remembered), 0.0).astype(np.float32)
 
@@ -143,14 +160,13 @@ class MemoryAtDim:
         queries (Q, dim), docs (N, dim): unit vectors at this dim (search.truncate_normalize)."""
         k = min(k, len(docs))
         _, plain_rows = exact_search(queries, docs, k)
-        memory_rows = self.memory.rows
         top_scores = np.empty((len(queries), k), dtype=np.float32)
         top_rows = np.empty((len(queries), k), dtype=np.int64)
         for start in range(0, len(queries), BLOCK):
             block = slice(start, start + BLOCK)
             own = None if self_keys is None else self_keys[block]
             linked = self.linked_scores(queries[block], own)  # (B, P)
-            from_memory = memory_rows[top_k(linked, min(k, linked.shape[1]))[1]]
+            from_memory = self.rows[top_k(linked, min(k, linked.shape[1]))[1]]
             candidates = np.concatenate([plain_rows[block], from_memory], axis=1)
             scores = self.scores_at(queries[block], docs, candidates, own, linked)
             for i, (row_ids, row_scores) in enumerate(zip(candidates, scores)):

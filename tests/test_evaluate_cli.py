@@ -180,7 +180,10 @@ def test_memory_scores_the_fusion_remembering_the_training_questions(tmp_path, t
         evaluate.main([*argv, "--lexical", "none"])
     elsewhere = tmp_path / "elsewhere.jsonl"
     elsewhere.write_text(json.dumps({"anchor": "a", "positive": "no passage says this"}) + "\n")
-    for path, message in ((tmp_path / "missing.jsonl", "missing.jsonl"), (elsewhere, "none of its 1 positives")):
+    for path, message in (
+        (tmp_path / "missing.jsonl", "missing.jsonl"),
+        (elsewhere, "none of the 1 training positives"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             evaluate.main([*argv[:-1], str(path)])
         assert str(exit_info.value).startswith("error: --memory: ") and "\n" not in str(exit_info.value)

@@ -210,6 +210,14 @@ def test_memory_lines_are_what_evaluate_memory_gives_and_are_added_to_a_row_scor
     again = rescored_without(("remembered", "memory"), results, [*mine, "--rows", "bm25,base"])
     assert "base: scoring it remembered" in capsys.readouterr().out
     assert again == base
+    # another memory file: the row is scored again with it, never pooled with the first
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows[6:]))  # the train questions only
+    at = mine.index("--memory") + 1
+    assert quality.main([*mine[:at], str(other), *mine[at + 1 :], "--rows", "bm25,base"]) == 0
+    assert "base: scoring it remembered" in capsys.readouterr().out
+    moved = json.loads((results / "base" / "result.json").read_text("utf-8"))
+    assert moved["memory"]["pairs"] == str(other) and moved["remembered"] != base["remembered"]
 
 
 def test_the_reranker_row_as_an_ensemble_of_two_seeds(reranker_bench, tmp_path, capsys):

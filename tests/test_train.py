@@ -748,7 +748,9 @@ def test_a_run_fuses_with_question_memory_with_eval_memory(tiny_bert, tiny_task,
     (other / "corpus.jsonl").write_text(json.dumps({"_id": "x", "text": "no training passage"}) + "\n")
     (other / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "a question"}) + "\n")
     (other / "qrels" / "dev.tsv").write_text("q\tx\t1\n")
-    with pytest.raises(SystemExit, match="error: eval.memory: .*none of its .* positives is a passage"):
+    with pytest.raises(
+        SystemExit, match="error: eval.memory: eval set .*: none of the .* training positives is a passage"
+    ):
         train.main(
             [*tiny_args(tiny_bert, tiny_task, tmp_path / "r3", "--eval.memory", "true"), "--data.eval", str(other)]
         )

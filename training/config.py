@@ -341,6 +341,8 @@ def check_eval(config: Config) -> None:
         raise ConfigError(f"eval.every: {every!r} needs data.eval and eval.after true")
     if config.eval.memory and config.lexical.retriever == "none":
         raise ConfigError("eval.memory: remembers in the model fused with BM25: needs lexical.retriever bm25")
+    if config.eval.memory and not config.data.eval:
+        raise ConfigError("eval.memory: links the training questions to an eval set's passages: needs data.eval")
     if config.eval.rerank:
         from retrieval.rerank import saved_problem  # here: loading a config imports no torch model code
 

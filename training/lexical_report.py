@@ -201,7 +201,7 @@ def lexical_verdict(summary: dict | None) -> list[str]:
         text += (
             f" Fused with question memory (the training questions as keys of their passages; dense weight "
             f"{summary['after'][full]['remembered']['weight']:.2f}): {said('after_remembered_vs_bm25')} BM25, and "
-            f"{said('after_remembered_vs_after_fused')} the fusion without memory; it helps questions about passages "
-            "the training questions asked about, not the others."
+            f"{said('after_remembered_vs_after_fused')} the fusion without memory (the questions on passages it "
+            "trained on and the others are paired apart in results.md)."
         )
     return ["## Against BM25", "", text + " Intervals: 95% paired bootstrap over the eval questions.", ""]

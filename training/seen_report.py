@@ -79,7 +79,7 @@ def seen_in_order(data: IRDataset, trained: set[str], query_ids: list[str]) -> n
     return np.array([by_id[q] for q in query_ids], dtype=bool)
 
 
-def _subset(per_query: dict[int, dict[str, np.ndarray]], mask: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
+def subset_of(per_query: dict[int, dict[str, np.ndarray]], mask: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
     return {dim: {m: np.asarray(v)[mask] for m, v in by_metric.items()} for dim, by_metric in per_query.items()}
 
 
@@ -115,7 +115,7 @@ def seen_summary(
             new_q, base_q = per_query_of(*new, runs, dims), per_query_of(*base, runs, dims)
             if new_q is None or base_q is None:
                 continue
-            found = compare_per_query(_subset(base_q, mask), _subset(new_q, mask), SHOWN, resamples, seed)
+            found = compare_per_query(subset_of(base_q, mask), subset_of(new_q, mask), SHOWN, resamples, seed)
             changes[name] = {str(d): by_metric for d, by_metric in found.items()}
         if changes:
             summary["changes"][group] = changes
