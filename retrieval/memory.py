@@ -29,7 +29,7 @@ are on different scales), so evaluate.py applies it to the fused retriever.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +49,7 @@ def collapsed(text: str) -> str:
 class QuestionMemory:
     """The distinct training questions and their links to corpus rows."""
 
-    questions: list[
-        str
-    ]  # M distinct training questions (whitespace collapsed; the first spelling kept), first-seen order
+    questions: list[str]  # M distinct questions, one per whitespace-collapsed text (its first spelling)
     question_of: np.ndarray  # (L,) int64: the question of each link, links sorted by (row, question)
     row_of: np.ndarray  # (L,) int64: the corpus row of each link
     source: str  # where the pairs came from
@@ -113,13 +111,18 @@ class EncodedMemory:
 
 @dataclass
 class MemoryAtDim:
+    """A memory's questions at one dim, and the search and scores that remember them."""
+
     memory: QuestionMemory
     keys: np.ndarray  # (M, dim) unit vectors
+    rows: np.ndarray = field(init=False, repr=False)  # (P,) the linked corpus rows, ascending
+    starts: np.ndarray = field(init=False, repr=False)  # (P,) where each row's links start (links sorted by row)
+    column: np.ndarray = field(init=False, repr=False)  # (N,) corpus row -> its column of linked_scores, or -1
 
     def __post_init__(self):
-        self.rows = self.memory.rows  # (P,) the linked corpus rows, ascending
+        self.rows = self.memory.rows
         self.starts = np.flatnonzero(np.r_[True, self.memory.row_of[1:] != self.memory.row_of[:-1]])
-        self._column = np.empty(0, dtype=np.int64)  # corpus row -> column of linked_scores (-1: not linked)
+        self.column = np.empty(0, dtype=np.int64)  # sized to the corpus at the first scores_at
 
     def linked_scores(self, queries: np.ndarray, self_keys: np.ndarray | None) -> np.ndarray:
         """(B, P): each query's best cosine with the training questions linked to each of the
@@ -146,10 +149,10 @@ class MemoryAtDim:
             linked = self.linked_scores(queries, self_keys)
         safe = np.maximum(rows, 0)
         cosine = np.einsum("bcd,bd->bc", docs[safe], queries)
-        if len(self._column) != len(docs):  # made once per corpus size
-            self._column = np.full(len(docs), -1, dtype=np.int64)
-            self._column[self.rows] = np.arange(len(self.rows))
-        held = self._column[safe]
+        if len(self.column) != len(docs):  # made once per corpus size
+            self.column = np.full(len(docs), -1, dtype=np.int64)
+            self.column[self.rows] = np.arange(len(self.rows))
+        held = self.column[safe]
         remembered = np.where(held >= 0, np.take_along_axis(linked, np.maximum(held, 0), 1), -np.inf)
         return np.where(rows >= 0, np.maximum(cosine, remembered), 0.0).astype(np.float32)
 
