@@ -434,18 +434,20 @@ class Scorer:
         corpus = np.zeros((len(self.data.corpus_ids), 1), dtype=np.float32)
         return {"bm25": per_query_lists(evaluate_hybrid(queries, corpus, self.data, [], self.index).bm25)}
 
-    def model(self, model_dir: Path | str) -> dict:
-        """Per-question metrics of the model alone and fused with BM25 at every dim, and the weights."""
+    def model(self, model_dir: Path | str, extras: tuple[str, ...] = tuple(ADDED)) -> dict:
+        """Per-question metrics of the model alone and fused with BM25 at every dim, and the weights;
+        of ADDED's scores, those in `extras` the bench has (re-ranked: a re-ranker; remembered: --memory)."""
         from retrieval.evaluation import encode_queries, evaluate_embeddings
 
         queries, corpus, encoder = encode_model(model_dir, self)
         dims = self.args.dims
         dense = evaluate_embeddings(queries, corpus, self.data, dims)
+        rerank = "reranked" in extras
         if self.args.weight_split == CROSS:
-            fused, weights, reranked = self.cross_fitted(queries, corpus)
+            fused, weights, reranked = self.cross_fitted(queries, corpus, rerank=rerank)
         else:
             weight_queries = encode_queries(encoder, self.weight_data.query_texts, self.args.eval_batch, False)
-            fused, weights, reranked = self.fused_with_weights_from(queries, corpus, weight_queries)
+            fused, weights, reranked = self.fused_with_weights_from(queries, corpus, weight_queries, rerank=rerank)
         out = {
             "per_query": {str(dim): per_query_lists(result) for dim, result in dense.items()},
             "fused": {str(dim): fused[dim] for dim in dims},
@@ -454,7 +456,7 @@ class Scorer:
         if reranked is not None:
             out["reranked"] = {str(dim): reranked[dim] for dim in dims}
             out["reranker"] = self.reranker_note
-        if self.memory is not None:
+        if self.memory is not None and "remembered" in extras:
             from retrieval.memory import EncodedMemory
 
             memory = EncodedMemory(
@@ -487,39 +489,40 @@ class Scorer:
         return {dim: result.per_query for dim, result in results.items()}
 
     def fused_with_weights_from(
-        self, queries, corpus, weight_queries, memory: EncodedMemory | None = None
+        self, queries, corpus, weight_queries, memory: EncodedMemory | None = None, rerank: bool = True
     ) -> tuple[dict, dict, dict | None]:
-        """Fused with the weight chosen on --weight-split; with `memory` (EncodedMemory), remembering
-        (never re-ranked)."""
+        """Fused with the weight chosen on --weight-split, and re-ranked when the bench has a re-ranker
+        and `rerank`; with `memory` (EncodedMemory), remembering (never re-ranked)."""
         from retrieval.hybrid import chosen_weights, evaluate_hybrid
 
         dims = self.args.dims
         weights = chosen_weights(weight_queries, corpus, self.weight_data, dims, self.index, memory)
         hybrid = evaluate_hybrid(queries, corpus, self.data, dims, self.index, weights, self.args.weight_split, memory)
-        reranked = self.rerank(hybrid, self.data, weights) if memory is None else None
+        reranked = self.rerank(hybrid, self.data, weights) if memory is None and rerank else None
         fused = {dim: per_query_lists(hybrid.fused[dim]["convex"]) for dim in dims}
         return fused, weights, (None if reranked is None else as_lists(reranked))
 
     def cross_fitted(
-        self, queries: np.ndarray, corpus: np.ndarray, memory: EncodedMemory | None = None
+        self, queries: np.ndarray, corpus: np.ndarray, memory: EncodedMemory | None = None, rerank: bool = True
     ) -> tuple[dict, dict, dict | None]:
         """Two-fold: the questions split in two seeded halves, each half fused with the weight chosen
         on the other, so no question is scored with a weight chosen on itself and no row's weight
         depends on what it was trained on. Returns per-question metrics in the split's order (fused,
         and fused and re-ranked when the bench has a re-ranker, else None), and the two halves'
-        weights per dim. With `memory` (EncodedMemory), the fusion remembers (and is not re-ranked)."""
+        weights per dim. With `memory` (EncodedMemory), the fusion remembers; re-ranked only without
+        memory and with `rerank`."""
         from retrieval.hybrid import chosen_weights, evaluate_hybrid
 
         dims, n = self.args.dims, len(self.data.query_ids)
         halves = cross_halves(n)
         fused = {dim: {} for dim in dims}
-        reranked = None if self.reranker is None else {dim: {} for dim in dims}
+        reranked = None if self.reranker is None or memory is not None or not rerank else {dim: {} for dim in dims}
         weights = {dim: [] for dim in dims}
         for half, other in (halves, halves[::-1]):
             chosen = chosen_weights(queries[other], corpus, subset(self.data, other), dims, self.index, memory)
             part = subset(self.data, half)
             hybrid = evaluate_hybrid(queries[half], corpus, part, dims, self.index, chosen, CROSS, memory)
-            ordered = self.rerank(hybrid, part, chosen) if memory is None else None
+            ordered = self.rerank(hybrid, part, chosen) if memory is None and rerank else None
             for dim in dims:
                 weights[dim].append(chosen[dim])
                 for metric, values in hybrid.fused[dim]["convex"].per_query.items():
@@ -764,8 +767,8 @@ def add_scores(
     path: Path, row: Row, seed: int | None, scorer: Scorer, args: argparse.Namespace, config, keys: list[str]
 ) -> None:
     """A model row's json from before the bench had its re-ranker or its memory: those scores
-    (`keys`, with their notes) added, the model scored again from disk (the rest of the json is kept
-    as it was), if the model is still there."""
+    (`keys`, with their notes) added, the model scored again from disk for them alone (the rest of
+    the json is kept as it was), if the model is still there."""
     name = f"{row.name}{'' if seed is None else f' seed {seed}'}"
     result = json.loads(path.read_text("utf-8"))
     where = result["model_path"] if "adopted" in result else model_dir(row, seed, args, config)
@@ -774,7 +777,7 @@ def add_scores(
         print(f"{name}: not {what}, and its model {where} is gone (delete {path} to train it again)", flush=True)
         return
     print(f"{name}: scoring it {what} ({where})", flush=True)
-    scored = scorer.model(where)
+    scored = scorer.model(where, tuple(keys))
     result.update({key: scored[key] for key in keys} | {ADDED[key]: scored[ADDED[key]] for key in keys})
     write_atomic(path, json.dumps(result) + "\n")
 
