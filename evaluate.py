@@ -58,7 +58,7 @@ from retrieval.rerank import (
     saved_problem,
     saved_weight,
 )
-from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config, check_precision_flags
+from retrieval.settings import FUSION_NORMS, TOKEN_PATTERNS, LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
 from training.seen_report import seen_markdown, seen_mask, seen_summary, subset_of, trained_passages
 
@@ -134,6 +134,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     lexical.add_argument("--bm25-b", type=float, default=default.b)
     lexical.add_argument("--stemmer", default=default.stemmer, help="Snowball language, or none (default english)")
     lexical.add_argument("--stopwords", default=default.stopwords, help="bm25s stopword list, or none (default en)")
+    lexical.add_argument(
+        "--bm25-tokens",
+        choices=list(TOKEN_PATTERNS),
+        default=default.tokens,
+        help="words: bm25s's words of 2+ characters (default); references: also rule numbers (3.2.1) whole and digits",
+    )
     lexical.add_argument("--fusion-norm", choices=list(FUSION_NORMS), default=default.fusion_norm)
     lexical.add_argument(
         "--fusion-weight",
@@ -176,6 +182,7 @@ def lexical_config(args: argparse.Namespace) -> LexicalConfig:
         b=args.bm25_b,
         stemmer=none(args.stemmer),
         stopwords=none(args.stopwords),
+        tokens=args.bm25_tokens,
         fusion_norm=args.fusion_norm,
         fusion_weight=args.fusion_weight,
         rrf_k=args.rrf_k,
@@ -449,8 +456,8 @@ def lexical_report(
     chosen = weight_source(hybrid)
     print(
         f"\nBM25 ({config.method}, k1 {config.k1:g}, b {config.b:g}, stemmer {config.stemmer}, stopwords "
-        f"{config.stopwords}) and the model fused with it ({config.fusion_norm} convex, weight {chosen}; "
-        f"RRF k {config.rrf_k}):"
+        f"{config.stopwords}, tokens {config.tokens}) and the model fused with it ({config.fusion_norm} convex, "
+        f"weight {chosen}; RRF k {config.rrf_k}):"
     )
     print(format_hybrid(hybrid, results))
     comparison = versus_bm25(hybrid, results, args.resamples, args.seed)

@@ -5,7 +5,8 @@ embeds it ('title text').
 Scores follow bm25s's definition for the chosen method; for `lucene` (the default), a query q and a
 passage d of |d| tokens score sum over q's tokens t of
     idf(t) * tf(t, d) / (tf(t, d) + k1 * (1 - b + b * |d| / avgdl)),  idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)),
-where tokens are lower-cased words of two or more characters, stopwords removed, then stemmed.
+where tokens are lower-cased words of two or more characters (with lexical.tokens references, also
+rule numbers such as 3.2.1 whole and single digits: retrieval/settings.py), stopwords removed, then stemmed.
 A query token the corpus never holds adds nothing. A passage that holds none of the query's tokens
 is not retrieved at all: BM25's ranked list holds only the passages that match (so a query with no
 known token retrieves nothing), and fusion and mining never take a non-matching passage from it.
@@ -20,16 +21,21 @@ import bm25s
 import numpy as np
 import Stemmer
 
-from retrieval.settings import LexicalConfig
+from retrieval.settings import TOKEN_PATTERNS, LexicalConfig
 
 BLOCK = 256  # queries scored at once: memory is BLOCK x corpus float32
 
 
 def tokens_of(texts: list[str], config: LexicalConfig) -> list[list[str]]:
-    """bm25s's tokenizer as configured: lower-cased words, stopwords dropped, stemmed."""
+    """bm25s's tokenizer as configured: lower-cased tokens of config.tokens' pattern, stopwords dropped, stemmed."""
     stemmer = Stemmer.Stemmer(config.stemmer) if config.stemmer else None
     return bm25s.tokenize(
-        texts, stopwords=config.stopwords or [], stemmer=stemmer, return_ids=False, show_progress=False
+        texts,
+        stopwords=config.stopwords or [],
+        stemmer=stemmer,
+        token_pattern=TOKEN_PATTERNS[config.tokens],
+        return_ids=False,
+        show_progress=False,
     )
 
 

@@ -335,7 +335,7 @@ def lexical_ranking(
     return Ranking(scores, rows, positives)
 
 
-INDEX_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords")  # what build_index reads of LexicalConfig
+INDEX_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords", "tokens")  # what build_index reads of LexicalConfig
 
 
 def mining_weight(lexical: LexicalConfig) -> float:

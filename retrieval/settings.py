@@ -85,6 +85,16 @@ def check_mine_config(config: MineConfig, key_prefix: str = "data.hard_negatives
             raise ValueError(f"{key(name)}: {getattr(config, name)!r} {why}")
 
 
+# How BM25 cuts text into tokens (before stopwords and stemming), as bm25s's token_pattern.
+# words: bm25s's default, words of two or more letters or digits, so "Rule 3.2.1" keeps only "rule"
+# and "A4.3.6" only "a4". references: also a dotted reference whole ("3.2.1", "a4.3.6", "14.2.12";
+# a sentence's full stop is not part of it) and a single digit, as Lucene's standard tokenizer keeps them.
+TOKEN_PATTERNS = {
+    "words": r"(?u)\b\w\w+\b",
+    "references": r"(?u)\b\w+(?:\.\w+)+\b|\b\w\w+\b|\b\d\b",
+}
+
+
 @dataclass
 class LexicalConfig:
     """BM25 as bm25s computes it: the baseline every evaluation reports and hybrid fusion uses."""
@@ -95,6 +105,7 @@ class LexicalConfig:
     b: float = 0.75
     stemmer: str | None = "english"  # a PyStemmer (Snowball) language; null: no stemming
     stopwords: str | None = "en"  # bm25s's list for that language; null: keep every word
+    tokens: str = "words"  # words | references (rule numbers kept whole, single digits kept): TOKEN_PATTERNS
     fusion_norm: str = "minmax"  # per-query normalisation before the convex combination: minmax | zscore | max
     fusion_weight: float | None = None  # weight of the dense score; null: chosen on the evaluated split (optimistic)
     rrf_k: int = 60  # reciprocal rank fusion's constant
@@ -114,6 +125,7 @@ def check_lexical_config(config: LexicalConfig, key_prefix: str = "lexical") -> 
         ),
         ("retriever", config.retriever not in ("bm25", "none"), "must be bm25 or none"),
         ("method", config.method not in methods, f"must be one of {', '.join(methods)}"),
+        ("tokens", config.tokens not in TOKEN_PATTERNS, f"must be one of {', '.join(TOKEN_PATTERNS)}"),
         ("k1", config.k1 < 0, "must be >= 0"),
         ("b", not 0 <= config.b <= 1, "must be in [0, 1]"),
         ("fusion_norm", config.fusion_norm not in FUSION_NORMS, f"must be one of {', '.join(FUSION_NORMS)}"),

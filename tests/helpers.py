@@ -9,6 +9,7 @@ import os
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import Stemmer
@@ -74,13 +75,23 @@ def tiny_beir(root, n_docs=40, n_queries=8):
     return root
 
 
-def reference_bm25(corpus: list[str], query: str, k1: float, b: float, stem: bool, stopwords: set[str]) -> list[float]:
-    """bm25s's lucene BM25, from its definition: tokens are lower-cased words of 2+ characters, minus
-    stopwords, stemmed; idf = ln(1 + (N - df + 0.5) / (df + 0.5)); tf / (tf + k1 (1 - b + b |d| / avgdl))."""
+def reference_bm25(
+    corpus: list[str],
+    query: str,
+    k1: float,
+    b: float,
+    stem: bool,
+    stopwords: set[str],
+    split: Callable[[str], list[str]] | None = None,
+) -> list[float]:
+    """bm25s's lucene BM25, from its definition: tokens are lower-cased words of 2+ characters (or
+    what `split` makes of the lower-cased text), minus stopwords, stemmed;
+    idf = ln(1 + (N - df + 0.5) / (df + 0.5)); tf / (tf + k1 (1 - b + b |d| / avgdl))."""
     stemmer = Stemmer.Stemmer("english") if stem else None
+    split = split or (lambda text: re.findall(r"(?u)\b\w\w+\b", text))
 
     def tokens(text: str) -> list[str]:
-        words = [w for w in re.findall(r"(?u)\b\w\w+\b", text.lower()) if w not in stopwords]
+        words = [w for w in split(text.lower()) if w not in stopwords]
         return stemmer.stemWords(words) if stemmer else words
 
     docs = [tokens(text) for text in corpus]

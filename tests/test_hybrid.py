@@ -10,7 +10,7 @@ from data import IRDataset, load_beir
 from helpers import reference_bm25
 from retrieval.fusion import WEIGHT_GRID, Candidates, convex, normalized, pool, ranked, reciprocal_rank
 from retrieval.hybrid import chosen_weights, evaluate_hybrid
-from retrieval.lexical import build_index, lexical_search, top_k
+from retrieval.lexical import build_index, lexical_search, tokens_of, top_k
 from retrieval.metrics import score_ranking
 from retrieval.settings import LexicalConfig
 
@@ -39,6 +39,55 @@ def test_bm25_scores_match_the_formula(stem, stopwords, k1, b):
         np.testing.assert_allclose(scores[row], want, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(matched[row], np.array(want) > 0)  # lucene: a match scores above 0
     assert scores[0].max() > 0 and not scores[3].any()  # a hit somewhere; an unknown word scores nothing
+
+
+# Rule numbers, written out by hand as lexical.tokens references should cut them (lower-cased, before
+# stopwords and stemming): a dotted reference is one token, a single digit is kept, a single letter
+# ("a", the "d" of "(d)") and a sentence's full stop are not.
+REFERENCE_TOKENS = {
+    "under rule 3.2.1 a fund must file accounts within 5 days.": [
+        "under", "rule", "3.2.1", "fund", "must", "file", "accounts", "within", "5", "days",
+    ],
+    "under rule 3.2.2 a fund must file accounts within 10 days.": [
+        "under", "rule", "3.2.2", "fund", "must", "file", "accounts", "within", "10", "days",
+    ],
+    "rules a4.3.6 to a4.3.29 set the exposure value.": [
+        "rules", "a4.3.6", "to", "a4.3.29", "set", "the", "exposure", "value",
+    ],
+    "see section 14.2.12(d). the firm reconciles.": ["see", "section", "14.2.12", "the", "firm", "reconciles"],
+    "what does rule 3.2.1 require?": ["what", "does", "rule", "3.2.1", "require"],
+    "exposure under a4.3.6": ["exposure", "under", "a4.3.6"],
+    "reconcile within 5 days under 14.2.12": ["reconcile", "within", "5", "days", "under", "14.2.12"],
+}  # fmt: skip
+
+
+def test_reference_tokens_keep_rule_numbers_whole():
+    import bm25s
+
+    texts = list(REFERENCE_TOKENS)
+    bare = dict(stemmer=None, stopwords=None)
+    assert tokens_of([t.title() for t in texts], LexicalConfig(tokens="references", **bare)) == list(
+        REFERENCE_TOKENS.values()
+    )
+    # words, the default, is bm25s's own tokenizer: the rule numbers are lost ("3.2.1" leaves nothing)
+    words = tokens_of(texts, LexicalConfig(**bare))
+    assert words == bm25s.tokenize(texts, stopwords=[], return_ids=False, show_progress=False)
+    assert words[0] == ["under", "rule", "fund", "must", "file", "accounts", "within", "days"]
+
+
+@pytest.mark.parametrize("stem,stopwords", [(False, None), (True, "en")])
+def test_bm25_with_reference_tokens_matches_the_formula(stem, stopwords):
+    import bm25s.stopwords
+
+    corpus, queries = list(REFERENCE_TOKENS)[:4], list(REFERENCE_TOKENS)[4:]
+    config = LexicalConfig(tokens="references", stemmer="english" if stem else None, stopwords=stopwords)
+    ((_, scores, matched),) = list(build_index(corpus, config).scores(queries))
+    words = set(bm25s.stopwords.STOPWORDS_EN) if stopwords else set()
+    for row, query in enumerate(queries):
+        want = reference_bm25(corpus, query, 1.5, 0.75, stem, words, split=REFERENCE_TOKENS.__getitem__)
+        np.testing.assert_allclose(scores[row], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(matched[row], np.array(want) > 0)
+    assert scores[0, 0] > scores[0, 1]  # the passage of Rule 3.2.1 above its neighbour 3.2.2
 
 
 def test_lexical_search_breaks_ties_by_corpus_order():
@@ -295,6 +344,33 @@ def test_evaluate_cli_reports_bm25_and_the_fused_model(tmp_path, tiny_bert):
     assert "lexical" not in evaluate.main(
         ["--model", str(tiny_bert), "--data", str(data_dir), "--split", "dev", "--lexical", "none"]
     )
+
+
+def test_evaluate_cli_bm25_tokens_references(tmp_path, tiny_bert):
+    """--bm25-tokens references: BM25 over rule numbers kept whole, recorded in the json's settings."""
+    import evaluate
+    from helpers import write_jsonl
+
+    root = tmp_path / "beir"
+    texts = [f"Rule {c}.{s}.{r} sets the reporting duty." for c in (1, 2) for s in (1, 2) for r in (1, 2, 3)]
+    write_jsonl(root / "corpus.jsonl", [{"_id": f"c{i}", "title": "", "text": t} for i, t in enumerate(texts)])
+    asked = [f"What does {texts[row][:10]} require?" for row in (0, 7)]  # "Rule 1.1.1", "Rule 2.1.2"
+    write_jsonl(root / "queries.jsonl", [{"_id": f"q{i}", "text": text} for i, text in enumerate(asked)])
+    (root / "qrels").mkdir()
+    (root / "qrels" / "dev.tsv").write_text("q0\tc0\t1\nq1\tc7\t1\n")
+    argv = ["--model", str(tiny_bert), "--data", str(root), "--split", "dev", "--dims", "8", "--resamples", "100"]
+    lexical = evaluate.main([*argv, "--bm25-tokens", "references"])["lexical"]
+    assert lexical["settings"]["tokens"] == "references"
+    assert lexical["bm25"]["ndcg@10"] == 1.0  # each question's rule number is one passage's alone
+    words = evaluate.main(argv)["lexical"]
+    assert words["settings"]["tokens"] == "words" and words["bm25"]["ndcg@10"] < 1.0  # "rule" ties all twelve
+
+
+def test_check_lexical_config_names_a_bad_token_pattern():
+    from retrieval.settings import check_lexical_config
+
+    with pytest.raises(ValueError, match="lexical.tokens: 'digits' must be one of words, references"):
+        check_lexical_config(LexicalConfig(tokens="digits"))
 
 
 @pytest.mark.parametrize(

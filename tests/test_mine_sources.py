@@ -179,7 +179,8 @@ def test_only_the_lexical_settings_mining_reads_decide_whether_it_mines_again(tm
     assert not again("m")
     assert again("m", fusion_norm="zscore", rrf_k=10, retriever="none")
     assert again("m", fusion_weight=0.5)  # what null means when mining
-    for key, value in {"method": "robertson", "k1": 1.2, "b": 0.5, "stemmer": None, "stopwords": None}.items():
+    changed = {"method": "robertson", "k1": 1.2, "b": 0.5, "stemmer": None, "stopwords": None, "tokens": "references"}
+    for key, value in changed.items():
         assert not again("m", **{key: value}), key
         assert not again("m")  # back to the defaults: mined again, the folder held the other set
     assert again("m", fusion_weight=0.3) is (source == "bm25")
