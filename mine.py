@@ -19,7 +19,7 @@ from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, known_relevant, load_pairs
 from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.mining import MineReport, mine
-from retrieval.settings import LexicalConfig, MineConfig, check_lexical_config, check_mine_config
+from retrieval.settings import TOKEN_PATTERNS, LexicalConfig, MineConfig, check_lexical_config, check_mine_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "run with the same model, data and settings copies them instead of mining",
     )
     parser.add_argument(
+        "--bm25-tokens",
+        choices=list(TOKEN_PATTERNS),
+        default=LexicalConfig.tokens,
+        help="with --source bm25 or hybrid: words (default) or references (rule numbers such as 3.2.1 kept whole)",
+    )
+    parser.add_argument(
         "--fusion-weight",
         type=float,
         default=None,
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> MineReport | None:
         source=args.source,
         cache=str(args.cache) if args.cache else None,
     )
-    lexical = LexicalConfig(fusion_weight=args.fusion_weight)
+    lexical = LexicalConfig(fusion_weight=args.fusion_weight, tokens=args.bm25_tokens)
     try:
         check_mine_config(config, key_prefix="")
         check_lexical_config(lexical, key_prefix="lexical")

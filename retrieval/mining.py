@@ -43,7 +43,7 @@ from retrieval.evaluation import encode_sharded
 from retrieval.fusion import convex_scores
 from retrieval.lexical import build_index, matched_top_k
 from retrieval.search import exact_search, truncate_normalize
-from retrieval.settings import LexicalConfig, MineConfig, check_mine_config
+from retrieval.settings import TOKEN_PATTERNS, LexicalConfig, MineConfig, check_mine_config
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ def lexical_ranking(
     return Ranking(scores, rows, positives)
 
 
-INDEX_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords", "tokens")  # what build_index reads of LexicalConfig
+INDEX_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords")  # what build_index reads of LexicalConfig, and tokens
 
 
 def mining_weight(lexical: LexicalConfig) -> float:
@@ -454,6 +454,8 @@ def lexical_read(lexical: LexicalConfig, source: str) -> dict:
     the dense weight when fusing; not the evaluation's fusion_norm, rrf_k or retriever, so changing
     those reuses the mined set."""
     read = {key: getattr(lexical, key) for key in INDEX_SETTINGS}
+    if lexical.tokens != "words":  # the pattern itself; absent for the default, so caches mined before it stay valid
+        read["token_pattern"] = TOKEN_PATTERNS[lexical.tokens]
     return {**read, "fusion_weight": mining_weight(lexical)} if source == "hybrid" else read
 
 

@@ -87,8 +87,10 @@ def check_mine_config(config: MineConfig, key_prefix: str = "data.hard_negatives
 
 # How BM25 cuts text into tokens (before stopwords and stemming), as bm25s's token_pattern.
 # words: bm25s's default, words of two or more letters or digits, so "Rule 3.2.1" keeps only "rule"
-# and "A4.3.6" only "a4". references: also a dotted reference whole ("3.2.1", "a4.3.6", "14.2.12";
-# a sentence's full stop is not part of it) and a single digit, as Lucene's standard tokenizer keeps them.
+# and "A4.3.6" only "a4". references: also any dotted run of letters and digits whole ("3.2.1",
+# "a4.3.6", "14.2.12" of "14.2.12(d)"; also "e.g", "u.a.e", and two sentences run together without a
+# space; a sentence's full stop is not part of it) and a single digit, as Lucene's standard tokenizer
+# keeps dotted numbers and digits. Single letters stay dropped; "1,000" stays two tokens.
 TOKEN_PATTERNS = {
     "words": r"(?u)\b\w\w+\b",
     "references": r"(?u)\b\w+(?:\.\w+)+\b|\b\w\w+\b|\b\d\b",

@@ -73,6 +73,8 @@ def test_reference_tokens_keep_rule_numbers_whole():
     words = tokens_of(texts, LexicalConfig(**bare))
     assert words == bm25s.tokenize(texts, stopwords=[], return_ids=False, show_progress=False)
     assert words[0] == ["under", "rule", "fund", "must", "file", "accounts", "within", "days"]
+    edges = tokens_of(["See e.g. Rule 3.2.1. It costs 1,000 (i) units."], LexicalConfig(tokens="references", **bare))
+    assert edges == [["see", "e.g", "rule", "3.2.1", "it", "costs", "1", "000", "units"]]
 
 
 @pytest.mark.parametrize("stem,stopwords", [(False, None), (True, "en")])

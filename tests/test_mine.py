@@ -442,6 +442,28 @@ def test_cli_cache_reuses_a_set_mined_for_another_folder(tiny_bert, tmp_path, ca
         main(common + [str(tmp_path / "blocker"), "--out", str(tmp_path / "c")])
 
 
+def test_cli_bm25_tokens_decide_the_negative(tmp_path, capsys):
+    """--source bm25: "Rule 3.2.1" matches the audit rule only when rule numbers are tokens. By hand:
+    the first question's tokens are rule, say, record (+ 3.2.1); the records passage and the audit
+    passage match rule and record alike, and the records passage, shorter, ranks first under words;
+    under references the audit passage also matches 3.2.1, a token no other passage holds."""
+    records, audit = "Records under Rule 5.5.5 in a register.", "Audit Rule 3.2.1 sets audit duties for records."
+    rows = [
+        ("What does Rule 3.2.1 say about records?", "Rule 3.2.1 requires records kept."),
+        ("What does Rule 4.4.4 require for accounts?", "Rule 4.4.4 requires accounts kept."),
+        ("Where is the register under 5.5.5?", records),
+        ("What duties does the audit rule set?", audit),
+    ]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in rows))
+    common = ["--train", str(train), "--out", str(tmp_path / "out"), "--source", "bm25", "--k", "1"]
+    common += ["--max-relative", "none"]
+    for tokens, negative in (("words", records), ("references", audit), ("words", records)):
+        main([*common, "--bm25-tokens", tokens])
+        assert "Hard negatives mined" in capsys.readouterr().out  # another setting: never the other's file
+        assert read_jsonl(tmp_path / "out" / "triplets.jsonl")[0]["negatives"] == [negative], tokens
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

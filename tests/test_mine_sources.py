@@ -5,6 +5,7 @@ negatives; 0: the BM25 ones)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -184,3 +185,15 @@ def test_only_the_lexical_settings_mining_reads_decide_whether_it_mines_again(tm
         assert not again("m", **{key: value}), key
         assert not again("m")  # back to the defaults: mined again, the folder held the other set
     assert again("m", fusion_weight=0.3) is (source == "bm25")
+
+
+def test_default_tokens_leave_the_fingerprint_of_earlier_mined_sets_unchanged():
+    """lexical.tokens came later: at its default (words) mining reads what it read before it existed,
+    so sets mined then are reused; references adds the pattern itself."""
+    from retrieval.mining import lexical_read
+
+    before = {"method": "lucene", "k1": 1.5, "b": 0.75, "stemmer": "english", "stopwords": "en"}
+    assert lexical_read(LexicalConfig(), "bm25") == before
+    assert lexical_read(LexicalConfig(), "hybrid") == {**before, "fusion_weight": 0.5}
+    pattern = lexical_read(LexicalConfig(tokens="references"), "bm25")["token_pattern"]
+    assert "3.2.1" in re.findall(pattern, "rule 3.2.1 applies")

@@ -634,10 +634,12 @@ def test_every_run_reports_bm25_and_the_fused_model(tiny_bert, tiny_task, tmp_pa
     from retrieval.settings import LexicalConfig
 
     run = tmp_path / "run"
-    train.main(tiny_args(tiny_bert, tiny_task, run, "--train.lr", "3e-3", "--lexical.stemmer", "null"))
+    lexical_args = ("--lexical.stemmer", "null", "--lexical.tokens", "references")
+    train.main(tiny_args(tiny_bert, tiny_task, run, "--train.lr", "3e-3", *lexical_args))
     lexical = json.loads((run / "results.json").read_text())["lexical"]
+    assert lexical["settings"]["tokens"] == "references"
     data = load_ir(tiny_task / "beir", "dev")
-    index = build_index(data.corpus_texts, LexicalConfig(stemmer=None))
+    index = build_index(data.corpus_texts, LexicalConfig(stemmer=None, tokens="references"))
     want = score_ranking(*lexical_search(index, data.query_texts, 100), data, [data.qrels[q] for q in data.query_ids])
     assert lexical["bm25"] == pytest.approx(want.metrics)
     assert set(lexical["before"]) == set(lexical["after"]) == {"32", "16"}
@@ -657,6 +659,7 @@ def test_every_run_reports_bm25_and_the_fused_model(tiny_bert, tiny_task, tmp_pa
     )
     assert np.mean(per_query["bm25"]["ndcg@10"]) == pytest.approx(want.metrics["ndcg@10"])
     assert "## Against BM25, the baseline you already have" in (run / "results.md").read_text()
+    assert "BM25 (rule numbers such as 3.2.1 kept as tokens): NDCG@10" in (run / "results.md").read_text()
     assert "## Against BM25" in (run / "model" / "README.md").read_text()
     quiet = train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "none", "--lexical.retriever", "none"))
     assert json.loads((tmp_path / "none" / "results.json").read_text())["lexical"] is None and quiet["steps"] == 2

@@ -19,6 +19,7 @@ NORMS = {  # lexical.fusion_norm, as the report says it
     "zscore": "per-query z-score-normalised scores",
     "max": "the cosine and BM25 over the query's best score",
 }
+TOKENS_SAID = {"references": " (rule numbers such as 3.2.1 kept as tokens)"}  # lexical.tokens other than words
 SHOWN = ("ndcg@10", "recall@10", "map@10")  # the shared task's metrics, and ours
 # (name, new, base): each a (label, kind); kind "dense" is the model alone, "convex" fused with BM25
 CHANGES = (
@@ -99,10 +100,11 @@ def lexical_markdown(summary: dict | None) -> list[str]:
     if not summary:
         return []
     dims = list(summary.get("after") or summary.get("before"))
+    tokens = TOKENS_SAID.get(summary["settings"].get("tokens", "words"), "")  # results.json of earlier runs: words
     lines = [
         "## Against BM25, the baseline you already have",
         "",
-        f"BM25: NDCG@10 {summary['bm25']['ndcg@10']:.4f}, Recall@10 {summary['bm25']['recall@10']:.4f}, "
+        f"BM25{tokens}: NDCG@10 {summary['bm25']['ndcg@10']:.4f}, Recall@10 {summary['bm25']['recall@10']:.4f}, "
         f"MAP@10 {summary['bm25']['map@10']:.4f}. Fused: the convex combination of "
         f"{NORMS[summary['settings']['fusion_norm']]}, the dense weight w {summary['weight_chosen_on']}.",
         "",
