@@ -450,7 +450,7 @@ def lexical_report(
         other, other_query_emb = weight_on
         other_candidates = candidates_by_dim(other_query_emb, corpus_emb, other, dims, index)[0]
         weights = {dim: choose_weight(c, other, config.fusion_norm) for dim, c in other_candidates.items()}
-        other_fused = Fused(other, other_candidates, weights, config.fusion_norm)
+        other_fused = Fused(other, other_candidates, weights, config.fusion_norm, config.tokens)
     hybrid = evaluate_hybrid(query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "")
     attach_fused(results, hybrid)  # beside each dim's dense result, as a training run's report holds them (--seen)
     chosen = weight_source(hybrid)
@@ -467,7 +467,7 @@ def lexical_report(
     as_json = {name: {str(dim): by_metric for dim, by_metric in by_dim.items()} for name, by_dim in comparison.items()}
     report = {**hybrid_json(hybrid), "settings": asdict(config), "versus_bm25": as_json}
     if reranker is not None:
-        fused = Fused(data, hybrid.candidates, hybrid.weights, config.fusion_norm)
+        fused = Fused(data, hybrid.candidates, hybrid.weights, config.fusion_norm, config.tokens)
         report["reranked"] = reranked_report(args, hybrid, fused, reranker, other_fused)
     if memory is not None:
         report["memory"] = memory_report(args, data, dims, embeddings, index, hybrid, weight_on, memory, seen)
@@ -543,11 +543,12 @@ def rerank_weights(
     args: argparse.Namespace, reranker: Reranker, fused: Fused, other: Fused | None, depth: int
 ) -> tuple[dict[int, float], str]:
     """The cross-encoder's weight per dim and where it came from: --rerank-weight; else the weight
-    train_reranker.py chose on its held-out questions (when it applies: same depth, min-max fusion);
+    train_reranker.py chose on its held-out questions (when it applies: same depth, min-max fusion and
+    BM25 tokens);
     else chosen on --fusion-weight-from's split; else on the evaluated split (optimistic)."""
     if args.rerank_weight is not None:
         return {dim: args.rerank_weight for dim in fused.candidates}, "given"
-    if (saved := saved_weight(reranker, depth, fused.norm)) is not None:
+    if (saved := saved_weight(reranker, depth, fused.norm, fused.tokens)) is not None:
         return {dim: saved[0] for dim in fused.candidates}, saved[1]
     if other is not None:
         return chosen_weights(reranker, other, depth), f"chosen on {other.data.name}"

@@ -219,7 +219,7 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
         if config.eval.rerank:
             if r.reranker is None:  # loaded once, on the main process
                 r.reranker = load_reranker(config.eval.rerank)
-            fused = Fused(data, hybrid.candidates, hybrid.weights, config.lexical.fusion_norm)
+            fused = Fused(data, hybrid.candidates, hybrid.weights, config.lexical.fusion_norm, config.lexical.tokens)
             reranked, weights, source = attach_reranked(results, fused, r.reranker)
             table = {f"{dim} (w {weights[dim]:.2f})": x.metrics for dim, x in reranked.items()}
             print(f"\n{label}, fused and re-ranked (weight {source}):\n{format_table(table)}", flush=True)

@@ -5,9 +5,10 @@
 
 The groups come from --split's judged questions: each relevant passage, and --negatives others
 drawn from the question's top --pool of --first-stage fused with BM25 (its dense weight chosen on
---split). The cross-encoder starts from --init with a fresh one-logit head. --holdout of the
-questions (default 0.1, seeded) are kept out of training: the weight of the cross-encoder against
-the fused score is chosen on them and saved with the model, and evaluate.py --rerank uses it.
+--split; BM25 cuts text as --bm25-tokens). The cross-encoder starts from --init with a fresh
+one-logit head. --holdout of the questions (default 0.1, seeded) are kept out of training: the
+weight of the cross-encoder against the fused score is chosen on them and saved with the model,
+and evaluate.py --rerank uses it (when it evaluates with the same --bm25-tokens).
 Train it on a split you do not evaluate on: evaluate.py scores it on another.
 
 --members N trains N re-rankers from the seeds --seed, --seed + 1, ... (N times the training) and
@@ -50,6 +51,7 @@ from retrieval.rerank import (
     Fused,
     Reranker,
     cached_scorer,
+    first_stage_tokens,
     load_reranker,
     one_standard_error_weight,
     resave_settings,
@@ -57,6 +59,7 @@ from retrieval.rerank import (
     saved_problem,
     weight_curve,
 )
+from retrieval.settings import TOKEN_PATTERNS, LexicalConfig
 from training.reranker import (
     HOLDOUT,
     HOLDOUT_SEED,
@@ -85,6 +88,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="no training: choose a saved re-ranker's weight again for --depth, on its own held-out questions",
     )
     parser.add_argument("--first-stage", default=PACKAGED_MINILM, help="dense model fused with BM25 to draw negatives")
+    parser.add_argument(
+        "--bm25-tokens",
+        choices=list(TOKEN_PATTERNS),
+        default=LexicalConfig().tokens,
+        help="BM25's tokens in the first stage, as evaluate.py --bm25-tokens (default words; --reweigh: as saved); "
+        "evaluate.py uses the saved weight only with the same tokens",
+    )
     parser.add_argument("--init", default=PACKAGED_MINILM, help="weights the cross-encoder starts from")
     parser.add_argument("--pool", type=int, default=30, help="negatives are drawn from this fused top (default 30)")
     parser.add_argument("--negatives", type=int, default=3, help="per group (default 3)")
@@ -251,7 +261,7 @@ def training_of(args: argparse.Namespace, seed: int) -> RerankTraining:
 def expected_settings(args: argparse.Namespace, data: IRDataset, fusion_weight: float, seed: int) -> dict:
     """What a re-ranker trained by these flags from `seed` saves about how it was made."""
     settings = training_of(args, seed)
-    return {
+    saved = {
         "depth": args.depth,
         "init": args.init,
         "data": data.name,
@@ -264,6 +274,9 @@ def expected_settings(args: argparse.Namespace, data: IRDataset, fusion_weight: 
         "training": asdict(settings),
         "max_length": args.max_length,
     }
+    if args.bm25_tokens != "words":  # absent means words, as every re-ranker saved before the flag
+        saved["bm25_tokens"] = args.bm25_tokens
+    return saved
 
 
 def kept_member(
@@ -279,7 +292,10 @@ def kept_member(
     except ValueError as err:
         sys.exit(f"error: {err}; delete it or give another --out")
     wanted = expected_settings(args, data, fusion_weight, seed)
-    differ = [key for key in wanted if key != "depth" and ce.settings.get(key) != wanted[key]]  # depth: not trained
+    skip = ("depth", "bm25_tokens")  # depth: not trained; the tokens: absent when words, compared below
+    differ = [key for key in wanted if key not in skip and ce.settings.get(key) != wanted[key]]
+    if first_stage_tokens(ce.settings) != args.bm25_tokens:
+        differ.append(f"bm25_tokens ({first_stage_tokens(ce.settings)})")
     saved_held = ce.settings.get("held_out")
     if held is None and saved_held is not None:
         differ.append("held_out (it held questions out; this run holds none)")
@@ -310,7 +326,7 @@ def reweigh(args: argparse.Namespace) -> dict:
     except (DataError, FileNotFoundError, OSError, ValueError, KeyError) as err:
         sys.exit(f"error: {err}")
     trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
-    fused = first_stage(data, encoder, trained_on, args.batch_size)
+    fused = first_stage(data, encoder, trained_on, args.batch_size, first_stage_tokens(settings))
     full = next(iter(fused.candidates))
     held_fused = held_out_part(fused, held)
     if not same_held_out(settings["held_out"], held_fused, ce.depth):
@@ -343,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
     trained_on, held = held_out(len(data.query_ids), args.holdout, args.holdout_seed)
     if len(trained_on) == 0:
         sys.exit(f"error: --holdout {args.holdout}: holds out all {len(data.query_ids)} questions of {data.name}")
-    fused = first_stage(data, encoder, trained_on, args.batch_size)
+    fused = first_stage(data, encoder, trained_on, args.batch_size, args.bm25_tokens)
     ((full, c),) = fused.candidates.items()
     fusion_weight = fused.weights[full]
     held_fused = None

@@ -384,16 +384,24 @@ class Fused:
     candidates: dict[int, Candidates]
     weights: dict[int, float]
     norm: str = "minmax"
+    tokens: str = "words"  # BM25's tokens (lexical.tokens)
 
 
-def saved_weight(ce: Reranker, depth: int, norm: str) -> tuple[float, str] | None:
+def saved_weight(ce: Reranker, depth: int, norm: str, tokens: str = "words") -> tuple[float, str] | None:
     """The weight train_reranker.py chose on its held-out questions, and where, if it applies here:
-    the same depth and the min-max fusion it was chosen with; else None."""
+    the same depth, the min-max fusion and BM25's tokens it was chosen with; else None."""
     held = ce.settings.get("held_out")
-    if not held or depth != ce.depth or norm != "minmax":
+    if not held or depth != ce.depth or norm != "minmax" or tokens != first_stage_tokens(ce.settings):
         return None
     first_stage = ce.settings.get("first_stage", "its first stage")
-    return float(held["weight"]), f"chosen on {held['weight_from']} with {first_stage} + BM25 when it was trained"
+    bm25 = "BM25" if tokens == "words" else f"BM25 ({tokens} tokens)"
+    return float(held["weight"]), f"chosen on {held['weight_from']} with {first_stage} + {bm25} when it was trained"
+
+
+def first_stage_tokens(settings: dict) -> str:
+    """BM25's tokens in a re-ranker's first stage: saved as `bm25_tokens` when not the default words
+    (re-rankers saved before the setting existed used words)."""
+    return settings.get("bm25_tokens", "words")
 
 
 def chosen_weights(ce: Reranker, on: Fused, depth: int) -> dict[int, float]:
@@ -420,7 +428,7 @@ def attach_reranked(
     """Each dim's `fused["reranked"]` and `rerank_weight`: the fusion re-ranked over the re-ranker's
     depth, at the weight it saved (chosen on its held-out questions), else one chosen on these
     questions (optimistic). Returns the re-ranked results, the weights and where they came from."""
-    saved = saved_weight(ce, ce.depth, fused.norm)
+    saved = saved_weight(ce, ce.depth, fused.norm, fused.tokens)
     if saved is not None:
         weights, source = {dim: saved[0] for dim in fused.candidates}, saved[1]
     else:

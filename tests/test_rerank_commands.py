@@ -1,11 +1,13 @@
 """train_reranker.py and evaluate.py --rerank end to end on a tiny BEIR set: the saved re-ranker loads
 in sentence-transformers with the same logits, a damaged one is refused, weight 0 leaves the fusion
 as it was, weight 1 orders the fused top k by sentence-transformers' own scores, and bad flags stop
-with one line before anything is encoded."""
+with one line before anything is encoded; a re-ranker trained over BM25's reference tokens says so, and its
+saved weight is used only by an evaluation with the same tokens."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from retrieval.hybrid import evaluate_hybrid, lexical_index
 from retrieval.metrics import TOP_K, score_ranking
 from retrieval.rerank import CrossEncoder
 from retrieval.settings import LexicalConfig
-from tests.helpers import make_tiny_bert, tiny_beir
+from tests.helpers import make_tiny_bert, tiny_beir, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +208,45 @@ def test_train_reranker_never_overwrites(trained):
     with pytest.raises(SystemExit, match="exists; give a new directory"):
         train_reranker.main(f"--data {data} --out {out} --first-stage {model}".split())
     assert (out / "complete.json").read_bytes() == before
+
+
+def _rules_set(root):
+    """Passages told apart only by a rule number of single digits ("Rule 3.4.7 applies to the firm."),
+    each asked about by one train and one dev question: BM25 over words sees the same tokens in every
+    passage and question; over reference tokens only the asked passage holds the question's number."""
+    numbers = [f"3.{a}.{b}" for a in range(1, 5) for b in range(1, 7)]  # 24 passages
+    corpus = [{"_id": f"r{i}", "title": "", "text": f"Rule {n} applies to the firm."} for i, n in enumerate(numbers)]
+    write_jsonl(root / "corpus.jsonl", corpus)
+    asked = [f"What does Rule {n} require?" for n in numbers]
+    questions = [{"_id": f"{s}{i}", "text": text} for s in "td" for i, text in enumerate(asked)]
+    write_jsonl(root / "queries.jsonl", questions)
+    (root / "qrels").mkdir()
+    for split, s in (("train", "t"), ("dev", "d")):
+        (root / "qrels" / f"{split}.tsv").write_text("".join(f"{s}{i}\tr{i}\t1\n" for i in range(len(numbers))))
+    return root
+
+
+def test_a_reranker_trained_over_reference_tokens_says_so_and_its_weight_needs_them(trained, tmp_path):
+    model = trained[0]
+    data = _rules_set(tmp_path / "rules")
+    argv = f"--data {data} --first-stage {model} --init {model} --pool 10 --negatives 3 --max-length 32 --batch 4"
+    references = train_reranker.main([*argv.split(), "--out", str(tmp_path / "ref"), "--bm25-tokens", "references"])
+    words = train_reranker.main([*argv.split(), "--out", str(tmp_path / "words")])
+    assert references["bm25_tokens"] == "references" and "bm25_tokens" not in words  # absent: words, as before
+    # With reference tokens BM25 min-max scores the asked passage 1 and every other 0, so any dense weight
+    # under 0.5 keeps it first: every held-out question's fused NDCG@10 is 1. Over words BM25 ties all
+    # passages and the random dense model orders them.
+    assert references["first_stage_weight"] < 0.5 and references["held_out"]["fused"] == 1.0
+    assert words["held_out"]["fused"] < 1.0
+
+    common = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank {tmp_path / 'ref'}".split()
+    same = evaluate.main([*common, "--bm25-tokens", "references"])["lexical"]["reranked"]
+    assert "(references tokens) when it was trained" in same["weights_from"]
+    assert same["32"]["weight"] == references["held_out"]["weight"]
+    other = evaluate.main(common)["lexical"]["reranked"]  # words: the saved weight was chosen over another fusion
+    assert other["weights_from"].endswith("(dev) (optimistic)")
+
+    shutil.copytree(tmp_path / "ref", tmp_path / "ens.member-0")  # a references run as a words member (seed 0)
+    with pytest.raises(SystemExit, match=r"a re-ranker made otherwise \(bm25_tokens \(references\)\)"):
+        train_reranker.main([*argv.split(), "--out", str(tmp_path / "ens"), "--members", "2"])
+    assert not (tmp_path / "ens").exists()

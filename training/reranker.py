@@ -66,23 +66,28 @@ def held_out(n_questions: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[n_held:]), np.sort(order[:n_held])
 
 
-def first_stage(data: IRDataset, encoder: Encoder, trained_on: np.ndarray, batch_size: int) -> Fused:
-    """Each question's candidates under the dense `encoder` and BM25 at the model's full size, and
-    the dense weight of their fusion, chosen on the questions `trained_on` (it draws their negatives
-    and ranks the held-out questions the mixing weight is chosen on)."""
+def first_stage(
+    data: IRDataset, encoder: Encoder, trained_on: np.ndarray, batch_size: int, tokens: str = "words"
+) -> Fused:
+    """Each question's candidates under the dense `encoder` and BM25 (cutting text into `tokens`,
+    lexical.tokens) at the model's full size, and the dense weight of their fusion, chosen on the
+    questions `trained_on` (it draws their negatives and ranks the held-out questions the mixing
+    weight is chosen on)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     query_emb, corpus_emb, _ = encode_ir(encoder.to(device), data, batch_size, True)
     full = corpus_emb.shape[1]
-    c = candidates_by_dim(query_emb, corpus_emb, data, [full], lexical_index(data, LexicalConfig()))[0][full]
+    lexical = lexical_index(data, LexicalConfig(tokens=tokens))
+    c = candidates_by_dim(query_emb, corpus_emb, data, [full], lexical)[0][full]
     weight = choose_weight(c.take(trained_on), question_subset(data, trained_on, "trained on"), "minmax")
-    return Fused(data, {full: c}, {full: weight})
+    return Fused(data, {full: c}, {full: weight}, tokens=tokens)
 
 
 def held_out_part(fused: Fused, held: np.ndarray) -> Fused:
     """The fused rankings of the question rows `held` only (the held-out questions a re-ranker's
     weight is chosen on), with the first stage's dense weight."""
     ((full, c),) = fused.candidates.items()
-    return Fused(question_subset(fused.data, held, "held out"), {full: c.take(held)}, {full: fused.weights[full]})
+    part = question_subset(fused.data, held, "held out")
+    return Fused(part, {full: c.take(held)}, {full: fused.weights[full]}, fused.norm, fused.tokens)
 
 
 def ids_sha256(query_ids: list[str]) -> str:
