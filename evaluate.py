@@ -57,6 +57,7 @@ from retrieval.rerank import (
     load_reranker,
     saved_problem,
     saved_weight,
+    unused_weight_note,
 )
 from retrieval.settings import FUSION_NORMS, TOKEN_PATTERNS, LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
@@ -167,8 +168,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rerank-weight",
         type=float,
         help="the cross-encoder's weight against the fused score, in [0, 1] (default: the one train_reranker.py "
-        "chose on its held-out questions, at the depth it was trained for; else chosen on --fusion-weight-from's "
-        "split; else on --split, optimistic)",
+        "chose on its held-out questions, at its depth, min-max fusion and BM25 tokens; else chosen on "
+        "--fusion-weight-from's split; else on --split, optimistic)",
     )
     return parser.parse_args(argv)
 
@@ -550,6 +551,8 @@ def rerank_weights(
         return {dim: args.rerank_weight for dim in fused.candidates}, "given"
     if (saved := saved_weight(reranker, depth, fused.norm, fused.tokens)) is not None:
         return {dim: saved[0] for dim in fused.candidates}, saved[1]
+    if note := unused_weight_note(reranker, depth, fused.norm, fused.tokens):
+        print(f"note: {note}")
     if other is not None:
         return chosen_weights(reranker, other, depth), f"chosen on {other.data.name}"
     return chosen_weights(reranker, fused, depth), f"chosen on {fused.data.name} (optimistic)"

@@ -91,7 +91,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bm25-tokens",
         choices=list(TOKEN_PATTERNS),
-        default=LexicalConfig().tokens,
         help="BM25's tokens in the first stage, as evaluate.py --bm25-tokens (default words; --reweigh: as saved); "
         "evaluate.py uses the saved weight only with the same tokens",
     )
@@ -124,6 +123,7 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     args = parse_args(argv)
     if args.reweigh is None:  # training draws by the flags, or the defaults; --reweigh by what it saved
         args.holdout, args.holdout_seed = holdout_flags(None, args.holdout, args.holdout_seed)
+        args.bm25_tokens = args.bm25_tokens or LexicalConfig().tokens
     positive = ("pool", "negatives", "max_length", "depth", "batch_size", "epochs", "batch", "chunk", "members")
     problems = [
         f"--{n.replace('_', '-')} {getattr(args, n)}: must be at least 1" for n in positive if getattr(args, n) < 1
@@ -139,7 +139,9 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     if (args.out is None) == (args.reweigh is None):
         problems.append("give --out (train a re-ranker) or --reweigh DIR (choose a saved one's weight again)")
     elif args.reweigh is not None:
-        if args.holdout == 0:
+        if args.bm25_tokens is not None:
+            problems.append("--bm25-tokens: --reweigh takes the first stage's tokens from the re-ranker it reweighs")
+        elif args.holdout == 0:
             problems.append("--holdout 0: --reweigh chooses on the questions the re-ranker held out; give its own")
         elif problem := saved_problem(args.reweigh):
             problems.append(f"--reweigh {args.reweigh}: {problem}")
@@ -295,7 +297,7 @@ def kept_member(
     skip = ("depth", "bm25_tokens")  # depth: not trained; the tokens: absent when words, compared below
     differ = [key for key in wanted if key not in skip and ce.settings.get(key) != wanted[key]]
     if first_stage_tokens(ce.settings) != args.bm25_tokens:
-        differ.append(f"bm25_tokens ({first_stage_tokens(ce.settings)})")
+        differ.append(f"bm25_tokens ({first_stage_tokens(ce.settings)}; this run: {args.bm25_tokens})")
     saved_held = ce.settings.get("held_out")
     if held is None and saved_held is not None:
         differ.append("held_out (it held questions out; this run holds none)")
@@ -319,6 +321,8 @@ def reweigh(args: argparse.Namespace) -> dict:
         if not settings.get("held_out"):
             raise ValueError(f"re-ranker {args.reweigh}: it held no questions out, so there is none to choose on")
         args.holdout, args.holdout_seed = holdout_flags(settings["held_out"], args.holdout, args.holdout_seed)
+        if (tokens := first_stage_tokens(settings)) not in TOKEN_PATTERNS:
+            raise ValueError(f"re-ranker {args.reweigh}: bm25_tokens {tokens!r} is none of {', '.join(TOKEN_PATTERNS)}")
         data = load_ir(settings["data_path"], settings["split"])
         if args.data is not None and data_path(args.data) != settings["data_path"]:
             raise ValueError(f"--data {args.data}: re-ranker {args.reweigh} was trained on {settings['data_path']}")

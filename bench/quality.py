@@ -417,10 +417,12 @@ class Scorer:
         self.reranker_note: dict = {}  # where it is, its depth and the weight it saved (each re-ranked row keeps it)
 
     def load_reranker(self, where: Path) -> None:
-        from retrieval.rerank import load_reranker, saved_weight
+        from retrieval.rerank import first_stage_tokens, load_reranker, saved_weight
 
         ce = load_reranker(where)
-        saved = saved_weight(ce, ce.depth, "minmax")
+        if (tokens := first_stage_tokens(ce.settings)) != "words":
+            raise SystemExit(f"error: re-ranker {where}: trained over BM25 {tokens} tokens; the bench fuses BM25 words")
+        saved = saved_weight(ce, ce.depth, "minmax", "words")
         if saved is None:
             raise SystemExit(f"re-ranker {where}: no weight chosen on held-out questions (train it with --holdout > 0)")
         self.reranker = ce
@@ -1252,6 +1254,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"error: {err}")
         if args.adopt:
             check_adoptions(rows, args)
+        if any(a.split("=")[0] == "--bm25-tokens" for a in args.reranker_args):
+            sys.exit("error: --reranker-args: no --bm25-tokens; the bench fuses BM25 over its default words")
         scorer = Scorer(args)
         args.out.mkdir(parents=True, exist_ok=True)
         for row in rows:

@@ -28,7 +28,14 @@ from bench.quality import change
 from data import data_path, load_ir
 from model import Encoder, ModelConfig, resolve_model_dir
 from retrieval.metrics import TOP_K
-from retrieval.rerank import CrossEncoder, Ensemble, cached_scorer, one_standard_error_weight, weight_curve
+from retrieval.rerank import (
+    CrossEncoder,
+    Ensemble,
+    cached_scorer,
+    first_stage_tokens,
+    one_standard_error_weight,
+    weight_curve,
+)
 from training.reranker import first_stage, held_out, held_out_part, holdout_flags, same_held_out
 
 
@@ -49,11 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def shared_settings(rerankers: list[CrossEncoder]) -> dict:
     """What the re-rankers must share for their held-out questions to be the same; exits otherwise."""
-    keys = ("data_path", "split", "first_stage", "depth")
+    keys = ("data_path", "split", "first_stage", "depth", "bm25_tokens")
 
     def shared(ce: CrossEncoder) -> dict:  # the first stage by where it is: an id and its path are one model
         return {key: ce.settings.get(key) for key in keys} | {
-            "first_stage": str(resolve_model_dir(ce.settings["first_stage"]))
+            "first_stage": str(resolve_model_dir(ce.settings["first_stage"])),
+            "bm25_tokens": first_stage_tokens(ce.settings),
         }
 
     first = shared(rerankers[0])
@@ -92,8 +100,14 @@ def main(argv: list[str] | None = None) -> dict:
     if len(held) != (saved := rerankers[0].settings["held_out"]["questions"]):
         sys.exit(f"error: the re-rankers held out {saved} questions, not {len(held)}: check --holdout")
     encoder = Encoder.from_config(ModelConfig(shared["first_stage"]), "auto")
-    fused = first_stage(data, encoder, trained_on, 64)
+    fused = first_stage(data, encoder, trained_on, 64, shared["bm25_tokens"])
     ((full, c),) = fused.candidates.items()
+    saved_weights = {ce.settings.get("first_stage_weight", fused.weights[full]) for ce in rerankers}
+    if saved_weights != {fused.weights[full]}:  # the same model, data and tokens: the same weight, or not the same
+        sys.exit(
+            f"error: {shared['first_stage']} + BM25 now takes dense weight {fused.weights[full]}, not the "
+            f"{sorted(saved_weights)} the re-rankers were trained with: not the same first stage"
+        )
     held_fused = held_out_part(fused, held)
     held_data = held_fused.data
     for path, ce in zip(args.rerankers, rerankers):  # the questions each held out: these, none other

@@ -387,7 +387,7 @@ class Fused:
     tokens: str = "words"  # BM25's tokens (lexical.tokens)
 
 
-def saved_weight(ce: Reranker, depth: int, norm: str, tokens: str = "words") -> tuple[float, str] | None:
+def saved_weight(ce: Reranker, depth: int, norm: str, tokens: str) -> tuple[float, str] | None:
     """The weight train_reranker.py chose on its held-out questions, and where, if it applies here:
     the same depth, the min-max fusion and BM25's tokens it was chosen with; else None."""
     held = ce.settings.get("held_out")
@@ -396,6 +396,20 @@ def saved_weight(ce: Reranker, depth: int, norm: str, tokens: str = "words") -> 
     first_stage = ce.settings.get("first_stage", "its first stage")
     bm25 = "BM25" if tokens == "words" else f"BM25 ({tokens} tokens)"
     return float(held["weight"]), f"chosen on {held['weight_from']} with {first_stage} + {bm25} when it was trained"
+
+
+def unused_weight_note(ce: Reranker, depth: int, norm: str, tokens: str) -> str | None:
+    """Why the weight a re-ranker saved does not apply here (`saved_weight`), or None when it does or
+    it saved none."""
+    if not ce.settings.get("held_out"):
+        return None
+    saved_tokens = first_stage_tokens(ce.settings)
+    differ = [f"depth {ce.depth}"] if depth != ce.depth else []
+    differ += ["a min-max fusion"] if norm != "minmax" else []
+    differ += [f"BM25 over {saved_tokens} tokens"] if tokens != saved_tokens else []
+    if not differ:
+        return None
+    return f"the re-ranker's saved weight was chosen at {', '.join(differ)}: not this fusion, so it is not used"
 
 
 def first_stage_tokens(settings: dict) -> str:
@@ -432,6 +446,8 @@ def attach_reranked(
     if saved is not None:
         weights, source = {dim: saved[0] for dim in fused.candidates}, saved[1]
     else:
+        if note := unused_weight_note(ce, ce.depth, fused.norm, fused.tokens):
+            print(f"note: {note}")
         weights, source = chosen_weights(ce, fused, ce.depth), f"chosen on {fused.data.name} (optimistic)"
     reranked = evaluate_reranked(ce, fused, ce.depth, weights)
     for dim, result in results.items():

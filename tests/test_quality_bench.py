@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bench import quality
+from retrieval.rerank import resave_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "samples" / "quickstart"
@@ -319,6 +320,15 @@ def test_a_reranker_trained_otherwise_is_refused_not_taken(reranker_bench, tmp_p
     with pytest.raises(SystemExit, match=r"was trained otherwise: seed 42 \(the bench's: 43\)"):
         quality.main(argv)
     assert not (tmp_path / "kept" / "reranker" / "seed43.json").exists()
+    over = other / "reranker" / "seed43" / "reranker"  # seed 43's place, a re-ranker over reference tokens
+    resave_settings(over, {**json.loads((over / "reranker.json").read_text()), "bm25_tokens": "references"})
+    with pytest.raises(SystemExit, match="trained over BM25 references tokens; the bench fuses BM25 words"):
+        quality.main(argv)
+    at = argv.index("--reranker-args") + 1  # asked for: refused before anything is trained or scored
+    asked = [*argv[:at], argv[at] + " --bm25-tokens references", *argv[at + 1 :], "--out", str(tmp_path / "new")]
+    with pytest.raises(SystemExit, match="--reranker-args: no --bm25-tokens"):
+        quality.main(asked)
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_kept_reranker_json_whose_directory_is_gone_leaves_the_rows_unranked(reranker_bench, tmp_path, capsys):

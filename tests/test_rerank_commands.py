@@ -226,27 +226,37 @@ def _rules_set(root):
     return root
 
 
-def test_a_reranker_trained_over_reference_tokens_says_so_and_its_weight_needs_them(trained, tmp_path):
+def test_a_reranker_trained_over_reference_tokens_says_so_and_its_weight_needs_them(trained, tmp_path, capsys):
     model = trained[0]
     data = _rules_set(tmp_path / "rules")
     argv = f"--data {data} --first-stage {model} --init {model} --pool 10 --negatives 3 --max-length 32 --batch 4"
-    references = train_reranker.main([*argv.split(), "--out", str(tmp_path / "ref"), "--bm25-tokens", "references"])
-    words = train_reranker.main([*argv.split(), "--out", str(tmp_path / "words")])
+    ref, words_dir = tmp_path / "ref", tmp_path / "words"
+    references = train_reranker.main([*argv.split(), "--out", str(ref), "--bm25-tokens", "references"])
+    words = train_reranker.main([*argv.split(), "--out", str(words_dir)])
     assert references["bm25_tokens"] == "references" and "bm25_tokens" not in words  # absent: words, as before
     # With reference tokens BM25 min-max scores the asked passage 1 and every other 0, so any dense weight
-    # under 0.5 keeps it first: every held-out question's fused NDCG@10 is 1. Over words BM25 ties all
-    # passages and the random dense model orders them.
+    # under 0.5 keeps it first: every held-out question's fused NDCG@10 is 1. Over words BM25 scores every
+    # passage the same, so the fusion orders them by the random dense model (or corpus order): some miss.
     assert references["first_stage_weight"] < 0.5 and references["held_out"]["fused"] == 1.0
     assert words["held_out"]["fused"] < 1.0
 
-    common = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank {tmp_path / 'ref'}".split()
-    same = evaluate.main([*common, "--bm25-tokens", "references"])["lexical"]["reranked"]
+    common = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank".split()
+    same = evaluate.main([*common, str(ref), "--bm25-tokens", "references"])["lexical"]["reranked"]
     assert "(references tokens) when it was trained" in same["weights_from"]
     assert same["32"]["weight"] == references["held_out"]["weight"]
-    other = evaluate.main(common)["lexical"]["reranked"]  # words: the saved weight was chosen over another fusion
-    assert other["weights_from"].endswith("(dev) (optimistic)")
+    capsys.readouterr()
+    for reranker, tokens, saved in ((ref, "words", "references"), (words_dir, "references", "words")):
+        other = evaluate.main([*common, str(reranker), "--bm25-tokens", tokens])["lexical"]["reranked"]
+        assert other["weights_from"].endswith("(dev) (optimistic)")  # its saved weight is over another fusion
+        assert f"saved weight was chosen at BM25 over {saved} tokens" in capsys.readouterr().out
 
-    shutil.copytree(tmp_path / "ref", tmp_path / "ens.member-0")  # a references run as a words member (seed 0)
-    with pytest.raises(SystemExit, match=r"a re-ranker made otherwise \(bm25_tokens \(references\)\)"):
+    shutil.copytree(ref, tmp_path / "ens.member-0")  # a references run as a words member (seed 0)
+    with pytest.raises(SystemExit, match=r"made otherwise \(bm25_tokens \(references; this run: words\)\)"):
         train_reranker.main([*argv.split(), "--out", str(tmp_path / "ens"), "--members", "2"])
     assert not (tmp_path / "ens").exists()
+
+    with pytest.raises(SystemExit, match="--bm25-tokens: --reweigh takes the first stage's tokens from the re-ranker"):
+        train_reranker.main(["--reweigh", str(ref), "--bm25-tokens", "references"])
+    reweighed = train_reranker.main(["--reweigh", str(ref), "--depth", "5"])  # its first stage rebuilt over references
+    assert reweighed["held_out"]["fused"] == 1.0 and reweighed["depth"] == 5
+    assert reweighed["bm25_tokens"] == "references"

@@ -213,6 +213,11 @@ def test_the_bench_rebuilds_the_held_out_curves_the_rerankers_saved(ensemble, tm
     resave_settings(other, {**settings, "held_out": {**settings["held_out"], "fraction": 0.3}})
     with pytest.raises(SystemExit, match=r"record different held-out draws \[\(0.25, 0\), \(0.3, 0\)\]"):
         rerank_ensemble.main(read.replace(str(singles[6]), str(other)).split())
+    tokens = tmp_path / "tokens"  # B's first stage over BM25 reference tokens: another fusion, refused
+    shutil.copytree(singles[6], tokens)
+    resave_settings(tokens, {**json.loads((tokens / "reranker.json").read_text()), "bm25_tokens": "references"})
+    with pytest.raises(SystemExit, match="differ in .*bm25_tokens.*cannot be paired"):
+        rerank_ensemble.main(read.replace(str(singles[6]), str(tokens)).split())
 
 
 def test_the_bench_ranks_each_depth_as_a_reweighed_re_ranker_saves_it(ensemble, tmp_path):
