@@ -27,6 +27,10 @@ others (passages it never saw: transfer), and pairs each group on its own beside
 
     python -m bench.pair_results bench/results/quality/base/result.json bench/results/quality/ours/seed42.json \
         --seen ../shared/data/obliqa/train_pairs.jsonl --data ../shared/data/obliqa
+
+Several pair files, comma-separated (say nested subsets of the training questions, smallest first),
+split the questions by the first file whose positives hold one of their passages, and the rest:
+runs trained on less data paired with one trained on all show where the added questions' gain lands.
 """
 
 from __future__ import annotations
@@ -158,17 +162,27 @@ def table(
     return out
 
 
-def seen_groups(pairs: Path, data: Path, split: str, query_ids: list[str]) -> dict[str, np.ndarray]:
+def seen_groups(pairs: list[Path], data: Path, split: str, query_ids: list[str]) -> dict[str, np.ndarray]:
     """all / seen / unseen masks over query_ids: seen when a relevant passage of the question (in
-    data's qrels of split) is a positive of the training pairs."""
+    data's qrels of split) is a positive of the training pairs. Several pair files (say a quarter of
+    the training questions, a half, all): a group for each file, of the questions first seen by it
+    (seen by it and by none before it), then the questions none of them saw."""
     from data import DataError, load_ir, load_pairs
     from training.seen_report import seen_in_order, trained_passages
 
     try:
-        seen = seen_in_order(load_ir(data, split), trained_passages(load_pairs(pairs).positives), query_ids)
+        ir = load_ir(data, split)
+        seen = [seen_in_order(ir, trained_passages(load_pairs(path).positives), query_ids) for path in pairs]
     except (DataError, OSError, ValueError) as err:
         raise SystemExit(f"error: --seen: {err}") from None
-    return {"all": np.ones(len(seen), dtype=bool), "seen": seen, "unseen": ~seen}
+    groups = {"all": np.ones(len(query_ids), dtype=bool)}
+    if len(pairs) == 1:
+        return groups | {"seen": seen[0], "unseen": ~seen[0]}
+    before = np.zeros(len(query_ids), dtype=bool)
+    for path, mask in zip(pairs, seen):
+        groups[f"first seen by {path.name}"] = mask & ~before
+        before |= mask
+    return groups | {"unseen by all": ~before}
 
 
 def seed_files(text: str) -> list[Path]:
@@ -189,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--resamples", type=int, default=10000)
     parser.add_argument(
-        "--seen", type=Path, help="training pairs: also pair the questions on their positives and the others apart"
+        "--seen",
+        type=seed_files,
+        help="training pairs: also pair the questions on their positives and the others apart; several files "
+        "comma-separated (nested subsets, smallest first): the questions each first saw, then the rest",
     )
     parser.add_argument("--data", type=Path, help="with --seen: the BEIR set the results scored (its qrels)")
     parser.add_argument("--split", default="dev", help="with --seen: the qrels split the results scored")

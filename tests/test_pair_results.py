@@ -173,3 +173,15 @@ def test_seen_splits_the_questions_by_the_training_positives(tmp_path, capsys):
     with pytest.raises(SystemExit, match="1 of the 2 questions are not in"):
         other = _result(tmp_path / "c.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
         pair_results.main([str(other), str(other), "--seen", str(pairs), "--data", str(beir)])
+
+    # nested files: "alpha rule" alone (q1), then those pairs and "delta rule" (q4 first seen by it);
+    # q2 and q3's "beta rule" none has, q3's "gamma rule" neither: unseen by all
+    one, more = tmp_path / "one.jsonl", tmp_path / "more.jsonl"
+    one.write_text(pairs.read_text().splitlines()[0] + "\n")
+    more.write_text(one.read_text() + json.dumps({"anchor": "z", "positive": "delta rule"}) + "\n")
+    argv = [str(first), str(second), "--resamples", "200", "--seen", f"{one},{more}"]
+    assert pair_results.main([*argv, "--data", str(beir)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 | alone")]
+    assert rows[1].startswith("| 384 | alone | first seen by one.jsonl (1) | 0.0000 | 1.0000 |")
+    assert rows[2].startswith("| 384 | alone | first seen by more.jsonl (1) | 0.5000 | 0.5000 |")
+    assert rows[3].startswith("| 384 | alone | unseen by all (2) | 0.5000 | 0.7500 |")
