@@ -31,6 +31,14 @@ others (passages it never saw: transfer), and pairs each group on its own beside
 Several pair files, comma-separated (say nested subsets of the training questions, smallest first),
 split the questions by the first file whose positives hold one of their passages, and the rest:
 runs trained on less data paired with one trained on all show where the added questions' gain lands.
+
+`--by-count PAIRS --data BEIR` splits them instead by how many distinct training questions of PAIRS ask
+about their passage (the most over a question's relevant passages; training.seen_report.times_asked),
+by default 0, 1, 2 and 3 or more (`--bins 1,2,3`: each group's least count after 0): whether a gain
+needs a passage asked about once or several times.
+
+    python -m bench.pair_results bench/results/quality/base/result.json bench/results/quality/ours/seed42.json \
+        --by-count ../shared/data/obliqa/train_pairs.jsonl --data ../shared/data/obliqa
 """
 
 from __future__ import annotations
@@ -185,6 +193,38 @@ def seen_groups(pairs: list[Path], data: Path, split: str, query_ids: list[str])
     return groups | {"unseen by all": ~before}
 
 
+def count_groups(pairs: Path, data: Path, split: str, query_ids: list[str], edges: list[int]) -> dict[str, np.ndarray]:
+    """all, then a mask over query_ids for each range of times asked that edges (increasing, each at
+    least 1) mark off: [0, e1), [e1, e2), ..., [ek, inf), named by their counts."""
+    from data import DataError, load_ir, load_pairs
+    from training.seen_report import times_asked
+
+    try:
+        ir = load_ir(data, split)
+        training = load_pairs(pairs)
+        asked = times_asked(ir, training.anchors, training.positives, query_ids)
+    except (DataError, OSError, ValueError) as err:
+        raise SystemExit(f"error: --by-count: {err}") from None
+    groups = {"all": np.ones(len(query_ids), dtype=bool)}
+    bounds = [0, *edges]
+    for low, high in zip(bounds, [*edges, None]):
+        if high is None:
+            groups[f"asked {low}+"] = asked >= low
+        else:
+            groups[f"asked {low}" if high == low + 1 else f"asked {low}-{high - 1}"] = (asked >= low) & (asked < high)
+    return groups
+
+
+def count_edges(text: str) -> list[int]:
+    try:
+        edges = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not whole numbers: {text!r}") from None
+    if not edges or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise argparse.ArgumentTypeError(f"{text!r}: increasing whole numbers from 1, say 1,2,3")
+    return edges
+
+
 def seed_files(text: str) -> list[Path]:
     files = [Path(part) for part in text.split(",") if part.strip()]
     if not files:
@@ -208,11 +248,27 @@ def main(argv: list[str] | None = None) -> int:
         help="training pairs: also pair the questions on their positives and the others apart; several files "
         "comma-separated (nested subsets, smallest first): the questions each first saw, then the rest",
     )
-    parser.add_argument("--data", type=Path, help="with --seen: the BEIR set the results scored (its qrels)")
-    parser.add_argument("--split", default="dev", help="with --seen: the qrels split the results scored")
+    parser.add_argument(
+        "--by-count",
+        type=Path,
+        help="training pairs: also pair the questions apart by how many training questions ask about their passage",
+    )
+    parser.add_argument(
+        "--bins",
+        type=count_edges,
+        help="with --by-count: each group's least count after 0 (default 1,2,3: 0, 1, 2, 3 or more)",
+    )
+    parser.add_argument(
+        "--data", type=Path, help="with --seen or --by-count: the BEIR set the results scored (its qrels)"
+    )
+    parser.add_argument("--split", default="dev", help="with --seen or --by-count: the qrels split the results scored")
     args = parser.parse_args(argv)
-    if (args.seen is None) != (args.data is None):
-        parser.error("--seen and --data go together")
+    if args.seen is not None and args.by_count is not None:
+        parser.error("--seen and --by-count split the questions two ways: give one")
+    if (args.seen is None and args.by_count is None) != (args.data is None):
+        parser.error("--data goes with --seen or --by-count, and each of them needs it")
+    if args.bins is not None and args.by_count is None:
+        parser.error("--bins goes with --by-count")
     first, second = load_seeds(args.first, lexical_allowed=True), load_seeds(args.second)
     named = [",".join(map(str, side)) for side in (args.first, args.second)]
     order = aligned(first, second, (named[0], named[1]))
@@ -222,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.metric not in metrics:
                     raise SystemExit(f"error: {name}: no metric {args.metric!r} at dim {dim} ({key})")
     print(f"first: {named[0]}\nsecond: {named[1]}\n")
-    groups = seen_groups(args.seen, args.data, args.split, first["query_ids"]) if args.seen else None
+    groups = None
+    if args.seen:
+        groups = seen_groups(args.seen, args.data, args.split, first["query_ids"])
+    elif args.by_count:
+        groups = count_groups(args.by_count, args.data, args.split, first["query_ids"], args.bins or [1, 2, 3])
     print("\n".join(table(first, second, order, args.metric, args.resamples, groups)))
     return 0
 

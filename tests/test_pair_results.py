@@ -141,20 +141,26 @@ def test_a_metric_missing_at_any_dim_is_named(tmp_path):
         pair_results.main([str(first), str(tmp_path / "b.json")])
 
 
-def test_seen_splits_the_questions_by_the_training_positives(tmp_path, capsys):
-    """--seen: q1 and q3 ask about a passage the pairs trained on (q3 through one of two), q2 and q4
-    do not; each group is paired on its own questions, beside all of them."""
+def _beir(tmp_path, passages: dict[str, str], qrels: list[tuple[str, str]]):
+    """A BEIR folder: the passages, a question for each id in qrels, and the dev qrels (grade 1)."""
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
-    passages = {"d1": "alpha  rule", "d2": "beta rule", "d3": "gamma rule", "d4": "delta rule"}
     (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in passages.items()))
+    questions = sorted({q for q, _ in qrels})
     (beir / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": f"q{i}", "text": f"question {i}"}) + "\n" for i in range(1, 5))
+        "".join(json.dumps({"_id": q, "text": f"question {q}"}) + "\n" for q in questions)
     )
-    qrels = [("q1", "d1"), ("q2", "d2"), ("q3", "d2"), ("q3", "d3"), ("q4", "d4")]
     (beir / "qrels" / "dev.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in qrels)
     )
+    return beir
+
+
+def test_seen_splits_the_questions_by_the_training_positives(tmp_path, capsys):
+    """--seen: q1 and q3 ask about a passage the pairs trained on (q3 through one of two), q2 and q4
+    do not; each group is paired on its own questions, beside all of them."""
+    passages = {"d1": "alpha  rule", "d2": "beta rule", "d3": "gamma rule", "d4": "delta rule"}
+    beir = _beir(tmp_path, passages, [("q1", "d1"), ("q2", "d2"), ("q3", "d2"), ("q3", "d3"), ("q4", "d4")])
     pairs = tmp_path / "pairs.jsonl"  # "alpha rule" matches d1 once whitespace is collapsed
     pairs.write_text(
         "".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in [("x", "alpha rule"), ("y", "gamma rule")])
@@ -169,7 +175,7 @@ def test_seen_splits_the_questions_by_the_training_positives(tmp_path, capsys):
     assert rows[2].startswith("| 384 | alone | unseen (2) | 0.7500 | 0.5000 | -0.2500 [")
     with pytest.raises(SystemExit):  # argparse's usage error: --seen without --data
         pair_results.main([str(first), str(second), "--seen", str(pairs)])
-    assert "--seen and --data go together" in capsys.readouterr().err
+    assert "--data goes with --seen or --by-count, and each of them needs it" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="1 of the 2 questions are not in"):
         other = _result(tmp_path / "c.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
         pair_results.main([str(other), str(other), "--seen", str(pairs), "--data", str(beir)])
@@ -185,3 +191,52 @@ def test_seen_splits_the_questions_by_the_training_positives(tmp_path, capsys):
     assert rows[1].startswith("| 384 | alone | first seen by one.jsonl (1) | 0.0000 | 1.0000 |")
     assert rows[2].startswith("| 384 | alone | first seen by more.jsonl (1) | 0.5000 | 0.5000 |")
     assert rows[3].startswith("| 384 | alone | unseen by all (2) | 0.5000 | 0.7500 |")
+
+
+def test_by_count_splits_the_questions_by_how_many_training_questions_ask_about_their_passage(tmp_path, capsys):
+    """--by-count: alpha is asked by x (twice, once with other spacing: one question), y and z (3); beta
+    by w and v (2); gamma by x (1); delta by none. q3's passages are beta and gamma: the most, 2."""
+    passages = {"d1": "alpha rule", "d2": "beta rule", "d3": "gamma rule", "d4": "delta rule"}
+    qrels = [("q1", "d1"), ("q2", "d2"), ("q3", "d2"), ("q3", "d3"), ("q4", "d4"), ("q5", "d3")]
+    beir = _beir(tmp_path, passages, qrels)
+    rows = [
+        ("x", "alpha rule"),
+        ("x", "alpha  rule"),
+        ("y", "alpha rule"),
+        ("z", " alpha rule"),
+        ("x", "gamma rule"),
+        ("w", "beta rule"),
+        ("v", "beta rule"),
+    ]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in rows))
+    ids = ["q1", "q2", "q3", "q4", "q5"]
+    first = _result(tmp_path / "a.json", ids[::-1], [0.0, 1.0, 0.5, 0.0, 0.0], [0.5] * 5)  # q5 .. q1
+    second = _result(tmp_path / "b.json", ids, [1.0, 0.5, 1.0, 1.0, 0.0], [0.5] * 5)
+    argv = [str(first), str(second), "--resamples", "200", "--by-count", str(pairs), "--data", str(beir)]
+    assert pair_results.main(argv) == 0
+    rows_out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 | alone")]
+    # first, aligned by id: q1 0, q2 0, q3 0.5, q4 1, q5 0; second: q1 1, q2 0.5, q3 1, q4 1, q5 0
+    assert [row.split(" | ")[2:5] for row in rows_out] == [
+        ["all (5)", "0.3000", "0.7000"],
+        ["asked 0 (1)", "1.0000", "1.0000"],  # q4
+        ["asked 1 (1)", "0.0000", "0.0000"],  # q5
+        ["asked 2 (2)", "0.2500", "0.7500"],  # q2, q3
+        ["asked 3+ (1)", "0.0000", "1.0000"],  # q1
+    ]
+    assert pair_results.main([*argv, "--bins", "2"]) == 0
+    rows_out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 | alone")]
+    assert [row.split(" | ")[2] for row in rows_out] == ["all (5)", "asked 0-1 (2)", "asked 2+ (3)"]
+    for bad in ("0,2", "2,2", "x"):
+        with pytest.raises(SystemExit):  # argparse's usage error
+            pair_results.main([*argv, "--bins", bad])
+        assert "--bins" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pair_results.main([*argv, "--seen", str(pairs)])
+    assert "give one" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pair_results.main([str(first), str(second), "--bins", "2"])
+    assert "--bins goes with --by-count" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--by-count: 1 of the 2 questions are not in"):
+        other = _result(tmp_path / "c.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
+        pair_results.main([str(other), str(other), "--by-count", str(pairs), "--data", str(beir)])

@@ -18,6 +18,7 @@ sentence.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
@@ -77,6 +78,27 @@ def seen_in_order(data: IRDataset, trained: set[str], query_ids: list[str]) -> n
     if missing:
         raise ValueError(f"{len(missing)} of the {len(query_ids)} questions are not in {data.name}'s qrels")
     return np.array([by_id[q] for q in query_ids], dtype=bool)
+
+
+def times_asked(data: IRDataset, anchors: Iterable[str], positives: Iterable[str], query_ids: list[str]) -> np.ndarray:
+    """(Q,) int in query_ids' order: how many distinct training questions ask about the question's
+    relevant passage, the most over its relevant passages. A training question counts once per passage
+    (its rows with the same anchor and positive text, whitespace collapsed, are one); passages are
+    matched as seen_mask matches them, so a count of 0 is seen_mask's unseen. ValueError naming how
+    many of query_ids are not in data."""
+    distinct = {(anchor, collapsed(positive)) for anchor, positive in zip(anchors, positives)}
+    asked: Counter[str] = Counter(positive for _, positive in distinct)
+    text_of = dict(zip(data.corpus_ids, data.corpus_texts))
+    missing = [q for q in query_ids if q not in data.qrels]
+    if missing:
+        raise ValueError(f"{len(missing)} of the {len(query_ids)} questions are not in {data.name}'s qrels")
+    return np.array(
+        [
+            max((asked[collapsed(text_of[doc])] for doc, grade in data.qrels[q].items() if grade > 0), default=0)
+            for q in query_ids
+        ],
+        dtype=np.int64,
+    )
 
 
 def subset_of(per_query: dict[int, dict[str, np.ndarray]], mask: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
