@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--by-count",
         type=Path,
-        help="training pairs: also pair the questions apart by how many training questions ask about their passage",
+        help="training pairs (with --data): also pair the questions apart by how many training questions ask "
+        "about their passage",
     )
     parser.add_argument(
         "--bins",

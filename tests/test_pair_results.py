@@ -7,6 +7,8 @@ import json
 import pytest
 
 from bench import pair_results
+from data import load_ir, load_pairs
+from training.seen_report import times_asked
 
 
 def _result(path, ids, alone, fused):
@@ -205,6 +207,7 @@ def test_by_count_splits_the_questions_by_how_many_training_questions_ask_about_
         ("y", "alpha rule"),
         ("z", " alpha rule"),
         ("x", "gamma rule"),
+        (" x", "gamma  rule"),  # the same question and passage once whitespace is collapsed: gamma stays at 1
         ("w", "beta rule"),
         ("v", "beta rule"),
     ]
@@ -227,16 +230,23 @@ def test_by_count_splits_the_questions_by_how_many_training_questions_ask_about_
     assert pair_results.main([*argv, "--bins", "2"]) == 0
     rows_out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 | alone")]
     assert [row.split(" | ")[2] for row in rows_out] == ["all (5)", "asked 0-1 (2)", "asked 2+ (3)"]
-    for bad in ("0,2", "2,2", "x"):
+    assert pair_results.main([*argv, "--bins", "1,3"]) == 0
+    rows_out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 384 | alone")]
+    assert [row.split(" | ")[2] for row in rows_out] == ["all (5)", "asked 0 (1)", "asked 1-2 (3)", "asked 3+ (1)"]
+    for bad, why in (("0,2", "increasing whole numbers from 1"), ("2,2", "increasing"), ("x", "not whole numbers")):
         with pytest.raises(SystemExit):  # argparse's usage error
             pair_results.main([*argv, "--bins", bad])
-        assert "--bins" in capsys.readouterr().err
+        assert why in capsys.readouterr().err
     with pytest.raises(SystemExit):
         pair_results.main([*argv, "--seen", str(pairs)])
     assert "give one" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         pair_results.main([str(first), str(second), "--bins", "2"])
     assert "--bins goes with --by-count" in capsys.readouterr().err
+    ir = load_ir(beir, "dev")
+    training = load_pairs(pairs)
+    asked = times_asked(ir, training.anchors, training.positives, ["q5", "q4", "q3", "q2", "q1"])
+    assert asked.tolist() == [1, 0, 2, 2, 3]
     with pytest.raises(SystemExit, match="--by-count: 1 of the 2 questions are not in"):
         other = _result(tmp_path / "c.json", ["q1", "q9"], [1.0, 0.0], [1.0, 0.0])
         pair_results.main([str(other), str(other), "--by-count", str(pairs), "--data", str(beir)])

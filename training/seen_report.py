@@ -83,10 +83,10 @@ def seen_in_order(data: IRDataset, trained: set[str], query_ids: list[str]) -> n
 def times_asked(data: IRDataset, anchors: Iterable[str], positives: Iterable[str], query_ids: list[str]) -> np.ndarray:
     """(Q,) int in query_ids' order: how many distinct training questions ask about the question's
     relevant passage, the most over its relevant passages. A training question counts once per passage
-    (its rows with the same anchor and positive text, whitespace collapsed, are one); passages are
+    (its rows with the same anchor and positive text, both whitespace collapsed, are one); passages are
     matched as seen_mask matches them, so a count of 0 is seen_mask's unseen. ValueError naming how
     many of query_ids are not in data."""
-    distinct = {(anchor, collapsed(positive)) for anchor, positive in zip(anchors, positives)}
+    distinct = {(collapsed(anchor), collapsed(positive)) for anchor, positive in zip(anchors, positives)}
     asked: Counter[str] = Counter(positive for _, positive in distinct)
     text_of = dict(zip(data.corpus_ids, data.corpus_texts))
     missing = [q for q in query_ids if q not in data.qrels]
