@@ -502,6 +502,25 @@ def spread_batches(
     return [rng.permutation(np.array(batches[b], dtype=np.int64)) for b in batch_order]
 
 
+def grouped_batches(groups: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Cut a shuffled epoch into batches of `batch_size` (the last one holds the remainder) that keep
+    rows of one group together (data.batch_by: the source document of each row's positive), so a
+    batch's in-batch negatives come from one or two documents (topic-aware sampling, Hofstätter et
+    al., SIGIR 2021): the groups in a random order, each group's rows in a random order, cut in
+    turn; then the batches in a random order (the short one last) and each batch shuffled. A group
+    larger than a batch fills several; a batch starting inside one group ends in the next."""
+    names, group_of = np.unique(groups, return_inverse=True)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[rng.permutation(len(names))] = np.arange(len(names))
+    order = np.lexsort((rng.random(len(groups)), rank[group_of]))  # by group rank, at random within one
+    full, rest = divmod(len(groups), batch_size)
+    batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(full)] + (
+        [order[full * batch_size :]] if rest else []
+    )
+    batch_order = list(rng.permutation(full)) + ([full] if rest else [])  # the short batch stays last
+    return [rng.permutation(batches[b]).astype(np.int64) for b in batch_order]
+
+
 def mixed_draws(size: int, per_batch: int, batches: int, epoch: int, seed: list[int]) -> np.ndarray:
     """(batches, per_batch) rows of a mixed source of `size` rows for `epoch`'s batches: one stream
     of shuffled passes over the source, seeded by `seed` and continued from epoch to epoch, so every
@@ -534,6 +553,9 @@ class SpreadBatchSampler:
     (`mixed_draws`, seeded by (seed, s + 1), continued across epochs: every row is drawn once
     before any is drawn again, and none twice in a batch), and each batch is shuffled.
 
+    With groups (data.batch_by: one id per row), batches keep a group's rows together instead
+    (`grouped_batches`, seeded the same way); rows sharing texts are then not spread apart.
+
     The length is exact and the same on every process. The state (epoch, position) goes into
     checkpoints: `load_state_dict` resumes at the first batch not yet trained on.
     """
@@ -546,8 +568,14 @@ class SpreadBatchSampler:
         drop_last: bool = True,
         world_size: int = 1,
         mix_rows: list[int] | None = None,
+        groups: np.ndarray | None = None,
     ):
         self.mix_rows = list(mix_rows or [])
+        if groups is not None and (self.mix_rows or len(groups) != len(table)):
+            raise ValueError(
+                f"batch groups: {len(groups)} for {len(table)} rows, or with data.mix: one per row, no mix"
+            )
+        self.groups = groups
         if global_batch % world_size:
             raise ValueError(f"train.global_batch {global_batch} does not divide over {world_size} processes")
         if self.mix_rows:
@@ -591,7 +619,10 @@ class SpreadBatchSampler:
             self._cached = (epoch, self.mixed_batches(epoch))
         if self._cached is None or self._cached[0] != epoch:
             rng = np.random.default_rng([self.seed, epoch])
-            batches = spread_batches(self.table.anchor_ids, self.table.positive_ids, self.global_batch, rng)
+            if self.groups is not None:
+                batches = grouped_batches(self.groups, self.global_batch, rng)
+            else:
+                batches = spread_batches(self.table.anchor_ids, self.table.positive_ids, self.global_batch, rng)
             short = batches[-1]
             batches[-1] = short[: len(short) - len(short) % self.world_size]  # shares of equal size
             self._cached = (epoch, batches[: len(self)])

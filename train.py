@@ -79,7 +79,7 @@ from training.schedule import is_due, lr_at
 from training.seen_report import table_positives, trained_passages
 from training.selection import Selection
 from training.space_report import plot_map, space_of
-from training.table import TableSource, load_table, mixed_table, relevance_map
+from training.table import TableSource, batch_documents, document_groups, load_table, mixed_table, relevance_map
 from training.teacher import FusedTeacher, RerankerTeacher, Teacher
 
 logger = logging.getLogger("train")
@@ -160,10 +160,28 @@ def tokenize_table(encoder: Encoder, table: TrainTable) -> dict[str, list[list[i
     }  # an empty slot: masked, no gradient
 
 
-def make_sampler(table: TrainTable, config: Config, world_size: int) -> SpreadBatchSampler:
+def read_batch_documents(config: Config) -> dict[str, str] | None:
+    """data.batch_by document's passage documents, read before any expensive work."""
     try:
+        return batch_documents(config)
+    except (DataError, OSError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def make_sampler(
+    table: TrainTable, config: Config, world_size: int, documents: dict[str, str] | None = None, log: bool = False
+) -> SpreadBatchSampler:
+    """documents: read_batch_documents' map, for data.batch_by document."""
+    try:
+        groups = None if documents is None else document_groups(table, documents, log)
         return SpreadBatchSampler(
-            table, config.train.global_batch, config.train.seed, config.train.drop_last, world_size, mix_rows(config)
+            table,
+            config.train.global_batch,
+            config.train.seed,
+            config.train.drop_last,
+            world_size,
+            mix_rows(config),
+            groups,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -437,7 +455,7 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
     resolve_dims(config, encoder.dim)
     pairs = load_pairs(config.data.train, config.data.train_split)
     table = mixed_table(config, pairs, relevance_map(config, pairs), log=True)
-    sampler = make_sampler(table, config, 1)
+    sampler = make_sampler(table, config, 1, read_batch_documents(config), log=True)
     sets = load_eval_sets(config)
 
     def lengths(texts: list[str], prompt: str) -> np.ndarray:  # before truncation, prompt included
@@ -477,6 +495,7 @@ def set_up(
     (None for a fresh run). A checkpoint of another config or process count is refused before the
     table is built; mining at start-up may reuse a complete earlier file."""
     seed_and_determinism(config)
+    documents = read_batch_documents(config)  # data.batch_by: refused before the output directory is made
     if accelerator.is_main_process:
         recover_interrupted_saves(Path(config.output.dir))
     accelerator.wait_for_everyone()  # every rank decides on the same directory
@@ -497,7 +516,7 @@ def set_up(
     table = load_table(
         TableSource(config, encoder, accelerator, out), saved["mined_epoch"] if saved else 0, resuming=saved is not None
     )
-    sampler = make_sampler(table, config, accelerator.num_processes)
+    sampler = make_sampler(table, config, accelerator.num_processes, documents, accelerator.is_main_process)
     if accelerator.is_main_process:
         logger.info(
             "%d rows, %d processes: %d steps per epoch of %d pairs (%d per process, micro-batch %d), %d steps",

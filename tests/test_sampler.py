@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data import PairsData, SpreadBatchSampler, TrainTable, index_texts, load_pairs, spread_batches
+from data import PairsData, SpreadBatchSampler, TrainTable, grouped_batches, index_texts, load_pairs, spread_batches
 
 
 def table_from_ids(anchor_ids: list[int], positive_ids: list[int]) -> TrainTable:
@@ -106,3 +106,45 @@ def test_bad_batch_sizes_are_refused():
     assert len(SpreadBatchSampler(table, 64, seed=0, drop_last=False)) == 1
     with pytest.raises(ValueError, match="3 training rows cannot give each of 4 processes a row"):
         SpreadBatchSampler(table_from_ids([0, 1, 2], [0, 1, 2]), 64, seed=0, drop_last=False, world_size=4)
+
+
+def distinct_groups_per_batch(batches: list[np.ndarray], groups: np.ndarray) -> list[int]:
+    return [len(set(groups[batch].tolist())) for batch in batches]
+
+
+def test_batches_by_group_keep_each_group_together():
+    """grouped_batches cuts the groups, laid end to end in a random order, into consecutive batches:
+    groups the size of a batch fill one batch each, groups of half a batch two to a batch, and with
+    uneven groups a batch holds more than one only where a group ends inside it (at most
+    batches + groups - 1 pairs of batch and group in all). Spread batches mix them."""
+    rng = np.random.default_rng(0)
+    whole = np.repeat(np.arange(5), 64)[rng.permutation(320)]
+    batches = grouped_batches(whole, 64, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(320))
+    assert distinct_groups_per_batch(batches, whole) == [1] * 5
+    halves = np.repeat(np.arange(10), 32)[rng.permutation(320)]
+    assert distinct_groups_per_batch(grouped_batches(halves, 64, np.random.default_rng(2)), halves) == [2] * 5
+    sizes = [217, 245, 304, 5, 1, 1, 90, 40, 77]  # ObliQA's largest documents, a few small ones
+    uneven = np.repeat(np.arange(len(sizes)), sizes)[rng.permutation(sum(sizes))]
+    batches = grouped_batches(uneven, 64, np.random.default_rng(3))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(sum(sizes)))
+    assert [len(b) for b in batches] == [64] * (sum(sizes) // 64) + [sum(sizes) % 64]
+    assert sum(distinct_groups_per_batch(batches, uneven)) <= len(batches) + len(sizes) - 1
+    table = table_from_ids(list(range(len(uneven))), list(range(len(uneven))))
+    spread = spread_batches(table.anchor_ids, table.positive_ids, 64, np.random.default_rng(3))
+    assert sum(distinct_groups_per_batch(spread, uneven)) > 3 * len(spread)  # a plain shuffle mixes them
+
+
+def test_the_sampler_batches_by_group_resumably_and_refuses_what_it_cannot():
+    groups = np.repeat(np.arange(4), 25)
+    table = table_from_ids(list(range(100)), list(range(100)))
+    sampler = SpreadBatchSampler(table, 25, seed=7, groups=groups)
+    first = [batch.tolist() for batch in sampler]
+    assert len(first) == 4 and sorted(distinct_groups_per_batch([np.array(b) for b in first], groups)) == [1] * 4
+    second = [batch.tolist() for batch in sampler]
+    assert second != first  # a new order each epoch
+    again = SpreadBatchSampler(table, 25, seed=7, groups=groups)
+    again.load_state_dict({"epoch": 0, "position": 2, "seed": 7})
+    assert [batch.tolist() for batch in again] == first[2:]
+    with pytest.raises(ValueError, match="batch groups: 99 for 100 rows"):
+        SpreadBatchSampler(table, 25, seed=7, groups=groups[:99])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +114,12 @@ def test_overrides_parse_by_the_field_type(tmp_path):
         (["--train.adam_betas", "1.5,0.9"], r"train.adam_betas: expected two numbers in \[0, 1\)"),
         (["--train.weight_decay", "-1"], "train.weight_decay >= 0"),
         (["--eval.batch_size", "0"], "eval.batch_size: must be at least 1"),
+        (["--data.batch_by", "topic"], "data.batch_by: 'topic' is not '' .spread. or document"),
+        (["--data.batch_by", "document", "--data.qrels", "null"], "data.batch_by document: needs data.qrels"),
+        (
+            ["--data.batch_by", "document", "--data.qrels", "q", "--data.mix", '[{"path": "x.jsonl", "weight": 0.5}]'],
+            "data.batch_by document: not with data.mix",
+        ),
     ],
 )
 def test_bad_keys_and_values_are_named(argv, message):
@@ -335,6 +343,31 @@ def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
     assert not torch.equal(
         trained[name], original[name.removeprefix("bert.")] if name not in original else original[name]
     )
+
+
+def test_batches_by_document_end_to_end(tiny_bert, tiny_task, tmp_path, caplog):
+    """data.batch_by document: the tiny task's passages get doc_ids (passage i in document i % 3,
+    passage 29 in none) and the run trains, saying how many rows it grouped; a corpus without
+    doc_ids is refused before anything is written (the batches themselves: tests/test_sampler.py)."""
+    beir = tmp_path / "beir"
+    shutil.copytree(tiny_task / "beir", beir)
+    rows = [json.loads(line) for line in (beir / "corpus.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        if i != 29:
+            row["doc_id"] = f"reg{i % 3}"
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (beir / "qrels" / "train.tsv").write_text((beir / "qrels" / "dev.tsv").read_text())
+    argv = tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--data.batch_by", "document", "--data.qrels", str(beir))
+    with caplog.at_level(logging.INFO, logger="train"):
+        result = train.main([*argv, "--eval.before", "false", "--eval.after", "false"])
+    assert result["steps"] == 2
+    # row i's positive is passage i % 30: row 29's passage 29 is in no document
+    line = "data.batch_by document: 39 of 40 rows' positives in 3 documents; 1 in none (each a group of its own)"
+    assert line in caplog.text
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": r["_id"], "text": r["text"]}) + "\n" for r in rows))
+    with pytest.raises(SystemExit, match=r"^error: data.batch_by document: .*corpus.jsonl gives no passage a doc_id"):
+        train.main([*argv, "--output.dir", str(tmp_path / "run2")])
+    assert not (tmp_path / "run2").exists()
 
 
 def test_a_cpu_run_is_bitwise_reproducible(tiny_bert, tiny_task, tmp_path):

@@ -47,6 +47,9 @@ class DataConfig:
     qrels: str | None = None  # BEIR directory whose qrels/<qrels_split>.tsv adds known relevant passages
     qrels_split: str = "train"
     hard_negatives: MineConfig = field(default_factory=MineConfig)  # k > 0: mine before training
+    # "": batches spread rows sharing a text apart | document: a batch keeps rows whose positive comes
+    # from one source document of data.qrels' corpus together (its in-batch negatives are then topical)
+    batch_by: str = ""
 
 
 @dataclass
@@ -402,6 +405,12 @@ def check_data_sources(config: Config) -> None:
         raise ConfigError(
             f"eval.select_set: {config.eval.select_set!r} is not a data.eval set (sets: {', '.join(names) or 'none'})"
         )
+    if config.data.batch_by not in ("", "document"):
+        raise ConfigError(f"data.batch_by: {config.data.batch_by!r} is not '' (spread) or document")
+    if config.data.batch_by and not config.data.qrels:
+        raise ConfigError("data.batch_by document: needs data.qrels, a BEIR directory whose corpus gives doc_id")
+    if config.data.batch_by and config.data.mix:
+        raise ConfigError("data.batch_by document: not with data.mix (each batch holds each source's share)")
     if not config.data.mix:
         return
     for i, source in enumerate(config.data.mix):

@@ -10,11 +10,13 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 
-from data import DataError, PairsData, TrainTable, index_texts, known_relevant, load_pairs
+from data import DataError, PairsData, TrainTable, index_texts, known_relevant, load_ir, load_pairs
 from model import Encoder, ModelConfig
+from retrieval.memory import collapsed
 from retrieval.mining import mine, reusable
 from training.config import Config, mix_rows
 
@@ -38,6 +40,42 @@ def relevance_map(config: Config, pairs: PairsData, log: bool = False) -> dict[s
                 Path(config.data.qrels) / "qrels" / f"{config.data.qrels_split}.tsv",
             )
     return relevant
+
+
+def batch_documents(config: Config) -> dict[str, str] | None:
+    """data.batch_by document: the source document (doc_id or source) of each passage text,
+    whitespace collapsed, of data.qrels' corpus (the first where a text repeats); None otherwise.
+    Read before the model loads. ValueError naming the corpus when it gives no passage a document."""
+    if config.data.batch_by != "document":
+        return None
+    beir = config.data.qrels or ""
+    corpus = load_ir(beir, config.data.qrels_split)
+    if corpus.corpus_groups is None:
+        raise ValueError(f"data.batch_by document: {beir}/corpus.jsonl gives no passage a doc_id or source")
+    documents: dict[str, str] = {}
+    for text, group in zip(corpus.corpus_texts, corpus.corpus_groups):
+        if group:  # a passage without a document is in none
+            documents.setdefault(collapsed(text), group)
+    return documents
+
+
+def document_groups(table: TrainTable, documents: dict[str, str], log: bool = False) -> np.ndarray:
+    """Each row's group for data.batch_by document: its positive's document (batch_documents); a
+    row whose positive is in no document gets a group of its own."""
+    names = {name: i for i, name in enumerate(sorted(set(documents.values())))}
+    by_text = np.array([names.get(documents.get(collapsed(t)), -1) for t in table.passage_texts], dtype=np.int64)
+    groups = by_text[table.positive_ids]
+    alone = groups < 0
+    groups[alone] = len(names) + np.arange(int(alone.sum()))
+    if log:
+        logger.info(
+            "data.batch_by document: %d of %d rows' positives in %d documents; %d in none (each a group of its own)",
+            len(groups) - int(alone.sum()),
+            len(groups),
+            len(np.unique(groups[~alone])),
+            int(alone.sum()),
+        )
+    return groups
 
 
 @dataclass
