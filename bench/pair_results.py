@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -109,12 +110,26 @@ def same_setting(paths: list[Path], runs: list[dict]) -> None:
             {k: v for k, v in config_settings(run["train_config"]).items() if k != "train.seed"} for run in runs
         ]
         for path, other in zip(paths[1:], settings[1:]):
-            if other != settings[0]:
-                keys = sorted(k for k in settings[0].keys() | other.keys() if settings[0].get(k) != other.get(k))
+            keys = sorted(
+                k for k in settings[0].keys() | other.keys() if not same_value(settings[0].get(k), other.get(k))
+            )
+            if keys:
                 raise SystemExit(
                     f"error: {path}: trained with other settings than {paths[0]} ({', '.join(keys)}): "
                     "seeds averaged must be of one setting"
                 )
+
+
+def same_value(a: object, b: object) -> bool:
+    """Equal settings; a path given relative in one run and absolute in another (the same file, run
+    from another directory) counts as equal when the absolute one ends with the relative one."""
+    if a == b:
+        return True
+    if not (isinstance(a, str) and isinstance(b, str)) or os.path.isabs(a) == os.path.isabs(b):
+        return False
+    absolute, relative = (a, b) if os.path.isabs(a) else (b, a)
+    relative = os.path.normpath(relative)
+    return not relative.startswith("..") and os.path.normpath(absolute).endswith(os.sep + relative)
 
 
 def is_lexical(run: dict) -> bool:

@@ -120,6 +120,17 @@ def test_seeds_of_other_settings_or_other_questions_are_refused(tmp_path):
         SystemExit, match=r"d\.json: trained with other settings than .*a1\.json \(train\.global_batch\)"
     ):
         pair_results.main([f"{a1},{batch64}", str(b1)])
+    # one training file named from two directories is one setting; another file, or the same name
+    # under another folder, is not
+    here = _seed(tmp_path / "f.json", 42, ["q1", "q2"], [1.0, 0.0], [1.0, 0.0], **{"data.train": "runs/curve/q.jsonl"})
+    there = _seed(
+        tmp_path / "g.json", 43, ["q1", "q2"], [0.5, 0.0], [0.0, 1.0], **{"data.train": "/w/runs/curve/q.jsonl"}
+    )
+    assert pair_results.main([f"{here},{there}", str(b1), "--resamples", "200"]) == 0
+    for elsewhere in ("/w/runs/other/q.jsonl", "/w/xruns/curve/q.jsonl", "/w/runs/curve/q2.jsonl"):
+        moved = _seed(tmp_path / "h.json", 43, ["q1", "q2"], [0.5, 0.0], [0.0, 1.0], **{"data.train": elsewhere})
+        with pytest.raises(SystemExit, match=r"h\.json: trained with other settings than .*f\.json \(data\.train\)"):
+            pair_results.main([f"{here},{moved}", str(b1)])
     no_fused = json.loads(a2.read_text("utf-8"))
     no_fused["fused"] = {}
     (tmp_path / "e.json").write_text(json.dumps(no_fused), "utf-8")
