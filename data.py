@@ -7,6 +7,7 @@ line (or row) at fault and says what is wrong; nothing is skipped silently.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 from collections import Counter, defaultdict
@@ -505,10 +506,12 @@ def spread_batches(
 def grouped_batches(groups: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Cut a shuffled epoch into batches of `batch_size` (the last one holds the remainder) that keep
     rows of one group together (data.batch_by: the source document of each row's positive), so a
-    batch's in-batch negatives come from one or two documents (topic-aware sampling, Hofstätter et
-    al., SIGIR 2021): the groups in a random order, each group's rows in a random order, cut in
-    turn; then the batches in a random order (the short one last) and each batch shuffled. A group
-    larger than a batch fills several; a batch starting inside one group ends in the next."""
+    batch's in-batch negatives come from as few documents as the sizes allow (in the spirit of
+    topic-aware sampling, Hofstätter et al., SIGIR 2021, which clusters questions instead): the
+    groups in a random order, each group's rows in a random order, cut in turn; then the batches in a
+    random order (the short one last) and each batch shuffled. A group larger than a batch fills
+    several; a batch starting inside one group goes on into the next. Rows sharing a question or a
+    passage are not spread apart as spread_batches spreads them."""
     names, group_of = np.unique(groups, return_inverse=True)
     rank = np.empty(len(names), dtype=np.int64)
     rank[rng.permutation(len(names))] = np.arange(len(names))
@@ -571,11 +574,15 @@ class SpreadBatchSampler:
         groups: np.ndarray | None = None,
     ):
         self.mix_rows = list(mix_rows or [])
-        if groups is not None and (self.mix_rows or len(groups) != len(table)):
-            raise ValueError(
-                f"batch groups: {len(groups)} for {len(table)} rows, or with data.mix: one per row, no mix"
-            )
+        if groups is not None and self.mix_rows:
+            raise ValueError("batch groups: not with data.mix")
+        if groups is not None and len(groups) != len(table):
+            raise ValueError(f"batch groups: {len(groups)} for {len(table)} rows; one per row")
         self.groups = groups
+        # checked on resume: the same groups give the same batches
+        self.groups_digest = (
+            "" if groups is None else hashlib.sha256(np.asarray(groups, np.int64).tobytes()).hexdigest()
+        )
         if global_batch % world_size:
             raise ValueError(f"train.global_batch {global_batch} does not divide over {world_size} processes")
         if self.mix_rows:
@@ -636,11 +643,17 @@ class SpreadBatchSampler:
         self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        state = {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        return state | ({"groups": self.groups_digest} if self.groups_digest else {})
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed:
             raise ValueError(f"the checkpoint was trained with seed {state['seed']}, the config says {self.seed}")
+        if state.get("groups", "") != self.groups_digest:
+            raise ValueError(
+                "the checkpoint's batch groups (data.batch_by: each row's document) differ from this run's: "
+                "the documents changed since it was saved"
+            )
         self.epoch, self.position = state["epoch"], state["position"]
 
 

@@ -451,11 +451,12 @@ def dry_run(config: Config, mixed_precision: str) -> dict:
     out = Path(config.output.dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {out}: exists and is not a directory")
+    documents = read_batch_documents(config)
     encoder = load_encoder(config, mixed_precision)
     resolve_dims(config, encoder.dim)
     pairs = load_pairs(config.data.train, config.data.train_split)
     table = mixed_table(config, pairs, relevance_map(config, pairs), log=True)
-    sampler = make_sampler(table, config, 1, read_batch_documents(config), log=True)
+    sampler = make_sampler(table, config, 1, documents, log=True)
     sets = load_eval_sets(config)
 
     def lengths(texts: list[str], prompt: str) -> np.ndarray:  # before truncation, prompt included
@@ -649,7 +650,10 @@ def resumed_state(r: Run, checkpoint: Path, saved: dict) -> RunState:
     """The model, optimiser, sampler and RNGs restored from `checkpoint`, and the run's state in it;
     newer checkpoints (an abandoned continuation) are set aside."""
     state, sampler = load_checkpoint(r.accelerator, checkpoint, saved, r.config, table_digest(r.table))
-    r.sampler.load_state_dict(sampler)
+    try:
+        r.sampler.load_state_dict(sampler)
+    except ValueError as err:
+        raise ConfigError(f"resume from {checkpoint}: {err}") from None
     logger.info("resumed from %s at step %d", checkpoint, state.step)
     if r.accelerator.is_main_process:
         for path in set_aside_newer(r.out, state.step):

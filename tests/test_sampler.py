@@ -143,8 +143,19 @@ def test_the_sampler_batches_by_group_resumably_and_refuses_what_it_cannot():
     assert len(first) == 4 and sorted(distinct_groups_per_batch([np.array(b) for b in first], groups)) == [1] * 4
     second = [batch.tolist() for batch in sampler]
     assert second != first  # a new order each epoch
+    halfway = SpreadBatchSampler(table, 25, seed=7, groups=groups)
+    batches = iter(halfway)
+    next(batches), next(batches)
     again = SpreadBatchSampler(table, 25, seed=7, groups=groups)
-    again.load_state_dict({"epoch": 0, "position": 2, "seed": 7})
+    again.load_state_dict(halfway.state_dict())
     assert [batch.tolist() for batch in again] == first[2:]
     with pytest.raises(ValueError, match="batch groups: 99 for 100 rows"):
         SpreadBatchSampler(table, 25, seed=7, groups=groups[:99])
+    moved = groups.copy()
+    moved[[0, 99]] = moved[[99, 0]]  # one row in another document since the checkpoint
+    with pytest.raises(ValueError, match="batch groups .* differ from this run's"):
+        SpreadBatchSampler(table, 25, seed=7, groups=moved).load_state_dict(again.state_dict())
+    with pytest.raises(ValueError, match="batch groups .* differ from this run's"):
+        SpreadBatchSampler(table, 25, seed=7).load_state_dict(again.state_dict())
+    plain = SpreadBatchSampler(table, 25, seed=7)
+    assert plain.state_dict() == {"epoch": 0, "position": 0, "seed": 7}  # as checkpoints before data.batch_by

@@ -345,7 +345,7 @@ def test_two_steps_end_to_end(tiny_bert, tiny_task, tmp_path):
     )
 
 
-def test_batches_by_document_end_to_end(tiny_bert, tiny_task, tmp_path, caplog):
+def test_batches_by_document_end_to_end(tiny_bert, tiny_task, tmp_path, caplog, monkeypatch):
     """data.batch_by document: the tiny task's passages get doc_ids (passage i in document i % 3,
     passage 29 in none) and the run trains, saying how many rows it grouped; a corpus without
     doc_ids is refused before anything is written (the batches themselves: tests/test_sampler.py)."""
@@ -358,9 +358,24 @@ def test_batches_by_document_end_to_end(tiny_bert, tiny_task, tmp_path, caplog):
     (beir / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     (beir / "qrels" / "train.tsv").write_text((beir / "qrels" / "dev.tsv").read_text())
     argv = tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--data.batch_by", "document", "--data.qrels", str(beir))
+    made = []
+
+    def recording(table, *args, **kwargs):  # the sampler the run trains with, and the groups it was given
+        made.append(real(table, *args, **kwargs))
+        return made[-1]
+
+    real = train.SpreadBatchSampler
+    monkeypatch.setattr(train, "SpreadBatchSampler", recording)
     with caplog.at_level(logging.INFO, logger="train"):
         result = train.main([*argv, "--eval.before", "false", "--eval.after", "false"])
     assert result["steps"] == 2
+    (sampler,) = made
+    positive_passage = [i % 30 for i in range(40)]  # the task's rows, in order
+    expected = [f"reg{p % 3}" if p != 29 else f"alone{i}" for i, p in enumerate(positive_passage)]
+    assert len(set(sampler.groups.tolist())) == len(set(expected))
+    for i in range(40):  # the same partition of the rows
+        for j in range(40):
+            assert (sampler.groups[i] == sampler.groups[j]) == (expected[i] == expected[j])
     # row i's positive is passage i % 30: row 29's passage 29 is in no document
     line = "data.batch_by document: 39 of 40 rows' positives in 3 documents; 1 in none (each a group of its own)"
     assert line in caplog.text
@@ -368,6 +383,10 @@ def test_batches_by_document_end_to_end(tiny_bert, tiny_task, tmp_path, caplog):
     with pytest.raises(SystemExit, match=r"^error: data.batch_by document: .*corpus.jsonl gives no passage a doc_id"):
         train.main([*argv, "--output.dir", str(tmp_path / "run2")])
     assert not (tmp_path / "run2").exists()
+    other = [{**row, "text": f"another text {i}", "doc_id": "reg0"} for i, row in enumerate(rows)]
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in other))
+    with pytest.raises(SystemExit, match=r"^error: data.batch_by document: none of the 40 data.train positives"):
+        train.main([*argv, "--output.dir", str(tmp_path / "run2"), "--dry-run"])
 
 
 def test_a_cpu_run_is_bitwise_reproducible(tiny_bert, tiny_task, tmp_path):

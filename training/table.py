@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from data import DataError, PairsData, TrainTable, index_texts, known_relevant, load_ir, load_pairs
+from data import DataError, PairsData, TrainTable, index_texts, known_relevant, load_beir, load_pairs
 from model import Encoder, ModelConfig
 from retrieval.memory import collapsed
 from retrieval.mining import mine, reusable
@@ -44,18 +44,35 @@ def relevance_map(config: Config, pairs: PairsData, log: bool = False) -> dict[s
 
 def batch_documents(config: Config) -> dict[str, str] | None:
     """data.batch_by document: the source document (doc_id or source) of each passage text,
-    whitespace collapsed, of data.qrels' corpus (the first where a text repeats); None otherwise.
-    Read before the model loads. ValueError naming the corpus when it gives no passage a document."""
+    whitespace collapsed, of data.qrels' BEIR corpus (the first where a text repeats); None
+    otherwise. Read before the model loads. ValueError naming the corpus when it gives no passage a
+    document, or when no data.train positive is one of its passages (batches would then be a plain
+    shuffle); a warning when under half are."""
     if config.data.batch_by != "document":
         return None
     beir = config.data.qrels or ""
-    corpus = load_ir(beir, config.data.qrels_split)
+    corpus = load_beir(beir, config.data.qrels_split)
     if corpus.corpus_groups is None:
         raise ValueError(f"data.batch_by document: {beir}/corpus.jsonl gives no passage a doc_id or source")
     documents: dict[str, str] = {}
     for text, group in zip(corpus.corpus_texts, corpus.corpus_groups):
         if group:  # a passage without a document is in none
             documents.setdefault(collapsed(text), group)
+    positives = load_pairs(config.data.train, config.data.train_split).positives
+    found = sum(collapsed(text) in documents for text in positives)
+    if not found:
+        raise ValueError(
+            f"data.batch_by document: none of the {len(positives)} data.train positives is a passage of "
+            f"{beir}/corpus.jsonl with a document (texts matched whitespace collapsed, title first)"
+        )
+    if found < len(positives) / 2:
+        logger.warning(
+            "data.batch_by document: only %d of %d data.train positives are passages of %s with a document; "
+            "the rest are batched as groups of one",
+            found,
+            len(positives),
+            beir,
+        )
     return documents
 
 
