@@ -42,6 +42,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from common.files import jsonl_lines, write_atomic
 from data import DataError, load_pairs, read_id_text, read_rows
 from model import Encoder, ModelConfig
+from retrieval.memory import collapsed
 from retrieval.mining import embed_all, hybrid_ranking
 from retrieval.settings import LexicalConfig
 
@@ -188,11 +189,11 @@ def filter_written(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: {where}: a written row needs question and positive (text)")
         if str(record.get("passage_id")) not in row_of:
             raise SystemExit(f"error: {where}: passage_id {record.get('passage_id')!r} is not in {args.data}")
-    seen = {" ".join(a.split()).lower() for a in pairs.anchors}
+    seen = {collapsed(a).lower() for a in pairs.anchors}
     dropped = {"shape": 0, "number": 0, "repeat": 0}
     candidates: list[tuple[str, int]] = []
     for _, record in written:
-        question = " ".join(record["question"].split())
+        question = collapsed(record["question"])
         why = plausible(question, record["positive"])
         if why is None and question.lower() in seen:
             why = "repeat"
