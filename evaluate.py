@@ -61,7 +61,7 @@ from retrieval.rerank import (
 )
 from retrieval.settings import FUSION_NORMS, TOKEN_PATTERNS, LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
-from training.seen_report import seen_markdown, seen_mask, seen_summary, subset_of, trained_passages
+from training.seen_report import seen_markdown, seen_mask, seen_summary, subset_of, times_asked, trained_passages
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         metavar="PAIRS",
         help="the pairs the model trained on: also report the questions with a relevant passage among their "
-        "positives (memory) and the others (transfer) apart, against --baseline and BM25",
+        "positives (memory) and the others (transfer) apart, and by how many of its questions asked about "
+        "their passage (0, 1, 2, 3+), against --baseline and BM25",
     )
     parser.add_argument(
         "--precision",
@@ -306,14 +307,15 @@ def checked_reranker(args: argparse.Namespace) -> Reranker | None:
     return reranker
 
 
-def trained_texts(args: argparse.Namespace) -> set[str] | None:
-    """--seen: the texts of the training pairs' positives, read before any model is loaded."""
+def trained_texts(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
+    """--seen: the training pairs' (anchor, positive) texts, read before any model is loaded."""
     if args.seen is None:
         return None
     try:
-        return trained_passages(load_pairs(args.seen).positives)
+        pairs = load_pairs(args.seen)
     except (DataError, OSError) as err:
         sys.exit(f"error: --seen: {err}")
+    return pairs.anchors, pairs.positives
 
 
 def memory_pairs(args: argparse.Namespace) -> PairsData | None:
@@ -357,12 +359,13 @@ def scored_report(
     base_embeddings: tuple | None,
     weight_on: tuple[IRDataset, np.ndarray] | None = None,
     reranker: Reranker | None = None,
-    seen: tuple[np.ndarray, int] | None = None,
+    seen: tuple[np.ndarray, int, np.ndarray] | None = None,
     memory: EncodedMemory | None = None,
 ) -> dict:
     """Score, print and return the report: metrics per dim, the metadata, the paired comparison with
     --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds);
-    `seen`: (each question on a training positive?, how many positives) for --seen; `memory`: --memory's
+    `seen`: (each question on a training positive?, how many positives, how many training questions
+    asked about each question's passage) for --seen; `memory`: --memory's
     questions, encoded."""
     query_emb, corpus_emb, seconds = embeddings
     results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
@@ -417,7 +420,7 @@ def scored_report(
             None if seen is None else seen[0],
         )
     if seen is not None:
-        report["seen"] = seen_summary(seen[0], base_results, results, seen[1], args.resamples, args.seed)
+        report["seen"] = seen_summary(seen[0], base_results, results, seen[1], args.resamples, args.seed, seen[2])
         print("\n" + "\n".join(seen_markdown(report["seen"])))
     return report
 
@@ -591,7 +594,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     data, memory, encoder, baseline, dims = load_inputs(args, memory_pairs(args))
     reranker = checked_reranker(args)
     other = weight_split(args, data)
-    seen = None if trained is None else (seen_mask(data, trained), len(trained))
+    seen = None
+    if trained is not None:
+        positives = trained_passages(trained[1])
+        seen = (seen_mask(data, positives), len(positives), times_asked(data, *trained, data.query_ids))
     device = start_processes()
     show_progress = is_main_process()
     embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)

@@ -76,7 +76,7 @@ from training.report import (
     tracker_config,
 )
 from training.schedule import is_due, lr_at
-from training.seen_report import table_positives, trained_passages
+from training.seen_report import table_rows
 from training.selection import Selection
 from training.space_report import plot_map, space_of
 from training.table import TableSource, batch_documents, document_groups, load_table, mixed_table, relevance_map
@@ -701,7 +701,7 @@ def finish(r: Run, state: RunState) -> dict:
                     after_sets.get(entry.name),
                 )
         query_ids = r.eval_data.query_ids if r.eval_data else []
-        trained = trained_passages(table_positives(r.table))
+        trained = table_rows(r.table)
         results = save_results(r.out, r.config, state, after, query_ids, sets, r.eval_name, trained)
         written = [r.out / "model", r.out / "results.md"]
         title = f"{r.config.model.name_or_path} on {r.eval_data.name if r.eval_data else ''}"

@@ -210,8 +210,10 @@ def seen_groups(pairs: list[Path], data: Path, split: str, query_ids: list[str])
 
 def count_groups(pairs: Path, data: Path, split: str, query_ids: list[str], edges: list[int]) -> dict[str, np.ndarray]:
     """all, then a mask over query_ids for each range of times asked that edges (increasing, each at
-    least 1) mark off: [0, e1), [e1, e2), ..., [ek, inf), named by their counts."""
+    least 1) mark off: [0, e1), [e1, e2), ..., [ek, inf), named by their counts (as training runs'
+    reports name them: training.seen_report.count_groups)."""
     from data import DataError, load_ir, load_pairs
+    from training.seen_report import count_groups as by_count
     from training.seen_report import times_asked
 
     try:
@@ -220,14 +222,7 @@ def count_groups(pairs: Path, data: Path, split: str, query_ids: list[str], edge
         asked = times_asked(ir, training.anchors, training.positives, query_ids)
     except (DataError, OSError, ValueError) as err:
         raise SystemExit(f"error: --by-count: {err}") from None
-    groups = {"all": np.ones(len(query_ids), dtype=bool)}
-    bounds = [0, *edges]
-    for low, high in zip(bounds, [*edges, None]):
-        if high is None:
-            groups[f"asked {low}+"] = asked >= low
-        else:
-            groups[f"asked {low}" if high == low + 1 else f"asked {low}-{high - 1}"] = (asked >= low) & (asked < high)
-    return groups
+    return {"all": np.ones(len(query_ids), dtype=bool)} | by_count(asked, edges)
 
 
 def count_edges(text: str) -> list[int]:

@@ -91,7 +91,9 @@ def test_seen_reports_questions_on_training_positives_apart(tmp_path, tiny_bert,
     data = tiny_beir(tmp_path / "beir")
     texts = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"anchor": f"a{i}", "positive": texts[i * 3]}) + "\n" for i in range(3)))
+    # q0's passage asked by three training questions, q1's by two, q2's by one (its row twice: one question)
+    asked = [("a0", 0), ("b0", 0), ("c0", 0), ("a1", 3), ("b1", 3), ("a2", 6), ("a2", 6)]
+    pairs.write_text("".join(json.dumps({"anchor": a, "positive": texts[i]}) + "\n" for a, i in asked))
     argv = ["--model", str(tiny_bert), "--data", str(data), "--split", "dev", "--seen", str(pairs)]
     runs = tmp_path / "runs"
     report = evaluate.main([*argv, "--baseline", str(tiny_bert), "--resamples", "200", "--run-out", str(runs)])
@@ -113,9 +115,16 @@ def test_seen_reports_questions_on_training_positives_apart(tmp_path, tiny_bert,
     assert dense[0]["new"] == pytest.approx(np.mean([per_query[f"q{i}"] for i in range(3)]))
     assert dense[1]["new"] == pytest.approx(np.mean([per_query[f"q{i}"] for i in range(3, 8)]))
     assert dense[0]["diff"] == dense[1]["diff"] == 0
+    assert seen["asked"]["questions"] == {"asked 0": 5, "asked 1": 1, "asked 2": 1, "asked 3+": 1}
+    for group, questions in (("asked 3+", ["q0"]), ("asked 1", ["q2"]), ("asked 0", [f"q{i}" for i in range(3, 8)])):
+        assert set(seen["asked"]["changes"][group]) == {"after_vs_before"}  # against the base; it is not fused
+        change = seen["asked"]["changes"][group]["after_vs_before"]["32"]["ndcg@10"]
+        assert change["new"] == pytest.approx(np.mean([per_query[q] for q in questions])) and change["diff"] == 0
     bm25 = [seen["changes"][g]["after_vs_bm25"]["32"]["ndcg@10"]["base"] for g in ("seen", "unseen")]
     assert (3 * bm25[0] + 5 * bm25[1]) / 8 == pytest.approx(report["lexical"]["bm25"]["ndcg@10"])
-    assert "## Questions on passages it trained on, and on the others" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "## Questions on passages it trained on, and on the others" in printed
+    assert "| dim | fine-tuned against base: asked 0 (5) | asked 1 (1) | asked 2 (1) | asked 3+ (1) |" in printed
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"anchor": "a", "positive": "p"}\n{"anchor": "b"\n')
     for path, message in ((tmp_path / "missing.jsonl", "missing.jsonl"), (bad, r"bad\.jsonl:2")):

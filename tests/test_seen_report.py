@@ -14,12 +14,15 @@ from helpers import random_texts
 from retrieval.metrics import DimResult
 from retrieval.stats import paired_bootstrap
 from training.seen_report import (
+    count_groups,
     seen_in_order,
     seen_markdown,
     seen_mask,
     seen_summary,
     seen_verdict,
     table_positives,
+    table_rows,
+    times_asked,
     trained_passages,
 )
 
@@ -94,6 +97,80 @@ def test_each_group_is_paired_on_its_own_questions():
     assert "3 of the 5 eval questions" in card and "+0.5333" in card and "+0.3667" in card and "-0.1000" in card
 
 
+def test_the_asked_groups_are_named_by_their_counts_and_cover_every_question():
+    asked = np.array([0, 1, 2, 3, 7, 0, 4, 2])
+    groups = count_groups(asked)
+    assert {g: m.nonzero()[0].tolist() for g, m in groups.items()} == {
+        "asked 0": [0, 5],
+        "asked 1": [1],
+        "asked 2": [2, 7],
+        "asked 3+": [3, 4, 6],
+    }
+    wide = count_groups(asked, [1, 4])
+    assert {g: int(m.sum()) for g, m in wide.items()} == {"asked 0": 2, "asked 1-3": 4, "asked 4+": 2}
+    for edges in ([], [0, 1], [2, 2], [3, 1]):
+        with pytest.raises(ValueError, match="increasing whole numbers from 1"):
+            count_groups(asked, edges)
+
+
+def test_times_asked_counts_distinct_training_questions_per_passage(tmp_path):
+    """Rows with the same question and passage (whitespace aside) count once; a question's count is
+    the most over its relevant passages; the training table gives back every row's texts."""
+    rows = [("q a", "p  one"), ("q a", "p one"), ("q b", "p one"), ("q c", "p one"), ("q a", "p two"), ("q d", "p two")]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in rows))
+    anchors, positives = table_rows(index_texts(load_pairs(path)))
+    assert sorted(zip(anchors, positives)) == sorted(rows)
+    texts = {"d1": "p one", "d2": "p two", "d3": "p three"}
+    data = ir({"x": {"d1": 1}, "y": {"d2": 1, "d3": 1}, "z": {"d3": 1}, "w": {"d2": 1, "d1": 0}}, texts)
+    assert times_asked(data, anchors, positives, ["x", "y", "z", "w"]).tolist() == [3, 2, 0, 2]  # d1 graded 0
+
+
+def test_each_asked_group_is_paired_on_its_own_questions():
+    asked = np.array([3, 0, 1, 5, 0, 2])
+    seen = asked > 0
+    before = {8: result([0.1, 0.9, 0.2, 0.3, 0.8, 0.5], [0.5, 0.7, 0.5, 0.4, 0.9, 0.6], [0.4, 0.9, 0.5, 0.4, 0.9, 0.6])}
+    after = {8: result([0.6, 0.7, 0.7, 0.9, 0.8, 0.4], [0.5, 0.7, 0.5, 0.4, 0.9, 0.6], [0.7, 0.8, 0.8, 0.9, 0.8, 0.7])}
+    summary = seen_summary(seen, before, after, trained=4, resamples=2000, asked=asked)["asked"]
+    assert summary["questions"] == {"asked 0": 2, "asked 1": 1, "asked 2": 1, "asked 3+": 2}
+    want = {  # group: name: (base, new) per-query NDCG@10 on the group's questions
+        "asked 3+": {
+            "after_vs_before": ([0.1, 0.3], [0.6, 0.9]),
+            "after_fused_vs_before_fused": ([0.4, 0.4], [0.7, 0.9]),
+        },
+        "asked 0": {
+            "after_vs_before": ([0.9, 0.8], [0.7, 0.8]),
+            "after_fused_vs_before_fused": ([0.9, 0.9], [0.8, 0.8]),
+        },
+        "asked 2": {"after_vs_before": ([0.5], [0.4]), "after_fused_vs_before_fused": ([0.6], [0.7])},
+    }
+    for group, by_name in want.items():
+        assert set(summary["changes"][group]) == set(by_name)  # the two headline changes, against the base
+        for name, (base, new) in by_name.items():
+            c = summary["changes"][group][name]["8"]["ndcg@10"]
+            assert c["diff"] == pytest.approx(np.mean(new) - np.mean(base))
+            _, lo, hi = paired_bootstrap(np.array(base), np.array(new), 2000)
+            assert (c["lo"], c["hi"]) == pytest.approx((lo, hi))
+    shown = seen_summary(seen, before, after, 4, 2000, asked=asked)
+    table = "\n".join(seen_markdown(shown))
+    assert (
+        "| dim | fine-tuned + BM25 against base + BM25: asked 0 (2) | asked 1 (1) | asked 2 (1) | asked 3+ (2) |"
+        in table
+    )
+    fused_row = table.split("asked 3+ (2) |")[2].splitlines()[2]  # the second table (fused), its dim 8
+    assert fused_row.startswith("| 8 | 0.9000 → 0.8000, -0.1000") and fused_row.endswith(
+        "| 0.4000 → 0.8000, +0.4000 [+0.3000, +0.5000] |"
+    )
+    assert "Too few questions for their intervals to mean much: asked 0 (2), asked 1 (1)" in table
+    card = " ".join(seen_verdict(shown))
+    assert (
+        "NDCG@10 fused with BM25 (at 8 dims) changed by -0.1000 [-0.1000, -0.1000] where 0 asked (2 questions)" in card
+    )
+    assert "+0.4000" in card and "where 3+ asked (2 questions)" in card
+    without_before = seen_summary(seen, None, after, 4, 200, asked=asked)["asked"]
+    assert set(without_before["changes"]["asked 3+"]) == {"after_vs_bm25", "after_fused_vs_bm25"}
+
+
 def test_an_empty_group_and_a_run_without_before_or_bm25():
     after = {8: result([0.5, 0.6], [0.4, 0.4], [0.6, 0.7])}
     summary = seen_summary(np.array([True, True]), None, after, trained=2, resamples=200)
@@ -153,5 +230,23 @@ def test_a_run_reports_memory_against_transfer(tiny_bert, tmp_path):
             assert saved["changes"][group]["after_fused_vs_bm25"][dim]["ndcg@10"]["diff"] == pytest.approx(
                 fused[mask].mean()
             )
+    # passage j < 15 is the positive of questions j, j + 15 and j + 30 (those under 40): three for
+    # j < 10, two for the others; the eval question i asks about passage i % 30
+    direct = [(3 if i % 30 < 10 else 2) if i % 30 < 15 else 0 for i in (int(q[1:]) for q in per_query["query_ids"])]
+    assert per_query["asked"] == direct
+    counts = np.array(direct)
+    assert saved["asked"]["questions"] == {
+        "asked 0": int((counts == 0).sum()),
+        "asked 1": 0,
+        "asked 2": int((counts == 2).sum()),
+        "asked 3+": int((counts == 3).sum()),
+    }
+    assert "asked 1" not in saved["asked"]["changes"]  # no question: nothing paired
+    for group, mask in (("asked 0", counts == 0), ("asked 2", counts == 2), ("asked 3+", counts == 3)):
+        after, before = (np.array(per_query[side]["32"]["ndcg@10"]) for side in ("after", "before"))
+        c = saved["asked"]["changes"][group]["after_vs_before"]["32"]["ndcg@10"]
+        assert c["diff"] == pytest.approx((after - before)[mask].mean())
+    assert "## By how many training questions asked about the passage" in (run / "results.md").read_text()
     assert "## Questions on passages it trained on, and on the others" in (run / "results.md").read_text()
-    assert "## Memory or transfer" in (run / "model" / "README.md").read_text()
+    card = (run / "model" / "README.md").read_text()
+    assert "## Memory or transfer" in card and "where 3+ asked" in card

@@ -25,7 +25,7 @@ from retrieval.stats import compare_per_query, format_comparison
 from training.checkpoint import RunState
 from training.config import Config, flatten, mix_rows
 from training.lexical_report import lexical_markdown, lexical_summary, lexical_verdict
-from training.seen_report import seen_markdown, seen_mask, seen_summary, seen_verdict
+from training.seen_report import seen_markdown, seen_mask, seen_summary, seen_verdict, times_asked, trained_passages
 from training.selection import Selection
 from training.space_report import eval_sets_markdown, eval_sets_summary, space_json, space_markdown
 
@@ -85,16 +85,21 @@ def save_results(
     query_ids: list[str],
     sets: dict[str, tuple[IRDataset, dict | None, dict | None]] | None = None,
     selected_set: str = "",
-    trained: set[str] | None = None,
+    trained: tuple[list[str], list[str]] | None = None,
 ) -> dict:
     """The before/after tables, the curve and the step kept (`after` is its evaluation), as
     results.json and results.md; `sets`: every data.eval set by name, (data, before, after), in
     the config's order, `selected_set` the one eval.select scores (the one `after` is of);
-    `trained`: the training positives' texts (seen_report.trained_passages), which split the
-    selected set's questions into those on passages the model trained on and the others."""
+    `trained`: the training rows' (anchor, positive) texts (seen_report.table_rows), which split the
+    selected set's questions into those on passages the model trained on and the others, and by how
+    many training questions asked about their passage."""
     before, selection, steps, seconds = state.before, state.selection, state.step, state.train_seconds
     data = sets[selected_set][0] if sets and selected_set in sets else None
-    seen = seen_mask(data, trained) if data is not None and trained is not None else None
+    seen = asked = None
+    positives: set[str] = set()
+    if data is not None and trained is not None:
+        positives = trained_passages(trained[1])
+        seen, asked = seen_mask(data, positives), times_asked(data, *trained, data.query_ids)
     results = {
         "before": metrics_of(before),
         "after": metrics_of(after),
@@ -108,7 +113,7 @@ def save_results(
         "frontier": {"before": frontier_of(before), "after": frontier_of(after)},
         "lexical": lexical_summary(config, before, after),
         "space": space_json(before, after),
-        "seen": seen_summary(seen, before, after, len(trained or ())),
+        "seen": seen_summary(seen, before, after, len(positives), asked=asked),
         "eval_sets": eval_sets_summary(sets or {}, selected_set),
         "versions": library_versions(),
     }
@@ -145,6 +150,7 @@ def save_results(
                 }
         if seen is not None:  # True: a relevant passage of the question was a training positive
             per_query["seen"] = seen.tolist()
+            per_query["asked"] = asked.tolist()  # distinct training questions on the passage
         write_atomic(out / "per_query.json", [json.dumps({"query_ids": query_ids, **per_query}) + "\n"])
     write_atomic(out / "results.md", ["\n".join(lines) + "\n"])
     return results

@@ -14,12 +14,19 @@ passage may still have been in training as a mined or in-batch negative. results
 section: the counts, and per group the paired changes of the fine-tuned model against the base
 model and BM25, alone and fused (whichever were scored); results.md's table; the model card's
 sentence.
+
+The seen questions are split further by how many distinct training questions ask about their
+passage (`times_asked`; groups 0, 1, 2, 3 or more): on ObliQA dev the recipe's fused gain over the
+untouched model fused was +0.05 where three or more had asked, and none where none had
+(BENCHMARKS.md, "How many training questions"). That split is the section's `asked` part, with
+the two headline changes per group (alone and fused, against the base model, or against BM25
+without one), and its own table and sentence.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -39,6 +46,12 @@ CHANGES = (
     ("after_fused_vs_bm25", ("after", "convex"), ("bm25", None)),
     ("after_remembered_vs_after_fused", ("after", "remembered"), ("after", "convex")),
 )
+# The asked groups' changes: against the base model, or against BM25 where no base was scored
+ASKED = (
+    ("after_vs_before", "after_fused_vs_before_fused"),
+    ("after_vs_bm25", "after_fused_vs_bm25"),
+)
+EDGES = (1, 2, 3)  # the asked groups: 0, 1, 2, then 3 or more training questions on the passage
 TITLES = {
     "after_vs_before": ("base", "fine-tuned"),
     "after_fused_vs_before_fused": ("base + BM25", "fine-tuned + BM25"),
@@ -101,6 +114,31 @@ def times_asked(data: IRDataset, anchors: Iterable[str], positives: Iterable[str
     )
 
 
+def count_groups(asked: np.ndarray, edges: Sequence[int] = EDGES) -> dict[str, np.ndarray]:
+    """A mask over the questions for each range of times asked that edges (increasing whole numbers,
+    each at least 1) mark off: [0, e1), [e1, e2), ..., [ek, inf), named "asked 0", "asked 1-2",
+    "asked 3+" by their counts."""
+    if not edges or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"the edges must be increasing whole numbers from 1, not {list(edges)}")
+    groups = {}
+    bounds = [0, *edges]
+    for low, high in zip(bounds, [*edges, None]):
+        if high is None:
+            groups[f"asked {low}+"] = asked >= low
+        else:
+            groups[f"asked {low}" if high == low + 1 else f"asked {low}-{high - 1}"] = (asked >= low) & (asked < high)
+    return groups
+
+
+def table_rows(table: TrainTable) -> tuple[list[str], list[str]]:
+    """The (anchor, positive) texts of every row of a training table (every source's rows), for
+    times_asked."""
+    return (
+        [table.anchor_texts[i] for i in table.anchor_ids],
+        [table.passage_texts[i] for i in table.positive_ids],
+    )
+
+
 def subset_of(per_query: dict[int, dict[str, np.ndarray]], mask: np.ndarray) -> dict[int, dict[str, np.ndarray]]:
     return {dim: {m: np.asarray(v)[mask] for m, v in by_metric.items()} for dim, by_metric in per_query.items()}
 
@@ -112,11 +150,13 @@ def seen_summary(
     trained: int,
     resamples: int = 10000,
     seed: int = 0,
+    asked: np.ndarray | None = None,
 ) -> dict | None:
     """results.json's `seen` section; None without a fine-tuned evaluation or a mask.
 
-    seen: (Q,) bool over the evaluated questions; trained: how many distinct positives there were.
-    A group with no question, or nothing to compare (no before, no BM25), has no changes."""
+    seen: (Q,) bool over the evaluated questions; trained: how many distinct positives there were;
+    asked: (Q,) times_asked of each question, which adds the `asked` part. A group with no
+    question, or nothing to compare (no before, no BM25), has no changes."""
     if seen is None or not after:
         return None
     runs = {"before": before, "after": after, "bm25": bm25_of(before, after)}
@@ -128,20 +168,42 @@ def seen_summary(
         "changes": {},
     }
     for group, mask in zip(GROUPS, (seen, ~seen)):
-        if not mask.any():
-            continue
-        changes = {}
-        for name, new, base in CHANGES:
-            if (base[0] == "bm25" and runs["bm25"] is None) or (base[0] == "before" and not before):
-                continue
-            new_q, base_q = per_query_of(*new, runs, dims), per_query_of(*base, runs, dims)
-            if new_q is None or base_q is None:
-                continue
-            found = compare_per_query(subset_of(base_q, mask), subset_of(new_q, mask), SHOWN, resamples, seed)
-            changes[name] = {str(d): by_metric for d, by_metric in found.items()}
+        changes = _group_changes(mask, [name for name, _, _ in CHANGES], runs, dims, resamples, seed)
         if changes:
             summary["changes"][group] = changes
+    if asked is not None:
+        names = list(ASKED[0] if before else ASKED[1])
+        groups = count_groups(asked)
+        summary["asked"] = {
+            "matched_by": "distinct training questions on the passage, the most over its relevant passages",
+            "questions": {group: int(mask.sum()) for group, mask in groups.items()},
+            "changes": {},
+        }
+        for group, mask in groups.items():
+            changes = _group_changes(mask, names, runs, dims, resamples, seed)
+            if changes:
+                summary["asked"]["changes"][group] = changes
     return summary
+
+
+def _group_changes(mask: np.ndarray, names: list[str], runs: dict, dims: list[int], resamples: int, seed: int) -> dict:
+    """{name: {dim: {metric: change}}} of CHANGES' named ones on mask's questions, those that were scored."""
+    changes: dict = {}
+    if not mask.any():
+        return changes
+    for name, new, base in CHANGES:
+        if (
+            name not in names
+            or (base[0] == "bm25" and runs["bm25"] is None)
+            or (base[0] == "before" and not runs["before"])
+        ):
+            continue
+        new_q, base_q = per_query_of(*new, runs, dims), per_query_of(*base, runs, dims)
+        if new_q is None or base_q is None:
+            continue
+        found = compare_per_query(subset_of(base_q, mask), subset_of(new_q, mask), SHOWN, resamples, seed)
+        changes[name] = {str(d): by_metric for d, by_metric in found.items()}
+    return changes
 
 
 def _cell(c: dict) -> str:
@@ -184,7 +246,66 @@ def seen_markdown(summary: dict | None) -> list[str]:
                 for g in GROUPS
             ]
             lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+    return lines + [""] + asked_markdown(summary.get("asked"))
+
+
+def asked_markdown(asked: dict | None) -> list[str]:
+    """results.md: NDCG@10 per asked group and dim, for the two headline changes."""
+    if not asked or not asked["changes"]:
+        return []
+    n = asked["questions"]
+    groups = [g for g in n if g in asked["changes"]]
+    few = [f"{g} ({n[g]})" for g in groups if n[g] < FEW]
+    lines = [
+        "## By how many training questions asked about the passage",
+        "",
+        "Each eval question grouped by how many distinct training questions ask about its relevant passage "
+        "(the most over its relevant passages; asked 0 is the unseen group). Where training questions asked, "
+        "a gain is partly memory of the passage; asked 0 is what questions about the rest of the corpus meet."
+        + (f" Too few questions for their intervals to mean much: {', '.join(few)}." if few else "")
+        + " NDCG@10, base → new, change [paired 95% interval]:",
+    ]
+    names = [name for name, _, _ in CHANGES if any(name in asked["changes"][g] for g in groups)]
+    for name in names:
+        base, new = TITLES[name]
+        header = " | ".join(f"{g} ({n[g]})" for g in groups)
+        lines += ["", f"| dim | {new} against {base}: {header} |", "|---:|" + "---|" * len(groups)]
+        dims = next(asked["changes"][g][name] for g in groups if name in asked["changes"][g])
+        for dim in dims:
+            cells = [
+                _cell(asked["changes"][g][name][dim]["ndcg@10"]) if name in asked["changes"][g] else "" for g in groups
+            ]
+            lines.append(f"| {dim} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def asked_verdict(asked: dict | None) -> str:
+    """The model card's sentence: the fused change (or the change alone, where nothing was fused) at
+    full size in each asked group."""
+    if not asked or not asked["changes"]:
+        return ""
+    n = asked["questions"]
+    for name, what in (
+        ("after_fused_vs_before_fused", "fused with BM25"),
+        ("after_fused_vs_bm25", "fused with BM25 against BM25"),
+        ("after_vs_before", "alone"),
+        ("after_vs_bm25", "alone against BM25"),
+    ):
+        said, full = [], None
+        for group, changes in asked["changes"].items():
+            if name in changes:
+                full = max(changes[name], key=int)
+                c = changes[name][full]["ndcg@10"]
+                said.append(
+                    f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] where {group.removeprefix('asked ')} "
+                    f"asked ({n[group]} questions)"
+                )
+        if said:
+            return (
+                f" By how many training questions asked about the question's passage, NDCG@10 {what} (at {full} "
+                "dims) changed by " + ", ".join(said) + "."
+            )
+    return ""
 
 
 def seen_verdict(summary: dict | None) -> list[str]:
@@ -209,5 +330,6 @@ def seen_verdict(summary: dict | None) -> list[str]:
                 said.append(f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] on the {group}")
         if said:
             text += f" Fine-tuning changed NDCG@10 {what} (at {full} dims) by " + " and ".join(said) + "."
+    text += asked_verdict(summary.get("asked"))
     text += " Intervals: 95% paired bootstrap." + _few(summary) + _none_seen(summary)
     return ["## Memory or transfer", "", text, ""]
