@@ -24,6 +24,7 @@ import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,7 +62,7 @@ from retrieval.rerank import (
 )
 from retrieval.settings import FUSION_NORMS, TOKEN_PATTERNS, LexicalConfig, check_lexical_config, check_precision_flags
 from retrieval.stats import compare_per_query, format_comparison
-from training.seen_report import seen_markdown, seen_mask, seen_summary, subset_of, times_asked, trained_passages
+from training.seen_report import seen_markdown, seen_summary, subset_of, times_asked, trained_passages
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         metavar="PAIRS",
         help="the pairs the model trained on: also report the questions with a relevant passage among their "
-        "positives (memory) and the others (transfer) apart, and by how many of its questions asked about "
-        "their passage (0, 1, 2, 3+), against --baseline and BM25",
+        "positives (memory) and the others (transfer) apart, and grouped by how many of PAIRS' questions ask "
+        "about their passage (0, 1, 2, 3+), against --baseline and BM25",
     )
     parser.add_argument(
         "--precision",
@@ -307,6 +308,14 @@ def checked_reranker(args: argparse.Namespace) -> Reranker | None:
     return reranker
 
 
+class Seen(NamedTuple):
+    """--seen's split of the evaluated questions, in data.query_ids' order."""
+
+    mask: np.ndarray  # (Q,) bool: a relevant passage is a training positive
+    trained: int  # distinct training positives
+    asked: np.ndarray  # (Q,) distinct training questions on the question's passage (seen_report.times_asked)
+
+
 def trained_texts(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
     """--seen: the training pairs' (anchor, positive) texts, read before any model is loaded."""
     if args.seen is None:
@@ -359,13 +368,12 @@ def scored_report(
     base_embeddings: tuple | None,
     weight_on: tuple[IRDataset, np.ndarray] | None = None,
     reranker: Reranker | None = None,
-    seen: tuple[np.ndarray, int, np.ndarray] | None = None,
+    seen: Seen | None = None,
     memory: EncodedMemory | None = None,
 ) -> dict:
     """Score, print and return the report: metrics per dim, the metadata, the paired comparison with
     --baseline, and the storage frontier with --precision. `embeddings` is (queries, corpus, seconds);
-    `seen`: (each question on a training positive?, how many positives, how many training questions
-    asked about each question's passage) for --seen; `memory`: --memory's
+    `seen`: --seen's split of the questions; `memory`: --memory's
     questions, encoded."""
     query_emb, corpus_emb, seconds = embeddings
     results = evaluate_embeddings(query_emb, corpus_emb, data, dims)
@@ -417,10 +425,12 @@ def scored_report(
             weight_on,
             reranker,
             memory,
-            None if seen is None else seen[0],
+            None if seen is None else seen.mask,
         )
     if seen is not None:
-        report["seen"] = seen_summary(seen[0], base_results, results, seen[1], args.resamples, args.seed, seen[2])
+        report["seen"] = seen_summary(
+            seen.mask, base_results, results, seen.trained, args.resamples, args.seed, asked=seen.asked
+        )
         print("\n" + "\n".join(seen_markdown(report["seen"])))
     return report
 
@@ -596,8 +606,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     other = weight_split(args, data)
     seen = None
     if trained is not None:
-        positives = trained_passages(trained[1])
-        seen = (seen_mask(data, positives), len(positives), times_asked(data, *trained, data.query_ids))
+        asked = times_asked(data, *trained, data.query_ids)
+        seen = Seen(mask=asked > 0, trained=len(trained_passages(trained[1])), asked=asked)
     device = start_processes()
     show_progress = is_main_process()
     embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)

@@ -226,12 +226,16 @@ def count_groups(pairs: Path, data: Path, split: str, query_ids: list[str], edge
 
 
 def count_edges(text: str) -> list[int]:
+    from training.seen_report import check_edges
+
     try:
         edges = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not whole numbers: {text!r}") from None
-    if not edges or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise argparse.ArgumentTypeError(f"{text!r}: increasing whole numbers from 1, say 1,2,3")
+    try:
+        check_edges(edges)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: increasing whole numbers from 1, say 1,2,3") from None
     return edges
 
 
@@ -293,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seen:
         groups = seen_groups(args.seen, args.data, args.split, first["query_ids"])
     elif args.by_count:
-        groups = count_groups(args.by_count, args.data, args.split, first["query_ids"], args.bins or [1, 2, 3])
+        from training.seen_report import EDGES
+
+        groups = count_groups(args.by_count, args.data, args.split, first["query_ids"], args.bins or list(EDGES))
     print("\n".join(table(first, second, order, args.metric, args.resamples, groups)))
     return 0
 

@@ -116,10 +116,14 @@ def test_seen_reports_questions_on_training_positives_apart(tmp_path, tiny_bert,
     assert dense[1]["new"] == pytest.approx(np.mean([per_query[f"q{i}"] for i in range(3, 8)]))
     assert dense[0]["diff"] == dense[1]["diff"] == 0
     assert seen["asked"]["questions"] == {"asked 0": 5, "asked 1": 1, "asked 2": 1, "asked 3+": 1}
-    for group, questions in (("asked 3+", ["q0"]), ("asked 1", ["q2"]), ("asked 0", [f"q{i}" for i in range(3, 8)])):
-        assert set(seen["asked"]["changes"][group]) == {"after_vs_before"}  # against the base; it is not fused
+    groups = {"asked 3+": ["q0"], "asked 2": ["q1"], "asked 1": ["q2"], "asked 0": [f"q{i}" for i in range(3, 8)]}
+    for group, questions in groups.items():  # alone against the base; fused against BM25 (the base is not fused)
+        assert set(seen["asked"]["changes"][group]) == {"after_vs_before", "after_fused_vs_bm25"}
         change = seen["asked"]["changes"][group]["after_vs_before"]["32"]["ndcg@10"]
         assert change["new"] == pytest.approx(np.mean([per_query[q] for q in questions])) and change["diff"] == 0
+    bm25_by_group = [seen["asked"]["changes"][g]["after_fused_vs_bm25"]["32"]["ndcg@10"]["base"] for g in groups]
+    sizes = [len(questions) for questions in groups.values()]
+    assert np.dot(sizes, bm25_by_group) / 8 == pytest.approx(report["lexical"]["bm25"]["ndcg@10"])
     bm25 = [seen["changes"][g]["after_vs_bm25"]["32"]["ndcg@10"]["base"] for g in ("seen", "unseen")]
     assert (3 * bm25[0] + 5 * bm25[1]) / 8 == pytest.approx(report["lexical"]["bm25"]["ndcg@10"])
     printed = capsys.readouterr().out

@@ -108,7 +108,7 @@ def test_the_asked_groups_are_named_by_their_counts_and_cover_every_question():
     }
     wide = count_groups(asked, [1, 4])
     assert {g: int(m.sum()) for g, m in wide.items()} == {"asked 0": 2, "asked 1-3": 4, "asked 4+": 2}
-    for edges in ([], [0, 1], [2, 2], [3, 1]):
+    for edges in ([], [0, 1], [2, 2], [3, 1], [1.5], [True, 2]):
         with pytest.raises(ValueError, match="increasing whole numbers from 1"):
             count_groups(asked, edges)
 
@@ -164,11 +164,26 @@ def test_each_asked_group_is_paired_on_its_own_questions():
     assert "Too few questions for their intervals to mean much: asked 0 (2), asked 1 (1)" in table
     card = " ".join(seen_verdict(shown))
     assert (
-        "NDCG@10 fused with BM25 (at 8 dims) changed by -0.1000 [-0.1000, -0.1000] where 0 asked (2 questions)" in card
+        "NDCG@10 fused with BM25 against the base model fused (at 8 dims) changed by -0.1000 [-0.1000, -0.1000] "
+        "where none asked, the unseen (2 questions), +0.3000 [+0.3000, +0.3000] where 1 asked (1 question)," in card
     )
-    assert "+0.4000" in card and "where 3+ asked (2 questions)" in card
-    without_before = seen_summary(seen, None, after, 4, 200, asked=asked)["asked"]
-    assert set(without_before["changes"]["asked 3+"]) == {"after_vs_bm25", "after_fused_vs_bm25"}
+    assert "+0.4000 [+0.3000, +0.5000] where 3 or more asked (2 questions)." in card
+    assert card.endswith(
+        "Intervals: 95% paired bootstrap. Too few questions for their intervals to mean much: seen (4), unseen (2), "
+        "asked 0 (2), asked 1 (1), asked 2 (1), asked 3+ (2). "
+    )
+    # no base model: both changes against BM25; a base scored alone (evaluate.py's --baseline): the
+    # change alone against it, the fused one against BM25
+    bm25, fused = [0.5, 0.7, 0.5, 0.4, 0.9, 0.6], [0.7, 0.8, 0.8, 0.9, 0.8, 0.7]
+    plain_before = {8: result([0.1, 0.9, 0.2, 0.3, 0.8, 0.5])}
+    for base, alone_name, alone_base in ((None, "after_vs_bm25", bm25), (plain_before, "after_vs_before", None)):
+        found = seen_summary(seen, base, after, 4, 200, asked=asked)["asked"]["changes"]["asked 3+"]
+        assert set(found) == {alone_name, "after_fused_vs_bm25"}
+        alone_base = alone_base or [0.1, 0.9, 0.2, 0.3, 0.8, 0.5]
+        want_alone = np.mean([0.6, 0.9]) - np.mean([alone_base[0], alone_base[3]])  # questions 0 and 3
+        assert found[alone_name]["8"]["ndcg@10"]["diff"] == pytest.approx(want_alone)
+        want_fused = np.mean([fused[0], fused[3]]) - np.mean([bm25[0], bm25[3]])
+        assert found["after_fused_vs_bm25"]["8"]["ndcg@10"]["diff"] == pytest.approx(want_fused)
 
 
 def test_an_empty_group_and_a_run_without_before_or_bm25():
@@ -246,7 +261,10 @@ def test_a_run_reports_memory_against_transfer(tiny_bert, tmp_path):
         after, before = (np.array(per_query[side]["32"]["ndcg@10"]) for side in ("after", "before"))
         c = saved["asked"]["changes"][group]["after_vs_before"]["32"]["ndcg@10"]
         assert c["diff"] == pytest.approx((after - before)[mask].mean())
+        after, before = (np.array(per_query[side]["32"]["ndcg@10"]) for side in ("after_fused", "before_fused"))
+        c = saved["asked"]["changes"][group]["after_fused_vs_before_fused"]["32"]["ndcg@10"]
+        assert c["diff"] == pytest.approx((after - before)[mask].mean())
     assert "## By how many training questions asked about the passage" in (run / "results.md").read_text()
     assert "## Questions on passages it trained on, and on the others" in (run / "results.md").read_text()
     card = (run / "model" / "README.md").read_text()
-    assert "## Memory or transfer" in card and "where 3+ asked" in card
+    assert "## Memory or transfer" in card and "where 3 or more asked" in card

@@ -25,7 +25,7 @@ from retrieval.stats import compare_per_query, format_comparison
 from training.checkpoint import RunState
 from training.config import Config, flatten, mix_rows
 from training.lexical_report import lexical_markdown, lexical_summary, lexical_verdict
-from training.seen_report import seen_markdown, seen_mask, seen_summary, seen_verdict, times_asked, trained_passages
+from training.seen_report import seen_markdown, seen_summary, seen_verdict, times_asked, trained_passages
 from training.selection import Selection
 from training.space_report import eval_sets_markdown, eval_sets_summary, space_json, space_markdown
 
@@ -99,7 +99,8 @@ def save_results(
     positives: set[str] = set()
     if data is not None and trained is not None:
         positives = trained_passages(trained[1])
-        seen, asked = seen_mask(data, positives), times_asked(data, *trained, data.query_ids)
+        asked = times_asked(data, *trained, data.query_ids)
+        seen = asked > 0  # asked 0: no relevant passage is a training positive (seen_mask's unseen)
     results = {
         "before": metrics_of(before),
         "after": metrics_of(after),

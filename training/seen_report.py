@@ -15,12 +15,12 @@ section: the counts, and per group the paired changes of the fine-tuned model ag
 model and BM25, alone and fused (whichever were scored); results.md's table; the model card's
 sentence.
 
-The seen questions are split further by how many distinct training questions ask about their
-passage (`times_asked`; groups 0, 1, 2, 3 or more): on ObliQA dev the recipe's fused gain over the
-untouched model fused was +0.05 where three or more had asked, and none where none had
-(BENCHMARKS.md, "How many training questions"). That split is the section's `asked` part, with
-the two headline changes per group (alone and fused, against the base model, or against BM25
-without one), and its own table and sentence.
+Every question is also grouped by how many distinct training questions ask about its passage
+(`times_asked`; groups 0, 1, 2, 3 or more; asked 0 is the unseen group): on ObliQA dev the
+recipe's fused gain over the untouched model fused was +0.05 where three or more had asked, and
+none where none had (BENCHMARKS.md, "How many training questions"). That split is the section's
+`asked` part, with two changes per group (alone: against the base model, else BM25; fused:
+against the base model fused, else BM25), and its own table and sentence.
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ CHANGES = (
     ("after_fused_vs_bm25", ("after", "convex"), ("bm25", None)),
     ("after_remembered_vs_after_fused", ("after", "remembered"), ("after", "convex")),
 )
-# The asked groups' changes: against the base model, or against BM25 where no base was scored
+# The asked groups' two changes, alone and fused: each the first of its pair that was scored (the
+# base model, else BM25; evaluate.py's --baseline is scored alone, so its fused change is BM25's)
 ASKED = (
-    ("after_vs_before", "after_fused_vs_before_fused"),
-    ("after_vs_bm25", "after_fused_vs_bm25"),
+    ("after_vs_before", "after_vs_bm25"),
+    ("after_fused_vs_before_fused", "after_fused_vs_bm25"),
 )
 EDGES = (1, 2, 3)  # the asked groups: 0, 1, 2, then 3 or more training questions on the passage
 TITLES = {
@@ -116,10 +117,9 @@ def times_asked(data: IRDataset, anchors: Iterable[str], positives: Iterable[str
 
 def count_groups(asked: np.ndarray, edges: Sequence[int] = EDGES) -> dict[str, np.ndarray]:
     """A mask over the questions for each range of times asked that edges (increasing whole numbers,
-    each at least 1) mark off: [0, e1), [e1, e2), ..., [ek, inf), named "asked 0", "asked 1-2",
-    "asked 3+" by their counts."""
-    if not edges or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"the edges must be increasing whole numbers from 1, not {list(edges)}")
+    each at least 1) mark off: [0, e1), [e1, e2), ..., [ek, inf), named by their counts: "asked 0",
+    "asked 1", "asked 2", "asked 3+" by default; edges 1, 3 give "asked 1-2" and "asked 3+"."""
+    check_edges(edges)
     groups = {}
     bounds = [0, *edges]
     for low, high in zip(bounds, [*edges, None]):
@@ -128,6 +128,13 @@ def count_groups(asked: np.ndarray, edges: Sequence[int] = EDGES) -> dict[str, n
         else:
             groups[f"asked {low}" if high == low + 1 else f"asked {low}-{high - 1}"] = (asked >= low) & (asked < high)
     return groups
+
+
+def check_edges(edges: Sequence[int]) -> None:
+    """ValueError unless edges are increasing whole numbers from 1."""
+    whole = all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in edges)
+    if not edges or not whole or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"the edges must be increasing whole numbers from 1, not {list(edges)}")
 
 
 def table_rows(table: TrainTable) -> tuple[list[str], list[str]]:
@@ -172,7 +179,6 @@ def seen_summary(
         if changes:
             summary["changes"][group] = changes
     if asked is not None:
-        names = list(ASKED[0] if before else ASKED[1])
         groups = count_groups(asked)
         summary["asked"] = {
             "matched_by": "distinct training questions on the passage, the most over its relevant passages",
@@ -180,7 +186,13 @@ def seen_summary(
             "changes": {},
         }
         for group, mask in groups.items():
-            changes = _group_changes(mask, names, runs, dims, resamples, seed)
+            changes = {}
+            for pair in ASKED:  # alone, fused: the first of each pair that was scored
+                for name in pair:
+                    found = _group_changes(mask, [name], runs, dims, resamples, seed)
+                    if found:
+                        changes |= found
+                        break
             if changes:
                 summary["asked"]["changes"][group] = changes
     return summary
@@ -210,8 +222,12 @@ def _cell(c: dict) -> str:
     return f"{c['base']:.4f} → {c['new']:.4f}, {c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]"
 
 
-def _few(summary: dict) -> str:
-    few = [f"{g} ({summary['questions'][g]})" for g in summary["changes"] if summary["questions"][g] < FEW]
+def _few_groups(section: dict) -> list[str]:
+    """The groups of a `seen` or `asked` section with changes but fewer than FEW questions."""
+    return [f"{g} ({section['questions'][g]})" for g in section["changes"] if section["questions"][g] < FEW]
+
+
+def _too_few(few: list[str]) -> str:
     return f" Too few questions for their intervals to mean much: {', '.join(few)}." if few else ""
 
 
@@ -233,7 +249,7 @@ def seen_markdown(summary: dict | None) -> list[str]:
         f"{summary['trained_passages']} training positives (matched by text): there a gain is partly memory of "
         f"those passages. The {n['unseen']} others ask about passages no training question asked for (they may "
         "have been negatives): what carries over to the rest of the corpus. NDCG@10, base → new, change "
-        f"[paired 95% interval]:{_few(summary)}{_none_seen(summary)}",
+        f"[paired 95% interval]:{_too_few(_few_groups(summary))}{_none_seen(summary)}",
     ]
     names = [name for name, _, _ in CHANGES if any(name in summary["changes"][g] for g in summary["changes"])]
     for name in names:
@@ -250,19 +266,20 @@ def seen_markdown(summary: dict | None) -> list[str]:
 
 
 def asked_markdown(asked: dict | None) -> list[str]:
-    """results.md: NDCG@10 per asked group and dim, for the two headline changes."""
+    """results.md: NDCG@10 per asked group and dim, for the two changes (alone, fused)."""
     if not asked or not asked["changes"]:
         return []
     n = asked["questions"]
     groups = [g for g in n if g in asked["changes"]]
-    few = [f"{g} ({n[g]})" for g in groups if n[g] < FEW]
+    empty = [g for g in n if not n[g]]
     lines = [
         "## By how many training questions asked about the passage",
         "",
         "Each eval question grouped by how many distinct training questions ask about its relevant passage "
         "(the most over its relevant passages; asked 0 is the unseen group). Where training questions asked, "
         "a gain is partly memory of the passage; asked 0 is what questions about the rest of the corpus meet."
-        + (f" Too few questions for their intervals to mean much: {', '.join(few)}." if few else "")
+        + (f" No question in: {', '.join(empty)}." if empty else "")
+        + _too_few(_few_groups(asked))
         + " NDCG@10, base → new, change [paired 95% interval]:",
     ]
     names = [name for name, _, _ in CHANGES if any(name in asked["changes"][g] for g in groups)]
@@ -280,15 +297,15 @@ def asked_markdown(asked: dict | None) -> list[str]:
 
 
 def asked_verdict(asked: dict | None) -> str:
-    """The model card's sentence: the fused change (or the change alone, where nothing was fused) at
-    full size in each asked group."""
+    """The model card's sentence: the fused change (the change alone where nothing was fused) at full
+    size in each asked group."""
     if not asked or not asked["changes"]:
         return ""
     n = asked["questions"]
     for name, what in (
-        ("after_fused_vs_before_fused", "fused with BM25"),
+        ("after_fused_vs_before_fused", "fused with BM25 against the base model fused"),
         ("after_fused_vs_bm25", "fused with BM25 against BM25"),
-        ("after_vs_before", "alone"),
+        ("after_vs_before", "alone against the base model"),
         ("after_vs_bm25", "alone against BM25"),
     ):
         said, full = [], None
@@ -296,14 +313,14 @@ def asked_verdict(asked: dict | None) -> str:
             if name in changes:
                 full = max(changes[name], key=int)
                 c = changes[name][full]["ndcg@10"]
-                said.append(
-                    f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] where {group.removeprefix('asked ')} "
-                    f"asked ({n[group]} questions)"
-                )
+                count = group.removeprefix("asked ")
+                who = "none asked, the unseen" if count == "0" else f"{count.replace('+', ' or more')} asked"
+                questions = f"{n[group]} question{'s' if n[group] != 1 else ''}"
+                said.append(f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] where {who} ({questions})")
         if said:
             return (
-                f" By how many training questions asked about the question's passage, NDCG@10 {what} (at {full} "
-                "dims) changed by " + ", ".join(said) + "."
+                f" Grouped by how many training questions asked about the passage, NDCG@10 {what} (at {full} dims) "
+                "changed by " + ", ".join(said) + "."
             )
     return ""
 
@@ -330,6 +347,8 @@ def seen_verdict(summary: dict | None) -> list[str]:
                 said.append(f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] on the {group}")
         if said:
             text += f" Fine-tuning changed NDCG@10 {what} (at {full} dims) by " + " and ".join(said) + "."
-    text += asked_verdict(summary.get("asked"))
-    text += " Intervals: 95% paired bootstrap." + _few(summary) + _none_seen(summary)
+    asked = summary.get("asked")
+    few = _few_groups(summary) + (_few_groups(asked) if asked else [])
+    text += asked_verdict(asked)
+    text += " Intervals: 95% paired bootstrap." + _too_few(few) + _none_seen(summary)
     return ["## Memory or transfer", "", text, ""]
