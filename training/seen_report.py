@@ -251,18 +251,26 @@ def seen_markdown(summary: dict | None) -> list[str]:
         "have been negatives): what carries over to the rest of the corpus. NDCG@10, base → new, change "
         f"[paired 95% interval]:{_too_few(_few_groups(summary))}{_none_seen(summary)}",
     ]
-    names = [name for name, _, _ in CHANGES if any(name in summary["changes"][g] for g in summary["changes"])]
-    for name in names:
-        base, new = TITLES[name]
-        lines += ["", f"| dim | {new} against {base}: seen | unseen |", "|---:|---|---|"]
-        dims = next(iter(summary["changes"][g][name] for g in summary["changes"] if name in summary["changes"][g]))
-        for dim in dims:
-            cells = [
-                _cell(summary["changes"][g][name][dim]["ndcg@10"]) if name in summary["changes"].get(g, {}) else ""
-                for g in GROUPS
-            ]
-            lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+    lines += _change_tables(summary["changes"], {group: group for group in GROUPS})
     return lines + [""] + asked_markdown(summary.get("asked"))
+
+
+def _change_tables(changes: dict, columns: dict[str, str]) -> list[str]:
+    """One table per change any group has (CHANGES' order): a row per dim, a column per group
+    (columns: group -> its heading, in order), each cell base → new, change [interval]."""
+    lines = []
+    for name in [name for name, _, _ in CHANGES if any(name in changes.get(g, {}) for g in columns)]:
+        base, new = TITLES[name]
+        lines += [
+            "",
+            f"| dim | {new} against {base}: {' | '.join(columns.values())} |",
+            "|---:|" + "---|" * len(columns),
+        ]
+        dims = next(changes[g][name] for g in columns if name in changes.get(g, {}))
+        for dim in dims:
+            cells = [_cell(changes[g][name][dim]["ndcg@10"]) if name in changes.get(g, {}) else "" for g in columns]
+            lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def asked_markdown(asked: dict | None) -> list[str]:
@@ -282,17 +290,7 @@ def asked_markdown(asked: dict | None) -> list[str]:
         + _too_few(_few_groups(asked))
         + " NDCG@10, base → new, change [paired 95% interval]:",
     ]
-    names = [name for name, _, _ in CHANGES if any(name in asked["changes"][g] for g in groups)]
-    for name in names:
-        base, new = TITLES[name]
-        header = " | ".join(f"{g} ({n[g]})" for g in groups)
-        lines += ["", f"| dim | {new} against {base}: {header} |", "|---:|" + "---|" * len(groups)]
-        dims = next(asked["changes"][g][name] for g in groups if name in asked["changes"][g])
-        for dim in dims:
-            cells = [
-                _cell(asked["changes"][g][name][dim]["ndcg@10"]) if name in asked["changes"][g] else "" for g in groups
-            ]
-            lines.append(f"| {dim} | " + " | ".join(cells) + " |")
+    lines += _change_tables(asked["changes"], {g: f"{g} ({n[g]})" for g in groups})
     return lines + [""]
 
 
