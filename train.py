@@ -62,7 +62,13 @@ from training.checkpoint import (
 )
 from training.config import Config, ConfigError, eval_sets, mix_rows, parse_command_line
 from training.distributed import gathered_step_stats, make_accelerator, resolve_precision
-from training.gradcache import Embedder, StepBatch, gradcache_step_accumulating, make_step_batch
+from training.gradcache import (
+    Embedder,
+    StepBatch,
+    direct_step_accumulating,
+    gradcache_step_accumulating,
+    make_step_batch,
+)
 from training.optim import decay_groups
 from training.report import (
     describe_data,
@@ -336,7 +342,11 @@ def train_step(r: Run, global_rows: np.ndarray, tokens: dict, step: int) -> dict
     lr = lr_at(step, r.total_steps, r.config.train.lr, r.config.train.warmup_ratio, r.config.train.min_lr_ratio)
     for group in r.optimizer.param_groups:
         group["lr"] = lr
-    loss, per_dim = gradcache_step_accumulating(r.embedder, batch, r.loss, r.config.train.micro_batch, r.hooks.replay)
+    micro_batch = r.config.train.micro_batch
+    if r.config.train.gradient_cache:
+        loss, per_dim = gradcache_step_accumulating(r.embedder, batch, r.loss, micro_batch, r.hooks.replay)
+    else:
+        loss, per_dim = direct_step_accumulating(r.embedder, batch, r.loss, micro_batch)
     params = [p for p in r.model.parameters() if p.requires_grad]
     norm = r.accelerator.clip_grad_norm_(params, r.config.train.max_grad_norm or float("inf"))
     stats = gathered_step_stats(loss, norm, per_dim, r.accelerator, step)

@@ -1,4 +1,5 @@
-"""Gradient caching against plain backpropagation, micro-batch order, and RNG replay."""
+"""Gradient caching, and the step without the cache, against plain backpropagation; micro-batch
+order; RNG replay."""
 
 from __future__ import annotations
 
@@ -50,11 +51,14 @@ def grads_of(encoder: Encoder) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in encoder.parameters() if p.requires_grad])
 
 
-def gradcache_grads(encoder, batch, micro_batch, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+STEPS = {"cache": gradcache.gradcache_step_accumulating, "direct": gradcache.direct_step_accumulating}
+
+
+def gradcache_grads(encoder, batch, micro_batch, accelerator, step: str = "cache") -> tuple[torch.Tensor, torch.Tensor]:
     encoder.zero_grad(set_to_none=False)
     torch.manual_seed(1234)
     embedder = gradcache.Embedder(encoder, encoder, accelerator)
-    loss, _ = gradcache.gradcache_step_accumulating(embedder, batch, LossSpec(DIMS, WEIGHTS), micro_batch)
+    loss, _ = STEPS[step](embedder, batch, LossSpec(DIMS, WEIGHTS), micro_batch)
     return loss, grads_of(encoder).clone()
 
 
@@ -64,12 +68,13 @@ def assert_grads_close(ours: torch.Tensor, want: torch.Tensor) -> None:
     assert (ours - want).abs().max() <= 1e-5 * scale
 
 
+@pytest.mark.parametrize("step", ["cache", "direct"])
 @pytest.mark.parametrize("micro_batch", [4, 5, 11, 64])  # uneven last chunk, exact chunks, one chunk
-def test_gradcache_equals_plain_backprop_through_the_same_micro_batches(tiny_bert, accelerator, micro_batch):
+def test_gradcache_equals_plain_backprop_through_the_same_micro_batches(tiny_bert, accelerator, micro_batch, step):
     """Dropout on: the reference forwards the same chunks with grad, in the same order, from the same seed."""
     encoder = tiny_encoder(tiny_bert, dropout=True)
     batch = step_batch(encoder)
-    loss, ours = gradcache_grads(encoder, batch, micro_batch, accelerator)
+    loss, ours = gradcache_grads(encoder, batch, micro_batch, accelerator, step)
 
     encoder.zero_grad(set_to_none=False)
     torch.manual_seed(1234)
@@ -82,19 +87,42 @@ def test_gradcache_equals_plain_backprop_through_the_same_micro_batches(tiny_ber
     assert_grads_close(ours, grads_of(encoder))
 
 
+@pytest.mark.parametrize("step", ["cache", "direct"])
 @pytest.mark.parametrize("micro_batch", [3, 7, 11])
 @pytest.mark.parametrize("negatives", [0, 2])
-def test_gradcache_equals_one_full_batch_forward(tiny_bert, accelerator, micro_batch, negatives):
+def test_gradcache_equals_one_full_batch_forward(tiny_bert, accelerator, micro_batch, negatives, step):
     """Dropout off (its masks depend on how the batch is cut): one forward of everything, no chunks."""
     encoder = tiny_encoder(tiny_bert, dropout=False)
     batch = step_batch(encoder, negatives=negatives)
-    loss, ours = gradcache_grads(encoder, batch, micro_batch, accelerator)
+    loss, ours = gradcache_grads(encoder, batch, micro_batch, accelerator, step)
 
     encoder.zero_grad(set_to_none=False)
     want_loss = reference_loss(encoder, batch, encoder(**encoder.pad(batch.token_ids)))
     want_loss.backward()
     assert loss.item() == pytest.approx(want_loss.item(), rel=1e-5)
     assert_grads_close(ours, grads_of(encoder))
+
+
+@pytest.mark.parametrize("micro_batch", [4, 11])
+def test_the_step_without_the_cache_draws_the_same_dropout_and_leaves_the_rng_where_the_cache_does(
+    tiny_bert, accelerator, micro_batch
+):
+    """Dropout on: the same masks (so the same loss and gradient), and the next step draws the same."""
+    encoder = tiny_encoder(tiny_bert, dropout=True)
+    batch = step_batch(encoder, negatives=1)
+    results = {}
+    for step in STEPS:
+        loss, grads = gradcache_grads(encoder, batch, micro_batch, accelerator, step)
+        results[step] = loss, grads, torch.get_rng_state()
+    (cache_loss, cache_grads, cache_rng), (direct_loss, direct_grads, direct_rng) = results.values()
+    assert direct_loss.item() == pytest.approx(cache_loss.item(), rel=1e-6)
+    assert_grads_close(direct_grads, cache_grads)
+    assert torch.equal(direct_rng, cache_rng)
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        undropped = encoder.eval()(**encoder.pad(batch.token_ids[:4]))
+        dropped = encoder.train()(**encoder.pad(batch.token_ids[:4]))
+    assert not torch.allclose(undropped, dropped)  # dropout really is on in this model
 
 
 def test_length_sorted_micro_batches_return_embeddings_in_input_order(tiny_bert, accelerator):

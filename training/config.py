@@ -71,6 +71,7 @@ class TrainConfig:
     epochs: int = 1
     global_batch: int = 512  # contrastive batch over all processes
     micro_batch: int = 32  # rows embedded at once (memory), per process; does not change the result
+    gradient_cache: bool = True  # false: no pass without grad (less compute), all activations held at once
     lr: float = 2e-5
     warmup_ratio: float = 0.1  # warm-up steps = ceil(ratio * total steps)
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr

@@ -5,6 +5,10 @@ time. For one global batch:
   3. replay each micro-batch with grad under its saved RNG state and backpropagate the cached
      gradient into the model (DDP synchronises only during the last replay).
 Accelerate's gradient accumulation stays at 1 (distributed.make_accelerator): this is ours.
+
+Where the whole share's activations fit in memory, the cache's pass without grad is a forward the
+step need not make: `direct_step_accumulating` (train.gradient_cache false) embeds each micro-batch
+once, with grad, keeps every graph and backpropagates the loss once. Same gradient, same RNG draws.
 """
 
 from __future__ import annotations
@@ -139,12 +143,9 @@ def embed_without_grad(
     return reps, states
 
 
-def loss_and_rep_grads(
-    reps: torch.Tensor, batch: StepBatch, loss: LossSpec
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Step 2: the Matryoshka loss of this share's queries against the gathered batch, and its
-    gradient w.r.t. the cached embeddings (R, D). Returns (loss, per-dim losses, gradient)."""
-    reps = reps.detach().requires_grad_()
+def batch_loss(reps: torch.Tensor, batch: StepBatch, loss: LossSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Matryoshka loss of this share's queries against the gathered batch, differentiable in
+    `reps` (R, D): (loss, per-dim losses)."""
     b, device = batch.share, reps.device
     q, positives, negatives = reps[:b], reps[b : 2 * b], reps[2 * b :]  # (b, D), (b, D), (b·k, D)
     d = torch.cat([all_gather_with_grad(positives), all_gather_with_grad(negatives)])  # (G·(1+k), D)
@@ -153,7 +154,16 @@ def loss_and_rep_grads(
     labels, known = (t.to(device, non_blocking=True) for t in (batch.labels, batch.known))
     lexical, teacher = (None if t is None else t.to(device, non_blocking=True) for t in (batch.lexical, batch.teacher))
     per_dim = infonce_per_dim(q, d, loss, labels, known, q_all, lexical, teacher)
-    total = matryoshka_infonce(per_dim, loss.dim_weights())
+    return matryoshka_infonce(per_dim, loss.dim_weights()), per_dim
+
+
+def loss_and_rep_grads(
+    reps: torch.Tensor, batch: StepBatch, loss: LossSpec
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 2: the loss on the cached embeddings (R, D) and its gradient w.r.t. them. Returns
+    (loss, per-dim losses, gradient)."""
+    reps = reps.detach().requires_grad_()
+    total, per_dim = batch_loss(reps, batch, loss)
     (grad,) = torch.autograd.grad(total, reps)
     return total.detach(), per_dim.detach(), grad
 
@@ -193,3 +203,29 @@ def gradcache_step_accumulating(
     total, per_dim, rep_grads = loss_and_rep_grads(reps, batch, loss)
     replay_and_backward(embedder, batch.token_ids, chunks, states, rep_grads, on_replay)
     return total, per_dim
+
+
+def direct_step_accumulating(
+    embedder: Embedder, batch: StepBatch, loss: LossSpec, micro_batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One global batch without the cache (train.gradient_cache false); adds its gradients into
+    .grad. Returns (loss, per-dim).
+
+    The same length-sorted micro-batches, each embedded once with grad and its graph kept, then one
+    backward through the loss: no pass without grad (a forward in every four units of a step's
+    compute, a backward costing about two), for the activations of the whole share held at once.
+    Dropout draws what the cache's first pass draws, in the same order, so the two give the same
+    gradient. Under DDP every forward but the last runs under no_sync: the last one arms the
+    reducer, and the single backward all-reduces each bucket once, over every micro-batch's
+    contribution (autograd sums a parameter's gradient over the graphs before its hook fires)."""
+    accelerator, device = embedder.accelerator, embedder.device
+    chunks = plan_micro_batches([len(ids) for ids in batch.token_ids], micro_batch)
+    parts = []
+    for i, rows in enumerate(chunks):
+        sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(embedder.model)
+        with sync:
+            parts.append(embedder.embed(batch.token_ids, rows))
+    reps = torch.cat(parts)[torch.argsort(torch.cat(chunks)).to(device, non_blocking=True)]  # input order
+    total, per_dim = batch_loss(reps, batch, loss)
+    accelerator.backward(total)
+    return total.detach(), per_dim.detach()
