@@ -38,7 +38,7 @@ def world_size() -> int:
 
 def instrument_training(count_buckets: bool, kill_at: int | None) -> tuple[dict, train.Hooks]:
     """Hooks that record what the run does: nothing inside train.py is replaced."""
-    seen = {"grads": None, "step": 0, "chunk": -1, "chunks": 0, "allreduced": [], "rows": []}
+    seen = {"grads": None, "step": 0, "chunk": -1, "chunks": 0, "allreduced": [], "rows": [], "forwards": []}
 
     def step_batch(batch, global_rows, table, tokens):
         mine = global_rows[batch.labels.numpy()]  # the rows this rank's labels point at
@@ -73,6 +73,12 @@ def instrument_training(count_buckets: bool, kill_at: int | None) -> tuple[dict,
         optimizer.optimizer.register_step_pre_hook(before_step)
         if count_buckets and isinstance(model, torch.nn.parallel.DistributedDataParallel):
             model.register_comm_hook(None, counting_hook)
+            # Training forwards only: whether each one arms the reducer (False inside no_sync).
+            model.register_forward_pre_hook(
+                lambda module, args: (
+                    seen["forwards"].append(module.require_backward_grad_sync) if torch.is_grad_enabled() else None
+                )
+            )
 
     def replay(i, n):
         seen["chunk"], seen["chunks"] = i, n
@@ -99,6 +105,7 @@ def run_train(out: Path, expected_world: int, count_buckets: bool, kill_at: int 
         assert seen["world"] == expected_world, f"expected {expected_world} processes, got {seen['world']}"
     (out / f"threads.{rank}.json").write_text(json.dumps(live_threads()))
     (out / f"buckets.{rank}.json").write_text(json.dumps(seen["allreduced"]))
+    (out / f"forwards.{rank}.json").write_text(json.dumps(seen["forwards"]))
     (out / f"rows.{rank}.json").write_text(json.dumps(seen["rows"]))
     if rank == 0 and seen["grads"] is not None:
         torch.save(seen["grads"], out / "grads.pt")

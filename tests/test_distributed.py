@@ -125,16 +125,18 @@ def qrels_dir(pairs) -> Path:
 @pytest.mark.parametrize(
     "micro_batch,symmetric,qrels,cache",
     [(64, "false", False, "true"), (5, "true", False, "true"), (5, "true", True, "true"), (5, "true", False, "false")],
-    ids=["whole-share", "gradcache-uneven", "table-wide-qrels", "no-cache-uneven"],
+    ids=["whole-share", "gradcache-uneven", "table-wide-qrels", "no-cache-uneven-checkpointed"],
 )
 def test_two_processes_train_exactly_like_one(
     no_dropout_bert, pairs, qrels_dir, tmp_path, micro_batch, symmetric, qrels, cache
 ):
     """Per process: 8 rows = 24 texts with negatives; micro-batch 5 leaves an uneven last chunk of 4.
-    Without the cache, every micro-batch's graph meets the others' in one backward under DDP."""
+    Without the cache, every micro-batch's graph meets the others' in one backward under DDP, and
+    with activation checkpointing each layer's recomputation runs inside that one backward."""
     runs = {}
     extra = ["--data.qrels", str(qrels_dir)] if qrels else []
     extra += ["--train.gradient_cache", cache]
+    extra += ["--train.gradient_checkpointing", "true"] if cache == "false" else []
     for processes in (1, 2):
         runs[processes] = tmp_path / f"p{processes}"
         launch(
@@ -190,13 +192,16 @@ def test_ddp_syncs_each_bucket_once_per_step_in_the_last_micro_batch_and_ranks_t
 
 
 def test_without_the_cache_ddp_syncs_each_bucket_once_per_step(no_dropout_bert, pairs, tmp_path):
-    """Five forwards, four under no_sync, one backward: each bucket all-reduced once a step, not five times."""
+    """Five forwards, the first four under no_sync (they skip the reducer's set-up), one backward:
+    each bucket all-reduced once a step."""
     run = tmp_path / "hook"
     args = train_args(no_dropout_bert, pairs, run, 5, "--train.gradient_cache", "false")
     launch(2, "train", str(run), "2", "--hook", "--", *args)
     for rank in (0, 1):
         records = json.loads((run / f"buckets.{rank}.json").read_text())
         assert records and all(r["chunk"] == -1 for r in records)  # no replay happened
+        synced = json.loads((run / f"forwards.{rank}.json").read_text())  # per forward: did it arm the reducer
+        assert synced == [False, False, False, False, True] * 2  # two steps of five micro-batches
         for step in (0, 1):
             indices = sorted(r["bucket"] for r in records if r["step"] == step)
             assert indices == list(range(len(indices))) and indices

@@ -187,12 +187,13 @@ def test_replay_on_cuda_draws_the_same_dropout(tiny_bert):
     assert torch.equal(first, replayed.detach())
 
 
-def test_gradient_checkpointing_changes_memory_not_gradients(tiny_bert, accelerator):
+@pytest.mark.parametrize("step", ["cache", "direct"])
+def test_gradient_checkpointing_changes_memory_not_gradients(tiny_bert, accelerator, step):
     """Dropout on: checkpointing replays each layer's forward under its saved RNG state too."""
     grads = []
     for checkpointing in (False, True):
         config = Config(model=ModelConfig(str(tiny_bert)), train=TrainConfig(gradient_checkpointing=checkpointing))
         encoder = train.load_encoder(config, "no").train()
         assert encoder.transformer.is_gradient_checkpointing == checkpointing
-        grads.append(gradcache_grads(encoder, step_batch(encoder), 4, accelerator)[1])
+        grads.append(gradcache_grads(encoder, step_batch(encoder), 4, accelerator, step)[1])
     assert_grads_close(grads[1], grads[0])

@@ -217,7 +217,10 @@ def direct_step_accumulating(
     Dropout draws what the cache's first pass draws, in the same order, so the two give the same
     gradient. Under DDP every forward but the last runs under no_sync: the last one arms the
     reducer, and the single backward all-reduces each bucket once, over every micro-batch's
-    contribution (autograd sums a parameter's gradient over the graphs before its hook fires)."""
+    contribution (autograd sums a parameter's gradient over the graphs before its hook fires).
+    That holds for non-reentrant activation checkpointing only (model.py asks for it): a reentrant
+    checkpoint runs a nested backward per micro-batch, and DDP would see each parameter ready once
+    per micro-batch ("mark a variable ready only once")."""
     accelerator, device = embedder.accelerator, embedder.device
     chunks = plan_micro_batches([len(ids) for ids in batch.token_ids], micro_batch)
     parts = []

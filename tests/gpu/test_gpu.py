@@ -37,8 +37,9 @@ def bf16_batch(encoder, rows: int = 12):
     return gradcache.make_step_batch(table, train.tokenize_table(encoder, table), np.arange(rows), 0, 1)
 
 
+@pytest.mark.parametrize("step", ["cache", "direct"])
 @pytest.mark.parametrize("attention", ["sdpa", "flash_attention_2"])
-def test_bf16_gradcache_equals_plain_backprop_under_the_same_cuda_rng(tiny_bert, attention):
+def test_bf16_gradcache_equals_plain_backprop_under_the_same_cuda_rng(tiny_bert, attention, step):
     if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         pytest.skip("flash-attn is not installed")
     config = Config(model=ModelConfig(str(tiny_bert), attn_implementation=attention))
@@ -50,9 +51,8 @@ def test_bf16_gradcache_equals_plain_backprop_under_the_same_cuda_rng(tiny_bert,
     encoder.zero_grad(set_to_none=False)
     torch.cuda.manual_seed(1234)
     torch.manual_seed(1234)
-    loss, _ = gradcache.gradcache_step_accumulating(
-        gradcache.Embedder(model, encoder, accelerator), batch, LossSpec(DIMS, WEIGHTS), 5
-    )
+    step_fn = gradcache.gradcache_step_accumulating if step == "cache" else gradcache.direct_step_accumulating
+    loss, _ = step_fn(gradcache.Embedder(model, encoder, accelerator), batch, LossSpec(DIMS, WEIGHTS), 5)
     ours = torch.cat([p.grad.flatten() for p in encoder.parameters() if p.requires_grad]).clone()
 
     encoder.zero_grad(set_to_none=False)
