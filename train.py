@@ -530,13 +530,14 @@ def set_up(
     sampler = make_sampler(table, config, accelerator.num_processes, documents, accelerator.is_main_process)
     if accelerator.is_main_process:
         logger.info(
-            "%d rows, %d processes: %d steps per epoch of %d pairs (%d per process, micro-batch %d), %d steps",
+            "%d rows, %d processes: %d steps per epoch of %d pairs (%d per process, micro-batch %d%s), %d steps",
             len(table),
             accelerator.num_processes,
             len(sampler),
             config.train.global_batch,
             config.train.global_batch // accelerator.num_processes,
             config.train.micro_batch,
+            "" if config.train.gradient_cache else ", no gradient cache",
             len(sampler) * config.train.epochs,
         )
     prior = lexical_prior(table, config)
