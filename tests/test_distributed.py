@@ -166,6 +166,16 @@ def test_two_processes_train_exactly_like_one(
     assert_gloo_shut_down(runs[2])
 
 
+def assert_each_bucket_once_per_step(records: list[dict]) -> None:
+    """Every bucket exactly once in each of the two steps. DDP rebuilds its buckets after the first
+    step (the first one is capped at 1 MB, later ones at bucket_cap_mb), so their number can change."""
+    for step in (0, 1):
+        indices = sorted(r["bucket"] for r in records if r["step"] == step)
+        assert indices == list(range(len(indices))) and indices
+    assert len({r["bucket"] for r in records if r["step"] == 1}) >= 2  # several buckets: calls != buckets
+    assert {r["step"] for r in records} == {0, 1}
+
+
 def test_ddp_syncs_each_bucket_once_per_step_in_the_last_micro_batch_and_ranks_take_their_share(
     no_dropout_bert, pairs, tmp_path
 ):
@@ -174,13 +184,7 @@ def test_ddp_syncs_each_bucket_once_per_step_in_the_last_micro_batch_and_ranks_t
     for rank in (0, 1):
         records = json.loads((run / f"buckets.{rank}.json").read_text())
         assert records and all(r["of"] == 5 and r["chunk"] == 4 for r in records)  # only in the last of 5 replays
-        for step in (0, 1):
-            # Every bucket exactly once. DDP rebuilds its buckets after the first step (the first
-            # one is capped at 1 MB, later ones at bucket_cap_mb), so their number can change.
-            indices = sorted(r["bucket"] for r in records if r["step"] == step)
-            assert indices == list(range(len(indices))) and indices
-        assert len({r["bucket"] for r in records if r["step"] == 1}) >= 2  # several buckets: calls != buckets
-        assert {r["step"] for r in records} == {0, 1}
+        assert_each_bucket_once_per_step(records)
     # The sampler's global batches, each rank its own contiguous half, and what it embedded is that half.
     table = index_texts(load_pairs(pairs))
     want = [b.tolist() for b in SpreadBatchSampler(table, 16, seed=42).global_batches(0)]
@@ -202,11 +206,7 @@ def test_without_the_cache_ddp_syncs_each_bucket_once_per_step(no_dropout_bert, 
         assert records and all(r["chunk"] == -1 for r in records)  # no replay happened
         synced = json.loads((run / f"forwards.{rank}.json").read_text())  # per forward: did it arm the reducer
         assert synced == [False, False, False, False, True] * 2  # two steps of five micro-batches
-        for step in (0, 1):
-            indices = sorted(r["bucket"] for r in records if r["step"] == step)
-            assert indices == list(range(len(indices))) and indices
-        assert len({r["bucket"] for r in records if r["step"] == 1}) >= 2
-        assert {r["step"] for r in records} == {0, 1}
+        assert_each_bucket_once_per_step(records)
 
 
 def test_sharded_evaluation_encodes_each_text_once_and_matches_one_process(tiny_bert, tmp_path):
