@@ -124,9 +124,29 @@ def load_encoder(config: Config, mixed_precision: str) -> Encoder:
     pooler = getattr(encoder.transformer, "pooler", None)
     if isinstance(pooler, torch.nn.Module):  # BERT's pooler is never used: DDP must not wait for its grads
         pooler.requires_grad_(False)
+    freeze_parameters(encoder.transformer, config.train.freeze)
     if config.train.gradient_checkpointing:
         encoder.enable_gradient_checkpointing()
     return encoder
+
+
+def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Keep the parameters under each name prefix as loaded (`embeddings`, `encoder.layer.0`): no grad,
+    so no optimiser state and no update. A prefix that names no parameter, or freezing them all, is an
+    error naming train.freeze."""
+    names = [name for name, param in model.named_parameters() if param.requires_grad]
+    for prefix in prefixes:
+        hit = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        if not hit:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(
+                f"train.freeze: {prefix!r} names no trainable parameter of the model (its modules: {', '.join(tops)})"
+            )
+        for name, param in model.named_parameters():
+            if name in hit:
+                param.requires_grad_(False)
+    if prefixes and not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"train.freeze: {prefixes} leaves no parameter to train")
 
 
 def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
@@ -540,6 +560,15 @@ def set_up(
             "" if config.train.gradient_cache else ", no gradient cache",
             len(sampler) * config.train.epochs,
         )
+        if config.train.freeze:
+            sizes = [(n, p.numel()) for n, p in encoder.transformer.named_parameters()]
+            frozen = sum(size for n, size in sizes if any(n == f or n.startswith(f + ".") for f in config.train.freeze))
+            logger.info(
+                "train.freeze %s: %d of %d parameters kept as loaded",
+                config.train.freeze,
+                frozen,
+                sum(size for _, size in sizes),
+            )
     prior = lexical_prior(table, config)
     teacher = None
     if config.loss.distill and config.loss.distill_teacher == "reranker":

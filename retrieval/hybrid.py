@@ -51,16 +51,22 @@ def candidates_by_dim(
     index: LexicalIndex,
     docs_by_dim: dict[int, np.ndarray] | None = None,
     memory: EncodedMemory | None = None,
+    leave_own_out: bool = True,
 ) -> tuple[dict[int, Candidates], tuple[np.ndarray, np.ndarray]]:
     """Every dim's pooled candidates with both exact scores, and BM25's own top k (scores, rows).
     BM25 scores every passage once per query block, shared by all dims. `docs_by_dim`: the stored
     passage vectors the dense side searches and scores with at a dim (say, int8 dequantized),
     instead of the corpus embeddings truncated and normalised. `memory`: the dense side's score is
     the remembered one (retrieval/memory.py: the best of the passage's cosine and its training
-    questions' cosines), searched and scored exactly."""
+    questions' cosines), searched and scored exactly; a scored question that is a training question
+    is left out of its own memory unless `leave_own_out` is false (a deployed retriever asked a
+    question it has answered before)."""
     k = min(TOP_K, len(data.corpus_ids))
     dense_rows, normalized, remembered = {}, {}, {}
-    self_keys = memory.memory.self_keys(data.query_texts) if memory is not None else None
+    self_keys = None
+    if memory is not None:  # (Q,) each question's own training question, -1: none (or none left out)
+        own = memory.memory.self_keys(data.query_texts)
+        self_keys = own if leave_own_out else np.full_like(own, -1)
     for dim in dims:
         docs = docs_by_dim[dim] if docs_by_dim else truncate_normalize(corpus_emb, dim)
         normalized[dim] = (truncate_normalize(query_emb, dim), docs)

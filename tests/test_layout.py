@@ -19,7 +19,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("retrieval", ("retrieval",)),  # search, metrics, evaluation, quantization, frontier, stats, mining
     ("documents", ("documents",)),  # documents to training data
     ("training", ("training",)),  # the machinery train.py wires
-    ("commands", ("train", "evaluate", "mine", "prepare", "train_reranker")),  # the command lines: nothing imports them
+    # the command lines: nothing imports them
+    ("commands", ("train", "evaluate", "mine", "prepare", "train_reranker", "search")),
 ]
 PACKAGES = ("common", "retrieval", "documents", "training")
 

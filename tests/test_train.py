@@ -389,6 +389,35 @@ def test_batches_by_document_end_to_end(tiny_bert, tiny_task, tmp_path, caplog, 
         train.main([*argv, "--output.dir", str(tmp_path / "run2"), "--dry-run"])
 
 
+def test_frozen_parameters_stay_as_loaded_and_the_rest_trains(tiny_bert, tiny_task, tmp_path):
+    """train.freeze [embeddings]: every embeddings tensor of the saved model equals the base model's
+    to the bit; the layers above it train."""
+    train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--eval.before", "false", "--eval.after", "false",
+                         "--train.freeze", "[embeddings]"))  # fmt: skip
+    original = {k.removeprefix("bert."): v for k, v in load_file(tiny_bert / "model.safetensors").items()}
+    trained = {
+        k.removeprefix("bert."): v for k, v in load_file(tmp_path / "run" / "model" / "model.safetensors").items()
+    }
+    frozen = [k for k in trained if k.startswith("embeddings.")]
+    assert len(frozen) >= 3  # word, position, token-type embeddings and their LayerNorm
+    assert all(torch.equal(trained[k], original[k]) for k in frozen)
+    above = [k for k in trained if k.startswith("encoder.layer.") and k.endswith("weight")]
+    assert above and all(not torch.equal(trained[k], original[k]) for k in above)
+
+
+@pytest.mark.parametrize(
+    "prefixes, message",
+    [
+        ("[embedding]", r"train.freeze: 'embedding' names no trainable parameter of the model \(its modules: "),
+        ("[embeddings, encoder]", r"train.freeze: \['embeddings', 'encoder'\] leaves no parameter to train"),
+    ],
+)
+def test_a_bad_freeze_prefix_is_named_before_training(tiny_bert, tiny_task, tmp_path, prefixes, message):
+    with pytest.raises(SystemExit, match="^error: " + message):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--train.freeze", prefixes))
+    assert not (tmp_path / "run" / "model").exists()
+
+
 def test_a_cpu_run_is_bitwise_reproducible(tiny_bert, tiny_task, tmp_path):
     for run in ("a", "b"):
         train.main(tiny_args(tiny_bert, tiny_task, tmp_path / run, "--eval.before", "false", "--eval.after", "false"))

@@ -83,6 +83,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | no
     deterministic: bool = False  # deterministic CUDA algorithms (CPU runs are bitwise reproducible anyway)
     gradient_checkpointing: bool = False
+    freeze: list[str] = field(default_factory=list)  # parameter name prefixes kept as loaded (say embeddings)
     drop_last: bool = True  # drop an epoch's short last batch
     optimizer: str = "adamw"  # adamw | sgd (plain SGD: for tests that must see a gradient off by a factor)
 
