@@ -12,7 +12,9 @@ default), and ranked by `w * dense + (1 - w) * bm25`, ties in corpus order. `w` 
 `--fusion-weight` (1: the model alone, 0: BM25 alone), or the weight a run chose at that dim
 (`--weights-from RUN/results.json`, the weight its model card states), with the BM25 and fusion
 settings that run used. `--memory PAIRS` adds question memory (retrieval/memory.py): a question
-asked in training finds its own key here, where the evaluation leaves it out.
+asked in training finds its own key here, where the evaluation leaves it out. `--rerank DIR`
+re-orders the fused top with a cross-encoder train_reranker.py saved, as `evaluate.py --rerank`
+does (retrieval/rerank.py).
 
 Encoding the corpus is the slow part (minutes for 10k passages on a CPU). `--index DIR` keeps the
 full-size passage vectors there (`embeddings.npy`, read without pickle, and a manifest written
@@ -53,6 +55,7 @@ from retrieval.fusion import convex, ranked
 from retrieval.hybrid import candidates_by_dim, lexical_index
 from retrieval.memory import EncodedMemory, build_memory
 from retrieval.metrics import TOP_K
+from retrieval.rerank import Reranker, cached_scorer, load_reranker, reranked_rankings, saved_problem, saved_weight
 from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bm25-k1", type=float, help=f"default {default.k1}")
     parser.add_argument("--bm25-b", type=float, help=f"default {default.b}")
     parser.add_argument("--memory", type=Path, help="training pairs: their questions become keys of their passages")
+    parser.add_argument("--rerank", type=Path, metavar="DIR", help="re-rank the fused top with this cross-encoder")
+    parser.add_argument("--rerank-depth", type=int, help="how much of the fused top it orders (default: its own)")
+    parser.add_argument("--rerank-weight", type=float, help="the cross-encoder's weight in [0, 1] (default: saved)")
     parser.add_argument("--k", type=int, default=10, help=f"passages per question, at most {TOP_K} (default 10)")
     parser.add_argument("--index", type=Path, help="keep and reuse the passages' vectors in this folder")
     parser.add_argument("--out", type=Path, help="write the hits as JSONL here instead of printing them")
@@ -110,6 +116,7 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         args.run = read_run(args.weights_from) if args.weights_from else None
         args.lexical = lexical_config(args)
         check_lexical_config(args.lexical, key_prefix="lexical")
+        check_rerank_flags(args)
         if args.out and (problem := output_problem(args.out, directory=False)):
             raise ValueError(f"--out {args.out}: {problem}")
         if args.index and (problem := index_problem(args.index)):
@@ -117,6 +124,19 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError as err:
         sys.exit(f"error: {err}")
     return args
+
+
+def check_rerank_flags(args: argparse.Namespace) -> None:
+    if args.rerank is None:
+        if args.rerank_depth is not None or args.rerank_weight is not None:
+            raise ValueError("--rerank-depth and --rerank-weight need --rerank DIR")
+        return
+    if args.rerank_depth is not None and not 1 <= args.rerank_depth <= TOP_K:
+        raise ValueError(f"--rerank-depth {args.rerank_depth}: must be in 1..{TOP_K}")
+    if args.rerank_weight is not None and not 0 <= args.rerank_weight <= 1:
+        raise ValueError(f"--rerank-weight {args.rerank_weight}: must be in [0, 1]")
+    if problem := saved_problem(args.rerank):
+        raise ValueError(f"--rerank {args.rerank}: {problem}")
 
 
 def read_run(path: Path) -> dict:
@@ -190,6 +210,22 @@ def fused_weight(args: argparse.Namespace, dim: int) -> tuple[float, str]:
     if not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
         raise ValueError(f"{where}: the weight at {dim} dims is {weight!r}, not a number in [0, 1]")
     return float(weight), f"the run's, {args.run.get('weight_chosen_on', 'chosen on its eval set')}"
+
+
+def reranker_of(args: argparse.Namespace) -> tuple[Reranker, int, float, str] | None:
+    """--rerank's cross-encoder, depth, weight and where the weight came from: --rerank-weight, else
+    the one train_reranker.py saved when it was chosen for this fusion (its depth, min-max, BM25's
+    tokens), else an error asking for it."""
+    if args.rerank is None:
+        return None
+    ce = load_reranker(args.rerank)
+    depth = args.rerank_depth or ce.depth
+    if args.rerank_weight is not None:
+        return ce, depth, args.rerank_weight, "given"
+    saved = saved_weight(ce, depth, args.lexical.fusion_norm, args.lexical.tokens)
+    if saved is None:
+        raise ValueError(f"--rerank {args.rerank}: it saved no weight for this fusion; give --rerank-weight")
+    return ce, depth, *saved
 
 
 def model_files(model_dir: Path) -> dict[str, str]:
@@ -289,29 +325,42 @@ def search(
     config: LexicalConfig,
     k: int,
     memory: EncodedMemory | None = None,
+    rerank: tuple[Reranker, int, float] | None = None,
 ) -> list[list[dict]]:
     """Each question's top k of the fused retriever: rank, passage id, fused score, dense score (the
     cosine; with memory, the best of it and its training questions' cosines), BM25 score, text. A
-    question asked in training finds its own key in the memory: answered before, answered again."""
+    question asked in training finds its own key in the memory: answered before, answered again.
+    `rerank` (cross-encoder, depth, weight): the fused top `depth` re-ordered as the evaluation
+    re-orders it (retrieval/rerank.py), each of those hits with its logit (`rerank`)."""
     index = lexical_index(data, config)
     candidates, _ = candidates_by_dim(query_emb, corpus_emb, data, [dim], index, memory=memory, leave_own_out=False)
     c = candidates[dim]
     fused = convex(c, weight, config.fusion_norm)  # (Q, C)
-    scores, rows = ranked(c, fused, k)  # (Q, k) each, -1 past a short pool
+    if rerank is None:
+        rows = ranked(c, fused, k)[1]  # (Q, k), -1 past a short pool
+        logits = {}
+    else:
+        ce, depth, ce_weight = rerank
+        scorer = cached_scorer(ce, data, progress=None)
+        ((_, rows),) = reranked_rankings(c, weight, config.fusion_norm, scorer, depth, (ce_weight,)).values()
+        logits = ce.logit_cache  # (question, passage) -> logit of every pair the fused top depth held
+        rows = rows[:, :k]
     hits = []
     for q in range(len(data.query_ids)):
         column = {int(row): j for j, row in enumerate(c.rows[q]) if row >= 0}
+        question = data.query_texts[q]
         hits.append(
             [
                 {
                     "rank": rank,
                     "id": data.corpus_ids[row],
-                    "score": float(score),
+                    "score": float(fused[q, column[row]]),
                     "dense": float(c.dense[q, column[row]]),
                     "bm25": float(c.lexical[q, column[row]]),
+                    **({"rerank": logits.get((question, data.corpus_texts[row]))} if rerank else {}),
                     "text": data.corpus_texts[row],
                 }
-                for rank, (row, score) in enumerate(zip(rows[q].tolist(), scores[q].tolist()), start=1)
+                for rank, row in enumerate(rows[q].tolist(), start=1)
                 if row >= 0
             ]
         )
@@ -363,6 +412,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if dim > encoder.dim:
             raise ValueError(f"--dim {dim}: the model's vectors have {encoder.dim}")
         weight, weight_source = fused_weight(args, dim)
+        rerank = reranker_of(args)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     corpus_emb = corpus_embeddings(args, encoder, data, corpus_sha256)
@@ -383,7 +433,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         lexical.b,
         f", {len(memory.questions)} training questions remembered" if memory else "",
     )
-    hits = search(data, encoded(data.query_texts), corpus_emb, dim, weight, lexical, args.k, remembered)
+    if rerank is not None:
+        logger.info("re-ranked by %s: its top %d, cross-encoder weight %.2f (%s)", args.rerank, *rerank[1:])
+        rerank = rerank[:3]
+    hits = search(data, encoded(data.query_texts), corpus_emb, dim, weight, lexical, args.k, remembered, rerank)
     records = [{"id": i, "question": t, "hits": h} for i, t, h in zip(data.query_ids, data.query_texts, hits)]
     if args.out:  # each hit's text is the passage's, whole
         try:

@@ -103,6 +103,50 @@ def test_question_memory_scores_each_passage_by_its_best_key(tiny_bert, corpus, 
                     + ["--memory", str(unlinked)])  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def reranker(tmp_path_factory):
+    """A tiny untrained cross-encoder saved as train_reranker.py saves one, with no weight of its own."""
+    from retrieval.rerank import CrossEncoder
+
+    root = tmp_path_factory.mktemp("reranker")
+    CrossEncoder(make_tiny_bert(root / "init", hidden_act="relu"), max_length=48).save(root / "ce", {"depth": 8})
+    return root / "ce"
+
+
+@pytest.mark.parametrize("ce_weight", [0.4, 1.0])
+def test_the_fused_top_is_reranked_by_sentence_transformers_own_logits(tiny_bert, corpus, reranker, ce_weight):
+    """--rerank: the fused top `depth` ordered by w * minmax(logit) + (1 - w) * minmax(fused score),
+    the logits sentence-transformers' CrossEncoder gives the saved re-ranker; the rest as fused."""
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    root, texts, questions = corpus
+    records = search.main([*questions, "--model", str(tiny_bert), "--corpus", str(root), "--dim", "32"]
+                          + ["--fusion-weight", "0.6", "--k", "12", "--rerank", str(reranker),
+                             "--rerank-weight", str(ce_weight)])  # fmt: skip
+    theirs = STCrossEncoder(str(reranker), device="cpu")
+    for record, question in zip(records, questions):
+        fused = reference_hits(tiny_bert, texts, question, 32, 0.6, 100)
+        top = fused[:8]
+        logits = theirs.predict([(question, texts[int(pid[1:])]) for pid, *_ in top]).astype(np.float64)
+
+        def minmax(values):
+            values = np.asarray(values, dtype=np.float64)
+            return (values - values.min()) / (values.max() - values.min())
+
+        mix = ce_weight * minmax(logits) + (1 - ce_weight) * minmax([f for _, f, _, _ in top])
+        order = sorted(range(8), key=lambda i: (-mix[i], i))  # ties: the fused order
+        want = [top[i][0] for i in order] + [pid for pid, *_ in fused[8:12]]
+        assert [h["id"] for h in record["hits"]] == want
+        by_id = dict(zip((pid for pid, *_ in top), logits))
+        for hit in record["hits"]:
+            assert hit["rerank"] == (pytest.approx(by_id[hit["id"]], abs=1e-4) if hit["id"] in by_id else None)
+    with pytest.raises(
+        SystemExit, match="^error: --rerank .*: it saved no weight for this fusion; give --rerank-weight"
+    ):
+        search.main(["q", "--model", str(tiny_bert), "--corpus", str(root), "--fusion-weight", "0.5"]
+                    + ["--rerank", str(reranker)])  # fmt: skip
+
+
 def test_the_index_is_kept_reused_and_refreshed_when_model_or_corpus_change(tiny_bert, corpus, tmp_path, caplog):
     root, texts, questions = corpus
     index = tmp_path / "index"
@@ -184,6 +228,8 @@ def test_a_runs_weight_and_bm25_settings_rank_as_its_evaluation_scored(tiny_bert
         (["q", "--fusion-weight", "1.5"], r"--fusion-weight 1.5: must be in \[0, 1\]"),
         (["q", "--bm25-k1", "-1"], "k1"),
         (["q", "--dim", "999"], "--dim 999: the model's vectors have 32"),
+        (["q", "--rerank-weight", "0.5"], "--rerank-depth and --rerank-weight need --rerank DIR"),
+        (["q", "--rerank", "nowhere"], "--rerank nowhere: no such directory"),
     ],
 )
 def test_bad_flags_are_one_error_line(tiny_bert, corpus, extra, message):
