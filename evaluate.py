@@ -49,14 +49,14 @@ from retrieval.hybrid import (
 )
 from retrieval.lexical import LexicalIndex
 from retrieval.memory import EncodedMemory, QuestionMemory, build_memory
-from retrieval.metrics import METRICS, TOP_K, DimResult, format_table
+from retrieval.metrics import METRICS, DimResult, format_table
 from retrieval.rerank import (
     Fused,
     Reranker,
+    check_rerank_flags,
     chosen_weights,
     evaluate_reranked,
     load_reranker,
-    saved_problem,
     saved_weight,
     unused_weight_note,
 )
@@ -225,7 +225,7 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
             raise ValueError("--fusion-weight and --fusion-weight-from: give one (a weight, or where to choose it)")
         if args.fusion_weight_from and args.fusion_weight_from == args.split:
             raise ValueError(f"--fusion-weight-from {args.split}: the split evaluated; leave it out to choose there")
-        check_rerank_flags(args)
+        check_rerank(args)
         if args.memory is not None and args.lexical == "none":
             raise ValueError("--memory remembers in the fused retriever: it needs --lexical bm25")
         if args.seen is not None and args.baseline is None and args.lexical == "none":
@@ -239,19 +239,10 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def check_rerank_flags(args: argparse.Namespace) -> None:
-    if args.rerank is None:
-        if args.rerank_depth is not None or args.rerank_weight is not None:
-            raise ValueError("--rerank-depth and --rerank-weight need --rerank DIR")
-        return
-    if args.lexical == "none":
+def check_rerank(args: argparse.Namespace) -> None:
+    if args.rerank is not None and args.lexical == "none":
         raise ValueError("--rerank re-ranks the fused ranking: it needs --lexical bm25")
-    if args.rerank_depth is not None and not 1 <= args.rerank_depth <= TOP_K:
-        raise ValueError(f"--rerank-depth {args.rerank_depth}: must be in 1..{TOP_K}")
-    if args.rerank_weight is not None and not 0 <= args.rerank_weight <= 1:
-        raise ValueError(f"--rerank-weight {args.rerank_weight}: must be in [0, 1]")
-    if problem := saved_problem(args.rerank):
-        raise ValueError(f"--rerank {args.rerank}: {problem}")
+    check_rerank_flags(args.rerank, args.rerank_depth, args.rerank_weight)
 
 
 def load_inputs(

@@ -55,7 +55,7 @@ from retrieval.fusion import convex, ranked
 from retrieval.hybrid import candidates_by_dim, lexical_index
 from retrieval.memory import EncodedMemory, build_memory
 from retrieval.metrics import TOP_K
-from retrieval.rerank import Reranker, cached_scorer, load_reranker, reranked_rankings, saved_problem, saved_weight
+from retrieval.rerank import Reranker, cached_scorer, check_rerank_flags, load_reranker, reranked_rankings, saved_weight
 from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         args.run = read_run(args.weights_from) if args.weights_from else None
         args.lexical = lexical_config(args)
         check_lexical_config(args.lexical, key_prefix="lexical")
-        check_rerank_flags(args)
+        check_rerank_flags(args.rerank, args.rerank_depth, args.rerank_weight)
         if args.out and (problem := output_problem(args.out, directory=False)):
             raise ValueError(f"--out {args.out}: {problem}")
         if args.index and (problem := index_problem(args.index)):
@@ -124,19 +124,6 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError as err:
         sys.exit(f"error: {err}")
     return args
-
-
-def check_rerank_flags(args: argparse.Namespace) -> None:
-    if args.rerank is None:
-        if args.rerank_depth is not None or args.rerank_weight is not None:
-            raise ValueError("--rerank-depth and --rerank-weight need --rerank DIR")
-        return
-    if args.rerank_depth is not None and not 1 <= args.rerank_depth <= TOP_K:
-        raise ValueError(f"--rerank-depth {args.rerank_depth}: must be in 1..{TOP_K}")
-    if args.rerank_weight is not None and not 0 <= args.rerank_weight <= 1:
-        raise ValueError(f"--rerank-weight {args.rerank_weight}: must be in [0, 1]")
-    if problem := saved_problem(args.rerank):
-        raise ValueError(f"--rerank {args.rerank}: {problem}")
 
 
 def read_run(path: Path) -> dict:

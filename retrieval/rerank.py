@@ -257,6 +257,21 @@ def link_or_copy(source: str, destination: str) -> str:
     return destination
 
 
+def check_rerank_flags(path: Path | None, depth: int | None, weight: float | None) -> None:
+    """The command lines' --rerank, --rerank-depth and --rerank-weight, checked before anything
+    loads: ValueError naming the flag."""
+    if path is None:
+        if depth is not None or weight is not None:
+            raise ValueError("--rerank-depth and --rerank-weight need --rerank DIR")
+        return
+    if depth is not None and not 1 <= depth <= TOP_K:
+        raise ValueError(f"--rerank-depth {depth}: must be in 1..{TOP_K}")
+    if weight is not None and not 0 <= weight <= 1:
+        raise ValueError(f"--rerank-weight {weight}: must be in [0, 1]")
+    if problem := saved_problem(path):
+        raise ValueError(f"--rerank {path}: {problem}")
+
+
 def saved_problem(path: Path) -> str | None:
     """None when `path` holds a complete re-ranker this project saved, else why not."""
     if not path.is_dir():
