@@ -29,38 +29,31 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common.files import (
     MANIFEST,
     file_sha256,
     jsonl_lines,
-    listed_files_problem,
     output_problem,
-    read_manifest,
     recover_replaced,
     remove_stale,
-    replace_directory,
     write_atomic,
-    write_manifest,
 )
 from data import DataError, IRDataset, PairsData, load_pairs, read_id_text
 from model import PACKAGED_MINILM, Encoder, ModelConfig
-from retrieval.fusion import convex, ranked
-from retrieval.hybrid import candidates_by_dim, lexical_index
+from retrieval.answers import fused_hits
 from retrieval.memory import EncodedMemory, build_memory
 from retrieval.metrics import TOP_K
-from retrieval.rerank import Reranker, cached_scorer, check_rerank_flags, load_reranker, reranked_rankings, saved_weight
+from retrieval.passage_index import index_identity, index_problem, keep_embeddings, kept_embeddings
+from retrieval.rerank import Reranker, check_rerank_flags, load_reranker, saved_weight
 from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config
 
 logger = logging.getLogger(__name__)
-INDEX_KIND = "search.py passage vectors"  # in the manifest: the only folder --index replaces
-INDEX_FORMAT = 1
 RUN_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords", "tokens", "fusion_norm")  # of a run's lexical.settings
 FLAGS = {"k1": "--bm25-k1", "b": "--bm25-b", "fusion_norm": "--fusion-norm"}
 
@@ -121,6 +114,8 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
             raise ValueError(f"--out {args.out}: {problem}")
         if args.index and (problem := index_problem(args.index)):
             raise ValueError(f"--index {args.index}: {problem}")
+        if args.index and args.out and args.index.resolve() in args.out.resolve().parents:
+            raise ValueError(f"--out {args.out}: inside --index {args.index}, which is replaced when refreshed")
     except ValueError as err:
         sys.exit(f"error: {err}")
     return args
@@ -153,19 +148,6 @@ def lexical_config(args: argparse.Namespace) -> LexicalConfig:
                 "that fusion; leave the flag out, or give --fusion-weight"
             )
     return dataclasses.replace(LexicalConfig(), **{k: settings[k] for k in RUN_SETTINGS if k in settings})
-
-
-def index_problem(index: Path) -> str | None:
-    """Why `index` may not be written: not a writable folder, or a folder holding something other
-    than a search.py index (it would be replaced, and what it holds lost)."""
-    if problem := output_problem(index, directory=True):
-        return problem
-    if not index.is_dir() or not any(index.iterdir()):
-        return None
-    manifest, problem = read_manifest(index)
-    if problem is None and manifest.get("kind") == INDEX_KIND:
-        return None
-    return "holds files that are not a search.py index; give a new or empty folder (it would be replaced)"
 
 
 def corpus_file(path: Path) -> Path:
@@ -202,79 +184,21 @@ def fused_weight(args: argparse.Namespace, dim: int) -> tuple[float, str]:
 def reranker_of(args: argparse.Namespace) -> tuple[Reranker, int, float, str] | None:
     """--rerank's cross-encoder, depth, weight and where the weight came from: --rerank-weight, else
     the one train_reranker.py saved when it was chosen for this fusion (its depth, min-max, BM25's
-    tokens), else an error asking for it."""
+    tokens; not with --memory), else an error asking for it."""
     if args.rerank is None:
         return None
     ce = load_reranker(args.rerank)
     depth = args.rerank_depth or ce.depth
     if args.rerank_weight is not None:
         return ce, depth, args.rerank_weight, "given"
+    if args.memory:  # a saved weight was chosen over the fusion without memory
+        raise ValueError(
+            f"--rerank {args.rerank} with --memory: its saved weight is for another first stage; give --rerank-weight"
+        )
     saved = saved_weight(ce, depth, args.lexical.fusion_norm, args.lexical.tokens)
     if saved is None:
         raise ValueError(f"--rerank {args.rerank}: it saved no weight for this fusion; give --rerank-weight")
     return ce, depth, *saved
-
-
-def model_files(model_dir: Path) -> dict[str, str]:
-    """sha256 of every file of the model (weights too; not its card or hidden folders): what the
-    passages' vectors were computed with."""
-    return {
-        path.relative_to(model_dir).as_posix(): file_sha256(path)
-        for path in sorted(model_dir.rglob("*"))
-        if path.is_file()
-        and path.name != "README.md"
-        and not any(part.startswith(".") for part in path.relative_to(model_dir).parts)
-    }
-
-
-def index_identity(encoder: Encoder, corpus_sha256: str) -> dict:
-    """What a kept index must match to be reused: every file of the model, how it encodes, the corpus."""
-    return {
-        "format": INDEX_FORMAT,
-        "model_files": model_files(encoder.source_dir),
-        "bf16": encoder.bf16,
-        "max_length": encoder.spec.max_length,
-        "document_prompt": encoder.spec.document_prompt,
-        "corpus_sha256": corpus_sha256,
-    }
-
-
-def kept_embeddings(index: Path, identity: dict, shape: tuple[int, int]) -> np.ndarray | None:
-    """The kept vectors when `index` holds a complete index of this identity and `shape`, else None
-    (why, logged)."""
-    manifest, problem = read_manifest(index)
-    if problem is None and "embeddings.npy" not in manifest["files"]:
-        problem = "no embeddings.npy listed"
-    problem = problem or listed_files_problem(index, manifest["files"])
-    if problem is None and manifest.get("identity") != identity:
-        problem = "encoded from another model, precision or corpus"
-    embeddings = None
-    if problem is None:
-        try:
-            embeddings = np.load(index / "embeddings.npy", allow_pickle=False)
-        except (OSError, ValueError) as err:
-            problem = f"embeddings.npy is unreadable ({err})"
-    if embeddings is not None and (embeddings.dtype != np.float32 or embeddings.shape != shape):
-        problem = f"vectors of shape {embeddings.shape} ({embeddings.dtype}), not {shape} float32"
-    if problem is not None:
-        logger.info("--index %s: %s; encoding again", index, problem)
-        return None
-    return embeddings
-
-
-def keep_embeddings(index: Path, identity: dict, embeddings: np.ndarray) -> None:
-    """Write the index beside its final name, its manifest last, then move it into place: a folder
-    cut short is never taken for complete, and the one it replaces stays whole until then."""
-    tmp = index.parent / f".{index.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        np.save(tmp / "embeddings.npy", embeddings, allow_pickle=False)
-        write_manifest(tmp, kind=INDEX_KIND, identity=identity)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_directory(tmp, index)
 
 
 def corpus_embeddings(args: argparse.Namespace, encoder: Encoder, data: IRDataset, corpus_sha256: str) -> np.ndarray:
@@ -286,8 +210,10 @@ def corpus_embeddings(args: argparse.Namespace, encoder: Encoder, data: IRDatase
         remove_stale(args.index.parent, [f".{args.index.name}.tmp-*", f".{args.index.name}.old-*"])
         identity = index_identity(encoder, corpus_sha256)
         if (args.index / MANIFEST).exists():
-            kept = kept_embeddings(args.index, identity, (len(data.corpus_ids), encoder.dim))
-            if kept is not None:
+            kept, problem = kept_embeddings(args.index, identity, (len(data.corpus_ids), encoder.dim))
+            if problem is not None:
+                logger.info("--index %s: %s; encoding again", args.index, problem)
+            else:
                 logger.info("passage vectors reused from %s", args.index)
                 return kept
     logger.info("encoding %d passages", len(data.corpus_texts))
@@ -303,63 +229,13 @@ def corpus_embeddings(args: argparse.Namespace, encoder: Encoder, data: IRDatase
     return embeddings
 
 
-def search(
-    data: IRDataset,
-    query_emb: np.ndarray,  # (Q, D) full size
-    corpus_emb: np.ndarray,  # (N, D) full size
-    dim: int,
-    weight: float,
-    config: LexicalConfig,
-    k: int,
-    memory: EncodedMemory | None = None,
-    rerank: tuple[Reranker, int, float] | None = None,
-) -> list[list[dict]]:
-    """Each question's top k of the fused retriever: rank, passage id, fused score, dense score (the
-    cosine; with memory, the best of it and its training questions' cosines), BM25 score, text. A
-    question asked in training finds its own key in the memory: answered before, answered again.
-    `rerank` (cross-encoder, depth, weight): the fused top `depth` re-ordered as the evaluation
-    re-orders it (retrieval/rerank.py), each of those hits with its logit (`rerank`)."""
-    index = lexical_index(data, config)
-    candidates, _ = candidates_by_dim(query_emb, corpus_emb, data, [dim], index, memory=memory, leave_own_out=False)
-    c = candidates[dim]
-    fused = convex(c, weight, config.fusion_norm)  # (Q, C)
-    if rerank is None:
-        rows = ranked(c, fused, k)[1]  # (Q, k), -1 past a short pool
-        logits = {}
-    else:
-        ce, depth, ce_weight = rerank
-        scorer = cached_scorer(ce, data, progress=None)
-        ((_, rows),) = reranked_rankings(c, weight, config.fusion_norm, scorer, depth, (ce_weight,)).values()
-        logits = ce.logit_cache  # (question, passage) -> logit of every pair the fused top depth held
-        rows = rows[:, :k]
-    hits = []
-    for q in range(len(data.query_ids)):
-        column = {int(row): j for j, row in enumerate(c.rows[q]) if row >= 0}
-        question = data.query_texts[q]
-        hits.append(
-            [
-                {
-                    "rank": rank,
-                    "id": data.corpus_ids[row],
-                    "score": float(fused[q, column[row]]),
-                    "dense": float(c.dense[q, column[row]]),
-                    "bm25": float(c.lexical[q, column[row]]),
-                    **({"rerank": logits.get((question, data.corpus_texts[row]))} if rerank else {}),
-                    "text": data.corpus_texts[row],
-                }
-                for rank, row in enumerate(rows[q].tolist(), start=1)
-                if row >= 0
-            ]
-        )
-    return hits
-
-
 def printed(question: str, hits: list[dict], width: int = 110) -> str:
     lines = [f"? {question}"]
     for hit in hits:
         text = " ".join(hit["text"].split())
         text = text if len(text) <= width else text[: width - 3] + "..."
-        lines.append(f"{hit['rank']:>4}  {hit['score']:.4f}  {hit['id']}  {text}")
+        logit = f"  {hit['rerank']:+.3f}" if hit.get("rerank") is not None else ""  # the re-ranked order's
+        lines.append(f"{hit['rank']:>4}  {hit['score']:.4f}{logit}  {hit['id']}  {text}")
     return "\n".join(lines)
 
 
@@ -398,10 +274,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         dim = args.dim or encoder.dim
         if dim > encoder.dim:
             raise ValueError(f"--dim {dim}: the model's vectors have {encoder.dim}")
+        if args.index and encoder.source_dir.resolve() in [args.index.resolve(), *args.index.resolve().parents]:
+            raise ValueError(f"--index {args.index}: inside the model's folder, whose every file it records")
         weight, weight_source = fused_weight(args, dim)
         rerank = reranker_of(args)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
+    encoder.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     corpus_emb = corpus_embeddings(args, encoder, data, corpus_sha256)
 
     def encoded(texts: list[str]) -> np.ndarray:  # (len(texts), D) full size, as questions are encoded
@@ -423,7 +302,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if rerank is not None:
         logger.info("re-ranked by %s: its top %d, cross-encoder weight %.2f (%s)", args.rerank, *rerank[1:])
         rerank = rerank[:3]
-    hits = search(data, encoded(data.query_texts), corpus_emb, dim, weight, lexical, args.k, remembered, rerank)
+    hits = fused_hits(data, encoded(data.query_texts), corpus_emb, dim, weight, lexical, args.k, remembered, rerank)
     records = [{"id": i, "question": t, "hits": h} for i, t, h in zip(data.query_ids, data.query_texts, hits)]
     if args.out:  # each hit's text is the passage's, whole
         try:

@@ -105,11 +105,20 @@ def test_question_memory_scores_each_passage_by_its_best_key(tiny_bert, corpus, 
 
 @pytest.fixture(scope="module")
 def reranker(tmp_path_factory):
-    """A tiny untrained cross-encoder saved as train_reranker.py saves one, with no weight of its own."""
+    """A tiny untrained cross-encoder saved as train_reranker.py saves one, twice: with no weight of
+    its own, and with one chosen on held-out questions. Its head is scaled so that the logits of
+    different pairs lie far apart (an untrained head gives them all nearly the same)."""
+    import torch
+
     from retrieval.rerank import CrossEncoder
 
     root = tmp_path_factory.mktemp("reranker")
-    CrossEncoder(make_tiny_bert(root / "init", hidden_act="relu"), max_length=48).save(root / "ce", {"depth": 8})
+    ce = CrossEncoder(make_tiny_bert(root / "init", hidden_act="relu"), max_length=48)
+    with torch.no_grad():
+        ce.model.classifier.weight.mul_(1e5)
+    ce.save(root / "ce", {"depth": 8})
+    held_out = {"weight": 0.4, "weight_from": "held-out questions"}
+    ce.save(root / "weighted", {"depth": 8, "held_out": held_out, "first_stage": "a model"})
     return root / "ce"
 
 
@@ -137,14 +146,26 @@ def test_the_fused_top_is_reranked_by_sentence_transformers_own_logits(tiny_bert
         order = sorted(range(8), key=lambda i: (-mix[i], i))  # ties: the fused order
         want = [top[i][0] for i in order] + [pid for pid, *_ in fused[8:12]]
         assert [h["id"] for h in record["hits"]] == want
+        gaps = np.diff(np.sort(logits))  # the pairs' logits lie apart: a logit given to the wrong hit would show
+        assert gaps.min() > 10 * 1e-5 * np.abs(logits).max()  # ten times the tolerance below
         by_id = dict(zip((pid for pid, *_ in top), logits))
         for hit in record["hits"]:
-            assert hit["rerank"] == (pytest.approx(by_id[hit["id"]], abs=1e-4) if hit["id"] in by_id else None)
+            assert hit["rerank"] == (pytest.approx(by_id[hit["id"]], rel=1e-5) if hit["rank"] <= 8 else None)
     with pytest.raises(
         SystemExit, match="^error: --rerank .*: it saved no weight for this fusion; give --rerank-weight"
     ):
         search.main(["q", "--model", str(tiny_bert), "--corpus", str(root), "--fusion-weight", "0.5"]
                     + ["--rerank", str(reranker)])  # fmt: skip
+
+
+def test_a_saved_rerank_weight_is_used_and_never_with_memory(tiny_bert, corpus, reranker, tmp_path):
+    root, texts, questions = corpus
+    common = [*questions, "--model", str(tiny_bert), "--corpus", str(root), "--dim", "32", "--fusion-weight", "0.6"]
+    saved = search.main([*common, "--rerank", str(reranker.parent / "weighted")])
+    assert saved == search.main([*common, "--rerank", str(reranker), "--rerank-weight", "0.4"])
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": "w1 w2 w3", "positive": texts[40]}])
+    with pytest.raises(SystemExit, match="^error: --rerank .* with --memory: its saved weight is for another first"):
+        search.main([*common, "--rerank", str(reranker.parent / "weighted"), "--memory", str(pairs)])
 
 
 def test_the_index_is_kept_reused_and_refreshed_when_model_or_corpus_change(tiny_bert, corpus, tmp_path, caplog):
@@ -183,6 +204,15 @@ def test_an_index_folder_holding_anything_else_is_refused_untouched(tiny_bert, c
         search.main(["q", "--model", str(tiny_bert), "--corpus", str(root), "--fusion-weight", "0.5"]
                     + ["--index", str(precious)])  # fmt: skip
     assert [p.name for p in precious.iterdir()] == ["model.safetensors"]
+    index = tmp_path / "index"
+    argv = ["q", "--model", str(tiny_bert), "--corpus", str(root), "--fusion-weight", "0.5", "--index", str(index)]
+    search.main(argv)
+    with pytest.raises(SystemExit, match="^error: --out .*: inside --index"):
+        search.main([*argv, "--out", str(index / "hits.jsonl")])
+    (index / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="^error: --index .*: holds files besides a search.py index"):
+        search.main(argv)
+    assert (index / "notes.txt").read_text() == "mine"
 
 
 def test_a_runs_weight_and_bm25_settings_rank_as_its_evaluation_scored(tiny_bert, corpus, tmp_path):
