@@ -130,13 +130,19 @@ def load_encoder(config: Config, mixed_precision: str) -> Encoder:
     return encoder
 
 
+def under(name: str, prefixes: list[str]) -> bool:
+    """Whether a parameter name is one of `prefixes` or inside one (`embeddings` holds
+    `embeddings.word_embeddings.weight`, not `embeddings_project.weight`)."""
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
 def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> None:
     """Keep the parameters under each name prefix as loaded (`embeddings`, `encoder.layer.0`): no grad,
     so no optimiser state and no update. A prefix that names no parameter, or freezing them all, is an
     error naming train.freeze."""
     names = [name for name, param in model.named_parameters() if param.requires_grad]
     for prefix in prefixes:
-        hit = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        hit = [n for n in names if under(n, [prefix])]
         if not hit:
             tops = sorted({n.split(".")[0] for n in names})
             raise ConfigError(
@@ -562,7 +568,7 @@ def set_up(
         )
         if config.train.freeze:
             sizes = [(n, p.numel()) for n, p in encoder.transformer.named_parameters()]
-            frozen = sum(size for n, size in sizes if any(n == f or n.startswith(f + ".") for f in config.train.freeze))
+            frozen = sum(size for n, size in sizes if under(n, config.train.freeze))
             logger.info(
                 "train.freeze %s: %d of %d parameters kept as loaded",
                 config.train.freeze,

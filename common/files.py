@@ -130,6 +130,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def directory_checksums(directory: Path, max_size: int | None = None) -> dict[str, str]:
+    """sha256 of every file under `directory` (relative path -> hex), sorted; not its README.md (a
+    model card may be edited), nothing in hidden folders (.git, .cache), and with `max_size` only
+    files smaller than that."""
+    directory = Path(directory)
+    return {
+        path.relative_to(directory).as_posix(): file_sha256(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+        and (max_size is None or path.stat().st_size < max_size)
+        and path.name != "README.md"
+        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+    }
+
+
 MANIFEST = "complete.json"
 
 

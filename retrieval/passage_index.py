@@ -19,7 +19,7 @@ import numpy as np
 
 from common.files import (
     MANIFEST,
-    file_sha256,
+    directory_checksums,
     listed_files_problem,
     output_problem,
     read_manifest,
@@ -48,23 +48,11 @@ def index_problem(index: Path) -> str | None:
     return "holds files that are not a search.py index; give a new or empty folder (it would be replaced)"
 
 
-def model_files(model_dir: Path) -> dict[str, str]:
-    """sha256 of every file of the model (weights too; not its card or hidden folders): what the
-    passages' vectors were computed with."""
-    return {
-        path.relative_to(model_dir).as_posix(): file_sha256(path)
-        for path in sorted(model_dir.rglob("*"))
-        if path.is_file()
-        and path.name != "README.md"
-        and not any(part.startswith(".") for part in path.relative_to(model_dir).parts)
-    }
-
-
 def index_identity(encoder: Encoder, corpus_sha256: str) -> dict:
     """What a kept index must match to be reused: every file of the model, how it encodes, the corpus."""
     return {
         "format": INDEX_FORMAT,
-        "model_files": model_files(encoder.source_dir),
+        "model_files": directory_checksums(encoder.source_dir),  # weights too
         "bf16": encoder.bf16,
         "device": encoder.device.type,
         "max_length": encoder.spec.max_length,

@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from common.files import (
     MANIFEST,
-    file_sha256,
+    directory_checksums,
     listed_files_problem,
     read_manifest,
     recover_replaced,
@@ -336,14 +336,7 @@ def model_identity(model_dir: Path | None) -> dict:
     pooling; weights are covered by the checkpoint's own copy) and the hub revision of a snapshot."""
     if model_dir is None:
         return {}
-    files = {
-        path.relative_to(model_dir).as_posix(): file_sha256(path)
-        for path in sorted(Path(model_dir).rglob("*"))
-        if path.is_file()
-        and path.stat().st_size < SMALL_FILE
-        and path.name != "README.md"
-        and not any(part.startswith(".") for part in path.relative_to(model_dir).parts)  # .git, .cache
-    }
+    files = directory_checksums(model_dir, max_size=SMALL_FILE)
     revision = model_dir.name if model_dir.parent.name == "snapshots" else None  # the hub cache's layout
     return {"files": files, "revision": revision}
 
