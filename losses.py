@@ -36,6 +36,7 @@ class LossSpec:
     lexical_scale: float = 0.0  # beta: logits gain beta x the lexical prior (training for the hybrid); 0: off
     distill: float = 0.0  # lambda: + lambda x KL(teacher || model) over each question's candidates; 0: off
     distill_temperature: float = 0.05  # the teacher's distribution is softmax(teacher score / this)
+    gte: bool = False  # GTE's improved contrastive loss: queries and passages of the batch join each softmax
 
     def dim_weights(self) -> list[float]:
         return list(self.weights) if self.weights else [1.0] * len(self.dims)
@@ -86,6 +87,15 @@ def infonce_per_dim(
     query's positive against all G queries `q_all` (default q, when B = G), the G queries being
     in positive-row order. Each dim slices the full embeddings: nothing is re-run per dim.
 
+    spec.gte: GTE's improved contrastive loss (Li et al. 2023, "Towards General Text Embeddings
+    with Multi-stage Contrastive Learning"): one softmax per query whose partition holds, beside the
+    query's candidates, the other G queries (query against query), the G queries against the
+    query's positive, and the positive against the other M candidates (passage against passage).
+    The positive's own pair is counted once. Masked alike: a query g leaves both query blocks where
+    the positive's text is known relevant to g's question (its own query, and any asking the same
+    question), and a candidate leaves the passage block where it is known relevant to the query's
+    question (the positive itself, a copy of it, an empty slot). Needs `q_all` when B < G.
+
     lexical: (G, M) float32, a fixed prior per (row g's question, candidate) in [0, 1] (the
     question's BM25 score of the candidate over its best): with spec.lexical_scale beta > 0 every
     logit becomes cos / temperature + beta x prior, the softmax of a fused score in which only the
@@ -112,6 +122,8 @@ def infonce_per_dim(
                 logits = logits + prior[labels]
             if masks is not None:
                 logits = logits.masked_fill(masks[0], float("-inf"))
+            if spec.gte:
+                logits = torch.cat([logits, *_same_side_logits(q, q_all, d, dim, spec.temperature, labels, masks)], 1)
             loss = F.cross_entropy(logits, labels)
             if teacher is not None and spec.distill:
                 target = teacher.to(logits.dtype)[labels] / spec.distill_temperature  # (B, M)
@@ -124,6 +136,33 @@ def infonce_per_dim(
                 ) / 2
             losses.append(loss)
     return torch.stack(losses)
+
+
+def _same_side_logits(
+    q: torch.Tensor,
+    q_all: torch.Tensor,
+    d: torch.Tensor,
+    dim: int,
+    temperature: float,
+    labels: torch.Tensor,
+    masks: tuple[torch.Tensor, torch.Tensor] | None,
+) -> list[torch.Tensor]:
+    """GTE's three extra blocks of each query's softmax: (B, G) query i against query g, (B, G)
+    query g against query i's positive, (B, M) that positive against candidate j; -inf where masked."""
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    positives = d[labels]  # (B, D)
+    to_queries = torch.zeros(labels.shape[0], q_all.shape[0], dtype=torch.bool, device=labels.device)
+    to_candidates = torch.zeros(labels.shape[0], d.shape[0], dtype=torch.bool, device=labels.device)
+    if masks is not None:  # g asks a question the positive answers; j is known relevant to query i's question
+        to_queries, to_candidates = masks[1].clone(), masks[0].clone()
+    to_queries[rows, labels] = True  # query i itself (the first block already holds the positive pair)
+    to_candidates[rows, labels] = True  # the positive itself
+    blocks = (
+        (infonce_logits(q, q_all, dim, temperature), to_queries),
+        (infonce_logits(positives, q_all, dim, temperature), to_queries),
+        (infonce_logits(positives, d, dim, temperature), to_candidates),
+    )
+    return [logits.masked_fill(mask, float("-inf")) for logits, mask in blocks]
 
 
 def _listwise_kl(logits: torch.Tensor, target_logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -170,7 +170,14 @@ def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
         raise ConfigError(f"eval.select: dim {select_dim} is not among the eval dims {eval_dims}")
     loss = config.loss
     spec = LossSpec(
-        dims, weights, loss.temperature, loss.symmetric, loss.lexical_scale, loss.distill, loss.distill_temperature
+        dims,
+        weights,
+        loss.temperature,
+        loss.symmetric,
+        loss.lexical_scale,
+        loss.distill,
+        loss.distill_temperature,
+        loss.gte,
     )
     return spec, eval_dims
 

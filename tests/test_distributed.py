@@ -123,12 +123,18 @@ def qrels_dir(pairs) -> Path:
 
 
 @pytest.mark.parametrize(
-    "micro_batch,symmetric,qrels,cache",
-    [(64, "false", False, "true"), (5, "true", False, "true"), (5, "true", True, "true"), (5, "true", False, "false")],
-    ids=["whole-share", "gradcache-uneven", "table-wide-qrels", "no-cache-uneven-checkpointed"],
+    "micro_batch,loss,qrels,cache",
+    [
+        (64, "--loss.symmetric=false", False, "true"),
+        (5, "--loss.symmetric=true", False, "true"),
+        (5, "--loss.symmetric=true", True, "true"),
+        (5, "--loss.symmetric=true", False, "false"),
+        (5, "--loss.gte=true", True, "true"),
+    ],
+    ids=["whole-share", "gradcache-uneven", "table-wide-qrels", "no-cache-uneven-checkpointed", "gte-table-wide"],
 )
 def test_two_processes_train_exactly_like_one(
-    no_dropout_bert, pairs, qrels_dir, tmp_path, micro_batch, symmetric, qrels, cache
+    no_dropout_bert, pairs, qrels_dir, tmp_path, micro_batch, loss, qrels, cache
 ):
     """Per process: 8 rows = 24 texts with negatives; micro-batch 5 leaves an uneven last chunk of 4.
     Without the cache, every micro-batch's graph meets the others' in one backward under DDP, and
@@ -137,6 +143,7 @@ def test_two_processes_train_exactly_like_one(
     extra = ["--data.qrels", str(qrels_dir)] if qrels else []
     extra += ["--train.gradient_cache", cache]
     extra += ["--train.gradient_checkpointing", "true"] if cache == "false" else []
+    extra += loss.split("=")
     for processes in (1, 2):
         runs[processes] = tmp_path / f"p{processes}"
         launch(
@@ -145,7 +152,7 @@ def test_two_processes_train_exactly_like_one(
             str(runs[processes]),
             str(processes),
             "--",
-            *train_args(no_dropout_bert, pairs, runs[processes], micro_batch, "--loss.symmetric", symmetric, *extra),
+            *train_args(no_dropout_bert, pairs, runs[processes], micro_batch, *extra),
         )
     if qrels:  # the qrels really add masked candidates to the batches trained on
         relevant = known_relevant(load_pairs(pairs), qrels_dir, "train")

@@ -368,3 +368,73 @@ def test_distillation_from_a_teacher_that_scored_only_some_candidates():
         assert (ours[index] - plain[index]).item() == pytest.approx(0.4 * total / 6, abs=1e-9, rel=1e-9)
     ours.sum().backward()
     assert torch.isfinite(qd.grad).all()
+
+
+def reference_gte(q, d, dims, weights, temperature, labels, text, question, relevant, q_all=None):
+    """GTE's improved contrastive loss in float64 loops, from its definition: for query i and its
+    positive p, Z = Σ_j e^{s(q_i, d_j)} + Σ_g e^{s(q_i, q_g)} + Σ_g e^{s(q_g, d_p)} + Σ_j e^{s(d_p, d_j)}
+    with the positive pair once, i's own query out of the query sums, p itself out of the passage sum,
+    and the masks: a candidate known relevant to i's question (or empty) out of both passage sums, a
+    query g whose question p is known relevant to out of both query sums."""
+    q_all = q if q_all is None else q_all
+    relevant = relevant or {}
+
+    def unit_rows(x, dim):
+        rows = [[float(v) for v in row[:dim]] for row in x.detach().double()]
+        return [[v / math.sqrt(sum(u * u for u in row)) for v in row] if any(row) else [0.0] * dim for row in rows]
+
+    def known(question_id, j):
+        return text[j] is None or text[j] in relevant.get(question_id, ())
+
+    total = 0.0
+    for dim, weight in zip(dims, weights):
+        qs, ds, qa = unit_rows(q, dim), unit_rows(d, dim), unit_rows(q_all, dim)
+        score = lambda a, b: sum(x * y for x, y in zip(a, b)) / temperature  # noqa: E731
+        loss = 0.0
+        for i, qi in enumerate(qs):
+            p = labels[i]
+            asked = question[p]
+            own = score(qi, ds[p])
+            terms = [own]
+            terms += [score(qi, dj) for j, dj in enumerate(ds) if j != p and not known(asked, j)]
+            other_queries = [g for g in range(len(qa)) if g != p and text[p] not in relevant.get(question[g], ())]
+            terms += [score(qi, qa[g]) for g in other_queries]
+            terms += [score(qa[g], ds[p]) for g in other_queries]
+            terms += [score(ds[p], dj) for j, dj in enumerate(ds) if j != p and not known(asked, j)]
+            loss += -(own - math.log(sum(math.exp(t) for t in terms)))
+        total += weight * loss / len(qs)
+    return total
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gte_loss_matches_float64_loop(case):
+    q, d, text, question, relevant = make_case(**CASES[case])
+    dims, weights = [16, 8, 4], [1.0, 0.5, 0.25]
+    known = known_from(text, question, relevant)
+    spec = LossSpec(dims, temperature=0.1, gte=True)
+    ours = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), spec, known=known), weights)
+    want = reference_gte(q, d, dims, weights, 0.1, list(range(q.shape[0])), text, question, relevant)
+    assert ours.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
+    plain = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), LossSpec(dims, temperature=0.1)), weights)
+    assert abs(plain.item() - ours.item()) > 1e-3  # the extra blocks change the loss
+
+
+def test_gte_one_share_scores_against_the_whole_batch_and_has_exact_gradients():
+    """Each of N processes: its B = G/N queries against all G queries and all candidates; gradcheck."""
+    q, d, text, question, relevant = make_case(batch=8, negatives=1, duplicates=True, dtype=torch.float64)
+    known = known_from(text, question, relevant)
+    spec = LossSpec([16, 4], temperature=0.5, gte=True)
+    whole = matryoshka_infonce(infonce_per_dim(q, d, spec, known=known), [1.0, 0.3])
+    shares = []
+    for rows in (slice(0, 4), slice(4, 8)):
+        labels = torch.arange(8)[rows]
+        per_dim = infonce_per_dim(q[rows], d, spec, labels=labels, known=known, q_all=q)
+        shares.append(matryoshka_infonce(per_dim, [1.0, 0.3]))
+        want = reference_gte(q[rows], d, [16, 4], [1.0, 0.3], 0.5, labels.tolist(), text, question, relevant, q_all=q)
+        assert shares[-1].item() == pytest.approx(want, abs=1e-9, rel=1e-9)
+    assert ((shares[0] + shares[1]) / 2).item() == pytest.approx(whole.item(), rel=1e-12)
+    q.requires_grad_(True)
+    d.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda q, d: matryoshka_infonce(infonce_per_dim(q, d, spec, known=known), [1.0, 0.3]), (q, d)
+    )

@@ -114,6 +114,8 @@ def test_overrides_parse_by_the_field_type(tmp_path):
         (["--train.adam_betas", "1.5,0.9"], r"train.adam_betas: expected two numbers in \[0, 1\)"),
         (["--train.weight_decay", "-1"], "train.weight_decay >= 0"),
         (["--eval.batch_size", "0"], "eval.batch_size: must be at least 1"),
+        (["--loss.gte", "true", "--loss.symmetric", "true"], "loss.gte: not with loss.symmetric"),
+        (["--loss.gte", "true", "--loss.distill", "0.5"], "loss.gte: not with loss.distill"),
         (["--data.batch_by", "topic"], "data.batch_by: 'topic' is not '' .spread. or document"),
         (["--data.batch_by", "document", "--data.qrels", "null"], "data.batch_by document: needs data.qrels"),
         (

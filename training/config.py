@@ -58,6 +58,7 @@ class LossConfig:
     weights: list[float] = field(default_factory=list)  # one per dim; []: all 1
     temperature: float = 0.05  # logits = cos / temperature (scale 20)
     symmetric: bool = False  # add the document->query term
+    gte: bool = False  # GTE's improved contrastive loss: the batch's queries and passages join each softmax
     lexical_scale: float = 0.0  # train for the hybrid: logits + this x the BM25 prior (lexical.*); 0: off
     distill: float = 0.0  # + this x KL(teacher || model): distil the teacher's ranking into the model; 0: off
     distill_teacher: str = "fused"  # fused: the base model + BM25 | reranker: distill_reranker's logits
@@ -291,6 +292,9 @@ def check_train(t: TrainConfig) -> None:
 def check_loss(loss: LossConfig) -> None:
     if loss.lexical_scale < 0:
         raise ConfigError(f"loss.lexical_scale: must be >= 0 (0: off), got {loss.lexical_scale}")
+    if loss.gte and (loss.symmetric or loss.distill):
+        other = "loss.symmetric (its document->query pairs are inside it)" if loss.symmetric else "loss.distill"
+        raise ConfigError(f"loss.gte: not with {other}")
     if loss.distill < 0:
         raise ConfigError(f"loss.distill: must be >= 0 (0: off), got {loss.distill}")
     if not 0 <= loss.distill_weight <= 1:

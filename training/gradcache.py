@@ -149,7 +149,7 @@ def batch_loss(reps: torch.Tensor, batch: StepBatch, loss: LossSpec) -> tuple[to
     b, device = batch.share, reps.device
     q, positives, negatives = reps[:b], reps[b : 2 * b], reps[2 * b :]  # (b, D), (b, D), (b·k, D)
     d = torch.cat([all_gather_with_grad(positives), all_gather_with_grad(negatives)])  # (G·(1+k), D)
-    q_all = all_gather_with_grad(q) if loss.symmetric else None  # (G, D)
+    q_all = all_gather_with_grad(q) if loss.symmetric or loss.gte else None  # (G, D)
     # Host-to-device copies are non_blocking: a blocking one waits for all queued GPU work.
     labels, known = (t.to(device, non_blocking=True) for t in (batch.labels, batch.known))
     lexical, teacher = (None if t is None else t.to(device, non_blocking=True) for t in (batch.lexical, batch.teacher))
