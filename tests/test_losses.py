@@ -14,6 +14,12 @@ from data import TrainTable
 from losses import LossSpec, false_negative_masks, infonce_per_dim, matryoshka_infonce
 
 
+def unit_rows(x, dim):
+    """The first `dim` features of each row, as float64 lists of norm 1 (a zero row stays zero)."""
+    rows = [[float(v) for v in row[:dim]] for row in x.detach().double()]
+    return [[v / math.sqrt(sum(u * u for u in row)) if any(row) else 0.0 for v in row] for row in rows]
+
+
 def reference_loss(
     q,
     d,
@@ -46,10 +52,6 @@ def reference_loss(
 
     def masked_query(i, g):  # query g leaves the softmax of query i's positive (symmetric term)
         return g != labels[i] and text[labels[i]] in relevant.get(question[g], ())
-
-    def unit_rows(x, dim):
-        rows = [[float(v) for v in row[:dim]] for row in x.detach().double()]
-        return [[v / math.sqrt(sum(u * u for u in row)) if any(row) else 0.0 for v in row] for row in rows]
 
     total = 0.0
     for dim, weight in zip(dims, weights):
@@ -378,10 +380,6 @@ def reference_gte(q, d, dims, weights, temperature, labels, text, question, rele
     query g whose question p is known relevant to out of both query sums."""
     q_all = q if q_all is None else q_all
     relevant = relevant or {}
-
-    def unit_rows(x, dim):
-        rows = [[float(v) for v in row[:dim]] for row in x.detach().double()]
-        return [[v / math.sqrt(sum(u * u for u in row)) for v in row] if any(row) else [0.0] * dim for row in rows]
 
     def known(question_id, j):
         return text[j] is None or text[j] in relevant.get(question_id, ())
