@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from common.files import MANIFEST, listed_files_problem, looks_local, read_manifest, replace_directory, write_manifest
+from common.files import MANIFEST, built_directory, listed_files_problem, looks_local, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -339,19 +338,15 @@ class Encoder(nn.Module):
         `extra_files` maps file names to text to add.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self._write_sentence_transformers(tmp)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        # last: the size and sha256 of every file the model computes with (the card may be edited)
-        write_manifest(tmp, exclude=["README.md"])
-        return replace_directory(tmp, path)
+        # the manifest, last: the size and sha256 of every file the model computes with (the card may be edited)
+        with built_directory(path, exclude=["README.md"]) as tmp:
+            self._write_sentence_transformers(tmp)
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text, encoding="utf-8")
+        return path
 
     def _write_sentence_transformers(self, out: Path) -> None:
         """The sentence-transformers layout that both its 2.x-5.x and 6.x loaders read."""
-        out.mkdir(parents=True)
         self.transformer.save_pretrained(out, safe_serialization=True)  # copies any remote code too
         self.tokenizer.model_max_length = self.spec.max_length  # what sentence-transformers 6.x reads
         self.tokenizer.save_pretrained(out)

@@ -14,7 +14,8 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _calls = itertools.count()
@@ -159,6 +160,25 @@ def write_manifest(directory: Path, exclude: Iterable[str] = (), **fields) -> Pa
         if path.is_file() and path.relative_to(directory).as_posix() not in skipped
     }
     return write_atomic(directory / MANIFEST, json.dumps({**fields, "files": files}, indent=1))
+
+
+@contextmanager
+def built_directory(final: Path, exclude: Iterable[str] = (), **fields) -> Iterator[Path]:
+    """An empty hidden folder beside `final` (`.<name>.tmp-<pid>`) to write a directory into. When
+    the block ends, its manifest is written last (`write_manifest` with `exclude` and `fields`) and
+    it replaces `final` whole (`replace_directory`); if the block or the manifest fails, the folder is
+    removed and `final` is left as it was."""
+    final = Path(final)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)  # this process's own, left by a crash
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        write_manifest(tmp, exclude, **fields)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_directory(tmp, final)
 
 
 def read_manifest(directory: Path) -> tuple[dict | None, str | None]:

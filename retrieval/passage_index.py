@@ -11,20 +11,17 @@ every file checks out; otherwise the caller encodes again and the folder is repl
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from common.files import (
     MANIFEST,
+    built_directory,
     directory_checksums,
     listed_files_problem,
     output_problem,
     read_manifest,
-    replace_directory,
-    write_manifest,
 )
 from model import Encoder
 
@@ -84,13 +81,5 @@ def kept_embeddings(index: Path, identity: dict, shape: tuple[int, int]) -> tupl
 def keep_embeddings(index: Path, identity: dict, embeddings: np.ndarray) -> None:
     """Write the index beside its final name, its manifest last, then move it into place: a folder
     cut short is never taken for complete, and the one it replaces stays whole until then."""
-    tmp = index.parent / f".{index.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with built_directory(index, kind=INDEX_KIND, identity=identity) as tmp:
         np.save(tmp / "embeddings.npy", embeddings, allow_pickle=False)
-        write_manifest(tmp, kind=INDEX_KIND, identity=identity)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_directory(tmp, index)

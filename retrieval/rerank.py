@@ -31,7 +31,7 @@ import torch
 from torch.nn.attention import sdpa_kernel
 from tqdm.auto import tqdm
 
-from common.files import listed_files_problem, read_manifest, replace_directory, write_atomic, write_manifest
+from common.files import built_directory, listed_files_problem, read_manifest, write_atomic
 from data import IRDataset
 from model import SDPA_BACKENDS
 from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, normalized, ranked
@@ -119,10 +119,7 @@ class CrossEncoder:
         """Written beside `path`, manifest last, then moved into place: an interrupted save never
         leaves a directory that looks complete, and a failed one leaves an earlier `path` whole."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with built_directory(path) as tmp:
             # what sentence-transformers' CrossEncoder(path) reads: raw logits, cut where training cut
             self.model.config.sentence_transformers = {"activation_fn": "torch.nn.modules.linear.Identity"}
             self.model.save_pretrained(tmp, safe_serialization=True)
@@ -130,11 +127,7 @@ class CrossEncoder:
             self.tokenizer.save_pretrained(tmp)
             self.settings = {**settings, "max_length": self.max_length}
             write_atomic(tmp / SETTINGS_FILE, json.dumps(self.settings, indent=1) + "\n")
-            write_manifest(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return replace_directory(tmp, path)
+        return path
 
 
 class Ensemble:
@@ -209,20 +202,12 @@ def save_ensemble(members: list[Path], out: Path, settings: dict) -> Path:
     for member in members:
         if problem := saved_problem(member):
             raise ValueError(f"member {member}: {problem}")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with built_directory(out) as tmp:
         for member in members:
             shutil.copytree(member, tmp / member.name, copy_function=link_or_copy)
         first = json.loads((tmp / members[0].name / SETTINGS_FILE).read_text(encoding="utf-8"))
         settings = {**settings, MEMBERS: [m.name for m in members], "max_length": first["max_length"]}
         write_atomic(tmp / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
-        write_manifest(tmp)
-        replace_directory(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for member in members:
         shutil.rmtree(member)
     return out
@@ -235,16 +220,9 @@ def resave_settings(path: Path, settings: dict) -> Path:
     path = Path(path)
     if problem := saved_problem(path):
         raise ValueError(f"re-ranker {path}: {problem}")
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(path, tmp, copy_function=link_or_copy)
+    with built_directory(path) as tmp:
+        shutil.copytree(path, tmp, copy_function=link_or_copy, dirs_exist_ok=True)
         write_atomic(tmp / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")  # a new file, not the link
-        write_manifest(tmp)
-        replace_directory(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import common.files
 import evaluate
-import retrieval.rerank as rerank
 import train_reranker
 from common.files import write_manifest
 from data import load_ir
@@ -172,10 +172,10 @@ def test_a_failed_ensemble_save_leaves_the_members_where_they_were(ensemble, tmp
     members = [shutil.copytree(singles[s], tmp_path / f"m{s}") for s in (5, 6)]
     before = [(m / "complete.json").read_bytes() for m in members]
 
-    def broken(directory, **fields):
+    def broken(directory, *args, **fields):
         raise OSError("disk full")
 
-    monkeypatch.setattr(rerank, "write_manifest", broken)
+    monkeypatch.setattr(common.files, "write_manifest", broken)  # the manifest is written last
     with pytest.raises(OSError, match="disk full"):
         save_ensemble(members, tmp_path / "out", {"depth": 8})
     assert [(m / "complete.json").read_bytes() for m in members] == before and not (tmp_path / "out").exists()

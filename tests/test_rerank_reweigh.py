@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+import common.files
 import evaluate
 import retrieval.rerank as rerank
 import train_reranker
@@ -129,7 +130,7 @@ def test_a_failed_resave_leaves_the_re_ranker_whole(trained, tmp_path, monkeypat
     def broken(directory, *args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(rerank, "write_manifest", broken)
+    monkeypatch.setattr(common.files, "write_manifest", broken)  # the manifest is written last
     with pytest.raises(OSError, match="disk full"):
         _reweigh(again, 5)
     assert _files(again) == before and saved_problem(again) is None
