@@ -69,7 +69,7 @@ from training.gradcache import (
     gradcache_step_accumulating,
     make_step_batch,
 )
-from training.optim import decay_groups
+from training.optim import decay_groups, layer_depths
 from training.report import (
     describe_data,
     eval_scalars,
@@ -125,6 +125,7 @@ def load_encoder(config: Config, mixed_precision: str) -> Encoder:
     if isinstance(pooler, torch.nn.Module):  # BERT's pooler is never used: DDP must not wait for its grads
         pooler.requires_grad_(False)
     freeze_parameters(encoder.transformer, config.train.freeze)
+    make_optimizer(encoder, config.train)  # a train.layer_decay the model cannot take fails here, before any work
     if config.train.gradient_checkpointing:
         encoder.enable_gradient_checkpointing()
     return encoder
@@ -183,8 +184,12 @@ def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
 
 
 def make_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
-    """AdamW with weight decay on weight matrices only: never on biases or LayerNorm."""
-    groups = decay_groups(model, config.weight_decay)
+    """AdamW with weight decay on weight matrices only: never on biases or LayerNorm; with
+    train.layer_decay < 1, each group's lr scaled by its depth (training/optim.py)."""
+    try:
+        groups = decay_groups(model, config.weight_decay, config.layer_decay)
+    except ValueError as err:
+        raise ConfigError(f"train.layer_decay: {err}") from None
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps)
@@ -374,7 +379,7 @@ def train_step(r: Run, global_rows: np.ndarray, tokens: dict, step: int) -> dict
         r.hooks.step_batch(batch, global_rows, r.table, tokens)
     lr = lr_at(step, r.total_steps, r.config.train.lr, r.config.train.warmup_ratio, r.config.train.min_lr_ratio)
     for group in r.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # train.layer_decay: a share of the rate by depth
     micro_batch = r.config.train.micro_batch
     if r.config.train.gradient_cache:
         loss, per_dim = gradcache_step_accumulating(r.embedder, batch, r.loss, micro_batch, r.hooks.replay)
@@ -573,6 +578,16 @@ def set_up(
             "" if config.train.gradient_cache else ", no gradient cache",
             len(sampler) * config.train.epochs,
         )
+        if config.train.layer_decay != 1.0:
+            _, layers = layer_depths(encoder)
+            logger.info(
+                "train.layer_decay %g: the top learns at lr, layer N of %d at lr x %g^(%d - N), the embeddings x %.3g",
+                config.train.layer_decay,
+                layers,
+                config.train.layer_decay,
+                layers,
+                config.train.layer_decay ** (layers + 1),
+            )
         if config.train.freeze:
             sizes = [(n, p.numel()) for n, p in encoder.transformer.named_parameters()]
             frozen = sum(size for n, size in sizes if under(n, config.train.freeze))

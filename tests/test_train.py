@@ -407,6 +407,41 @@ def test_frozen_parameters_stay_as_loaded_and_the_rest_trains(tiny_bert, tiny_ta
     assert above and all(not torch.equal(trained[k], original[k]) for k in above)
 
 
+def test_layer_decay_scales_each_layers_step_by_its_depth(tiny_bert, tiny_task, tmp_path):
+    """train.layer_decay 0.5 on the 2-layer BERT, one plain SGD step: each weight moves by the plain
+    run's step times 0.5 ** (2 - N) in layer N and 0.5 ** 3 in the embeddings (the same gradient:
+    same start, batch and dropout). lr 1, so that each step is large beside float32's rounding."""
+    steps = {}
+    original = {k.removeprefix("bert."): v for k, v in load_file(tiny_bert / "model.safetensors").items()}
+    for decay in ("1", "0.5"):
+        out = tmp_path / decay
+        result = train.main(tiny_args(tiny_bert, tiny_task, out, "--eval.before", "false", "--eval.after", "false",
+                                      "--train.global_batch", "32", "--train.optimizer", "sgd",
+                                      "--train.lr", "1", "--train.layer_decay", decay))  # fmt: skip
+        assert result["steps"] == 1
+        trained = {k.removeprefix("bert."): v for k, v in load_file(out / "model" / "model.safetensors").items()}
+        steps[decay] = {k: trained[k].double() - original[k].double() for k in trained}
+    checked = 0
+    for name, plain in steps["1"].items():
+        if name.startswith("embeddings."):
+            scale = 0.5**3
+        elif name.startswith("encoder.layer."):
+            scale = 0.5 ** (2 - int(name.split(".")[2]))
+        else:
+            continue  # the pooler: never trained
+        assert plain.abs().max() > 0
+        # float32 weights: a step is known to about 1e-7 of the weight it changed
+        torch.testing.assert_close(steps["0.5"][name], scale * plain, rtol=1e-3, atol=1e-6)
+        checked += 1
+    assert checked >= 30
+
+
+def test_a_layer_decay_the_model_cannot_take_is_named(tiny_bert, tiny_task, tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: train.layer_decay: must be in \(0, 1\]"):
+        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--train.layer_decay", "1.5"))
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "prefixes, message",
     [

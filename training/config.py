@@ -77,6 +77,9 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # warm-up steps = ceil(ratio * total steps)
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
     weight_decay: float = 0.01  # AdamW; never on biases and LayerNorm
+    layer_decay: float = (
+        1.0  # layer-wise lr decay: layer N of L learns at lr x this^(L - N), embeddings this^(L+1); 1: off
+    )
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
     max_grad_norm: float | None = 1.0  # null: no clipping
@@ -285,6 +288,8 @@ def check_train(t: TrainConfig) -> None:
         raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {t.adam_betas}")
     if t.adam_eps <= 0 or t.weight_decay < 0:
         raise ConfigError(f"train.adam_eps must be > 0 and train.weight_decay >= 0, got {t.adam_eps}, {t.weight_decay}")
+    if not 0 < t.layer_decay <= 1:
+        raise ConfigError(f"train.layer_decay: must be in (0, 1] (1: off), got {t.layer_decay}")
     if t.max_grad_norm is not None and t.max_grad_norm <= 0:
         raise ConfigError(f"train.max_grad_norm: must be > 0, or null for no clipping, got {t.max_grad_norm}")
 
