@@ -91,10 +91,12 @@ def infonce_per_dim(
     with Multi-stage Contrastive Learning"): one softmax per query whose partition holds, beside the
     query's candidates, the other G queries (query against query), the G queries against the
     query's positive, and the positive against the other M candidates (passage against passage).
-    The positive's own pair is counted once. Masked alike: a query g leaves both query blocks where
-    the positive's text is known relevant to g's question (its own query, and any asking the same
-    question), and a candidate leaves the passage block where it is known relevant to the query's
-    question (the positive itself, a copy of it, an empty slot). Needs `q_all` when B < G.
+    The positive's own pair is counted once. Masked alike (`same_side_masks`): a query g leaves the
+    query-query block where either question has the other's positive known relevant, and the
+    query-positive block where the positive's text is known relevant to g's question (its own query,
+    and any asking the same question); a candidate leaves the passage block where it is known
+    relevant to the query's question (the positive itself, a copy of it, an empty slot). Needs
+    `q_all` when B < G.
 
     lexical: (G, M) float32, a fixed prior per (row g's question, candidate) in [0, 1] (the
     question's BM25 score of the candidate over its best): with spec.lexical_scale beta > 0 every
@@ -113,6 +115,7 @@ def infonce_per_dim(
     losses = []
     with torch.autocast(q.device.type, enabled=False):  # logits, softmax and the masks in float32
         masks = false_negative_masks(labels, known) if known is not None else None
+        same_side = same_side_masks(labels, known, q_all.shape[0], d.shape[0]) if spec.gte else None
         prior = None
         if lexical is not None and spec.lexical_scale:
             prior = spec.lexical_scale * lexical.float()  # (G, M), no gradient: a constant of the data
@@ -123,7 +126,9 @@ def infonce_per_dim(
             if masks is not None:
                 logits = logits.masked_fill(masks[0], float("-inf"))
             if spec.gte:
-                logits = torch.cat([logits, *_same_side_logits(q, q_all, d, dim, spec.temperature, labels, masks)], 1)
+                logits = torch.cat(
+                    [logits, *_same_side_logits(q, q_all, d, dim, spec.temperature, labels, same_side)], 1
+                )
             loss = F.cross_entropy(logits, labels)
             if teacher is not None and spec.distill:
                 target = teacher.to(logits.dtype)[labels] / spec.distill_temperature  # (B, M)
@@ -138,6 +143,28 @@ def infonce_per_dim(
     return torch.stack(losses)
 
 
+def same_side_masks(
+    labels: torch.Tensor, known: torch.Tensor | None, groups: int, candidates: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GTE's masks, True where a pair leaves query i's softmax: (B, G) query i against query g, where
+    g is i's own row or either question has the other's positive known relevant (asking the same
+    question included); (B, G) query g against i's positive, where g is i's own row or the positive
+    is known relevant to g's question; (B, M) i's positive against candidate j, where j is the
+    positive itself or known relevant to i's question (a copy of it, another of its passages) or
+    an empty slot. known: (G, M) as in `false_negative_masks`, or None (no table: only the self pairs)."""
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    if known is None:
+        to_queries = torch.zeros(labels.shape[0], groups, dtype=torch.bool, device=labels.device)
+        to_candidates = torch.zeros(labels.shape[0], candidates, dtype=torch.bool, device=labels.device)
+    else:
+        to_queries = known[:, labels].T.clone()  # (B, G): g's question has my positive's text
+        to_candidates = known[labels].clone()  # (B, M): my question's known passages
+    to_queries[rows, labels] = True
+    to_candidates[rows, labels] = True
+    query_query = to_queries | to_candidates[:, :groups]  # and my question has g's positive (column g)
+    return query_query, to_queries, to_candidates
+
+
 def _same_side_logits(
     q: torch.Tensor,
     q_all: torch.Tensor,
@@ -145,24 +172,18 @@ def _same_side_logits(
     dim: int,
     temperature: float,
     labels: torch.Tensor,
-    masks: tuple[torch.Tensor, torch.Tensor] | None,
+    masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
 ) -> list[torch.Tensor]:
-    """GTE's three extra blocks of each query's softmax: (B, G) query i against query g, (B, G)
-    query g against query i's positive, (B, M) that positive against candidate j; -inf where masked."""
-    rows = torch.arange(labels.shape[0], device=labels.device)
+    """GTE's three extra blocks of each query's softmax (`same_side_masks`' order): (B, G) query i
+    against query g, (B, G) query g against query i's positive, (B, M) that positive against
+    candidate j; -inf where masked."""
     positives = d[labels]  # (B, D)
-    to_queries = torch.zeros(labels.shape[0], q_all.shape[0], dtype=torch.bool, device=labels.device)
-    to_candidates = torch.zeros(labels.shape[0], d.shape[0], dtype=torch.bool, device=labels.device)
-    if masks is not None:  # g asks a question the positive answers; j is known relevant to query i's question
-        to_queries, to_candidates = masks[1].clone(), masks[0].clone()
-    to_queries[rows, labels] = True  # query i itself (the first block already holds the positive pair)
-    to_candidates[rows, labels] = True  # the positive itself
     blocks = (
-        (infonce_logits(q, q_all, dim, temperature), to_queries),
-        (infonce_logits(positives, q_all, dim, temperature), to_queries),
-        (infonce_logits(positives, d, dim, temperature), to_candidates),
+        infonce_logits(q, q_all, dim, temperature),
+        infonce_logits(positives, q_all, dim, temperature),
+        infonce_logits(positives, d, dim, temperature),
     )
-    return [logits.masked_fill(mask, float("-inf")) for logits, mask in blocks]
+    return [logits.masked_fill(mask, float("-inf")) for logits, mask in zip(blocks, masks)]
 
 
 def _listwise_kl(logits: torch.Tensor, target_logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -125,7 +125,10 @@ def load_encoder(config: Config, mixed_precision: str) -> Encoder:
     if isinstance(pooler, torch.nn.Module):  # BERT's pooler is never used: DDP must not wait for its grads
         pooler.requires_grad_(False)
     freeze_parameters(encoder.transformer, config.train.freeze)
-    make_optimizer(encoder, config.train)  # a train.layer_decay the model cannot take fails here, before any work
+    if config.train.layer_decay != 1.0 and layer_depths(encoder)[1] == 0:  # before mining and training
+        raise ConfigError(
+            "train.layer_decay: no parameter name of the model shows a layer number (layer.N. or layers.N.)"
+        )
     if config.train.gradient_checkpointing:
         encoder.enable_gradient_checkpointing()
     return encoder
@@ -173,12 +176,12 @@ def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
     spec = LossSpec(
         dims,
         weights,
-        loss.temperature,
-        loss.symmetric,
-        loss.lexical_scale,
-        loss.distill,
-        loss.distill_temperature,
-        loss.gte,
+        temperature=loss.temperature,
+        symmetric=loss.symmetric,
+        lexical_scale=loss.lexical_scale,
+        distill=loss.distill,
+        distill_temperature=loss.distill_temperature,
+        gte=loss.gte,
     )
     return spec, eval_dims
 
@@ -186,10 +189,7 @@ def resolve_dims(config: Config, full: int) -> tuple[LossSpec, list[int]]:
 def make_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
     """AdamW with weight decay on weight matrices only: never on biases or LayerNorm; with
     train.layer_decay < 1, each group's lr scaled by its depth (training/optim.py)."""
-    try:
-        groups = decay_groups(model, config.weight_decay, config.layer_decay)
-    except ValueError as err:
-        raise ConfigError(f"train.layer_decay: {err}") from None
+    groups = decay_groups(model, config.weight_decay, config.layer_decay)  # load_encoder checked layer_decay
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps)
@@ -581,12 +581,12 @@ def set_up(
         if config.train.layer_decay != 1.0:
             _, layers = layer_depths(encoder)
             logger.info(
-                "train.layer_decay %g: the top learns at lr, layer N of %d at lr x %g^(%d - N), the embeddings x %.3g",
+                "train.layer_decay %g: layer N of %d learns at lr x %g^(%d - N), the embeddings at lr x %.3g",
                 config.train.layer_decay,
                 layers,
                 config.train.layer_decay,
-                layers,
-                config.train.layer_decay ** (layers + 1),
+                layers - 1,
+                config.train.layer_decay**layers,
             )
         if config.train.freeze:
             sizes = [(n, p.numel()) for n, p in encoder.transformer.named_parameters()]

@@ -52,7 +52,7 @@ sentence-transformers' own mine_hard_negatives with the base model and the same 
 k (range_min = rank_min - 1; relative_margin = 1 - max_relative; max_score; top or random): ST
 mines with the dense model only, whatever CONFIG's `source` (it has no BM25 or fused miner). What
 does not carry over: table-wide false-negative masking, qrels as known positives, BM25 or hybrid
-mining, mined-negative refresh, prompts, bf16 (st_train.py is fp32) and the choice of a
+mining, mined-negative refresh, prompts, loss.gte, train.layer_decay, bf16 (st_train.py is fp32) and the choice of a
 checkpoint on dev (ST trains to the end); ST drops the rows it mined fewer than k negatives for.
 
 The report (printed and written to <out>/report.md): NDCG@10 per dim, Recall@10 and MAP@10 (the

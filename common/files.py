@@ -166,19 +166,21 @@ def write_manifest(directory: Path, exclude: Iterable[str] = (), **fields) -> Pa
 def built_directory(final: Path, exclude: Iterable[str] = (), **fields) -> Iterator[Path]:
     """An empty hidden folder beside `final` (`.<name>.tmp-<pid>`) to write a directory into. When
     the block ends, its manifest is written last (`write_manifest` with `exclude` and `fields`) and
-    it replaces `final` whole (`replace_directory`); if the block or the manifest fails, the folder is
-    removed and `final` is left as it was."""
+    it replaces `final` whole (`replace_directory`); if the block, the manifest or the replacement
+    fails, the folder is removed and `final` is left as it was. `final`'s parent folders are
+    created first (and stay)."""
     final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)  # this process's own, left by a crash
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         yield tmp
         write_manifest(tmp, exclude, **fields)
+        replace_directory(tmp, final)  # on failure, it puts the old `final` back before raising
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    replace_directory(tmp, final)
 
 
 def read_manifest(directory: Path) -> tuple[dict | None, str | None]:

@@ -171,6 +171,10 @@ def test_two_processes_train_exactly_like_one(
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], rtol=0, atol=1e-5)
     assert_gloo_shut_down(runs[2])
+    if loss == "--loss.gte=true":  # and the option reached the loss: plain InfoNCE trains otherwise
+        plain = tmp_path / "plain"
+        launch(1, "train", str(plain), "1", "--", *train_args(no_dropout_bert, pairs, plain, micro_batch, *extra[:-2]))
+        assert losses(plain)[0] != pytest.approx(losses(runs[1])[0], rel=1e-3)
 
 
 def assert_each_bucket_once_per_step(records: list[dict]) -> None:

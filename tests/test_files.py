@@ -45,3 +45,14 @@ def test_a_failure_inside_the_block_leaves_the_old_directory_and_nothing_else(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existed else [])
     if existed:
         assert [p.name for p in final.iterdir()] == ["old.txt"] and (final / "old.txt").read_text() == "old"
+
+
+def test_a_manifest_that_cannot_be_written_leaves_the_old_directory_and_nothing_else(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        with built_directory(final, kind=object()) as tmp:  # the block succeeds; its manifest fails
+            (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in final.iterdir()] == ["old.txt"]

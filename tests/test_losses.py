@@ -376,8 +376,9 @@ def reference_gte(q, d, dims, weights, temperature, labels, text, question, rele
     """GTE's improved contrastive loss in float64 loops, from its definition: for query i and its
     positive p, Z = Σ_j e^{s(q_i, d_j)} + Σ_g e^{s(q_i, q_g)} + Σ_g e^{s(q_g, d_p)} + Σ_j e^{s(d_p, d_j)}
     with the positive pair once, i's own query out of the query sums, p itself out of the passage sum,
-    and the masks: a candidate known relevant to i's question (or empty) out of both passage sums, a
-    query g whose question p is known relevant to out of both query sums."""
+    and the masks: a candidate known relevant to i's question (or empty) out of both passage sums; a
+    query g whose question p is known relevant to out of both query sums, and out of the first also
+    a query g whose positive (candidate g) is known relevant to i's question."""
     q_all = q if q_all is None else q_all
     relevant = relevant or {}
 
@@ -396,7 +397,7 @@ def reference_gte(q, d, dims, weights, temperature, labels, text, question, rele
             terms = [own]
             terms += [score(qi, dj) for j, dj in enumerate(ds) if j != p and not known(asked, j)]
             other_queries = [g for g in range(len(qa)) if g != p and text[p] not in relevant.get(question[g], ())]
-            terms += [score(qi, qa[g]) for g in other_queries]
+            terms += [score(qi, qa[g]) for g in other_queries if not known(asked, g)]
             terms += [score(qa[g], ds[p]) for g in other_queries]
             terms += [score(ds[p], dj) for j, dj in enumerate(ds) if j != p and not known(asked, j)]
             loss += -(own - math.log(sum(math.exp(t) for t in terms)))
@@ -413,6 +414,11 @@ def test_gte_loss_matches_float64_loop(case):
     ours = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), spec, known=known), weights)
     want = reference_gte(q, d, dims, weights, 0.1, list(range(q.shape[0])), text, question, relevant)
     assert ours.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
+    if None not in text:  # no table at all: only the self pairs leave the softmax
+        unmasked = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), spec), weights)
+        distinct = list(range(d.shape[0]))
+        want = reference_gte(q, d, dims, weights, 0.1, list(range(q.shape[0])), distinct, list(range(q.shape[0])), {})
+        assert unmasked.item() == pytest.approx(want, abs=1e-6, rel=1e-9)
     plain = matryoshka_infonce(infonce_per_dim(q.double(), d.double(), LossSpec(dims, temperature=0.1)), weights)
     assert abs(plain.item() - ours.item()) > 1e-3  # the extra blocks change the loss
 

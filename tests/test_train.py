@@ -409,8 +409,9 @@ def test_frozen_parameters_stay_as_loaded_and_the_rest_trains(tiny_bert, tiny_ta
 
 def test_layer_decay_scales_each_layers_step_by_its_depth(tiny_bert, tiny_task, tmp_path):
     """train.layer_decay 0.5 on the 2-layer BERT, one plain SGD step: each weight moves by the plain
-    run's step times 0.5 ** (2 - N) in layer N and 0.5 ** 3 in the embeddings (the same gradient:
-    same start, batch and dropout). lr 1, so that each step is large beside float32's rounding."""
+    run's step times 0.5 ** (1 - N) in layer N (the last layer at the full rate) and 0.5 ** 2 in the
+    embeddings (the same gradient: same start, batch and dropout). lr 1, so that each step is large
+    beside float32's rounding."""
     steps = {}
     original = {k.removeprefix("bert."): v for k, v in load_file(tiny_bert / "model.safetensors").items()}
     for decay in ("1", "0.5"):
@@ -424,9 +425,9 @@ def test_layer_decay_scales_each_layers_step_by_its_depth(tiny_bert, tiny_task, 
     checked = 0
     for name, plain in steps["1"].items():
         if name.startswith("embeddings."):
-            scale = 0.5**3
+            scale = 0.5**2
         elif name.startswith("encoder.layer."):
-            scale = 0.5 ** (2 - int(name.split(".")[2]))
+            scale = 0.5 ** (1 - int(name.split(".")[2]))
         else:
             continue  # the pooler: never trained
         assert plain.abs().max() > 0
@@ -436,10 +437,36 @@ def test_layer_decay_scales_each_layers_step_by_its_depth(tiny_bert, tiny_task, 
     assert checked >= 30
 
 
-def test_a_layer_decay_the_model_cannot_take_is_named(tiny_bert, tiny_task, tmp_path):
+def test_a_layer_decay_out_of_range_is_named(tiny_bert, tiny_task, tmp_path):
     with pytest.raises(SystemExit, match=r"^error: train.layer_decay: must be in \(0, 1\]"):
         train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", "--train.layer_decay", "1.5"))
     assert not (tmp_path / "run").exists()
+
+
+def test_layer_depths_read_layer_numbers_from_names_and_a_model_without_them_is_refused():
+    from training.optim import decay_groups, layer_depths
+
+    class Stack(torch.nn.Module):  # names like most decoders': embed_tokens, layers.N., norm
+        def __init__(self):
+            super().__init__()
+            self.embeddings = torch.nn.Embedding(5, 4)
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+            self.norm = torch.nn.LayerNorm(4)
+
+    depths, count = layer_depths(Stack())
+    assert count == 3
+    assert depths == {
+        "embeddings.weight": 0,
+        **{f"layers.{n}.{p}": n + 1 for n in range(3) for p in ("weight", "bias")},
+        "norm.weight": 4,
+        "norm.bias": 4,
+    }
+    scales: dict[float, int] = {}
+    for group in decay_groups(Stack(), 0.01, 0.5):  # weights and biases in groups of their own
+        scales[round(group["lr_scale"], 6)] = scales.get(round(group["lr_scale"], 6), 0) + len(group["params"])
+    assert scales == {0.125: 1, 0.25: 2, 0.5: 2, 1.0: 4}  # embeddings, layers 0 and 1, layer 2 and the norm
+    with pytest.raises(ValueError, match="no parameter name shows a layer number"):
+        decay_groups(torch.nn.Sequential(torch.nn.Linear(2, 2)), 0.01, 0.8)
 
 
 @pytest.mark.parametrize(

@@ -77,9 +77,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # warm-up steps = ceil(ratio * total steps)
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
     weight_decay: float = 0.01  # AdamW; never on biases and LayerNorm
-    layer_decay: float = (
-        1.0  # layer-wise lr decay: layer N of L learns at lr x this^(L - N), embeddings this^(L+1); 1: off
-    )
+    layer_decay: float = 1.0  # layer N of L learns at lr x this^(L - 1 - N), the embeddings this^L; 1: off
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
     max_grad_norm: float | None = 1.0  # null: no clipping
@@ -297,8 +295,12 @@ def check_train(t: TrainConfig) -> None:
 def check_loss(loss: LossConfig) -> None:
     if loss.lexical_scale < 0:
         raise ConfigError(f"loss.lexical_scale: must be >= 0 (0: off), got {loss.lexical_scale}")
-    if loss.gte and (loss.symmetric or loss.distill):
-        other = "loss.symmetric (its document->query pairs are inside it)" if loss.symmetric else "loss.distill"
+    if loss.gte and (loss.symmetric or loss.distill or loss.lexical_scale):
+        other = (
+            "loss.symmetric (its document->query pairs are inside it)"
+            if loss.symmetric
+            else ("loss.distill" if loss.distill else "loss.lexical_scale")
+        )
         raise ConfigError(f"loss.gte: not with {other}")
     if loss.distill < 0:
         raise ConfigError(f"loss.distill: must be >= 0 (0: off), got {loss.distill}")

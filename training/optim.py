@@ -33,9 +33,11 @@ def decay_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float
     A parameter shared by two modules (a decoder tied to the word embeddings) is listed once.
 
     layer_decay < 1: layer-wise learning-rate decay (ELECTRA, Clark et al. 2020; BEiT): each group
-    carries `lr_scale` = layer_decay ** (L + 1 − depth) (`layer_depths`), so the top of the model
-    learns at the full rate, layer N at layer_decay ** (L − N), the embeddings at layer_decay ** (L + 1).
-    A model whose parameter names show no layers is refused (ValueError)."""
+    carries `lr_scale` = layer_decay ** max(0, L − depth) (`layer_depths`). An embedding model has no
+    head above its layers (BERT's pooler is frozen), so its last layer (N = L − 1) learns at the full
+    rate, layer N at layer_decay ** (L − 1 − N), the embeddings at layer_decay ** L, and anything
+    trainable above the layers at the full rate. A model whose parameter names show no layers is
+    refused (ValueError)."""
     depths, count = layer_depths(model)
     if layer_decay != 1.0 and count == 0:
         raise ValueError("no parameter name shows a layer number (layer.N. or layers.N.)")
@@ -58,7 +60,7 @@ def decay_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float
         {
             "params": params,
             "weight_decay": 0.0 if exempt else weight_decay,
-            "lr_scale": layer_decay ** (count + 1 - depth),
+            "lr_scale": layer_decay ** max(0, count - depth),
         }
         for (exempt, depth), params in sorted(groups.items())
     ]

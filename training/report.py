@@ -427,9 +427,11 @@ def model_card(
         "## Training",
         "",
         f"- {steps} optimiser steps, {t.epochs} epoch(s), global batch {t.global_batch} (gradient caching), "
-        f"lr {t.lr:g} (cosine, {t.warmup_ratio:g} warm-up), weight decay {t.weight_decay:g}",
+        f"lr {t.lr:g} (cosine, {t.warmup_ratio:g} warm-up), weight decay {t.weight_decay:g}"
+        + (f", layer-wise lr decay {t.layer_decay:g}" if t.layer_decay != 1.0 else ""),
         f"- loss: InfoNCE at temperature {loss.temperature:g}, dims {loss.dims}, weights {loss.weights or 'all 1'}"
         + (", symmetric" if loss.symmetric else "")
+        + (", GTE's partition (the batch's questions and passages in each softmax)" if loss.gte else "")
         + (
             f"; {config.data.hard_negatives.k} mined hard negative(s) per question"
             if config.data.hard_negatives.k
