@@ -50,7 +50,7 @@ from retrieval.answers import fused_hits
 from retrieval.memory import EncodedMemory, build_memory
 from retrieval.metrics import TOP_K
 from retrieval.passage_index import index_identity, index_problem, keep_embeddings, kept_embeddings
-from retrieval.rerank import Reranker, check_rerank_flags, load_reranker, saved_weight
+from retrieval.rerank import Reranker, check_rerank_flags, load_reranker, saved_weight, unused_weight_note
 from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config
 
 logger = logging.getLogger(__name__)
@@ -110,15 +110,38 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         args.lexical = lexical_config(args)
         check_lexical_config(args.lexical, key_prefix="lexical")
         check_rerank_flags(args.rerank, args.rerank_depth, args.rerank_weight)
-        if args.out and (problem := output_problem(args.out, directory=False)):
-            raise ValueError(f"--out {args.out}: {problem}")
-        if args.index and (problem := index_problem(args.index)):
-            raise ValueError(f"--index {args.index}: {problem}")
-        if args.index and args.out and args.index.resolve() in args.out.resolve().parents:
-            raise ValueError(f"--out {args.out}: inside --index {args.index}, which is replaced when refreshed")
+        if args.rerank and args.memory and args.rerank_weight is None:  # a saved weight was chosen without memory
+            raise ValueError(
+                f"--rerank {args.rerank} with --memory: its saved weight is for another first stage; "
+                "give --rerank-weight"
+            )
+        if args.out:
+            check_out(args)
+        if args.index:
+            recover_replaced(args.index)  # a replace cut between its renames: the old index back before any check
+            if problem := index_problem(args.index):
+                raise ValueError(f"--index {args.index}: {problem}")
     except ValueError as err:
         sys.exit(f"error: {err}")
     return args
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """--out must be a writable file that is none of the inputs (it would be replaced by the hits)
+    and lies in neither --index (replaced when refreshed) nor the model's folder (every file of
+    which the index records, and which the model's manifest describes)."""
+    out = args.out.resolve()
+    if problem := output_problem(args.out, directory=False):
+        raise ValueError(f"--out {args.out}: {problem}")
+    inputs = {"--queries": args.queries, "--corpus": corpus_file(args.corpus), "--memory": args.memory}
+    inputs["--weights-from"] = args.weights_from
+    for flag, path in inputs.items():
+        if path is not None and Path(path).resolve() == out:
+            raise ValueError(f"--out {args.out}: is the {flag} file, which the hits would replace")
+    folders = {"--index": args.index, "the model's folder": Path(args.model) if Path(args.model).is_dir() else None}
+    for name, folder in folders.items():
+        if folder is not None and folder.resolve() in [out, *out.parents]:
+            raise ValueError(f"--out {args.out}: inside {name} {folder}, which is not the place for the hits")
 
 
 def read_run(path: Path) -> dict:
@@ -191,13 +214,11 @@ def reranker_of(args: argparse.Namespace) -> tuple[Reranker, int, float, str] | 
     depth = args.rerank_depth or ce.depth
     if args.rerank_weight is not None:
         return ce, depth, args.rerank_weight, "given"
-    if args.memory:  # a saved weight was chosen over the fusion without memory
-        raise ValueError(
-            f"--rerank {args.rerank} with --memory: its saved weight is for another first stage; give --rerank-weight"
-        )
     saved = saved_weight(ce, depth, args.lexical.fusion_norm, args.lexical.tokens)
     if saved is None:
-        raise ValueError(f"--rerank {args.rerank}: it saved no weight for this fusion; give --rerank-weight")
+        why = unused_weight_note(ce, depth, args.lexical.fusion_norm, args.lexical.tokens)
+        why = why or "it saved no weight for this fusion"
+        raise ValueError(f"--rerank {args.rerank}: {why}; give --rerank-weight")
     return ce, depth, *saved
 
 
@@ -205,8 +226,7 @@ def corpus_embeddings(args: argparse.Namespace, encoder: Encoder, data: IRDatase
     """(N, D) full-size passage vectors: kept in --index when they match, else encoded (and kept;
     a failure to keep them is a warning, the answers still come)."""
     identity = None
-    if args.index:
-        recover_replaced(args.index)  # a replace cut between its renames: the old index back first
+    if args.index:  # (an index a cut replace left aside was put back by checked_args)
         remove_stale(args.index.parent, [f".{args.index.name}.tmp-*", f".{args.index.name}.old-*"])
         identity = index_identity(encoder, corpus_sha256)
         if (args.index / MANIFEST).exists():

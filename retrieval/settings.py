@@ -5,6 +5,7 @@ loading a config loads neither FAISS nor the miner.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from retrieval.metrics import TOP_K
@@ -128,7 +129,7 @@ def check_lexical_config(config: LexicalConfig, key_prefix: str = "lexical") -> 
         ("retriever", config.retriever not in ("bm25", "none"), "must be bm25 or none"),
         ("method", config.method not in methods, f"must be one of {', '.join(methods)}"),
         ("tokens", config.tokens not in TOKEN_PATTERNS, f"must be one of {', '.join(TOKEN_PATTERNS)}"),
-        ("k1", config.k1 < 0, "must be >= 0"),
+        ("k1", not math.isfinite(config.k1) or config.k1 < 0, "must be a finite number >= 0"),
         ("b", not 0 <= config.b <= 1, "must be in [0, 1]"),
         ("fusion_norm", config.fusion_norm not in FUSION_NORMS, f"must be one of {', '.join(FUSION_NORMS)}"),
         (

@@ -166,6 +166,12 @@ def test_a_saved_rerank_weight_is_used_and_never_with_memory(tiny_bert, corpus, 
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": "w1 w2 w3", "positive": texts[40]}])
     with pytest.raises(SystemExit, match="^error: --rerank .* with --memory: its saved weight is for another first"):
         search.main([*common, "--rerank", str(reranker.parent / "weighted"), "--memory", str(pairs)])
+    # a flag conflict is found before any model loads: this model does not exist, the conflict is named
+    no_model = [arg if arg != str(tiny_bert) else str(tmp_path / "no_model") for arg in common]
+    with pytest.raises(SystemExit, match="^error: --rerank .* with --memory"):
+        search.main([*no_model, "--rerank", str(reranker.parent / "weighted"), "--memory", str(pairs)])
+    with pytest.raises(SystemExit, match=r"^error: --rerank .*: the re-ranker's saved weight was chosen at depth 8"):
+        search.main([*common, "--rerank", str(reranker.parent / "weighted"), "--rerank-depth", "5"])
 
 
 def test_the_index_is_kept_reused_and_refreshed_when_model_or_corpus_change(tiny_bert, corpus, tmp_path, caplog):
@@ -193,6 +199,44 @@ def test_the_index_is_kept_reused_and_refreshed_when_model_or_corpus_change(tiny
         argv = ["--model", str(model), "--corpus", str(corpus_path), "--fusion-weight", "0.5", *questions]
         assert search.main([*argv, "--index", str(index)]) == search.main(argv)
         assert "encoded from another model, precision or corpus" in caplog.text
+
+
+def test_an_index_a_cut_replace_left_aside_is_put_back_and_reused(tiny_bert, corpus, tmp_path, caplog):
+    """A refresh killed between its two renames leaves the old index only as `.index.old-PID`: the
+    next run puts it back and reuses it (the folder check must not create an empty index first)."""
+    root, _, questions = corpus
+    index = tmp_path / "index"
+    argv = [*questions, "--model", str(tiny_bert), "--corpus", str(root), "--fusion-weight", "0.5"]
+    first = search.main([*argv, "--index", str(index)])
+    index.rename(tmp_path / ".index.old-999999999")  # no process has that pid
+    caplog.set_level(logging.INFO)
+    assert search.main([*argv, "--index", str(index)]) == first
+    assert "passage vectors reused from" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_out_is_never_an_input_the_index_or_inside_the_model(tiny_bert, corpus, tmp_path):
+    """--out would be replaced by the hits: an input file, the index folder or the model's folder is
+    refused before any model loads, and left as it was."""
+    root, _, _ = corpus
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": "w1", "positive": "w2"}])
+    queries = root / "queries.jsonl"
+    before = {path: path.read_bytes() for path in (queries, root / "corpus.jsonl", pairs)}
+    no_model = ["--model", str(tmp_path / "no_model"), "--corpus", str(root), "--fusion-weight", "0.5"]
+    for flags, out, message in [
+        (["--queries", str(queries)], queries, "is the --queries file"),
+        (["q"], root / "corpus.jsonl", "is the --corpus file"),
+        (["q", "--memory", str(pairs)], pairs, "is the --memory file"),
+        (["q", "--index", str(tmp_path / "idx")], tmp_path / "idx", "inside --index"),
+    ]:
+        with pytest.raises(SystemExit, match=f"^error: --out {out}: {message}"):
+            search.main([*no_model, *flags, "--out", str(out)])
+    assert {path: path.read_bytes() for path in before} == before and not (tmp_path / "idx").exists()
+    held = sorted(p.name for p in tiny_bert.iterdir())
+    with pytest.raises(SystemExit, match="^error: --out .*: inside the model's folder"):
+        search.main(["q", "--model", str(tiny_bert), "--corpus", str(root), "--fusion-weight", "0.5"]
+                    + ["--out", str(tiny_bert / "hits.jsonl")])  # fmt: skip
+    assert sorted(p.name for p in tiny_bert.iterdir()) == held
 
 
 def test_an_index_folder_holding_anything_else_is_refused_untouched(tiny_bert, corpus, tmp_path):
@@ -257,6 +301,8 @@ def test_a_runs_weight_and_bm25_settings_rank_as_its_evaluation_scored(tiny_bert
         (["q", "--k", "101"], r"--k 101: must be in 1..100"),
         (["q", "--fusion-weight", "1.5"], r"--fusion-weight 1.5: must be in \[0, 1\]"),
         (["q", "--bm25-k1", "-1"], "k1"),
+        (["q", "--bm25-k1", "nan"], "k1: nan must be a finite number"),
+        (["q", "--bm25-k1", "inf"], "k1: inf must be a finite number"),
         (["q", "--dim", "999"], "--dim 999: the model's vectors have 32"),
         (["q", "--rerank-weight", "0.5"], "--rerank-depth and --rerank-weight need --rerank DIR"),
         (["q", "--rerank", "nowhere"], "--rerank nowhere: no such directory"),
