@@ -219,6 +219,12 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         if args.resamples < 1:
             raise ValueError(f"--resamples {args.resamples}: must be at least 1")
+        if args.seed < 0:
+            raise ValueError(f"--seed {args.seed}: must be >= 0")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
+        if args.dims is not None and not all(dim >= 1 for dim in args.dims):
+            raise ValueError(f"--dims {','.join(map(str, args.dims))}: each must be at least 1")
         check_precision_flags(args.precision, args.rescore)
         check_lexical_config(lexical_config(args), key_prefix="lexical")
         if args.fusion_weight is not None and args.fusion_weight_from:
@@ -230,13 +236,27 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
             raise ValueError("--memory remembers in the fused retriever: it needs --lexical bm25")
         if args.seen is not None and args.baseline is None and args.lexical == "none":
             raise ValueError("--seen pairs the model with --baseline or BM25: give --baseline, or keep --lexical bm25")
-        if args.out and (problem := output_problem(args.out, directory=False)):
-            raise ValueError(f"--out {args.out}: {problem}")
-        if args.run_out and (problem := output_problem(args.run_out, directory=True)):
-            raise ValueError(f"--run-out {args.run_out}: {problem}")
+        check_outputs(args)
     except ValueError as err:
         sys.exit(f"error: {err}")
     return args
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """--out and --run-out: writable, and never an input: not the --seen or --memory file, and not
+    inside a local --data folder (its files would be replaced, or read as splits next time)."""
+    data = Path(args.data)
+    for flag, path, directory in (("--out", args.out, False), ("--run-out", args.run_out, True)):
+        if path is None:
+            continue
+        where = path.resolve()
+        for name, given in (("--seen", args.seen), ("--memory", args.memory)):
+            if given is not None and given.resolve() == where:
+                raise ValueError(f"{flag} {path}: is the {name} file, which it would replace")
+        if data.is_dir() and data.resolve() in [where, *where.parents]:
+            raise ValueError(f"{flag} {path}: inside --data {args.data}; write the results elsewhere")
+        if problem := output_problem(path, directory=directory):  # last: it creates the folder
+            raise ValueError(f"{flag} {path}: {problem}")
 
 
 def check_rerank(args: argparse.Namespace) -> None:
@@ -245,16 +265,23 @@ def check_rerank(args: argparse.Namespace) -> None:
     check_rerank_flags(args.rerank, args.rerank_depth, args.rerank_weight)
 
 
-def load_inputs(
-    args: argparse.Namespace, pairs: PairsData | None = None
-) -> tuple[IRDataset, QuestionMemory | None, Encoder, Encoder | None, list[int]]:
-    """The data, --memory's pairs linked to its corpus (None without), the model, the baseline (None
-    without --baseline) and the dims, checked before encoding; the data and the memory before any model."""
+def load_data(args: argparse.Namespace, pairs: PairsData | None = None) -> tuple[IRDataset, QuestionMemory | None]:
+    """The data and --memory's pairs linked to its corpus (None without), before any model loads."""
     try:
         data = load_ir(args.data, args.split)
     except DataError as err:
         sys.exit(f"error: {err}")
-    memory = linked_memory(args, pairs, data)
+    if args.run_out and (spaced := next((i for i in [*data.query_ids, *data.corpus_ids] if has_space(i)), None)):
+        sys.exit(f"error: --run-out: the id {spaced!r} holds whitespace, which splits a TREC run line")
+    return data, linked_memory(args, pairs, data)
+
+
+def has_space(text: str) -> bool:
+    return any(c.isspace() for c in text)
+
+
+def load_models(args: argparse.Namespace) -> tuple[Encoder, Encoder | None, list[int]]:
+    """The model, the baseline (None without --baseline) and the dims, checked before encoding."""
     config = ModelConfig(
         args.model,
         pooling=args.pooling,
@@ -282,7 +309,7 @@ def load_inputs(
             f"error: --dims {dims}: each must be in 1..{full}, the embedding size of "
             + ("the smaller model" if baseline else "the model")
         )
-    return data, memory, encoder, baseline, dims
+    return encoder, baseline, dims
 
 
 def checked_reranker(args: argparse.Namespace) -> Reranker | None:
@@ -592,24 +619,28 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = checked_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     trained = trained_texts(args)
-    data, memory, encoder, baseline, dims = load_inputs(args, memory_pairs(args))
-    reranker = checked_reranker(args)
+    data, memory = load_data(args, memory_pairs(args))
     other = weight_split(args, data)
+    reranker = checked_reranker(args)
+    encoder, baseline, dims = load_models(args)
     seen = None
     if trained is not None:
         asked = times_asked(data, *trained, data.query_ids)
         seen = Seen(mask=asked > 0, trained=len(trained_passages(trained[1])), asked=asked)
     device = start_processes()
     show_progress = is_main_process()
-    embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)
-    weight_on = None
-    if other is not None:  # the queries of the split the fusion weight is chosen on
-        weight_on = (other, encode_queries(encoder, other.query_texts, args.batch_size, show_progress))
-    keys = None if memory is None else encode_queries(encoder, memory.questions, args.batch_size, show_progress)
-    base_embeddings = None
-    if baseline is not None:
-        encoder.cpu()  # one model on the device at a time
-        base_embeddings = encode_ir(baseline.to(device), data, args.batch_size, show_progress)[:2]
+    try:
+        embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)
+        weight_on = None
+        if other is not None:  # the queries of the split the fusion weight is chosen on
+            weight_on = (other, encode_queries(encoder, other.query_texts, args.batch_size, show_progress))
+        keys = None if memory is None else encode_queries(encoder, memory.questions, args.batch_size, show_progress)
+        base_embeddings = None
+        if baseline is not None:
+            encoder.cpu()  # one model on the device at a time
+            base_embeddings = encode_ir(baseline.to(device), data, args.batch_size, show_progress)[:2]
+    except ValueError as err:  # a non-finite embedding
+        sys.exit(f"error: {err}")
     stop_processes()
     if embeddings[0] is None:  # not the main process: its shard is encoded and gathered
         return {}

@@ -131,8 +131,6 @@ def check_out(args: argparse.Namespace) -> None:
     and lies in neither --index (replaced when refreshed) nor the model's folder (every file of
     which the index records, and which the model's manifest describes)."""
     out = args.out.resolve()
-    if problem := output_problem(args.out, directory=False):
-        raise ValueError(f"--out {args.out}: {problem}")
     inputs = {"--queries": args.queries, "--corpus": corpus_file(args.corpus), "--memory": args.memory}
     inputs["--weights-from"] = args.weights_from
     for flag, path in inputs.items():
@@ -142,6 +140,8 @@ def check_out(args: argparse.Namespace) -> None:
     for name, folder in folders.items():
         if folder is not None and folder.resolve() in [out, *out.parents]:
             raise ValueError(f"--out {args.out}: inside {name} {folder}, which is not the place for the hits")
+    if problem := output_problem(args.out, directory=False):  # last: it creates the folder
+        raise ValueError(f"--out {args.out}: {problem}")
 
 
 def read_run(path: Path) -> dict:

@@ -98,7 +98,21 @@ def encode_ir(
     seconds = time.perf_counter() - start
     if query_emb is None:
         return None, None, seconds
-    return query_emb.numpy(), corpus_emb.numpy(), seconds
+    return (
+        finite(query_emb.numpy(), data.query_ids, "query"),
+        finite(corpus_emb.numpy(), data.corpus_ids, "passage"),
+        seconds,
+    )
+
+
+def finite(embeddings: np.ndarray, ids: list[str], what: str) -> np.ndarray:
+    """`embeddings`, or ValueError naming the first row that is not finite (a diverged model, a bf16
+    overflow): such a row would rank nothing, or never be ranked, and score silently as a miss."""
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"the model gave a non-finite embedding for {what} {ids[first]!r} ({int(bad.sum())} in all)")
+    return embeddings
 
 
 def encode_queries(encoder: Encoder, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray | None:
@@ -111,7 +125,9 @@ def encode_queries(encoder: Encoder, texts: list[str], batch_size: int, show_pro
         encoder.dim,
         encoder.device,
     )
-    return None if embeddings is None else embeddings.numpy()
+    return (
+        None if embeddings is None else finite(embeddings.numpy(), [f"#{i + 1}" for i in range(len(texts))], "question")
+    )
 
 
 def evaluate(

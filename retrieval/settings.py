@@ -114,6 +114,21 @@ class LexicalConfig:
     rrf_k: int = 60  # reciprocal rank fusion's constant
 
 
+def known_stopwords(name: object) -> bool:
+    """Whether bm25s knows the stopword list `name` (a language such as en or english; None: none)."""
+    if name is None:
+        return True
+    if not isinstance(name, str):
+        return False
+    import bm25s
+
+    try:
+        bm25s.tokenize(["a"], stopwords=name, show_progress=False)
+    except ValueError:
+        return False
+    return True
+
+
 def check_lexical_config(config: LexicalConfig, key_prefix: str = "lexical") -> None:
     """Raise ValueError naming the key of the first bad value."""
     import Stemmer  # PyStemmer: a C extension, light to load
@@ -138,6 +153,7 @@ def check_lexical_config(config: LexicalConfig, key_prefix: str = "lexical") -> 
             "must be in [0, 1], or null to choose it on the evaluated split",
         ),
         ("rrf_k", config.rrf_k < 1, "must be >= 1"),
+        ("stopwords", not known_stopwords(config.stopwords), "is not a bm25s stopword list (say en), or null for none"),
     ]
     for name, bad, why in problems:
         if bad:

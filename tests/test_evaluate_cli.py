@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import pytrec_eval
+import torch
 
 import evaluate
 from helpers import ROOT, tiny_beir
@@ -201,3 +202,67 @@ def test_memory_scores_the_fusion_remembering_the_training_questions(tmp_path, t
             evaluate.main([*argv[:-1], str(path)])
         assert str(exit_info.value).startswith("error: --memory: ") and "\n" not in str(exit_info.value)
         assert message in str(exit_info.value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "-8"], "--batch-size -8: must be at least 1"),
+        (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        (["--seed", "-1"], "--seed -1: must be >= 0"),
+        (["--dims", "0,8"], "--dims 0,8: each must be at least 1"),
+        (["--stopwords", "xx"], "lexical.stopwords: 'xx' is not a bm25s stopword list"),
+        (["--bm25-k1", "nan"], "lexical.k1: nan must be a finite number"),
+        (["--fusion-weight-from", "tarin"], "--fusion-weight-from: .*tarin"),
+    ],
+)
+def test_bad_flags_stop_before_any_model_loads(tmp_path, argv, message):
+    """The model named does not exist: were a flag checked only after loading it, the error would
+    be the model's, not the flag's."""
+    data = tiny_beir(tmp_path / "beir")
+    with pytest.raises(SystemExit, match="^error: " + message):
+        evaluate.main(["--model", str(tmp_path / "no_model"), "--data", str(data), "--split", "dev", *argv])
+
+
+def test_outputs_are_never_inputs(tmp_path):
+    data = tiny_beir(tmp_path / "beir")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"anchor": "w1", "positive": "w2"}\n')
+    before = {p: p.read_bytes() for p in [pairs, *sorted(data.rglob("*.*"))]}
+    base = ["--model", str(tmp_path / "no_model"), "--data", str(data), "--split", "dev"]
+    for argv, message in [
+        (["--seen", str(pairs), "--out", str(pairs)], f"--out {pairs}: is the --seen file"),
+        (["--memory", str(pairs), "--out", str(pairs)], f"--out {pairs}: is the --memory file"),
+        (["--out", str(data / "corpus.jsonl")], "--out .*: inside --data"),
+        (["--out", str(data / "results.json")], "--out .*: inside --data"),
+        (["--run-out", str(data / "runs")], "--run-out .*: inside --data"),
+    ]:
+        with pytest.raises(SystemExit, match="^error: " + message):
+            evaluate.main([*base, *argv])
+    assert {p: p.read_bytes() for p in before} == before and not (data / "runs").exists()
+
+
+def test_run_files_refuse_ids_with_whitespace(tmp_path):
+    data = tiny_beir(tmp_path / "beir")
+    corpus = (data / "corpus.jsonl").read_text().replace('"c1"', '"c 1"')
+    (data / "corpus.jsonl").write_text(corpus)
+    argv = ["--model", str(tmp_path / "no_model"), "--data", str(data), "--split", "dev"]
+    with pytest.raises(SystemExit, match=r"^error: --run-out: the id 'c 1' holds whitespace"):
+        evaluate.main([*argv, "--run-out", str(tmp_path / "runs")])
+
+
+def test_a_model_giving_non_finite_embeddings_is_an_error_not_a_score(tmp_path, tiny_bert):
+    """A model with a NaN weight (a diverged run, say) gives NaN vectors: refused by name, where the
+    search would have ranked nothing for such a query and scored it as a miss."""
+    from transformers import AutoModel
+
+    from helpers import make_tiny_bert
+
+    broken = make_tiny_bert(tmp_path / "broken")
+    model = AutoModel.from_pretrained(broken)
+    with torch.no_grad():
+        model.encoder.layer[0].output.dense.weight[0, 0] = float("nan")
+    model.save_pretrained(broken)
+    data = tiny_beir(tmp_path / "beir")
+    with pytest.raises(SystemExit, match=r"^error: the model gave a non-finite embedding for query 'q0' \(8 in all\)"):
+        evaluate.main(["--model", str(broken), "--data", str(data), "--split", "dev", "--lexical", "none"])
