@@ -17,7 +17,7 @@ from pathlib import Path
 from common.files import output_problem
 from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, known_relevant, load_pairs
-from model import PACKAGED_MINILM, Encoder, ModelConfig
+from model import PACKAGED_MINILM, Encoder, ModelConfig, weights_digest
 from retrieval.mining import MineReport, mine
 from retrieval.settings import TOKEN_PATTERNS, LexicalConfig, MineConfig, check_lexical_config, check_mine_config
 
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> MineReport | None:
         model_name = args.model or PACKAGED_MINILM
         encoder = Encoder.from_config(ModelConfig(model_name), args.mixed_precision).to(start_processes())
         main_process = is_main_process()
-        identity = {"model": model_name} if config.source != "bm25" else {}
+        # the weights as loaded: a model retrained in place under the same name mines again
+        identity = {"model": model_name, "weights": weights_digest(encoder)} if config.source != "bm25" else {}
         report = mine(encoder, pairs, relevant, config, args.out, identity, main_process, lexical)
     except (DataError, ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")

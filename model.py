@@ -7,6 +7,7 @@ normalise per Matryoshka dimension); `Encoder.encode` is the batched inference p
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -408,3 +409,12 @@ def _load_transformer(transformer_dir: Path, trust_remote_code: bool, attn_imple
                 raise
             logger.warning("attention %s unavailable (%s); trying the next one", candidate, err)
     return AutoModel.from_pretrained(transformer_dir, attn_implementation=candidates[-1], **kwargs)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of a model's parameters and buffers, names included: what mined a file, exactly."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from common.files import output_problem, recover_replaced, remove_stale, write_atomic
 from data import DataError, IRDataset, SpreadBatchSampler, TrainTable, load_ir, load_pairs
 from losses import LossSpec
-from model import Encoder
+from model import Encoder, check_saved_model, resolve_model_dir
 from retrieval.diagnostics import attach_space, format_space, map_problem
 from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings
 from retrieval.frontier import attach_frontier
@@ -105,6 +105,18 @@ class Hooks:
 
 
 # ---------------------------------------------------------------- set-up
+
+
+def check_miner(config: Config) -> None:
+    """data.hard_negatives.model, when mining names another model: found, and whole if this project
+    saved it, before any model loads (it is loaded only once the table is built)."""
+    hn = config.data.hard_negatives
+    if not (hn.k and hn.model):
+        return
+    try:
+        check_saved_model(resolve_model_dir(hn.model))
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data.hard_negatives.model: {err}") from None
 
 
 def load_encoder(config: Config, mixed_precision: str) -> Encoder:
@@ -558,6 +570,7 @@ def set_up(
     eval_name = selected_set(config)
     eval_data = sets.get(eval_name)
     memory = run_memory(config, eval_data)  # before the model loads: a memory linking nothing is refused
+    check_miner(config)
     encoder = load_encoder(config, accelerator.mixed_precision).to(accelerator.device)
     loss, eval_dims = resolve_dims(config, encoder.dim)
     environment = run_environment(accelerator, encoder.source_dir, list(sets.values()))

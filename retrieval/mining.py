@@ -488,6 +488,8 @@ def mine(
     questions = list(relevant_to)
     if config.source != "dense":  # BM25's settings decide the negatives too: those mining reads
         fingerprint_extra = {**fingerprint_extra, "lexical": lexical_read(lexical or LexicalConfig(), config.source)}
+    if config.source != "bm25" and getattr(encoder, "bf16", False):  # bf16 embeddings rank otherwise (absent
+        fingerprint_extra = {**fingerprint_extra, "bf16": True}  # when off: sets mined before stay valid)
     fingerprint_hex = fingerprint(config, pairs, relevant_to, corpus_hash, fingerprint_extra)
     cache = Path(config.cache) if config.cache else None
     if cache is not None and (problem := output_problem(cache, directory=True)) is not None:  # on every process
@@ -495,6 +497,8 @@ def mine(
     earlier = reusable(out_dir, fingerprint_hex) if is_main_process() else None
     if earlier is not None:
         logger.info("reusing hard negatives in %s (same model, data and settings)", out_dir)
+        if cache is not None:  # every complete set is kept there, this one too
+            to_cache(cache, out_dir, fingerprint_hex)
     elif cache is not None and is_main_process():
         earlier = from_cache(cache, out_dir, fingerprint_hex)
         if earlier is not None:

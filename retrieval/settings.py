@@ -70,8 +70,13 @@ def check_mine_config(config: MineConfig, key_prefix: str = "data.hard_negatives
         ("rank_max", config.rank_max > 2048, "must be <= 2048 (faiss-gpu's largest k)"),
         (
             "max_relative",
-            config.max_relative is not None and config.max_relative <= 0,
-            "must be > 0, or null for no filter",
+            config.max_relative is not None and not (0 < config.max_relative < math.inf),
+            "must be a finite number > 0, or null for no filter",
+        ),
+        (
+            "max_score",
+            config.max_score is not None and not math.isfinite(config.max_score),
+            "must be a finite cosine, or null for no cap",
         ),
         ("sample", config.sample not in SAMPLES, f"must be one of {', '.join(SAMPLES)}"),
         ("batch_size", config.batch_size < 1, "must be >= 1"),

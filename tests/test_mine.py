@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from data import DataError, PairsData, known_relevant
-from helpers import random_texts
+from helpers import make_tiny_bert, random_texts
 from mine import main
 from model import Encoder, ModelConfig
 from retrieval.mining import mine
@@ -337,6 +337,30 @@ def test_cache_shares_a_complete_set_across_output_folders(beir, tmp_path):
     assert len(list(cache.iterdir())) == 3 and not list(cache.glob(".*"))  # nothing temporary left
 
 
+def test_bf16_embeddings_are_a_different_fingerprint(beir, tmp_path):
+    """An encoder in bf16 ranks otherwise: a set mined in full precision is not reused by it, nor
+    the other way round (float32's fingerprint is what it was before the key existed)."""
+    _, _ = run(beir, tmp_path / "out", k=2, rank_max=6)
+    half = TableEncoder()
+    half.bf16 = True
+    report, _ = run(beir, tmp_path / "out", encoder=half, k=2, rank_max=6)
+    assert not report.reused and half.encoded
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["fingerprint_extra"]["bf16"] is True
+    full = TableEncoder()
+    again, _ = run(beir, tmp_path / "out", encoder=full, k=2, rank_max=6)
+    assert not again.reused and full.encoded
+
+
+def test_a_set_reused_in_its_own_folder_is_kept_in_the_cache_too(beir, tmp_path):
+    run(beir, tmp_path / "a", k=2, rank_max=6)  # no cache yet
+    cache = tmp_path / "cache"
+    reused, _ = run(beir, tmp_path / "a", k=2, rank_max=6, cache=str(cache))
+    assert reused.reused and len(list(cache.iterdir())) == 1
+    encoder = TableEncoder()
+    elsewhere, _ = run(beir, tmp_path / "b", encoder=encoder, k=2, rank_max=6, cache=str(cache))
+    assert elsewhere.reused and encoder.encoded == []
+
+
 def test_a_damaged_cache_entry_is_mined_again_and_replaced(beir, tmp_path):
     cache = tmp_path / "cache"
     _, expected = run(beir, tmp_path / "a", k=2, rank_max=6, cache=str(cache))
@@ -376,6 +400,9 @@ def test_outputs_leave_no_temporary_files(beir, tmp_path):
         ({"rank_min": 5, "rank_max": 4}, "data.hard_negatives.rank_max"),
         ({"k": 5, "rank_min": 3, "rank_max": 6}, "data.hard_negatives.k"),
         ({"max_relative": 0.0}, "data.hard_negatives.max_relative"),
+        ({"max_relative": float("nan")}, "data.hard_negatives.max_relative"),
+        ({"max_relative": float("inf")}, "data.hard_negatives.max_relative"),
+        ({"max_score": float("nan")}, "data.hard_negatives.max_score"),
         ({"sample": "best"}, "data.hard_negatives.sample"),
         ({"refresh": -1}, "data.hard_negatives.refresh"),
     ],
@@ -440,6 +467,30 @@ def test_cli_cache_reuses_a_set_mined_for_another_folder(tiny_bert, tmp_path, ca
     (tmp_path / "blocker").write_text("")
     with pytest.raises(SystemExit, match=r"^error: --cache .*blocker: exists and is not a directory"):
         main(common + [str(tmp_path / "blocker"), "--out", str(tmp_path / "c")])
+
+
+def test_cli_mines_again_when_the_model_under_that_name_was_retrained(tmp_path, capsys):
+    """mine.py fingerprints the weights, not only the model's name: a model replaced in place (a
+    run retrained with output.overwrite) mines again, here and through the cache."""
+    texts = random_texts(12, seed=5)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"anchor": t[:30], "positive": t}) + "\n" for t in texts))
+    model = tmp_path / "model"
+    make_tiny_bert(model)
+    common = ["--train", str(train), "--model", str(model), "--k", "1", "--rank-max", "4"]
+    main([*common, "--out", str(tmp_path / "a"), "--cache", str(tmp_path / "cache")])
+    assert "Hard negatives mined" in capsys.readouterr().out
+    from transformers import AutoModel
+
+    retrained = AutoModel.from_pretrained(model)  # the same architecture and name, other weights
+    with torch.no_grad():
+        for parameter in retrained.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    retrained.save_pretrained(model)
+    main([*common, "--out", str(tmp_path / "a")])
+    assert "Hard negatives mined" in capsys.readouterr().out
+    main([*common, "--out", str(tmp_path / "b"), "--cache", str(tmp_path / "cache")])
+    assert "Hard negatives mined" in capsys.readouterr().out
 
 
 def test_cli_bm25_tokens_decide_the_negative(tmp_path, capsys):

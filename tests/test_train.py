@@ -517,6 +517,26 @@ def test_an_unusable_mining_cache_is_refused_before_the_model_loads(tiny_bert, t
         train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", *argv))
 
 
+def test_a_mining_model_missing_or_damaged_is_named_before_the_model_loads(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import shutil
+
+    from model import Encoder, ModelConfig
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad mining model was named")
+
+    saved = tmp_path / "saved"
+    Encoder.from_config(ModelConfig(str(tiny_bert))).save(saved)  # with its manifest
+    weights = next(saved.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8])
+    monkeypatch.setattr(train, "load_encoder", no_model)
+    for model, message in [(tmp_path / "nowhere", "no such directory"), (saved, "damaged or incomplete")]:
+        argv = ["--data.hard_negatives.k", "1", "--data.hard_negatives.model", str(model)]
+        with pytest.raises(SystemExit, match=f"^error: data.hard_negatives.model: .*{message}"):
+            train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", *argv))
+    shutil.rmtree(saved)
+
+
 def test_an_existing_model_is_not_overwritten(tiny_bert, tiny_task, tmp_path):
     (tmp_path / "run" / "model").mkdir(parents=True)
     (tmp_path / "run" / "train_log.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # an earlier run's

@@ -4,18 +4,16 @@ each row's own. Every process builds the same table."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from accelerate import Accelerator
 
 from data import DataError, PairsData, TrainTable, index_texts, known_relevant, load_beir, load_pairs
-from model import Encoder, ModelConfig
+from model import Encoder, ModelConfig, weights_digest
 from retrieval.memory import collapsed
 from retrieval.mining import mine, reusable
 from training.config import Config, mix_rows
@@ -201,11 +199,3 @@ def merged_negatives(pairs: PairsData, mined: PairsData, config: Config) -> Pair
         raise DataError(f"{mined.source}: rows do not match {config.data.train}")
     negatives = [own + [text for text in new if text not in own] for own, new in zip(pairs.negatives, mined.negatives)]
     return PairsData(pairs.anchors, pairs.positives, negatives, pairs.source)
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
