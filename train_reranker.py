@@ -28,6 +28,7 @@ that --depth would have saved.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -121,6 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def checked_args(argv: list[str] | None) -> argparse.Namespace:
     """The parsed flags; a bad one exits with one error line before anything is loaded."""
     args = parse_args(argv)
+    args.out = args.out.resolve() if args.out else None  # "." has no name to build a new copy beside
+    args.reweigh = args.reweigh.resolve() if args.reweigh else None
     if args.reweigh is None:  # training draws by the flags, or the defaults; --reweigh by what it saved
         args.holdout, args.holdout_seed = holdout_flags(None, args.holdout, args.holdout_seed)
         args.bm25_tokens = args.bm25_tokens or LexicalConfig().tokens
@@ -132,6 +135,8 @@ def checked_args(argv: list[str] | None) -> argparse.Namespace:
         problems.append(f"--depth {args.depth}: must be in 1..{TOP_K} (the fused top k evaluate.py ranks)")
     if args.holdout is not None and not 0 <= args.holdout <= 0.5:
         problems.append(f"--holdout {args.holdout}: must be in [0, 0.5]")
+    if args.holdout_seed is not None and args.holdout_seed < 0:
+        problems.append(f"--holdout-seed {args.holdout_seed}: must be >= 0")
     if not args.lr > 0:
         problems.append(f"--lr {args.lr}: must be > 0")
     if not 0 <= args.warmup < 1:
@@ -246,7 +251,11 @@ def train_member(
     ce.to("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(settings.seed)  # dropout
     trained = train_cross_encoder(ce, groups, settings, show_progress=True)
-    saved = {**expected_settings(args, data, fusion_weight, seed), "groups": len(groups), "trained": trained}
+    saved = {
+        **expected_settings(args, data, fusion_weight, seed, trained_on),
+        "groups": len(groups),
+        "trained": trained,
+    }
     out = save(ce, out, saved, first=True)  # what the training produced, before anything that can still fail
     if held is not None:
         saved["held_out"] = mixing_weight(ce, held, args)
@@ -260,10 +269,21 @@ def training_of(args: argparse.Namespace, seed: int) -> RerankTraining:
     return RerankTraining(**{**{f.name: getattr(args, f.name) for f in fields(RerankTraining)}, "seed": seed})
 
 
-def expected_settings(args: argparse.Namespace, data: IRDataset, fusion_weight: float, seed: int) -> dict:
-    """What a re-ranker trained by these flags from `seed` saves about how it was made."""
+def expected_settings(
+    args: argparse.Namespace, data: IRDataset, fusion_weight: float, seed: int, trained_on: np.ndarray
+) -> dict:
+    """What a re-ranker trained by these flags from `seed` on the questions at `trained_on` saves
+    about how it was made: the held-out draw too, so a member an earlier run left is kept only when
+    it never trained on the questions this run holds out."""
     settings = training_of(args, seed)
+    questions = "\n".join(data.query_ids[i] for i in trained_on.tolist())
     saved = {
+        "trained_on": {
+            "holdout": args.holdout,
+            "holdout_seed": args.holdout_seed,
+            "questions": len(trained_on),
+            "questions_sha256": hashlib.sha256(questions.encode("utf-8")).hexdigest(),
+        },
         "depth": args.depth,
         "init": args.init,
         "data": data.name,
@@ -282,7 +302,13 @@ def expected_settings(args: argparse.Namespace, data: IRDataset, fusion_weight: 
 
 
 def kept_member(
-    args: argparse.Namespace, path: Path, data: IRDataset, fusion_weight: float, seed: int, held: Fused | None
+    args: argparse.Namespace,
+    path: Path,
+    data: IRDataset,
+    fusion_weight: float,
+    seed: int,
+    trained_on: np.ndarray,
+    held: Fused | None,
 ) -> CrossEncoder | None:
     """The member an earlier run of the same flags saved at `path`, if there is one (None if not);
     exits with one line if what is there was made otherwise. A member saved before its held-out
@@ -293,7 +319,7 @@ def kept_member(
         ce = CrossEncoder.load(path)
     except ValueError as err:
         sys.exit(f"error: {err}; delete it or give another --out")
-    wanted = expected_settings(args, data, fusion_weight, seed)
+    wanted = expected_settings(args, data, fusion_weight, seed, trained_on)
     skip = ("depth", "bm25_tokens")  # depth: not trained; the tokens: absent when words, compared below
     differ = [key for key in wanted if key not in skip and ce.settings.get(key) != wanted[key]]
     if first_stage_tokens(ce.settings) != args.bm25_tokens:
@@ -373,7 +399,9 @@ def main(argv: list[str] | None = None) -> dict:
         return train_member(args, ce, data, fused, trained_on, held_fused, args.seed, args.out)[0].settings
     paths = member_paths(args)
     seeds = [args.seed + i for i in range(args.members)]
-    members = [kept_member(args, path, data, fusion_weight, seed, held_fused) for path, seed in zip(paths, seeds)]
+    members = [
+        kept_member(args, path, data, fusion_weight, seed, trained_on, held_fused) for path, seed in zip(paths, seeds)
+    ]
     for i, (path, seed) in enumerate(zip(paths, seeds)):  # every kept one checked before any training
         if members[i] is None:
             if i > 0:
@@ -381,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ce = CrossEncoder(resolve_model_dir(args.init), args.max_length, device="cpu")
             members[i], paths[i] = train_member(args, ce, data, fused, trained_on, held_fused, seed, path)
     saved = {
-        **expected_settings(args, data, fusion_weight, args.seed),
+        **expected_settings(args, data, fusion_weight, args.seed, trained_on),
         "seeds": seeds,
     }
     each = [member.settings["trained"] for member in members]

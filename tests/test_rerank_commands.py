@@ -188,6 +188,7 @@ def test_evaluate_rejects_bad_rerank_flags(trained, tmp_path, capsys, flags, mes
         ("--split test", "qrels/test.tsv"),
         ("--init {missing}", "no such directory"),
         ("--holdout 0.6", "--holdout 0.6: must be in [0, 0.5]"),
+        ("--holdout-seed -1", "--holdout-seed -1: must be >= 0"),
         ("--depth 101", "--depth 101: must be in 1..100"),
         ("--max-length 4096 --init {model}", "max length 4096: the model"),
     ],

@@ -139,11 +139,27 @@ def test_a_member_made_otherwise_is_refused(ensemble, tmp_path):
     assert not (tmp_path / "new").exists() and (tmp_path / "new.member-5" / "complete.json").is_file()
     other = tmp_path / "other.member-5"  # seed 5, other held-out questions
     train_reranker.main(_argv(model, data, other, "--seed", "5", "--holdout-seed", "1"))
-    with pytest.raises(SystemExit, match=r"a re-ranker made otherwise \(held_out \(other held-out questions\)\)"):
+    with pytest.raises(SystemExit, match=r"made otherwise \(trained_on, held_out \(other held-out questions\)\)"):
         train_reranker.main(_argv(model, data, tmp_path / "other", "--seed", "5", "--members", "2"))
     (tmp_path / "new.member-5" / "complete.json").unlink()  # as an interrupted save leaves it
     with pytest.raises(SystemExit, match="a member left by an interrupted run"):
         train_reranker.main(_argv(model, data, tmp_path / "new", "--seed", "5", "--members", "2"))
+
+
+def test_a_member_that_trained_on_the_questions_now_held_out_is_refused(ensemble, tmp_path):
+    """A member left by a run that held nothing out (--holdout 0) trained on the questions this run
+    holds out: keeping it and choosing its weight there would score it on its own training
+    questions. Refused even where every other setting matches (its first stage's weight set to
+    this run's, as a large split would give it)."""
+    model, data, _, _, singles = ensemble
+    member = tmp_path / "zero.member-5"
+    train_reranker.main(_argv(model, data, member, "--seed", "5", "--holdout", "0"))
+    settings = json.loads((member / "reranker.json").read_text())
+    first_stage_weight = json.loads((singles[5] / "reranker.json").read_text())["first_stage_weight"]
+    resave_settings(member, {**settings, "first_stage_weight": first_stage_weight})
+    with pytest.raises(SystemExit, match=r"^error: .*zero.member-5: a re-ranker made otherwise \(trained_on\)"):
+        train_reranker.main(_argv(model, data, tmp_path / "zero", "--seed", "5", "--members", "2"))
+    assert "held_out" not in json.loads((member / "reranker.json").read_text())
 
 
 def test_a_damaged_or_strange_member_is_refused(ensemble, tmp_path):

@@ -7,6 +7,7 @@ the new depth, and every bad call refused with one line and nothing changed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -48,6 +49,7 @@ def test_reweighed_is_what_training_for_that_depth_saves(trained, tmp_path, caps
     again = tmp_path / "again"
     shutil.copytree(paths[5, 8], again)
     before, old = _files(again), _settings(again)
+    os.link(again / "reranker.json", tmp_path / "linked.json")  # a link made before: never written through
     new = _reweigh(again, 5, "--data", str(data))
     direct = _settings(paths[5, 5])
     assert old["held_out"]["curve"] != direct["held_out"]["curve"]  # the depth changes the choice here
@@ -62,7 +64,7 @@ def test_reweighed_is_what_training_for_that_depth_saves(trained, tmp_path, caps
         k: v for k, v in before.items() if k not in ("reranker.json", "complete.json")
     }  # the weights and tokenizer untouched
     assert not list(tmp_path.glob(".again*"))
-    assert _files(paths[5, 8]) == {k: v for k, v in before.items()}  # a linked copy: the original kept whole
+    assert (tmp_path / "linked.json").read_bytes() == before["reranker.json"]  # replaced, not written in place
     assert load_reranker(again).depth == 5
     argv = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank {again}"
     got = evaluate.main(argv.split())["lexical"]["reranked"]
@@ -118,6 +120,18 @@ def test_no_re_ranker_and_one_without_held_out_questions_are_refused(trained, tm
     train_reranker.main([a if a != "0.25" else "0" for a in _argv(model, data, tmp_path / "none", "--seed", "5")])
     with pytest.raises(SystemExit, match="held no questions out"):
         _reweigh(tmp_path / "none", 5)
+
+
+def test_reweigh_of_the_current_folder(trained, tmp_path, monkeypatch):
+    """`--reweigh .` (a path with no name to build the new copy beside) reweighs as a full path does."""
+    _, _, paths = trained
+    here, there = tmp_path / "here", tmp_path / "there"
+    shutil.copytree(paths[5, 8], here)
+    shutil.copytree(paths[5, 8], there)
+    want = _reweigh(there, 5)
+    monkeypatch.chdir(here)
+    assert train_reranker.main(["--reweigh", ".", "--depth", "5", "--holdout", "0.25"]) == want
+    assert saved_problem(here) is None and _settings(here) == want
 
 
 def test_a_failed_resave_leaves_the_re_ranker_whole(trained, tmp_path):
