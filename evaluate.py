@@ -53,6 +53,7 @@ from retrieval.metrics import METRICS, DimResult, format_table
 from retrieval.rerank import (
     Fused,
     Reranker,
+    bm25_settings,
     check_rerank_flags,
     chosen_weights,
     evaluate_reranked,
@@ -482,7 +483,7 @@ def lexical_report(
         other, other_query_emb = weight_on
         other_candidates = candidates_by_dim(other_query_emb, corpus_emb, other, dims, index)[0]
         weights = {dim: choose_weight(c, other, config.fusion_norm) for dim, c in other_candidates.items()}
-        other_fused = Fused(other, other_candidates, weights, config.fusion_norm, config.tokens)
+        other_fused = Fused(other, other_candidates, weights, config.fusion_norm, config.tokens, bm25_settings(config))
     hybrid = evaluate_hybrid(query_emb, corpus_emb, data, dims, index, weights, args.fusion_weight_from or "")
     attach_fused(results, hybrid)  # beside each dim's dense result, as a training run's report holds them (--seen)
     chosen = weight_source(hybrid)
@@ -499,7 +500,7 @@ def lexical_report(
     as_json = {name: {str(dim): by_metric for dim, by_metric in by_dim.items()} for name, by_dim in comparison.items()}
     report = {**hybrid_json(hybrid), "settings": asdict(config), "versus_bm25": as_json}
     if reranker is not None:
-        fused = Fused(data, hybrid.candidates, hybrid.weights, config.fusion_norm, config.tokens)
+        fused = Fused(data, hybrid.candidates, hybrid.weights, config.fusion_norm, config.tokens, bm25_settings(config))
         report["reranked"] = reranked_report(args, hybrid, fused, reranker, other_fused)
     if memory is not None:
         report["memory"] = memory_report(args, data, dims, embeddings, index, hybrid, weight_on, memory, seen)
@@ -580,9 +581,9 @@ def rerank_weights(
     else chosen on --fusion-weight-from's split; else on the evaluated split (optimistic)."""
     if args.rerank_weight is not None:
         return {dim: args.rerank_weight for dim in fused.candidates}, "given"
-    if (saved := saved_weight(reranker, depth, fused.norm, fused.tokens)) is not None:
+    if (saved := saved_weight(reranker, depth, fused.norm, fused.tokens, fused.bm25)) is not None:
         return {dim: saved[0] for dim in fused.candidates}, saved[1]
-    if note := unused_weight_note(reranker, depth, fused.norm, fused.tokens):
+    if note := unused_weight_note(reranker, depth, fused.norm, fused.tokens, fused.bm25):
         print(f"note: {note}")
     if other is not None:
         return chosen_weights(reranker, other, depth), f"chosen on {other.data.name}"

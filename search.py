@@ -50,7 +50,14 @@ from retrieval.answers import fused_hits
 from retrieval.memory import EncodedMemory, build_memory
 from retrieval.metrics import TOP_K
 from retrieval.passage_index import index_identity, index_problem, keep_embeddings, kept_embeddings
-from retrieval.rerank import Reranker, check_rerank_flags, load_reranker, saved_weight, unused_weight_note
+from retrieval.rerank import (
+    Reranker,
+    bm25_settings,
+    check_rerank_flags,
+    load_reranker,
+    saved_weight,
+    unused_weight_note,
+)
 from retrieval.settings import FUSION_NORMS, LexicalConfig, check_lexical_config
 
 logger = logging.getLogger(__name__)
@@ -214,9 +221,10 @@ def reranker_of(args: argparse.Namespace) -> tuple[Reranker, int, float, str] | 
     depth = args.rerank_depth or ce.depth
     if args.rerank_weight is not None:
         return ce, depth, args.rerank_weight, "given"
-    saved = saved_weight(ce, depth, args.lexical.fusion_norm, args.lexical.tokens)
+    lexical = args.lexical
+    saved = saved_weight(ce, depth, lexical.fusion_norm, lexical.tokens, bm25_settings(lexical))
     if saved is None:
-        why = unused_weight_note(ce, depth, args.lexical.fusion_norm, args.lexical.tokens)
+        why = unused_weight_note(ce, depth, lexical.fusion_norm, lexical.tokens, bm25_settings(lexical))
         why = why or "it saved no weight for this fusion"
         raise ValueError(f"--rerank {args.rerank}: {why}; give --rerank-weight")
     return ce, depth, *saved

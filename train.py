@@ -47,7 +47,7 @@ from retrieval.hybrid import attach_fused_frontier, attach_hybrid, attach_rememb
 from retrieval.lexical import LexicalIndex, LexicalPrior
 from retrieval.memory import EncodedMemory, QuestionMemory, build_memory
 from retrieval.metrics import DimResult, format_table
-from retrieval.rerank import Fused, Reranker, attach_reranked, load_reranker
+from retrieval.rerank import Fused, Reranker, attach_reranked, bm25_settings, load_reranker
 from training.checkpoint import (
     RunState,
     find_checkpoint,
@@ -293,7 +293,10 @@ def evaluate_set(r: Run, data: IRDataset, label: str, selected: bool) -> dict[in
         if config.eval.rerank:
             if r.reranker is None:  # loaded once, on the main process
                 r.reranker = load_reranker(config.eval.rerank)
-            fused = Fused(data, hybrid.candidates, hybrid.weights, config.lexical.fusion_norm, config.lexical.tokens)
+            lexical = config.lexical
+            fused = Fused(
+                data, hybrid.candidates, hybrid.weights, lexical.fusion_norm, lexical.tokens, bm25_settings(lexical)
+            )
             reranked, weights, source = attach_reranked(results, fused, r.reranker)
             table = {f"{dim} (w {weights[dim]:.2f})": x.metrics for dim, x in reranked.items()}
             print(f"\n{label}, fused and re-ranked (weight {source}):\n{format_table(table)}", flush=True)

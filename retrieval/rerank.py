@@ -36,6 +36,7 @@ from data import IRDataset
 from model import SDPA_BACKENDS
 from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, normalized, ranked
 from retrieval.metrics import TOP_K, DimResult, score_ranking
+from retrieval.settings import LexicalConfig
 
 SETTINGS_FILE = "reranker.json"
 MEMBERS = "members"  # an ensemble's reranker.json: its members' folder names
@@ -378,20 +379,32 @@ class Fused:
     weights: dict[int, float]
     norm: str = "minmax"
     tokens: str = "words"  # BM25's tokens (lexical.tokens)
+    bm25: tuple = ()  # BM25's other settings (`bm25_settings`); empty: train_reranker.py's first stage's
 
 
-def saved_weight(ce: Reranker, depth: int, norm: str, tokens: str) -> tuple[float, str] | None:
+def bm25_settings(config: LexicalConfig) -> tuple:
+    """What decides BM25's ranking besides its tokens: method, k1, b, stemmer, stopwords."""
+    return (config.method, config.k1, config.b, config.stemmer, config.stopwords)
+
+
+FIRST_STAGE_BM25 = bm25_settings(LexicalConfig())  # train_reranker.py's first stage: the defaults
+
+
+def saved_weight(ce: Reranker, depth: int, norm: str, tokens: str, bm25: tuple = ()) -> tuple[float, str] | None:
     """The weight train_reranker.py chose on its held-out questions, and where, if it applies here:
-    the same depth, the min-max fusion and BM25's tokens it was chosen with; else None."""
+    the same depth, the min-max fusion and BM25 (its tokens, and `bm25`, the other settings: empty for
+    the defaults) it was chosen with; else None."""
     held = ce.settings.get("held_out")
     if not held or depth != ce.depth or norm != "minmax" or tokens != first_stage_tokens(ce.settings):
+        return None
+    if (bm25 or FIRST_STAGE_BM25) != FIRST_STAGE_BM25:
         return None
     first_stage = ce.settings.get("first_stage", "its first stage")
     bm25 = "BM25" if tokens == "words" else f"BM25 ({tokens} tokens)"
     return float(held["weight"]), f"chosen on {held['weight_from']} with {first_stage} + {bm25} when it was trained"
 
 
-def unused_weight_note(ce: Reranker, depth: int, norm: str, tokens: str) -> str | None:
+def unused_weight_note(ce: Reranker, depth: int, norm: str, tokens: str, bm25: tuple = ()) -> str | None:
     """Why the weight a re-ranker saved does not apply here (`saved_weight`), or None when it does or
     it saved none."""
     if not ce.settings.get("held_out"):
@@ -400,6 +413,9 @@ def unused_weight_note(ce: Reranker, depth: int, norm: str, tokens: str) -> str 
     differ = [f"depth {ce.depth}"] if depth != ce.depth else []
     differ += ["a min-max fusion"] if norm != "minmax" else []
     differ += [f"BM25 over {saved_tokens} tokens"] if tokens != saved_tokens else []
+    if (bm25 or FIRST_STAGE_BM25) != FIRST_STAGE_BM25:
+        method, k1, b, stemmer, stopwords = FIRST_STAGE_BM25
+        differ += [f"BM25 {method} k1 {k1} b {b}, stemmer {stemmer}, stopwords {stopwords}"]
     if not differ:
         return None
     return f"the re-ranker's saved weight was chosen at {', '.join(differ)}: not this fusion, so it is not used"
@@ -435,11 +451,11 @@ def attach_reranked(
     """Each dim's `fused["reranked"]` and `rerank_weight`: the fusion re-ranked over the re-ranker's
     depth, at the weight it saved (chosen on its held-out questions), else one chosen on these
     questions (optimistic). Returns the re-ranked results, the weights and where they came from."""
-    saved = saved_weight(ce, ce.depth, fused.norm, fused.tokens)
+    saved = saved_weight(ce, ce.depth, fused.norm, fused.tokens, fused.bm25)
     if saved is not None:
         weights, source = {dim: saved[0] for dim in fused.candidates}, saved[1]
     else:
-        if note := unused_weight_note(ce, ce.depth, fused.norm, fused.tokens):
+        if note := unused_weight_note(ce, ce.depth, fused.norm, fused.tokens, fused.bm25):
             print(f"note: {note}")
         weights, source = chosen_weights(ce, fused, ce.depth), f"chosen on {fused.data.name} (optimistic)"
     reranked = evaluate_reranked(ce, fused, ce.depth, weights)

@@ -139,6 +139,25 @@ def test_evaluate_reranks_the_fusion(trained, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["lexical"]["reranked"]["32"] == reranked["32"]
 
 
+@pytest.mark.parametrize(
+    "flags, note",
+    [
+        ("--rerank-depth 5", "saved weight was chosen at depth 8"),
+        ("--bm25-k1 0.9", "saved weight was chosen at BM25 lucene k1 1.5 b 0.75"),
+        ("--stopwords none", "stopwords en"),
+    ],
+)
+def test_a_saved_weight_is_not_used_for_another_fusion(trained, capsys, flags, note):
+    """The re-ranker's weight was chosen over its first stage's fusion (depth 8, BM25's defaults):
+    evaluating another depth or another BM25 chooses one on the evaluated split instead, and says why."""
+    model, data, out, _ = trained
+    argv = f"--model {model} --data {data} --split dev --dims 32 --resamples 50 --rerank {out} {flags}".split()
+    capsys.readouterr()
+    reranked = evaluate.main(argv)["lexical"]["reranked"]
+    assert reranked["weights_from"].endswith("(dev) (optimistic)")
+    assert note in capsys.readouterr().out
+
+
 def test_a_reranker_with_no_held_out_weight_gets_one_chosen(trained, tmp_path):
     model, data, _, _ = trained
     out = tmp_path / "no_holdout"
