@@ -515,6 +515,14 @@ def mine(
             "corpus texts ('title text' when a title is present), so a question's own answer could be "
             "mined as its negative; make the positives the corpus texts"
         )
+    if config.corpus is not None and missing:
+        logger.warning(
+            "%d of %d training positives are not %s/corpus.jsonl texts: a corpus passage that holds one "
+            "with other words (a title, say) is not known relevant and could be mined as its negative",
+            missing,
+            len(positives),
+            config.corpus,
+        )
     logger.info(
         "mining hard negatives: %d questions against %d passages (+%d relevant passages not in it)",
         len(questions),

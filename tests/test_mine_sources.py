@@ -116,6 +116,53 @@ def test_hybrid_at_either_end_is_that_source(tmp_path, weight, other):
     assert hybrid == alone and any(hybrid)
 
 
+def test_hybrid_negatives_match_a_direct_fusion_with_the_filters_by_hand(tmp_path):
+    """Dense weight 0.5 with the positive-aware filter on: each question's pool (the dense top, the
+    BM25 top of the passages it matches, its positives), both scores min-max normalised over the
+    pool in float64, fused, ranked (ties: corpus order); the filters applied on the fused scale."""
+    import bm25s.stopwords
+
+    k, rank_min, rank_max, relative, weight = 2, 2, 6, 0.95, 0.5
+    reports = []
+    settings = dict(k=k, rank_min=rank_min, rank_max=rank_max, max_relative=relative, source="hybrid")
+    got = mined(tmp_path, "hybrid", reports, weight=weight, **settings)
+    passages, n = CORPUS + [EXTRA], len(CORPUS)
+    encoder, words = RandomEncoder(), set(bm25s.stopwords.STOPWORDS_EN)
+    vectors = encoder.encode(passages).numpy().astype(np.float64)
+    relevant = {}
+    for question, positive in ROWS:
+        relevant.setdefault(question, set()).add(positive)
+    want, thresholds = {}, []
+    for question, positives in relevant.items():
+        cosine = vectors @ encoder.encode([question]).numpy()[0].astype(np.float64)
+        bm25 = reference_bm25(passages, question, 1.5, 0.75, True, words)
+        depth = min(rank_max, n)
+        dense_top = sorted(range(n), key=lambda r: (-cosine[r], r))[:depth]
+        bm25_top = sorted((r for r in range(n) if bm25[r] > 0), key=lambda r: (-bm25[r], r))[:depth]
+        own = [passages.index(p) for p in positives]
+        pool = sorted({*dense_top, *bm25_top, *own})
+
+        def minmax(scores, pool=pool):
+            values = np.array([scores[r] for r in pool], dtype=np.float64)
+            span = values.max() - values.min()
+            return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+        fused = dict(zip(pool, weight * minmax(cosine) + (1 - weight) * minmax(bm25)))
+        ranking = sorted((r for r in pool if r < n), key=lambda r: (-fused[r], r))[:depth]
+        lowest = min(fused[r] for r in own)
+        threshold = relative * lowest if lowest > 0 else np.inf  # a positive at the pool's minimum: no filter
+        thresholds.append(threshold)
+        kept = [
+            CORPUS[r]
+            for rank, r in enumerate(ranking, start=1)
+            if CORPUS[r] not in positives and rank >= rank_min and fused[r] <= threshold
+        ]
+        want[question] = kept[:k]
+    assert got == [want[q] for q, _ in ROWS]
+    counts = reports[0].counts
+    assert counts["removed_relative"] and counts["removed_rank_window"] and any(map(np.isfinite, thresholds)), counts
+
+
 def test_bm25_source_encodes_nothing(tmp_path):
     class Refusing(RandomEncoder):
         def encode(self, *args, **kwargs):
@@ -197,3 +244,12 @@ def test_default_tokens_leave_the_fingerprint_of_earlier_mined_sets_unchanged():
     assert lexical_read(LexicalConfig(), "hybrid") == {**before, "fusion_weight": 0.5}
     pattern = lexical_read(LexicalConfig(tokens="references"), "bm25")["token_pattern"]
     assert "3.2.1" in re.findall(pattern, "rule 3.2.1 applies")
+
+
+def test_a_positive_missing_from_the_corpus_is_warned_about(tmp_path, caplog):
+    """EXTRA is no corpus text: a passage holding it with other words would not be known relevant."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    mined(tmp_path, "m", k=1, source="bm25")
+    assert "1 of 4 training positives are not" in caplog.text
