@@ -77,6 +77,16 @@ def mined(tmp_path, name: str, report: list | None = None, weight: float | None 
     return [json.loads(line)["negatives"] for line in (tmp_path / name / "triplets.jsonl").read_text().splitlines()]
 
 
+def kept_by_hand(ranking: list[int], scores, positives: set[str], rank_min: int, threshold: float) -> list[str]:
+    """The corpus texts of `ranking` (rows, best first) that pass the filters in order: not known
+    relevant, at rank_min or below, scored at most the threshold."""
+    return [
+        CORPUS[row]
+        for rank, row in enumerate(ranking, start=1)
+        if CORPUS[row] not in positives and rank >= rank_min and scores[row] <= threshold
+    ]
+
+
 def test_bm25_negatives_match_a_direct_ranking_with_the_filters_by_hand(tmp_path):
     import bm25s.stopwords
 
@@ -95,12 +105,7 @@ def test_bm25_negatives_match_a_direct_ranking_with_the_filters_by_hand(tmp_path
         scores = reference_bm25(passages, question, 1.5, 0.75, True, words)  # one index: corpus and the extra positive
         ranking = sorted(range(len(CORPUS)), key=lambda row: (-scores[row], row))[:rank_max]
         threshold = relative * min(scores[passages.index(p)] for p in positives)
-        kept = [
-            CORPUS[row]
-            for rank, row in enumerate(ranking, start=1)
-            if CORPUS[row] not in positives and rank >= rank_min and scores[row] <= threshold
-        ]
-        want_by_question[question] = kept[:k]
+        want_by_question[question] = kept_by_hand(ranking, scores, positives, rank_min, threshold)[:k]
     assert got == [want_by_question[q] for q, _ in ROWS]
     counts = reports[0].counts  # every filter bites: the comparison above means something
     assert counts["removed_relevant"] and counts["removed_rank_window"] and counts["removed_relative"], counts
@@ -152,12 +157,7 @@ def test_hybrid_negatives_match_a_direct_fusion_with_the_filters_by_hand(tmp_pat
         lowest = min(fused[r] for r in own)
         threshold = relative * lowest if lowest > 0 else np.inf  # a positive at the pool's minimum: no filter
         thresholds.append(threshold)
-        kept = [
-            CORPUS[r]
-            for rank, r in enumerate(ranking, start=1)
-            if CORPUS[r] not in positives and rank >= rank_min and fused[r] <= threshold
-        ]
-        want[question] = kept[:k]
+        want[question] = kept_by_hand(ranking, fused, positives, rank_min, threshold)[:k]
     assert got == [want[q] for q, _ in ROWS]
     counts = reports[0].counts
     assert counts["removed_relative"] and counts["removed_rank_window"] and any(map(np.isfinite, thresholds)), counts
