@@ -272,6 +272,8 @@ def check_output(args: argparse.Namespace) -> Path:
         raise PrepareError(
             f"--out {out}: inside the documents folder {docs}; a rerun would read its own output back as documents"
         )
+    if docs.resolve().is_relative_to(out.resolve()):
+        raise PrepareError(f"--out {out}: holds the documents folder {docs}, whose files a run would replace")
     try:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(STAGING + "*"):  # left by a crashed run (its process is gone)

