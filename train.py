@@ -567,8 +567,6 @@ def set_up(
     checkpoint = find_checkpoint(out, resume) if resume else None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        if checkpoint is None and (out / "checkpoints").exists():  # output.overwrite: an earlier run's, not this one's
-            shutil.rmtree(out / "checkpoints")
     sets = load_eval_sets(config)
     eval_name = selected_set(config)
     eval_data = sets.get(eval_name)
@@ -621,6 +619,10 @@ def set_up(
         prior = prior or LexicalPrior(table.anchor_texts, table.passage_texts, config.lexical)
         teacher = FusedTeacher.from_model(encoder, table, prior, config.loss.distill_weight, config.eval.batch_size)
         prior = prior if config.loss.lexical_scale else None
+    if accelerator.is_main_process and checkpoint is None and (out / "checkpoints").exists():
+        # output.overwrite: an earlier run's, not this one's; removed only once everything above passed
+        shutil.rmtree(out / "checkpoints")
+    accelerator.wait_for_everyone()
     model, optimizer = accelerator.prepare(encoder, make_optimizer(encoder, config.train))
     if hooks.prepared:
         hooks.prepared(model, optimizer)
@@ -805,7 +807,9 @@ def finish(r: Run, state: RunState) -> dict:
             written.append(drawn)
         if r.config.report.model_card:
             rows = r.table.source_rows or [len(r.table)]
-            card = model_card(r.config, results, state.step, state.train_seconds, rows, drawn is not None)
+            card = model_card(
+                r.config, results, state.step, state.train_seconds, rows, drawn is not None, list(r.loss.dims)
+            )
             write_atomic(r.out / "model" / "README.md", card)
             written.append(r.out / "model" / "README.md")
         if "tensorboard" in r.config.report.report_to:

@@ -104,6 +104,11 @@ def test_overrides_parse_by_the_field_type(tmp_path):
         (["--train", "1"], "train: is a section"),
         (["--train.mixed_precision", "fp16"], "train.mixed_precision"),
         (["--loss.weights", "1,1"], "loss.weights: 2 weights for 5 loss.dims"),
+        (["--loss.weights", "-1,1,1,1,1"], "loss.weights: each must be a finite number >= 0, and one > 0"),
+        (["--loss.weights", "0,0,0,0,0"], "loss.weights: each must be a finite number >= 0, and one > 0"),
+        (["--train.seed", "-1"], r"train.seed: must be in \[0, 2\^32 - 1024\)"),
+        (["--model.pooling", "foo"], "model.pooling: 'foo' is not one of cls, mean, lasttoken, max"),
+        (["--model.max_length", "0"], "model.max_length: must be at least 1"),
         (["--train.micro_batch", "0"], "train.micro_batch: must be at least 1"),
         (["--train.epochs", "--5"], "train.epochs: expected int"),
         (["--train.epochs", "\u00b2"], "train.epochs: expected int"),
@@ -505,36 +510,54 @@ def test_non_finite_loss_stops_before_the_optimizer_step_and_saves_nothing(tiny_
     assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").iterdir())
 
 
-def test_an_unusable_mining_cache_is_refused_before_the_model_loads(tiny_bert, tiny_task, tmp_path, monkeypatch):
+def test_an_unusable_mining_cache_is_refused_before_the_model_loads(tiny_task, tmp_path):
+    """The model named does not exist: were the cache checked only after loading it, the error would be
+    the model's."""
     (tmp_path / "blocker").write_text("")
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model was loaded before the bad cache was named")
-
-    monkeypatch.setattr(train, "load_encoder", no_model)
     argv = ["--data.hard_negatives.k", "1", "--data.hard_negatives.cache", str(tmp_path / "blocker")]
     with pytest.raises(SystemExit, match=r"data.hard_negatives.cache .*blocker: exists and is not a directory"):
-        train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", *argv))
+        train.main(tiny_args(tmp_path / "no_model", tiny_task, tmp_path / "run", *argv))
 
 
-def test_a_mining_model_missing_or_damaged_is_named_before_the_model_loads(tiny_bert, tiny_task, tmp_path, monkeypatch):
-    import shutil
-
+def test_a_mining_model_missing_or_damaged_is_named_before_the_model_loads(tiny_bert, tiny_task, tmp_path):
+    """The model to train does not exist: were the mining model checked only after loading it, the
+    error would be that model's."""
     from model import Encoder, ModelConfig
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model was loaded before the bad mining model was named")
 
     saved = tmp_path / "saved"
     Encoder.from_config(ModelConfig(str(tiny_bert))).save(saved)  # with its manifest
     weights = next(saved.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-8])
-    monkeypatch.setattr(train, "load_encoder", no_model)
     for model, message in [(tmp_path / "nowhere", "no such directory"), (saved, "damaged or incomplete")]:
         argv = ["--data.hard_negatives.k", "1", "--data.hard_negatives.model", str(model)]
         with pytest.raises(SystemExit, match=f"^error: data.hard_negatives.model: .*{message}"):
-            train.main(tiny_args(tiny_bert, tiny_task, tmp_path / "run", *argv))
-    shutil.rmtree(saved)
+            train.main(tiny_args(tmp_path / "no_model", tiny_task, tmp_path / "run", *argv))
+
+
+def test_a_refused_overwrite_leaves_the_earlier_run_whole(tiny_bert, tiny_task, tmp_path):
+    """output.overwrite with a setting refused only once the model is loaded (dims beyond its size):
+    the earlier run's checkpoints, model and log are all still there, byte for byte."""
+    run = tmp_path / "run"
+    train.main(tiny_args(tiny_bert, tiny_task, run, "--checkpoint.every", "1", "--eval.before", "false"))
+    before = {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    assert any(name.startswith("checkpoints/step-") for name in before)
+    with pytest.raises(SystemExit, match="loss.dims"):
+        train.main(tiny_args(tiny_bert, tiny_task, run, "--output.overwrite", "true", "--loss.dims", "1024"))
+    after = {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    assert after == before
+
+
+def test_the_card_names_the_dims_trained_and_how(tiny_bert, tiny_task, tmp_path):
+    """loss.dims left empty trains the model's default dims (here its full 32): the card names them,
+    and says gradient caching only when it was on."""
+    no_cache = ("--train.gradient_cache", "false", "--eval.before", "false")
+    argv = tiny_args(tiny_bert, tiny_task, tmp_path / "run", *no_cache)
+    at = argv.index("--loss.dims")
+    del argv[at : at + 2]
+    train.main(argv)
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "any of the trained dims (32)" in card and "dims [32]" in card
+    assert "gradient caching" not in card
 
 
 def test_an_existing_model_is_not_overwritten(tiny_bert, tiny_task, tmp_path):

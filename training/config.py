@@ -16,7 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from model import ModelConfig
+from model import POOLING_MODES, ModelConfig
 from retrieval.metrics import METRICS
 from retrieval.settings import LexicalConfig, MineConfig, check_lexical_config, check_mine_config, check_precision_flags
 
@@ -251,6 +251,7 @@ def check_config(config: Config) -> None:
     """Cross-field checks, all in one place. Model-dependent ones (dims vs. size) come after loading."""
     if not config.data.train:
         raise ConfigError("data.train: required (a pairs file or hub dataset id)")
+    check_model(config.model)
     check_train(config.train)
     check_loss(config.loss)
     check_eval(config)
@@ -268,6 +269,15 @@ def check_config(config: Config) -> None:
         raise ConfigError(str(err)) from None
 
 
+def check_model(m: ModelConfig) -> None:
+    if m.pooling is not None and m.pooling not in POOLING_MODES:
+        raise ConfigError(
+            f"model.pooling: {m.pooling!r} is not one of {', '.join(POOLING_MODES)}, or null for the model's"
+        )
+    if m.max_length is not None and m.max_length < 1:
+        raise ConfigError(f"model.max_length: must be at least 1, or null for the model's, got {m.max_length}")
+
+
 def check_train(t: TrainConfig) -> None:
     for key, value in (
         ("train.epochs", t.epochs),
@@ -276,8 +286,10 @@ def check_train(t: TrainConfig) -> None:
     ):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
-    if t.lr <= 0 or not 0 <= t.warmup_ratio <= 1 or not 0 <= t.min_lr_ratio <= 1:
-        raise ConfigError("train.lr must be > 0; train.warmup_ratio and train.min_lr_ratio in [0, 1]")
+    if not 0 < t.lr < math.inf or not 0 <= t.warmup_ratio <= 1 or not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError("train.lr must be a finite number > 0; train.warmup_ratio and train.min_lr_ratio in [0, 1]")
+    if not 0 <= t.seed < 2**32 - 1024:  # numpy's seed range, less room for the rank each process adds
+        raise ConfigError(f"train.seed: must be in [0, 2^32 - 1024), got {t.seed}")
     if t.mixed_precision not in ("auto", "bf16", "no"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} is not auto, bf16 or no")
     if t.optimizer not in ("adamw", "sgd"):
@@ -309,10 +321,12 @@ def check_loss(loss: LossConfig) -> None:
     if loss.distill_temperature <= 0:
         raise ConfigError(f"loss.distill_temperature: must be > 0, got {loss.distill_temperature}")
     check_distill_teacher(loss)
-    if loss.temperature <= 0:
-        raise ConfigError(f"loss.temperature: must be > 0, got {loss.temperature}")
+    if not 0 < loss.temperature < math.inf:
+        raise ConfigError(f"loss.temperature: must be a finite number > 0, got {loss.temperature}")
     if loss.weights and len(loss.weights) != len(loss.dims):
         raise ConfigError(f"loss.weights: {len(loss.weights)} weights for {len(loss.dims)} loss.dims")
+    if loss.weights and not (all(0 <= w < math.inf for w in loss.weights) and any(w > 0 for w in loss.weights)):
+        raise ConfigError(f"loss.weights: each must be a finite number >= 0, and one > 0, got {loss.weights}")
     if len(set(loss.dims)) != len(loss.dims):
         raise ConfigError(f"loss.dims: repeated dims in {loss.dims}")
 

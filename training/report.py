@@ -393,10 +393,17 @@ def sources_line(config: Config, rows: list[int]) -> str:
 
 
 def model_card(
-    config: Config, results: dict, steps: int, seconds: float, rows: list[int], map_drawn: bool = False
+    config: Config,
+    results: dict,
+    steps: int,
+    seconds: float,
+    rows: list[int],
+    map_drawn: bool = False,
+    dims: list[int] | None = None,
 ) -> str:
     """README.md for the saved model, in the Hugging Face format, so the directory can be pushed as it
-    is. rows: the training rows of data.train, then of each data.mix source."""
+    is. rows: the training rows of data.train, then of each data.mix source; dims: the trained dims as
+    resolved for the model (loss.dims empty means every default dim), else loss.dims."""
     base = base_model_id(config.model.name_or_path)
     meta = {
         "library_name": "sentence-transformers",
@@ -406,6 +413,7 @@ def model_card(
     if base:
         meta["base_model"] = base
     t, loss, name = config.train, config.loss, base or config.model.name_or_path
+    dims = list(dims or loss.dims)
     lines = [
         "---",
         yaml.safe_dump(meta, sort_keys=False).strip(),
@@ -414,7 +422,7 @@ def model_card(
         f"# {name}, fine-tuned for retrieval on {Path(config.data.train).name}",
         "",
         f"Fine-tuned from `{name}` with Matryoshka InfoNCE on {sources_line(config, rows)}. Embeddings can be "
-        f"truncated to any of the trained dims ({', '.join(map(str, loss.dims))}) and re-normalised.",
+        f"truncated to any of the trained dims ({', '.join(map(str, dims))}) and re-normalised.",
         "",
         "```python",
         "from sentence_transformers import SentenceTransformer",
@@ -426,10 +434,11 @@ def model_card(
         "",
         "## Training",
         "",
-        f"- {steps} optimiser steps, {t.epochs} epoch(s), global batch {t.global_batch} (gradient caching), "
-        f"lr {t.lr:g} (cosine, {t.warmup_ratio:g} warm-up), weight decay {t.weight_decay:g}"
+        f"- {steps} optimiser steps, {t.epochs} epoch(s), global batch {t.global_batch}"
+        + (" (gradient caching), " if t.gradient_cache else ", ")
+        + f"lr {t.lr:g} (cosine, {t.warmup_ratio:g} warm-up), weight decay {t.weight_decay:g}"
         + (f", layer-wise lr decay {t.layer_decay:g}" if t.layer_decay != 1.0 else ""),
-        f"- loss: InfoNCE at temperature {loss.temperature:g}, dims {loss.dims}, weights {loss.weights or 'all 1'}"
+        f"- loss: InfoNCE at temperature {loss.temperature:g}, dims {dims}, weights {loss.weights or 'all 1'}"
         + (", symmetric" if loss.symmetric else "")
         + (", GTE's partition (the batch's questions and passages in each softmax)" if loss.gte else "")
         + (
