@@ -161,21 +161,9 @@ def structure_questions(passages: list[Passage], seed: int) -> tuple[list[Questi
 
 def llm_questions(args: argparse.Namespace, passages: list[Passage]) -> tuple[list[Question], dict]:
     from documents.filters import filter_questions, round_trip_filter
-    from documents.questions import LLMConfig, generate_questions
+    from documents.questions import generate_questions
 
-    config = LLMConfig(
-        base_url=args.llm_base_url,
-        model=args.llm_model,
-        api_key=os.environ.get(args.llm_api_key_env, ""),
-        questions_per_passage=args.questions_per_passage,
-        prompt_file=args.prompt_file,
-        concurrency=args.concurrency,
-        max_retries=args.max_retries,
-        timeout_s=args.timeout,
-        temperature=args.temperature,
-        price_per_million_input=args.price_in,
-        price_per_million_output=args.price_out,
-    )
+    config = llm_config(args, api_key=os.environ.get(args.llm_api_key_env, ""))
     asked = sample(passages, args.max_passages, args.seed)
     records = [{"_id": p.id, "title": p.title, "text": p.text} for p in asked]
     generated, stats = generate_questions(records, config, args.cache_dir or args.out / "llm_cache")
@@ -287,14 +275,54 @@ def check_output(args: argparse.Namespace) -> Path:
     return staging
 
 
-def check_llm_inputs(args: argparse.Namespace) -> None:
-    """--questions llm: the model and the prompt file, before any document is read."""
-    from documents.questions import Endpoint, LLMConfig, check_llm_config, load_template
+# LLMConfig's fields as the command line names them, for errors
+LLM_FLAGS = {
+    "questions_per_passage": "--questions-per-passage",
+    "concurrency": "--concurrency",
+    "max_retries": "--max-retries",
+    "timeout_s": "--timeout",
+    "price_per_million_input": "--price-in",
+    "price_per_million_output": "--price-out",
+}
 
-    config = LLMConfig(base_url=args.llm_base_url, model=args.llm_model, prompt_file=args.prompt_file, api_key="")
-    check_llm_config(config)
+
+def llm_config(args: argparse.Namespace, api_key: str):
+    from documents.questions import LLMConfig
+
+    return LLMConfig(
+        base_url=args.llm_base_url,
+        model=args.llm_model,
+        api_key=api_key,
+        questions_per_passage=args.questions_per_passage,
+        prompt_file=args.prompt_file,
+        concurrency=args.concurrency,
+        max_retries=args.max_retries,
+        timeout_s=args.timeout,
+        temperature=args.temperature,
+        price_per_million_input=args.price_in,
+        price_per_million_output=args.price_out,
+    )
+
+
+def check_llm_inputs(args: argparse.Namespace) -> None:
+    """--questions llm: every LLM flag, the prompt file and the round-trip model, before any
+    document is read (a bad one would otherwise surface after the whole generation)."""
+    from documents.questions import Endpoint, LLMError, check_llm_config, load_template
+    from model import resolve_model_dir
+
+    config = llm_config(args, api_key="")
+    try:
+        check_llm_config(config)
+    except LLMError as err:
+        field, _, rest = str(err).partition(" = ")
+        raise LLMError(f"{LLM_FLAGS.get(field, field)} {rest}") from None
     Endpoint.from_config(config)
     load_template(config)
+    if args.round_trip_model:
+        try:
+            resolve_model_dir(args.round_trip_model)
+        except FileNotFoundError as err:
+            raise PrepareError(f"--round-trip-model: {err}") from None
 
 
 def publish(staging: Path, out: Path, report: dict) -> None:

@@ -430,6 +430,17 @@ def test_prepare_exits_2_with_a_message_on_llm_errors_and_bad_flags(docs_folder,
     assert no_model.returncode == 2 and "no model named" in no_model.stderr and "Traceback" not in no_model.stderr
     bad = run_prepare(str(docs_folder), "--out", str(tmp_path / "o"), "--max-pairs", "0")
     assert bad.returncode == 2 and "--max-pairs 0: must be at least 1" in bad.stderr
+    # every LLM flag and the round-trip model, named by their flags before any document is read (an
+    # unreadable documents folder would otherwise be the error)
+    llm = ["--questions", "llm", "--llm-model", "m", "--llm-base-url", "http://127.0.0.1:9"]
+    for flags, message in [
+        (["--timeout", "0"], "--timeout 0.0: must be > 0"),
+        (["--max-retries", "-1"], "--max-retries -1: must be >= 0"),
+        (["--price-in", "-1"], "--price-in -1.0: must be >= 0"),
+        (["--round-trip-model", str(tmp_path / "no_model")], "--round-trip-model: model"),
+    ]:
+        failed = run_prepare(str(tmp_path / "no_docs"), "--out", str(tmp_path / "o"), *llm, *flags)
+        assert failed.returncode == 2 and message in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
 
 
 def test_a_rerun_without_questions_leaves_no_questions_of_the_earlier_run(tmp_path):
