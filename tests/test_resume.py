@@ -142,6 +142,30 @@ def test_sigkill_mid_epoch_then_resume_twice_equals_an_uninterrupted_run(tiny_be
     assert_same_run(resumed, straight)
 
 
+def test_a_resume_at_an_epoch_boundary_with_a_refresh_and_layer_decay_equals_an_uninterrupted_run(
+    tiny_bert, task, tmp_path
+):
+    """Checkpoints at each epoch's end (step 5: the sampler at the boundary), negatives mined again
+    with the model at each epoch's start (refresh 1), and the lr split by depth (layer decay): killed in
+    epoch 2 and resumed from step 5, the run is the one never stopped, bit for bit."""
+    extra = ["--checkpoint.every", "epoch", "--data.hard_negatives.k", "1", "--data.hard_negatives.refresh", "1"]
+    extra += ["--train.layer_decay", "0.8"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    proc = launch(1, straight, run_args(tiny_bert, task, straight, *extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (straight / "hard_negatives" / "epoch1" / "triplets.jsonl").is_file()
+    killed = launch(1, resumed, run_args(tiny_bert, task, resumed, *extra), kill_at=7)
+    assert killed.returncode != 0 and sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["step-00000005"]
+    last = launch(1, resumed, run_args(tiny_bert, task, resumed, *extra, "--resume"))
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert "step 5" in last.stderr
+    assert_same_run(resumed, straight)
+    for name in ("start", "epoch1"):
+        assert (resumed / "hard_negatives" / name / "triplets.jsonl").read_bytes() == (
+            straight / "hard_negatives" / name / "triplets.jsonl"
+        ).read_bytes()
+
+
 @pytest.fixture(scope="module")
 def finished(tiny_bert, task, tmp_path_factory) -> Path:
     """An uninterrupted in-process run, keeping every checkpoint (2, 4, 6, 8, 10)."""
