@@ -559,6 +559,10 @@ def set_up(
     (None for a fresh run). A checkpoint of another config or process count is refused before the
     table is built; mining at start-up may reuse a complete earlier file."""
     seed_and_determinism(config)
+    if config.train.global_batch % accelerator.num_processes:  # before any model loads or anything is mined
+        raise ConfigError(
+            f"train.global_batch {config.train.global_batch} does not divide over {accelerator.num_processes} processes"
+        )
     documents = read_batch_documents(config)  # data.batch_by: refused before the output directory is made
     if accelerator.is_main_process:
         recover_interrupted_saves(Path(config.output.dir))

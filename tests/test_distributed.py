@@ -257,3 +257,15 @@ def test_evaluate_cli_under_torchrun_matches_one_process(tiny_bert, tmp_path):
         assert one[dim].keys() == two[dim].keys()
         for metric, value in one[dim].items():
             assert two[dim][metric] == pytest.approx(value, abs=1e-6), (dim, metric)
+
+
+def test_a_batch_that_does_not_divide_over_the_processes_is_refused_before_the_model_loads(pairs, tmp_path):
+    """Two processes, global batch 7, and a model that does not exist: the batch is what is named
+    (it used to be found only after the model had loaded and the negatives been mined)."""
+    argv = ["--model.name_or_path", str(tmp_path / "no_model"), "--data.train", str(pairs)]
+    argv += ["--train.global_batch", "7", "--output.dir", str(tmp_path / "run"), "--report.report_to", "[]"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [str(ROOT / "train.py"), *argv]
+    proc = subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "error: train.global_batch 7 does not divide over 2 processes" in proc.stderr, proc.stderr[-3000:]
