@@ -260,8 +260,9 @@ def check_output(args: argparse.Namespace) -> Path:
         raise PrepareError(
             f"--out {out}: inside the documents folder {docs}; a rerun would read its own output back as documents"
         )
-    if docs.resolve().is_relative_to(out.resolve()):
-        raise PrepareError(f"--out {out}: holds the documents folder {docs}, whose files a run would replace")
+    replaced = [out / "extracted", out / "qrels", out / "llm_cache"]  # folders of --out a run rewrites
+    if any(docs.resolve().is_relative_to(folder.resolve()) for folder in replaced):
+        raise PrepareError(f"--out {out}: holds the documents folder {docs} where a run writes its own files")
     try:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(STAGING + "*"):  # left by a crashed run (its process is gone)
