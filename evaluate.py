@@ -33,7 +33,14 @@ from common.processes import is_main_process, start_processes, stop_processes
 from data import DataError, IRDataset, PairsData, data_path, load_ir, load_pairs
 from model import PACKAGED_MINILM, Encoder, ModelConfig
 from retrieval.diagnostics import SAMPLE, format_space, space_diagnostics
-from retrieval.evaluation import default_dims, encode_ir, encode_queries, evaluate_embeddings, write_runs
+from retrieval.evaluation import (
+    default_dims,
+    encode_ir,
+    encode_queries,
+    evaluate_embeddings,
+    first_not_finite,
+    write_runs,
+)
 from retrieval.frontier import evaluate_frontier, frontier_report, write_frontier_runs
 from retrieval.hybrid import (
     CONVEX,
@@ -615,6 +622,22 @@ def reranked_report(
     }
 
 
+def not_finite(data, embeddings, base_embeddings, weight_on, memory, keys) -> str | None:
+    """Why the encoded vectors cannot be scored (one that is not finite), or None; on the main
+    process, after every process has finished encoding."""
+    checks = [(embeddings[0], data.query_ids, "query"), (embeddings[1], data.corpus_ids, "passage")]
+    if base_embeddings is not None:
+        checks += [
+            (base_embeddings[0], data.query_ids, "--baseline query"),
+            (base_embeddings[1], data.corpus_ids, "--baseline passage"),
+        ]
+    if weight_on is not None:
+        checks.append((weight_on[1], weight_on[0].query_ids, "--fusion-weight-from query"))
+    if keys is not None:
+        checks.append((keys, [f"#{i + 1}" for i in range(len(memory.questions))], "--memory question"))
+    return next((problem for emb, ids, what in checks if (problem := first_not_finite(emb, ids, what))), None)
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Run from the command line; returns {dim: {metric: value}} and the metadata as written to --out."""
     args = checked_args(argv)
@@ -630,21 +653,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         seen = Seen(mask=asked > 0, trained=len(trained_passages(trained[1])), asked=asked)
     device = start_processes()
     show_progress = is_main_process()
-    try:
-        embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)
-        weight_on = None
-        if other is not None:  # the queries of the split the fusion weight is chosen on
-            weight_on = (other, encode_queries(encoder, other.query_texts, args.batch_size, show_progress))
-        keys = None if memory is None else encode_queries(encoder, memory.questions, args.batch_size, show_progress)
-        base_embeddings = None
-        if baseline is not None:
-            encoder.cpu()  # one model on the device at a time
-            base_embeddings = encode_ir(baseline.to(device), data, args.batch_size, show_progress)[:2]
-    except ValueError as err:  # a non-finite embedding
-        sys.exit(f"error: {err}")
+    embeddings = encode_ir(encoder.to(device), data, args.batch_size, show_progress)
+    weight_on = None
+    if other is not None:  # the queries of the split the fusion weight is chosen on
+        weight_on = (other, encode_queries(encoder, other.query_texts, args.batch_size, show_progress))
+    keys = None if memory is None else encode_queries(encoder, memory.questions, args.batch_size, show_progress)
+    base_embeddings = None
+    if baseline is not None:
+        encoder.cpu()  # one model on the device at a time
+        base_embeddings = encode_ir(baseline.to(device), data, args.batch_size, show_progress)[:2]
     stop_processes()
     if embeddings[0] is None:  # not the main process: its shard is encoded and gathered
         return {}
+    if problem := not_finite(data, embeddings, base_embeddings, weight_on, memory, keys):
+        sys.exit(f"error: {problem}")
     if reranker is not None:
         reranker.to(device)
     encoded = None if keys is None else EncodedMemory(memory, keys)

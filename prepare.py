@@ -308,15 +308,11 @@ def llm_config(args: argparse.Namespace, api_key: str):
 def check_llm_inputs(args: argparse.Namespace) -> None:
     """--questions llm: every LLM flag, the prompt file and the round-trip model, before any
     document is read (a bad one would otherwise surface after the whole generation)."""
-    from documents.questions import Endpoint, LLMError, check_llm_config, load_template
+    from documents.questions import Endpoint, check_llm_config, load_template
     from model import resolve_model_dir
 
     config = llm_config(args, api_key="")
-    try:
-        check_llm_config(config)
-    except LLMError as err:
-        field, _, rest = str(err).partition(" = ")
-        raise LLMError(f"{LLM_FLAGS.get(field, field)} {rest}") from None
+    check_llm_config(config, LLM_FLAGS)
     Endpoint.from_config(config)
     load_template(config)
     if args.round_trip_model:

@@ -28,7 +28,6 @@ that --depth would have saved.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -60,7 +59,7 @@ from retrieval.rerank import (
     saved_problem,
     weight_curve,
 )
-from retrieval.settings import TOKEN_PATTERNS, LexicalConfig
+from retrieval.settings import INDEX_SETTINGS, TOKEN_PATTERNS, LexicalConfig
 from training.reranker import (
     HOLDOUT,
     HOLDOUT_SEED,
@@ -276,14 +275,14 @@ def expected_settings(
     about how it was made: the held-out draw too, so a member an earlier run left is kept only when
     it never trained on the questions this run holds out."""
     settings = training_of(args, seed)
-    questions = "\n".join(data.query_ids[i] for i in trained_on.tolist())
     saved = {
         "trained_on": {
             "holdout": args.holdout,
             "holdout_seed": args.holdout_seed,
             "questions": len(trained_on),
-            "questions_sha256": hashlib.sha256(questions.encode("utf-8")).hexdigest(),
+            "questions_sha256": ids_sha256([data.query_ids[i] for i in trained_on.tolist()]),
         },
+        "bm25": {key: getattr(LexicalConfig(), key) for key in INDEX_SETTINGS},  # its first stage's, besides tokens
         "depth": args.depth,
         "init": args.init,
         "data": data.name,

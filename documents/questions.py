@@ -193,8 +193,9 @@ class _Outcome:
 # ---------------------------------------------------------------- configuration and prompt
 
 
-def check_llm_config(config: LLMConfig) -> None:
-    """Raise LLMError naming the first field with a value that cannot work."""
+def check_llm_config(config: LLMConfig, names: dict[str, str] | None = None) -> None:
+    """Raise LLMError naming the first field with a value that cannot work (as `names` calls it: a
+    command line's flag for each field, say; else the field's own name)."""
     problems = [
         ("questions_per_passage", config.questions_per_passage < 1, "must be >= 1"),
         ("concurrency", config.concurrency < 1, "must be >= 1"),
@@ -207,6 +208,8 @@ def check_llm_config(config: LLMConfig) -> None:
     ]
     for name, bad, rule in problems:
         if bad:
+            if names and name in names:
+                raise LLMError(f"{names[name]} {getattr(config, name)!r}: {rule}")
             raise LLMError(f"{name} = {getattr(config, name)!r}: {rule}")
 
 

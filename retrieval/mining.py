@@ -43,7 +43,7 @@ from retrieval.evaluation import encode_sharded
 from retrieval.fusion import convex_scores
 from retrieval.lexical import build_index, matched_top_k
 from retrieval.search import exact_search, truncate_normalize
-from retrieval.settings import TOKEN_PATTERNS, LexicalConfig, MineConfig, check_mine_config
+from retrieval.settings import INDEX_SETTINGS, TOKEN_PATTERNS, LexicalConfig, MineConfig, check_mine_config
 
 logger = logging.getLogger(__name__)
 
@@ -335,9 +335,6 @@ def lexical_ranking(
     return Ranking(scores, rows, positives)
 
 
-INDEX_SETTINGS = ("method", "k1", "b", "stemmer", "stopwords")  # what build_index reads of LexicalConfig, and tokens
-
-
 def mining_weight(lexical: LexicalConfig) -> float:
     """The dense weight of the hybrid source's fusion: lexical.fusion_weight, else 0.5."""
     return 0.5 if lexical.fusion_weight is None else lexical.fusion_weight
@@ -475,9 +472,10 @@ def mine(
     report, the others get None (the caller waits for all). `relevant` maps a question text to every
     passage text known relevant to it (`data.known_relevant`, qrels already folded in);
     `fingerprint_extra` names the model (and e.g. the epoch) so a different one re-mines. Only the
-    encoder's `dim`, `device`, `spec` prompts and `encode` are used. `config.source` ranks the
-    candidates by the model (dense), by BM25 as `lexical` says (bm25: nothing is encoded), or by
-    both fused (hybrid); the positive-aware filter compares scores on the source's own scale.
+    encoder's `dim`, `device`, `spec` prompts, `bf16` (if it has one: fingerprinted) and `encode` are
+    used. `config.source` ranks the candidates by the model (dense), by BM25 as `lexical` says (bm25:
+    nothing is encoded), or by both fused (hybrid); the positive-aware filter compares scores on the
+    source's own scale.
     """
     check_mine_config(config)
     if config.k == 0:

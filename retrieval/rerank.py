@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from data import IRDataset
 from model import SDPA_BACKENDS
 from retrieval.fusion import WEIGHT_GRID, Candidates, best_weight, convex, normalized, ranked
 from retrieval.metrics import TOP_K, DimResult, score_ranking
-from retrieval.settings import LexicalConfig
+from retrieval.settings import INDEX_SETTINGS, LexicalConfig
 
 SETTINGS_FILE = "reranker.json"
 MEMBERS = "members"  # an ensemble's reranker.json: its members' folder names
@@ -379,32 +379,39 @@ class Fused:
     weights: dict[int, float]
     norm: str = "minmax"
     tokens: str = "words"  # BM25's tokens (lexical.tokens)
-    bm25: tuple = ()  # BM25's other settings (`bm25_settings`); empty: train_reranker.py's first stage's
+    bm25: tuple = field(default_factory=lambda: bm25_settings(LexicalConfig()))  # BM25's other settings
 
 
 def bm25_settings(config: LexicalConfig) -> tuple:
-    """What decides BM25's ranking besides its tokens: method, k1, b, stemmer, stopwords."""
-    return (config.method, config.k1, config.b, config.stemmer, config.stopwords)
+    """What decides BM25's ranking besides its tokens (INDEX_SETTINGS: method, k1, b, stemmer,
+    stopwords), as a tuple."""
+    return tuple(getattr(config, key) for key in INDEX_SETTINGS)
 
 
-FIRST_STAGE_BM25 = bm25_settings(LexicalConfig())  # train_reranker.py's first stage: the defaults
+def first_stage_bm25(settings: dict) -> tuple:
+    """The BM25 settings a re-ranker's first stage used: those it saved (`bm25`), and for one saved
+    before they were, the defaults, which its first stage always used."""
+    saved, default = settings.get("bm25", {}), LexicalConfig()
+    return tuple(saved.get(key, getattr(default, key)) for key in INDEX_SETTINGS)
 
 
-def saved_weight(ce: Reranker, depth: int, norm: str, tokens: str, bm25: tuple = ()) -> tuple[float, str] | None:
+def saved_weight(
+    ce: Reranker, depth: int, norm: str, tokens: str, bm25: tuple | None = None
+) -> tuple[float, str] | None:
     """The weight train_reranker.py chose on its held-out questions, and where, if it applies here:
-    the same depth, the min-max fusion and BM25 (its tokens, and `bm25`, the other settings: empty for
+    the same depth, the min-max fusion and BM25 (its tokens, and `bm25`, the other settings; None:
     the defaults) it was chosen with; else None."""
     held = ce.settings.get("held_out")
     if not held or depth != ce.depth or norm != "minmax" or tokens != first_stage_tokens(ce.settings):
         return None
-    if (bm25 or FIRST_STAGE_BM25) != FIRST_STAGE_BM25:
+    if (bm25 or bm25_settings(LexicalConfig())) != first_stage_bm25(ce.settings):
         return None
     first_stage = ce.settings.get("first_stage", "its first stage")
     bm25 = "BM25" if tokens == "words" else f"BM25 ({tokens} tokens)"
     return float(held["weight"]), f"chosen on {held['weight_from']} with {first_stage} + {bm25} when it was trained"
 
 
-def unused_weight_note(ce: Reranker, depth: int, norm: str, tokens: str, bm25: tuple = ()) -> str | None:
+def unused_weight_note(ce: Reranker, depth: int, norm: str, tokens: str, bm25: tuple | None = None) -> str | None:
     """Why the weight a re-ranker saved does not apply here (`saved_weight`), or None when it does or
     it saved none."""
     if not ce.settings.get("held_out"):
@@ -413,8 +420,8 @@ def unused_weight_note(ce: Reranker, depth: int, norm: str, tokens: str, bm25: t
     differ = [f"depth {ce.depth}"] if depth != ce.depth else []
     differ += ["a min-max fusion"] if norm != "minmax" else []
     differ += [f"BM25 over {saved_tokens} tokens"] if tokens != saved_tokens else []
-    if (bm25 or FIRST_STAGE_BM25) != FIRST_STAGE_BM25:
-        method, k1, b, stemmer, stopwords = FIRST_STAGE_BM25
+    if (bm25 or bm25_settings(LexicalConfig())) != (saved := first_stage_bm25(ce.settings)):
+        method, k1, b, stemmer, stopwords = saved
         differ += [f"BM25 {method} k1 {k1} b {b}, stemmer {stemmer}, stopwords {stopwords}"]
     if not differ:
         return None

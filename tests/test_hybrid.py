@@ -482,3 +482,18 @@ def test_the_fused_frontier_at_int8_against_a_direct_computation():
             ndcgs.append(dcg / ideal)
         assert results[dim].quantized["int8+bm25"]["ndcg@10"] == pytest.approx(np.mean(ndcgs), abs=1e-12)
         assert results[dim].quantized["int8+bm25"]["bytes_per_vector"] == dim
+
+
+def test_the_stopword_lists_named_are_the_ones_bm25s_knows():
+    """The config check's static list against bm25s itself: each name it accepts tokenizes, and a
+    name it refuses bm25s refuses too."""
+    import bm25s
+
+    from retrieval.settings import STOPWORD_LISTS, known_stopwords
+
+    for name in STOPWORD_LISTS:
+        bm25s.tokenize(["a"], stopwords=name, show_progress=False)
+    for name in ("xx", "klingon", "EN"):
+        assert not known_stopwords(name)
+        with pytest.raises(ValueError):
+            bm25s.tokenize(["a"], stopwords=name, show_progress=False)

@@ -286,8 +286,8 @@ def check_train(t: TrainConfig) -> None:
     ):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
-    if not 0 < t.lr < math.inf or not 0 <= t.warmup_ratio <= 1 or not 0 <= t.min_lr_ratio <= 1:
-        raise ConfigError("train.lr must be a finite number > 0; train.warmup_ratio and train.min_lr_ratio in [0, 1]")
+    if t.lr <= 0 or not 0 <= t.warmup_ratio <= 1 or not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError("train.lr must be > 0; train.warmup_ratio and train.min_lr_ratio in [0, 1]")
     if not 0 <= t.seed < 2**32 - 1024:  # numpy's seed range, less room for the rank each process adds
         raise ConfigError(f"train.seed: must be in [0, 2^32 - 1024), got {t.seed}")
     if t.mixed_precision not in ("auto", "bf16", "no"):
@@ -321,12 +321,12 @@ def check_loss(loss: LossConfig) -> None:
     if loss.distill_temperature <= 0:
         raise ConfigError(f"loss.distill_temperature: must be > 0, got {loss.distill_temperature}")
     check_distill_teacher(loss)
-    if not 0 < loss.temperature < math.inf:
-        raise ConfigError(f"loss.temperature: must be a finite number > 0, got {loss.temperature}")
+    if loss.temperature <= 0:
+        raise ConfigError(f"loss.temperature: must be > 0, got {loss.temperature}")
     if loss.weights and len(loss.weights) != len(loss.dims):
         raise ConfigError(f"loss.weights: {len(loss.weights)} weights for {len(loss.dims)} loss.dims")
-    if loss.weights and not (all(0 <= w < math.inf for w in loss.weights) and any(w > 0 for w in loss.weights)):
-        raise ConfigError(f"loss.weights: each must be a finite number >= 0, and one > 0, got {loss.weights}")
+    if loss.weights and not (all(w >= 0 for w in loss.weights) and any(w > 0 for w in loss.weights)):
+        raise ConfigError(f"loss.weights: each must be >= 0, and one > 0, got {loss.weights}")
     if len(set(loss.dims)) != len(loss.dims):
         raise ConfigError(f"loss.dims: repeated dims in {loss.dims}")
 
